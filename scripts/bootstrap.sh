@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Sets up everything w2s needs in ./.venv, from nothing, and does nothing the second time.
+#
+#   scripts/bootstrap.sh            CPU machine (the default): the local CPU build of torch, OpenRLHF without flash-attn
+#   W2S_EXTRAS=gpu scripts/bootstrap.sh   CUDA cluster: torch's CUDA build, flash-attn and vLLM
+#
+# The venv is rebuilt only when setup.cfg, the constraints or this script change (a hash stamp).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${W2S_VENV:-.venv}
+EXTRAS=${W2S_EXTRAS:-cpu}
+PY=${PYTHON:-python3}
+stamp="$VENV/.w2s-bootstrap"
+want=$(cat setup.cfg requirements/constraints.txt scripts/bootstrap.sh | sha256sum | cut -c1-16)-$EXTRAS
+
+step() { printf '\033[1m[bootstrap %s] %s\033[0m\n' "$(date +%H:%M:%S)" "$*"; }
+
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  step "environment $VENV is up to date"
+  exit 0
+fi
+
+t0=$SECONDS
+if [ ! -x "$VENV/bin/python" ]; then
+  step "creating virtualenv $VENV"
+  "$PY" -m venv "$VENV"
+fi
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@"; }
+pip install -q --upgrade pip setuptools wheel
+
+# torch first and alone, so that nothing later resolves a different (CUDA, several GB) build on a CPU machine.
+step "installing torch (pinned in requirements/constraints.txt)"
+pip install -q -c requirements/constraints.txt torch
+
+step "installing w2s[$EXTRAS,dev] and its dependencies"
+# DeepSpeed is an sdist; with no CUDA it builds with every op disabled and JIT-compiles what it needs.
+DS_BUILD_OPS=0 pip install -q -c requirements/constraints.txt -e ".[$EXTRAS,dev]"
+
+# OpenRLHF's metadata requires flash-attn, which cannot be built without CUDA; its other requirements
+# are listed in setup.cfg, so it goes in without its own resolution. On a GPU cluster the `gpu` extra
+# has already installed flash-attn and vLLM.
+step "installing openrlhf (--no-deps)"
+pip install -q --no-deps -c requirements/constraints.txt openrlhf
+# The openrlhf wheel ships a top-level `tests` package that would shadow ours.
+site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+rm -rf "$site/tests"
+
+echo "$want" > "$stamp"
+step "environment ready in $((SECONDS - t0)) s"

@@ -1,0 +1,350 @@
+"""The one typed config tree of w2s.
+
+Every field has a type, a default (or ``MISSING`` when a recipe must set it) and a help string in
+``metadata["help"]``; fields with a closed set of values list them in ``metadata["choices"]``, which the
+validator checks. Batch sizes say their scope and unit in their names: ``*_per_device`` or ``global_*``,
+counted in ``prompts`` or ``samples``.
+
+Recipes are YAML files over this tree (see :mod:`w2s.config.compose`); ``w2s print-config`` shows a
+fully resolved one and ``w2s explain KEY`` prints the help of any key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import MISSING
+
+
+def _f(default: Any = MISSING, help: str = "", choices: Optional[list[str]] = None, factory: Any = None) -> Any:
+    """A dataclass field with its help text (and its allowed values, when the set is closed)."""
+    meta: dict[str, Any] = {"help": help}
+    if choices is not None:
+        meta["choices"] = choices
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+DTYPES = ["bfloat16", "float16", "float32"]
+ATTENTION = ["sdpa", "eager", "flash_attention_2"]
+BACKENDS = ["transformers", "vllm"]
+
+
+# ----------------------------------------------------------------------------------------------- models
+@dataclass
+class ModelConfig:
+    path: str = _f("", "Model directory, hub name (GPU clusters with a hub), or `asset:NAME` for an offline asset "
+                   "w2s builds itself (asset:tiny-strong, asset:tiny-weak, asset:smollm2). Required where used.")
+    params_b: float = _f(0.0, "Parameters in billions, for resource checks before launch (0: read from the model's "
+                         "config.json when it is local, else unknown).")
+    dtype: str = _f("bfloat16", "Weights' dtype for generation and training.", DTYPES)
+    attn_implementation: str = _f("sdpa", "Attention kernel; flash_attention_2 needs CUDA and flash-attn.", ATTENTION)
+    trust_remote_code: bool = _f(False, "Run Python code shipped with the model. Only for models you trust.")
+
+
+@dataclass
+class ModelsConfig:
+    strong: ModelConfig = _f(help="The strong policy that answers prompts and is trained on the corrections.",
+                             factory=ModelConfig)
+    aligner: ModelConfig = _f(help="The weak Aligner. When aligner.train.enabled, the base model it is fine-tuned "
+                              "from; otherwise a trained Aligner directory.", factory=ModelConfig)
+
+
+# ----------------------------------------------------------------------------------------------- data
+@dataclass
+class DataSourceConfig:
+    path: str = _f("", "A JSON list, JSON Lines, Parquet or CSV file, a `datasets.save_to_disk` folder, or "
+                   "`hub:NAME[:CONFIG]` where a hub is reachable. Relative paths are read from the repository root.")
+    split: str = _f("train", "Split to read from a saved DatasetDict or a hub dataset.")
+    on_bad_row: str = _f("error", "What to do with a malformed row: stop with its file/line/field, or skip it "
+                         "(the skipped count is always reported).", ["error", "skip"])
+    max_rows: int = _f(0, "Read at most this many rows (0: all).")
+
+
+@dataclass
+class PromptDataConfig(DataSourceConfig):
+    prompt_key: str = _f("prompt", "Field holding the prompt text.")
+    reference_key: str = _f("reference", "Field holding a reference answer (evaluation prompts only; used by "
+                            "reference-based judges).")
+
+
+@dataclass
+class TripleDataConfig(DataSourceConfig):
+    question_key: str = _f("question", "Field holding the question.")
+    answer_key: str = _f("answer", "Field holding the upstream model's answer.")
+    correction_key: str = _f("correction", "Field holding the corrected answer.")
+
+
+# ----------------------------------------------------------------------------------------------- sampling
+@dataclass
+class SamplingConfig:
+    backend: str = _f("transformers", "Generation engine: transformers (CPU or GPU) or vllm (GPU).", BACKENDS)
+    preset: str = _f("", "Named decoding preset applied under explicit values: `aligner-paper` (top-k 10, top-p "
+                     "0.95, T 0.3, frequency penalty 1.2), `upstream-paper` (top-k 10, top-p 0.95, T 0.5, "
+                     "repetition penalty 1.1), `greedy`, or empty.", ["", "aligner-paper", "upstream-paper", "greedy"])
+    max_new_tokens: int = _f(256, "Most tokens generated per answer.")
+    temperature: Optional[float] = _f(None, "Sampling temperature (0: greedy). Empty: the preset's, else 1.0.")
+    top_p: Optional[float] = _f(None, "Nucleus sampling mass. Empty: the preset's, else 1.0.")
+    top_k: Optional[int] = _f(None, "Sample from the k most likely tokens (0: off). Empty: the preset's, else 0.")
+    frequency_penalty: Optional[float] = _f(None, "OpenAI-style frequency penalty (vLLM; emulated in transformers). "
+                                            "Empty: the preset's, else 0.")
+    repetition_penalty: Optional[float] = _f(None, "Multiplicative repetition penalty. Empty: the preset's, else 1.0.")
+    batch_prompts_per_actor: int = _f(8, "Prompts one generation actor processes per forward batch.")
+    max_prompt_tokens: int = _f(1024, "Prompts longer than this (in tokens) are truncated from the left.")
+    tensor_parallel_size: int = _f(1, "vLLM tensor parallel size per engine (GPUs per engine).")
+    gpu_memory_utilization: float = _f(0.85, "vLLM: share of GPU memory an engine may take.")
+    seed: Optional[int] = _f(None, "Sampling seed. Empty: derived from run.seed and the round.")
+
+
+@dataclass
+class GenerateConfig(SamplingConfig):
+    """How the strong policy answers prompts."""
+
+
+@dataclass
+class CorrectConfig(SamplingConfig):
+    """How the Aligner corrects answers."""
+
+    template: str = _f("auto", "Aligner prompt template: auto (read from the Aligner's w2s metadata, else "
+                       "aligner-v2), aligner-v1, aligner-v2, chat, or a name from aligner.templates.")
+    instruction: str = _f("", "Controllable correction: a preset (helpful-harmless, safer, empathy, concise, helpful) "
+                          "or free text steering the Aligner. Empty: the template's own instruction.")
+    question_key: str = _f("question", "Field of an input row holding the question (`w2s aligner correct`).")
+    answer_key: str = _f("answer", "Field of an input row holding the answer to correct (`w2s aligner correct`).")
+    output_key: str = _f("correction", "Field the correction is written to; provenance goes to `w2s_correction`.")
+    on_bad_row: str = _f("error", "Malformed input row: stop with its file/line/field, or skip it (counted).",
+                         ["error", "skip"])
+
+
+# ----------------------------------------------------------------------------------------------- training
+@dataclass
+class OptimConfig:
+    lr: float = _f(2e-5, "Peak learning rate.")
+    scheduler: str = _f("cosine_with_min_lr", "Learning-rate schedule (OpenRLHF names).",
+                        ["cosine_with_min_lr", "cosine", "linear", "constant", "constant_with_warmup"])
+    warmup_ratio: float = _f(0.03, "Share of steps spent warming the learning rate up.")
+    min_lr_ratio: float = _f(0.1, "Floor of the cosine schedule, as a share of lr.")
+    betas: list[float] = _f(help="AdamW betas.", factory=lambda: [0.9, 0.95])
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm.")
+
+
+@dataclass
+class LoraConfig:
+    rank: int = _f(0, "LoRA rank (0: full fine-tuning).")
+    alpha: int = _f(16, "LoRA alpha.")
+    dropout: float = _f(0.0, "LoRA dropout.")
+    target_modules: list[str] = _f(help="Modules LoRA adapts; empty list: all linear layers.", factory=list)
+
+
+@dataclass
+class TrainerConfig:
+    """Settings every OpenRLHF trainer shares (SFT, DPO, reward model)."""
+
+    epochs: int = _f(1, "Passes over the round's data.")
+    max_len: int = _f(2048, "Longest prompt + response in tokens; longer examples are truncated or dropped per "
+                      "overlong.")
+    overlong: str = _f("truncate", "What to do with examples over max_len.", ["truncate", "drop"])
+    micro_batch_samples_per_device: int = _f(1, "Samples one rank processes per forward/backward pass.")
+    global_batch_samples: int = _f(8, "Samples per optimizer step across all ranks (gradient accumulation fills "
+                                   "the gap).")
+    zero_stage: int = _f(2, "DeepSpeed ZeRO stage.", None)
+    param_dtype: str = _f("bfloat16", "Training dtype (OpenRLHF supports bf16 and fp16).", ["bfloat16", "float16"])
+    gradient_checkpointing: bool = _f(False, "Recompute activations in backward to save memory.")
+    adam_offload: bool = _f(False, "Offload optimizer states to CPU (DeepSpeed).")
+    optim: OptimConfig = _f(help="Optimizer and schedule.", factory=OptimConfig)
+    lora: LoraConfig = _f(help="LoRA adapters (rank 0: full fine-tuning).", factory=LoraConfig)
+
+
+@dataclass
+class SFTConfig(TrainerConfig):
+    pass
+
+
+@dataclass
+class DPOConfig(TrainerConfig):
+    beta: float = _f(0.1, "DPO temperature beta.")
+    label_smoothing: float = _f(0.0, "Conservative-DPO label smoothing.")
+    ipo: bool = _f(False, "Use the IPO loss instead of DPO.")
+    nll_loss_coef: float = _f(0.0, "Weight of an added NLL loss on the chosen answer.")
+    reference: str = _f("initial", "Reference model: the fixed initial policy (stable, RLHFlow's finding) or the "
+                        "previous round's policy.", ["initial", "previous"])
+    min_pair_distance: float = _f(0.05, "Drop pairs whose chosen and rejected differ by less than this normalised "
+                                  "edit distance (0: drop only identical pairs).")
+
+
+@dataclass
+class RewardModelConfig(TrainerConfig):
+    base: str = _f("", "Model the reward model starts from. Empty: the strong policy of the round.")
+
+
+@dataclass
+class PPOConfig:
+    actor_lr: float = _f(1e-5, "Actor learning rate (Aligner paper, Table 23).")
+    critic_lr: float = _f(5e-6, "Critic learning rate.")
+    init_kl_coef: float = _f(0.02, "KL penalty coefficient.")
+    kl_estimator: str = _f("k1", "KL estimator.", ["k1", "k2", "k3"])
+    advantage_estimator: str = _f("gae", "Advantage estimator (OpenRLHF).",
+                                  ["gae", "reinforce", "rloo", "reinforce_baseline", "group_norm", "dr_grpo"])
+    eps_clip: float = _f(0.2, "PPO clip range.")
+    value_clip: float = _f(5.0, "Value clip range.")
+    epochs: int = _f(1, "PPO epochs over the round's prompts.")
+    rollout_batch_prompts: int = _f(64, "Prompts per rollout batch (global).")
+    samples_per_prompt: int = _f(1, "Rollouts sampled per prompt.")
+    micro_train_batch_samples_per_device: int = _f(1, "Samples per training micro-batch per GPU.")
+    global_train_batch_samples: int = _f(64, "Samples per optimizer step across all actor ranks.")
+    max_new_tokens: int = _f(512, "Most tokens per rollout.")
+    colocate_all: bool = _f(True, "Colocate actor, critic, reference, reward and vLLM on the same GPUs (sleep mode).")
+    vllm_engines: int = _f(1, "vLLM rollout engines.")
+    vllm_tensor_parallel_size: int = _f(1, "GPUs per vLLM rollout engine.")
+
+
+@dataclass
+class RLHFConfig:
+    ppo_enabled: bool = _f(True, "Run PPO after the reward model. PPO needs GPUs (OpenRLHF's rollouts run on vLLM); "
+                           "false trains only the reward model, which also runs on CPU.")
+    reward_model: RewardModelConfig = _f(help="The reward model trained on the round's (correction > answer) pairs.",
+                                         factory=RewardModelConfig)
+    ppo: PPOConfig = _f(help="PPO through OpenRLHF's Ray trainer (GPU only).", factory=PPOConfig)
+
+
+@dataclass
+class TrainConfig:
+    method: str = _f("dpo", "How the corrections train the strong model: SFT on question -> correction, DPO on "
+                     "correction > answer, or RLHF (reward model, then PPO).", ["sft", "dpo", "rlhf"])
+    sft: SFTConfig = _f(help="SFT settings (train.method=sft).", factory=SFTConfig)
+    dpo: DPOConfig = _f(help="DPO settings (train.method=dpo).", factory=DPOConfig)
+    rlhf: RLHFConfig = _f(help="Reward model and PPO settings (train.method=rlhf).", factory=RLHFConfig)
+
+
+# ----------------------------------------------------------------------------------------------- aligner
+@dataclass
+class AlignerTemplateConfig:
+    prompt: str = _f(MISSING, "Python format string with {question}, {answer} and optionally {instruction}.")
+    default_instruction: str = _f("", "Instruction used when no other is given.")
+
+
+@dataclass
+class AlignerTrainConfig(TrainerConfig):
+    # Defaults follow the Aligner paper (Table 22 / sft-correction.sh): 3 epochs, lr 2e-5, cosine, warmup 0.03,
+    # AdamW betas (0.9, 0.95), max length 2048, global batch 256 (4 per device x 8 accumulation x 8 GPUs).
+    epochs: int = _f(3, "Passes over the triples (paper: 3).")
+    global_batch_samples: int = _f(256, "Samples per optimizer step across all ranks (paper: 4 x 8 accumulation x 8 "
+                                   "GPUs = 256).")
+    optim: OptimConfig = _f(help="Optimizer and schedule (paper: lr 2e-5, cosine to 0, warmup 0.03, betas "
+                            "(0.9, 0.95), no weight decay).",
+                            factory=lambda: OptimConfig(scheduler="cosine", min_lr_ratio=0.0))
+    enabled: bool = _f(False, "Train the Aligner from model.aligner as the run's first (cached) stage.")
+    data: TripleDataConfig = _f(help="Question/answer/correction triples.", factory=TripleDataConfig)
+    template: str = _f("aligner-v2", "Prompt template the Aligner is trained with (saved in its metadata).")
+    instruction: str = _f("", "Instruction baked into training prompts (empty: the template's default).")
+    warmup_fraction: float = _f(0.0, "Identity warm-up: first train on this share of (question, answer, answer) "
+                                "copies, then on the corrections (paper's best: 0.2).")
+    eval_fraction: float = _f(0.05, "Share of triples held out for evaluation (deterministic by run.seed).")
+
+
+@dataclass
+class AlignerConfig:
+    train: AlignerTrainConfig = _f(help="Training the Aligner (SFT through OpenRLHF).", factory=AlignerTrainConfig)
+    templates: dict[str, AlignerTemplateConfig] = _f(help="User-defined prompt templates by name.", factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------- loop and eval
+@dataclass
+class LoopConfig:
+    rounds: int = _f(1, "Weak-to-strong rounds: generate, correct, train, evaluate.")
+    prompts: PromptDataConfig = _f(help="Prompts the strong policy answers.", factory=PromptDataConfig)
+    prompts_per_round: int = _f(0, "Prompts answered per round (global). 0: all prompts every round.")
+    repeat_prompts: bool = _f(False, "Allow a prompt in more than one round (otherwise rounds take disjoint slices).")
+
+
+@dataclass
+class JudgeConfig:
+    kind: str = _f("embedding", "Offline judges: embedding (cosine similarity to the reference answer, "
+                   "all-MiniLM-L6-v2), reward-model (a sequence-classification model scores each answer).",
+                   ["embedding", "reward-model"])
+    model: str = _f("", "Judge model path. Empty: the bundled all-MiniLM-L6-v2 (embedding judge).")
+    tie_margin: float = _f(0.01, "Score differences at most this large count as ties.")
+    batch_size: int = _f(32, "Texts scored per batch.")
+
+
+@dataclass
+class EvalConfig:
+    enabled: bool = _f(True, "Evaluate after every round.")
+    prompts: PromptDataConfig = _f(help="Held-out evaluation prompts with reference answers.",
+                                   factory=PromptDataConfig)
+    max_prompts: int = _f(0, "Evaluate on at most this many prompts (0: all).")
+    compare_to: list[str] = _f(help="Policies each round's policy is compared with.",
+                               factory=lambda: ["previous", "initial"])
+    judge: JudgeConfig = _f(help="The judge that decides win, loss or tie.", factory=JudgeConfig)
+    generate: SamplingConfig = _f(help="Decoding for evaluation answers (greedy by default, so rounds compare "
+                                  "deterministically).", factory=lambda: SamplingConfig(preset="greedy"))
+
+
+# ----------------------------------------------------------------------------------------------- cluster
+@dataclass
+class RoleConfig:
+    num_actors: int = _f(1, "Actors playing this role (data parallel for generation; ranks for training).")
+    num_cpus_per_actor: float = _f(1.0, "CPUs reserved per actor.")
+    num_gpus_per_actor: float = _f(0.0, "GPUs reserved per actor (fractions share a GPU).")
+
+
+@dataclass
+class ClusterConfig:
+    address: str = _f("", "Ray cluster to join: empty starts a private local instance; `auto` or HOST:PORT joins "
+                      "an existing one (the Slurm case).")
+    num_cpus: int = _f(0, "CPUs of the private local instance (0: all of this machine's).")
+    num_gpus: int = _f(0, "GPUs of the private local instance (0: all visible).")
+    include_dashboard: bool = _f(False, "Start Ray's dashboard (bound to dashboard_host).")
+    dashboard_host: str = _f("127.0.0.1", "Address the dashboard listens on (localhost unless you mean otherwise).")
+    temp_dir: str = _f("", "Ray's temporary directory. Empty: Ray's default.")
+    rpc_timeout_s: float = _f(3600.0, "Longest any single remote call may take before the run stops with the "
+                              "role, rank and log location of the stuck actor.")
+    placement_strategy: str = _f("PACK", "How role bundles are spread over nodes.",
+                                 ["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"])
+    generator: RoleConfig = _f(help="Strong-policy generation actors.", factory=RoleConfig)
+    corrector: RoleConfig = _f(help="Aligner correction actors.", factory=RoleConfig)
+    trainer: RoleConfig = _f(help="Trainer ranks; together they form one torch.distributed world.",
+                             factory=RoleConfig)
+    judge: RoleConfig = _f(help="Judge actors.", factory=RoleConfig)
+
+
+# ----------------------------------------------------------------------------------------------- run and log
+@dataclass
+class RunConfig:
+    dir: str = _f("", "Run directory. Empty: a new folder under runs/ named after the recipe and the time.")
+    seed: int = _f(42, "Seed for data splits, sampling and training.")
+    resume: str = _f("auto", "auto: continue the run in run.dir from its first unfinished stage; never: refuse a "
+                     "non-empty run.dir; fork: allow config changes to finished stages by redoing them.",
+                     ["auto", "never", "fork"])
+    max_retries: int = _f(0, "Retries of a stage whose actor died, before the run stops.")
+
+
+@dataclass
+class LogConfig:
+    level: str = _f("INFO", "Log level of the driver and the actors.", ["DEBUG", "INFO", "WARNING", "ERROR"])
+    tensorboard: bool = _f(True, "Write TensorBoard logs under RUN_DIR/tensorboard.")
+    progress: bool = _f(True, "Show progress bars for long work.")
+
+
+# ----------------------------------------------------------------------------------------------- root
+JOBS = ["loop", "aligner", "popalign"]
+
+
+@dataclass
+class W2SConfig:
+    job: str = _f("loop", "What `w2s run` does with this recipe: loop (the weak-to-strong rounds, training the Aligner "
+                  "first when aligner.train.enabled), aligner (train an Aligner only), popalign (build a PopAlign "
+                  "preference dataset).", JOBS)
+    model: ModelsConfig = _f(help="The strong policy and the weak Aligner.", factory=ModelsConfig)
+    aligner: AlignerConfig = _f(help="Training the Aligner and its prompt templates.", factory=AlignerConfig)
+    generate: GenerateConfig = _f(help="Strong-policy generation.", factory=GenerateConfig)
+    correct: CorrectConfig = _f(help="Aligner correction.", factory=lambda: CorrectConfig(preset="aligner-paper"))
+    train: TrainConfig = _f(help="Training the strong policy on the corrections.", factory=TrainConfig)
+    loop: LoopConfig = _f(help="The weak-to-strong rounds.", factory=LoopConfig)
+    eval: EvalConfig = _f(help="Per-round evaluation.", factory=EvalConfig)
+    cluster: ClusterConfig = _f(help="Ray cluster and role resources.", factory=ClusterConfig)
+    run: RunConfig = _f(help="Run directory, seed and resume.", factory=RunConfig)
+    log: LogConfig = _f(help="Logging.", factory=LogConfig)

@@ -1,0 +1,195 @@
+"""Cross-field rules: combinations that type checks cannot see, checked before any actor or model starts.
+
+Everything here reads the config alone (and whether local files exist): no torch, no Ray, no GPU probe.
+Resources are judged from what the recipe requests (``cluster.*``), which is what Ray will be asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+
+from w2s.errors import ConfigIssue
+
+JOB_ALIASES = {"run": None, "aligner-train": "aligner", "train-aligner": "aligner"}
+
+
+def _gpus(role: Any) -> float:
+    return float(role.num_actors) * float(role.num_gpus_per_actor)
+
+
+def _check_model(key: str, model: Any, issues: list[ConfigIssue], *, required: bool) -> None:
+    from w2s.assets import ASSET_NAMES, ASSET_PREFIX
+
+    path = model.path
+    if not path:
+        if required:
+            issues.append(ConfigIssue(f"{key}.path", path, "is required here",
+                                      f"set {key}.path to a model directory or an asset (asset:tiny-weak, "
+                                      "asset:tiny-strong, asset:smollm2)"))
+        return
+    if path.startswith(ASSET_PREFIX) and path[len(ASSET_PREFIX):] not in ASSET_NAMES:
+        issues.append(ConfigIssue(f"{key}.path", path, "unknown asset",
+                                  f"use one of {', '.join(ASSET_PREFIX + a for a in ASSET_NAMES)}"))
+    if model.trust_remote_code:
+        pass  # the user's explicit choice; nothing to check
+
+
+def _check_data(key: str, source: Any, issues: list[ConfigIssue], *, required: bool) -> None:
+    from w2s.config.compose import resolve_path
+
+    path = source.path
+    if not path:
+        if required:
+            issues.append(ConfigIssue(f"{key}.path", path, "is required here",
+                                      f"set {key}.path to a JSONL/JSON/Parquet/CSV file or a saved dataset folder"))
+        return
+    if path.startswith("hub:"):
+        return
+    if not resolve_path(path).exists():
+        issues.append(ConfigIssue(f"{key}.path", path, "no such file or folder",
+                                  "give a path relative to the working directory or to the w2s project, or absolute"))
+
+
+def _check_trainer(key: str, t: Any, trainer_ranks: int, issues: list[ConfigIssue]) -> None:
+    per_step = t.micro_batch_samples_per_device * trainer_ranks
+    if t.micro_batch_samples_per_device < 1:
+        issues.append(ConfigIssue(f"{key}.micro_batch_samples_per_device", t.micro_batch_samples_per_device,
+                                  "must be at least 1", "set it to 1 or more"))
+    elif t.global_batch_samples % per_step:
+        fix_value = max(per_step, (t.global_batch_samples // per_step) * per_step)
+        issues.append(ConfigIssue(
+            f"{key}.global_batch_samples", t.global_batch_samples,
+            f"must be a multiple of micro_batch_samples_per_device x trainer ranks = "
+            f"{t.micro_batch_samples_per_device} x {trainer_ranks} = {per_step}",
+            f"set {key}.global_batch_samples={fix_value}"))
+    if t.zero_stage not in (0, 1, 2, 3):
+        issues.append(ConfigIssue(f"{key}.zero_stage", t.zero_stage, "must be 0, 1, 2 or 3", "DeepSpeed ZeRO stage"))
+    if t.epochs < 1:
+        issues.append(ConfigIssue(f"{key}.epochs", t.epochs, "must be at least 1", f"set {key}.epochs=1"))
+    if t.max_len < 16:
+        issues.append(ConfigIssue(f"{key}.max_len", t.max_len, "is too short to hold a prompt and an answer",
+                                  f"set {key}.max_len to 256 or more"))
+    if t.optim.lr <= 0:
+        issues.append(ConfigIssue(f"{key}.optim.lr", t.optim.lr, "must be positive", "e.g. 2e-5"))
+    if not 0 <= t.optim.warmup_ratio < 1:
+        issues.append(ConfigIssue(f"{key}.optim.warmup_ratio", t.optim.warmup_ratio, "must be in [0, 1)", "e.g. 0.03"))
+    if len(t.optim.betas) != 2:
+        issues.append(ConfigIssue(f"{key}.optim.betas", list(t.optim.betas), "needs exactly two values",
+                                  f"e.g. {key}.optim.betas=[0.9,0.95]"))
+
+
+def _check_sampling(key: str, s: Any, role_key: str, role: Any, issues: list[ConfigIssue]) -> None:
+    if s.max_new_tokens < 1:
+        issues.append(ConfigIssue(f"{key}.max_new_tokens", s.max_new_tokens, "must be at least 1", ""))
+    if s.temperature is not None and s.temperature < 0:
+        issues.append(ConfigIssue(f"{key}.temperature", s.temperature, "must not be negative", "0 means greedy"))
+    if s.top_p is not None and not 0 < s.top_p <= 1:
+        issues.append(ConfigIssue(f"{key}.top_p", s.top_p, "must be in (0, 1]", ""))
+    if s.batch_prompts_per_actor < 1:
+        issues.append(ConfigIssue(f"{key}.batch_prompts_per_actor", s.batch_prompts_per_actor, "must be at least 1",
+                                  ""))
+    if s.backend == "vllm" and role is not None and role.num_gpus_per_actor < s.tensor_parallel_size:
+        issues.append(ConfigIssue(
+            f"{key}.backend", s.backend,
+            f"vLLM runs on GPUs: each {role_key} actor needs tensor_parallel_size={s.tensor_parallel_size} GPU(s) "
+            f"but {role_key}.num_gpus_per_actor={role.num_gpus_per_actor}",
+            f"set {role_key}.num_gpus_per_actor={s.tensor_parallel_size}, or {key}.backend=transformers on CPU"))
+
+
+def _check_attention(key: str, model: Any, gpus: float, issues: list[ConfigIssue]) -> None:
+    if model.attn_implementation == "flash_attention_2" and gpus <= 0:
+        issues.append(ConfigIssue(f"{key}.attn_implementation", "flash_attention_2",
+                                  "flash-attention needs CUDA GPUs but no role using this model requests any",
+                                  f"set {key}.attn_implementation=sdpa on CPU"))
+
+
+def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
+    """All cross-field problems of a composed config, for the given job (None: ``cfg.job``)."""
+    from w2s.aligner.templates import TEMPLATE_NAMES
+
+    job = JOB_ALIASES.get(job, job) if job else None
+    job = job or cfg.job
+    issues: list[ConfigIssue] = []
+    c = cfg.cluster
+    trainer_ranks = int(c.trainer.num_actors)
+
+    for role_key in ("generator", "corrector", "trainer", "judge"):
+        role = c[role_key]
+        if role.num_actors < 1:
+            issues.append(ConfigIssue(f"cluster.{role_key}.num_actors", role.num_actors, "must be at least 1", ""))
+        if role.num_cpus_per_actor < 0 or role.num_gpus_per_actor < 0:
+            issues.append(ConfigIssue(f"cluster.{role_key}", dict(role), "resources must not be negative", ""))
+        if role.num_gpus_per_actor > 1 and role.num_gpus_per_actor != int(role.num_gpus_per_actor):
+            issues.append(ConfigIssue(f"cluster.{role_key}.num_gpus_per_actor", role.num_gpus_per_actor,
+                                      "above 1, GPUs per actor must be a whole number", ""))
+    if c.address and c.num_cpus:
+        issues.append(ConfigIssue("cluster.num_cpus", c.num_cpus, "only applies to a private local Ray instance, "
+                                  f"but cluster.address={c.address!r} joins an existing cluster",
+                                  "drop cluster.num_cpus, or set cluster.address= (empty)"))
+
+    templates = set(TEMPLATE_NAMES) | set(cfg.aligner.templates.keys())
+    if job in ("loop", "correct"):
+        if cfg.correct.template != "auto" and cfg.correct.template not in templates:
+            issues.append(ConfigIssue("correct.template", cfg.correct.template, "unknown template",
+                                      f"use auto or one of {sorted(templates)}"))
+        _check_sampling("correct", cfg.correct, "cluster.corrector", c.corrector, issues)
+        _check_model("model.aligner", cfg.model.aligner, issues, required=True)
+
+    if job in ("loop", "aligner") and (job == "aligner" or cfg.aligner.train.enabled):
+        a = cfg.aligner.train
+        if a.template not in templates:
+            issues.append(ConfigIssue("aligner.train.template", a.template, "unknown template",
+                                      f"use one of {sorted(templates)}"))
+        if not 0 <= a.warmup_fraction < 1:
+            issues.append(ConfigIssue("aligner.train.warmup_fraction", a.warmup_fraction, "must be in [0, 1)",
+                                      "the paper's best identity warm-up share is 0.2"))
+        if not 0 <= a.eval_fraction < 1:
+            issues.append(ConfigIssue("aligner.train.eval_fraction", a.eval_fraction, "must be in [0, 1)", ""))
+        _check_data("aligner.train.data", a.data, issues, required=True)
+        _check_trainer("aligner.train", a, trainer_ranks, issues)
+        _check_model("model.aligner", cfg.model.aligner, issues, required=True)
+        _check_attention("model.aligner", cfg.model.aligner, _gpus(c.trainer) + _gpus(c.corrector), issues)
+
+    if job == "loop":
+        _check_model("model.strong", cfg.model.strong, issues, required=True)
+        _check_attention("model.strong", cfg.model.strong, _gpus(c.trainer) + _gpus(c.generator), issues)
+        _check_sampling("generate", cfg.generate, "cluster.generator", c.generator, issues)
+        _check_data("loop.prompts", cfg.loop.prompts, issues, required=True)
+        if cfg.loop.rounds < 1:
+            issues.append(ConfigIssue("loop.rounds", cfg.loop.rounds, "must be at least 1", "set loop.rounds=1"))
+        if cfg.loop.prompts_per_round < 0:
+            issues.append(ConfigIssue("loop.prompts_per_round", cfg.loop.prompts_per_round, "must not be negative",
+                                      "0 means every prompt each round"))
+        method = cfg.train.method
+        if method in ("sft", "dpo"):
+            _check_trainer(f"train.{method}", cfg.train[method], trainer_ranks, issues)
+        if method == "dpo":
+            d = cfg.train.dpo
+            if not 0 <= d.min_pair_distance < 1:
+                issues.append(ConfigIssue("train.dpo.min_pair_distance", d.min_pair_distance, "must be in [0, 1)",
+                                          "0 drops only identical pairs"))
+            if d.beta <= 0:
+                issues.append(ConfigIssue("train.dpo.beta", d.beta, "must be positive", "e.g. 0.1"))
+        if method == "rlhf":
+            _check_trainer("train.rlhf.reward_model", cfg.train.rlhf.reward_model, trainer_ranks, issues)
+            if cfg.train.rlhf.ppo_enabled and _gpus(c.trainer) < 1:
+                issues.append(ConfigIssue(
+                    "train.method", "rlhf",
+                    "RLHF's PPO stage runs through OpenRLHF's Ray PPO, whose rollouts, training and weight sync "
+                    "need CUDA GPUs (vLLM, NCCL), but cluster.trainer requests no GPUs",
+                    "on a GPU cluster set cluster.trainer.num_gpus_per_actor=1 (and enough trainer actors); on CPU "
+                    "set train.rlhf.ppo_enabled=false to run the reward-model stage only, or use train.method=dpo"))
+        if cfg.eval.enabled:
+            _check_data("eval.prompts", cfg.eval.prompts, issues, required=True)
+            bad = [x for x in cfg.eval.compare_to if x not in ("previous", "initial")]
+            if bad:
+                issues.append(ConfigIssue("eval.compare_to", list(cfg.eval.compare_to),
+                                          f"unknown entries {bad}", "use a list of: previous, initial"))
+            _check_sampling("eval.generate", cfg.eval.generate, "cluster.generator", c.generator, issues)
+
+    if job == "correct":
+        pass  # input and output files are command-line arguments, checked by the command itself
+
+    return issues

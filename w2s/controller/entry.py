@@ -1,0 +1,76 @@
+"""``w2s run``: open the run directory, start or join Ray, run the recipe's job, write the report.
+
+SIGTERM and SIGUSR2 (Slurm's pre-emption warning) set a flag; the driver stops at the next safe point
+(every remote wait checks it each second), nothing unfinished is marked done, and the process exits with
+status 143 so a requeued job resumes the same run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from w2s.cluster import STOP, RayCluster, StopRequested
+from w2s.controller.loop import say
+from w2s.controller.rundir import RunDir
+
+EXIT_STOPPED = 143
+
+
+def default_run_dir(recipe: str) -> Path:
+    name = Path(recipe).stem
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _install_signal_handlers() -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        if not STOP.is_set():
+            say(f"received {signal.Signals(signum).name}: stopping at the next safe point")
+        STOP.set()
+
+    for sig in (signal.SIGTERM, signal.SIGUSR2):
+        signal.signal(sig, handler)
+
+
+def run_job(cfg: DictConfig, *, recipe: str, overrides: list[str]) -> int:
+    """Run a validated config's job in its run directory. Returns the process exit status."""
+    logging.basicConfig(level=getattr(logging, cfg.log.level), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    run_dir = Path(cfg.run.dir) if cfg.run.dir else default_run_dir(recipe)
+    rd = RunDir(run_dir, cfg)
+    resumed = rd.open(recipe=recipe, overrides=overrides)
+    say(f"run dir: {rd.path}" + (" (resuming)" if resumed else ""))
+    _install_signal_handlers()
+    t0 = time.time()
+    try:
+        with RayCluster(cfg.cluster) as cluster:
+            rd.record_cluster(cluster.describe())
+            nodes = [n for n in cluster.describe()["nodes"] if n["alive"]]
+            say(f"ray: {len(nodes)} node(s) " + ", ".join(f"{n['hostname'] or n['ip']}" for n in nodes))
+            if cfg.job == "loop":
+                from w2s.controller.loop import run_loop
+
+                run_loop(cfg, rd)
+            elif cfg.job == "aligner":
+                from w2s.controller.loop import Loop
+
+                say(f"aligner: {Loop(cfg, rd).aligner_stage()}")
+            elif cfg.job == "popalign":
+                from w2s.popalign.pipeline import run_popalign
+
+                run_popalign(cfg, rd)
+    except StopRequested as e:
+        say(f"stopped during {e} after {time.time() - t0:.0f} s; re-run the same command to resume")
+        say(f"run dir: {rd.path}")
+        return EXIT_STOPPED
+    from w2s.controller.report import write_report
+
+    report = write_report(rd.path)
+    say(f"finished in {time.time() - t0:.0f} s; report: {report}")
+    say(f"run dir: {rd.path}")
+    return 0 if not STOP.is_set() else EXIT_STOPPED
+

@@ -1,0 +1,398 @@
+"""The weak-to-strong rounds, driven from one place.
+
+Round k: the strong policy answers a slice of prompts (generate), the weak Aligner corrects the answers
+(correct), the corrections become training data (data: SFT rows, or correction > answer pairs for DPO and
+the reward model), the policy is trained from the previous round's policy (train), and the new policy is
+compared with the previous and the initial one on held-out prompts (eval). Each stage is one function
+below; each runs its role's actors, writes its outputs and a manifest, and is skipped on resume once done.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from w2s.cluster import RoleGroup, wait_all
+from w2s.controller.rundir import RunDir, read_jsonl, write_jsonl
+from w2s.errors import DataError, W2SError
+
+log = logging.getLogger("w2s")
+
+# The config sections each stage depends on (a change to them invalidates the finished stage).
+KEYS_ALIGNER = ["model.aligner", "aligner", "run.seed"]
+KEYS_BASELINE = ["model.strong", "eval", "run.seed"]
+KEYS_GENERATE = ["model.strong", "generate", "loop", "run.seed"]
+KEYS_CORRECT = KEYS_GENERATE + ["model.aligner", "aligner", "correct"]
+KEYS_DATA = KEYS_CORRECT + ["train.method", "train.dpo.min_pair_distance"]
+KEYS_TRAIN = KEYS_CORRECT + ["train"]
+KEYS_EVAL = KEYS_TRAIN + ["eval"]
+
+
+@dataclass
+class Prompt:
+    id: str
+    prompt: str
+    reference: str = ""
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def say(msg: str) -> None:
+    print(f"[w2s {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------- prompts
+def read_prompts(source: Any, *, with_reference: bool, what: str) -> list[Prompt]:
+    """Prompts (and reference answers) from a prompt file; malformed rows name file, line and field."""
+    from w2s.data.io import read_rows
+
+    required = [source.prompt_key] + ([source.reference_key] if with_reference else [])
+    result = read_rows(source, required=required, what=what)
+    if result.skipped:
+        say(f"{what}: skipped {result.skipped} malformed row(s) (on_bad_row=skip)")
+    prompts = [Prompt(str(r["id"]), r[source.prompt_key], r.get(source.reference_key, "") if with_reference else "")
+               for r in result.rows]
+    if not prompts:
+        raise DataError(f"{what}: {source.path} holds no usable prompts")
+    return prompts
+
+
+def round_slices(prompts: list[Prompt], cfg: DictConfig) -> list[list[Prompt]]:
+    """Each round's prompts: one seeded shuffle, then disjoint slices (or repeats when allowed)."""
+    rounds, per_round = int(cfg.loop.rounds), int(cfg.loop.prompts_per_round) or len(prompts)
+    order = list(prompts)
+    random.Random(cfg.run.seed).shuffle(order)
+    if per_round * rounds > len(order) and not cfg.loop.repeat_prompts and per_round != len(prompts):
+        raise DataError(f"loop.prompts: {len(order)} prompts cannot give {rounds} rounds x "
+                        f"loop.prompts_per_round={per_round} without repeats; lower loop.prompts_per_round to "
+                        f"{len(order) // rounds}, or set loop.repeat_prompts=true")
+    return [[order[(k * per_round + i) % len(order)] for i in range(per_round)] for k in range(rounds)]
+
+
+# ----------------------------------------------------------------------------------------------- the driver
+class Loop:
+    def __init__(self, cfg: DictConfig, rd: RunDir):
+        self.cfg, self.rd = cfg, rd
+        c = cfg.cluster
+        self.strategy, self.timeout = c.placement_strategy, float(c.rpc_timeout_s)
+        self.placements: list[dict[str, Any]] = []
+
+    # -- helpers
+    def _group(self, role: str, cls: type, *args: Any) -> RoleGroup:
+        say(f"starting {self.cfg.cluster[role].num_actors} {role} actor(s)")
+        group = RoleGroup(role, cls, self.cfg.cluster[role], strategy=self.strategy, timeout_s=self.timeout,
+                          init_args=args)
+        self.placements += group.placements()
+        self.rd.record_placements(self.placements)
+        return group
+
+    def _progress(self, what: str):
+        last = [0.0]
+
+        def report(done: int, total: int) -> None:
+            if time.monotonic() - last[0] > 5 or done == total:
+                last[0] = time.monotonic()
+                say(f"  {what}: {done}/{total} shard(s) done")
+        return report
+
+    def generate(self, model_path: str, prompts: list[Prompt], sampling: Any, seed: int, what: str) -> list[dict]:
+        from w2s.workers.generator import GeneratorWorker
+
+        t0 = time.time()
+        with self._group("generator", GeneratorWorker, model_path, _plain(self.cfg.model.strong),
+                         _plain(sampling)) as g:
+            outs = g.map_shards("generate", [p.prompt for p in prompts], seed, what=what,
+                                on_progress=self._progress(what))
+        tokens = sum(o["completion_tokens"] for o in outs)
+        say(f"{what}: {len(outs)} answers, {tokens} tokens in {time.time() - t0:.1f} s "
+            f"({tokens / max(time.time() - t0, 1e-9):.1f} tokens/s incl. model load)")
+        return outs
+
+    def train(self, function: str, section: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Run a training function on the trainer ranks (one torch.distributed world); rank 0's result."""
+        from w2s.workers.trainer import TrainerWorker
+
+        with self._group("trainer", TrainerWorker) as g:
+            addr, port = wait_all([g.actors[0].actor.rendezvous.remote()], g.actors[:1], what="trainer rendezvous",
+                                  timeout_s=self.timeout)[0]
+            world = len(g.actors)
+            wait_all([a.actor.join.remote(addr, port, a.rank, world) for a in g.actors], g.actors,
+                     what="trainer join", timeout_s=self.timeout)
+            results = g.call_all("run", function, _plain(section), *args, what=f"trainer {function}", **kwargs)
+        return results[0]
+
+    # -- stages
+    def aligner_stage(self) -> str:
+        """Train the Aligner first when asked (cached in the run dir), else use model.aligner.path."""
+        from w2s.assets import resolve_model_path
+
+        cfg = self.cfg
+        if not cfg.aligner.train.enabled:
+            return resolve_model_path(cfg.model.aligner.path, progress=say)
+        stage_dir = self.rd.stage_dir(None, "aligner")
+        done = self.rd.finished(stage_dir, KEYS_ALIGNER)
+        if done:
+            say(f"aligner: already trained ({self.rd.output(done, 'model')})")
+            return str(self.rd.output(done, "model"))
+        say("aligner: training the weak Aligner (SFT through OpenRLHF)")
+        with self.rd.stage(stage_dir, KEYS_ALIGNER, round_index=None, name="aligner") as rec:
+            result = self.train("train_aligner", cfg, str(stage_dir / "model"))
+            rec["outputs"]["model"] = stage_dir / "model"
+            rec["metrics"] = {k: v for k, v in result.items() if isinstance(v, (int, float))}
+            self.rd.log_metrics(None, "aligner", rec["metrics"])
+        return str(stage_dir / "model")
+
+    def eval_answers(self, round_index: int, label: str, policy: str, eval_prompts: list[Prompt],
+                     keys: list[str]) -> list[dict[str, Any]]:
+        """Answers of one policy on the evaluation prompts, with judge scores (cached as a stage)."""
+        from w2s.workers.judge import JudgeWorker
+
+        stage_dir = self.rd.stage_dir(round_index, "eval-answers")
+        done = self.rd.finished(stage_dir, keys)
+        if done:
+            return read_jsonl(self.rd.output(done, "scores"))
+        with self.rd.stage(stage_dir, keys, round_index=round_index, name="eval-answers") as rec:
+            outs = self.generate(policy, eval_prompts, self.cfg.eval.generate, int(self.cfg.run.seed),
+                                 f"round {round_index} eval answers ({label})")
+            with self._group("judge", JudgeWorker, _plain(self.cfg.eval.judge)) as j:
+                scores = j.map_shards("score", [(p.prompt, o["text"], p.reference)
+                                                for p, o in zip(eval_prompts, outs)], what="judge")
+            rows = [{"id": p.id, "prompt": p.prompt, "answer": o["text"], "reference": p.reference, "score": s,
+                     "policy": label} for p, o, s in zip(eval_prompts, outs, scores)]
+            write_jsonl(stage_dir / "scores.jsonl", rows)
+            rec["outputs"]["scores"] = stage_dir / "scores.jsonl"
+            rec["metrics"] = {"mean_score": sum(scores) / len(scores), "policy": label}
+        return rows
+
+    def run(self) -> list[dict[str, Any]]:
+        from w2s.assets import resolve_model_path
+
+        cfg, rd = self.cfg, self.rd
+        prompts = read_prompts(cfg.loop.prompts, with_reference=False, what="loop.prompts")
+        slices = round_slices(prompts, cfg)
+        eval_prompts: list[Prompt] = []
+        if cfg.eval.enabled:
+            eval_prompts = read_prompts(cfg.eval.prompts, with_reference=cfg.eval.judge.kind == "embedding",
+                                        what="eval.prompts")
+            if cfg.eval.max_prompts:
+                eval_prompts = eval_prompts[: cfg.eval.max_prompts]
+
+        aligner = self.aligner_stage()
+        initial = resolve_model_path(cfg.model.strong.path, progress=say)
+        policy, policy_label = initial, "initial"
+        summaries: list[dict[str, Any]] = []
+        scores: dict[str, list[dict[str, Any]]] = {}
+        if cfg.eval.enabled:
+            scores["initial"] = self.eval_answers(0, "initial", initial, eval_prompts, KEYS_BASELINE)
+            mean0 = sum(r["score"] for r in scores["initial"]) / len(eval_prompts)
+            say(f"round 0 (initial policy): mean judge score {mean0:.4f} on {len(eval_prompts)} held-out prompts")
+
+        for k, round_prompts in enumerate(slices, start=1):
+            say(f"===== round {k}/{len(slices)}: {len(round_prompts)} prompts, policy {policy_label} =====")
+            answers = self.generate_stage(k, policy, round_prompts)
+            corrections = self.correct_stage(k, aligner, answers)
+            data = self.data_stage(k, corrections)
+            new_policy = self.train_stage(k, policy, initial, data)
+            label = f"round-{k}"
+            if cfg.eval.enabled:
+                keys = KEYS_EVAL
+                scores[label] = self.eval_answers(k, label, new_policy, eval_prompts, keys)
+                summaries.append(self.compare_stage(k, label, policy_label, scores))
+            policy, policy_label = new_policy, label
+        say(f"final policy: {policy}")
+        return summaries
+
+    def generate_stage(self, k: int, policy: str, prompts: list[Prompt]) -> list[dict[str, Any]]:
+        stage_dir = self.rd.stage_dir(k, "generate")
+        done = self.rd.finished(stage_dir, KEYS_GENERATE)
+        if done:
+            return read_jsonl(self.rd.output(done, "answers"))
+        with self.rd.stage(stage_dir, KEYS_GENERATE, round_index=k, name="generate") as rec:
+            t0 = time.time()
+            outs = self.generate(policy, prompts, self.cfg.generate, int(self.cfg.run.seed) + 1000 * k,
+                                 f"round {k} generate")
+            rows = [{"id": p.id, "prompt": p.prompt, "answer": o["text"], "completion_tokens": o["completion_tokens"],
+                     "policy": policy} for p, o in zip(prompts, outs)]
+            write_jsonl(stage_dir / "answers.jsonl", rows)
+            rec["outputs"]["answers"] = stage_dir / "answers.jsonl"
+            secs = time.time() - t0
+            rec["metrics"] = {"answers": len(rows), "tokens": sum(r["completion_tokens"] for r in rows),
+                              "seconds": round(secs, 2)}
+            self.rd.log_metrics(k, "generate", rec["metrics"])
+        return rows
+
+    def correct_stage(self, k: int, aligner: str, answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from w2s.data.text import normalized_edit_distance
+        from w2s.workers.corrector import CorrectorWorker
+
+        stage_dir = self.rd.stage_dir(k, "correct")
+        done = self.rd.finished(stage_dir, KEYS_CORRECT)
+        if done:
+            return read_jsonl(self.rd.output(done, "corrections"))
+        with self.rd.stage(stage_dir, KEYS_CORRECT, round_index=k, name="correct",
+                           inputs={"answers": self.rd.stage_dir(k, "generate") / "answers.jsonl"}) as rec:
+            t0 = time.time()
+            say(f"round {k} correct: the Aligner corrects {len(answers)} answers")
+            templates = _plain(self.cfg.aligner.templates) or None
+            with self._group("corrector", CorrectorWorker, aligner, _plain(self.cfg.model.aligner),
+                             _plain(self.cfg.correct), templates) as g:
+                outs = g.map_shards("correct", [(r["prompt"], r["answer"]) for r in answers],
+                                    what=f"round {k} correct", on_progress=self._progress("correct"))
+                provenance = g.call_all("provenance")[0]
+            rows = [{**r, "correction": o["text"]} for r, o in zip(answers, outs)]
+            write_jsonl(stage_dir / "corrections.jsonl", rows)
+            dists = [normalized_edit_distance(r["answer"], r["correction"]) for r in rows]
+            rec["outputs"]["corrections"] = stage_dir / "corrections.jsonl"
+            rec["provenance"] = {"aligner": aligner, **provenance}
+            rec["metrics"] = {"corrections": len(rows), "copy_rate": sum(d == 0 for d in dists) / len(rows),
+                              "mean_edit_distance": sum(dists) / len(rows), "seconds": round(time.time() - t0, 2),
+                              "tokens": sum(o["completion_tokens"] for o in outs)}
+            self.rd.log_metrics(k, "correct", rec["metrics"])
+            say(f"round {k} correct: copy rate {rec['metrics']['copy_rate']:.2f}, mean normalised edit distance "
+                f"{rec['metrics']['mean_edit_distance']:.3f}")
+        return rows
+
+    def data_stage(self, k: int, rows: list[dict[str, Any]]) -> Path:
+        """SFT rows (prompt -> correction) or preference pairs (correction > answer) in OpenRLHF's format."""
+        from w2s.backends.openrlhf import check_loads, write_pair_rows, write_sft_rows
+        from w2s.data.text import normalized_edit_distance
+
+        method = self.cfg.train.method
+        stage_dir = self.rd.stage_dir(k, "data")
+        done = self.rd.finished(stage_dir, KEYS_DATA)
+        if done:
+            return self.rd.output(done, "train")
+        with self.rd.stage(stage_dir, KEYS_DATA, round_index=k, name="data") as rec:
+            path = stage_dir / ("sft.jsonl" if method == "sft" else "pairs.jsonl")
+            if method == "sft":
+                kept = [r for r in rows if r["correction"].strip()]
+                n = write_sft_rows(path, [(r["prompt"], r["correction"]) for r in kept], chat=True)
+                dropped = {"empty_correction": len(rows) - len(kept)}
+            else:
+                threshold = float(self.cfg.train.dpo.min_pair_distance)
+                kept, dropped = [], {"identical": 0, "near_identical": 0, "empty": 0}
+                for r in rows:
+                    d = normalized_edit_distance(r["answer"], r["correction"])
+                    if not r["correction"].strip():
+                        dropped["empty"] += 1
+                    elif d == 0:
+                        dropped["identical"] += 1
+                    elif d < threshold:
+                        dropped["near_identical"] += 1
+                    else:
+                        kept.append(r)
+                n = write_pair_rows(path, [(r["prompt"], r["correction"], r["answer"]) for r in kept])
+            if n == 0:
+                raise DataError(f"round {k}: every pair was dropped ({dropped}); the Aligner copied the answers. "
+                                "Lower train.dpo.min_pair_distance, check the Aligner, or use train.method=sft")
+            from w2s.assets import resolve_model_path
+
+            kind = {"sft": "sft", "dpo": "dpo", "rlhf": "rm"}[method]
+            tokenizer = resolve_model_path(self.cfg.model.strong.path)
+            section = self.cfg.train[method] if method != "rlhf" else self.cfg.train.rlhf.reward_model
+            loadable = check_loads(str(path), tokenizer, kind, chat=True, max_len=int(section.max_len))
+            rec["outputs"]["train"] = path
+            rec["metrics"] = {"rows": n, "loadable_rows": loadable, **{f"dropped_{k2}": v for k2, v in dropped.items()}}
+            self.rd.log_metrics(k, "data", rec["metrics"])
+            say(f"round {k} data: {n} {method} rows written ({loadable} load in OpenRLHF), dropped {dropped}")
+        return path
+
+    def train_stage(self, k: int, policy: str, initial: str, data: Path) -> str:
+        cfg = self.cfg
+        method = cfg.train.method
+        stage_dir = self.rd.stage_dir(k, "train")
+        done = self.rd.finished(stage_dir, KEYS_TRAIN)
+        if done:
+            return str(self.rd.output(done, "policy"))
+        with self.rd.stage(stage_dir, KEYS_TRAIN, round_index=k, name="train", inputs={"data": data}) as rec:
+            tb = str(self.rd.path / "tensorboard" / f"round-{k:02d}-{method}")
+            out = stage_dir / "policy"
+            say(f"round {k} train: {method} from {policy}")
+            if method == "sft":
+                result = self.train("train_sft", cfg.train.sft, policy, str(data), str(out),
+                                    seed=int(cfg.run.seed) + k, tensorboard_dir=tb)
+            elif method == "dpo":
+                ref = initial if cfg.train.dpo.reference == "initial" else policy
+                result = self.train("train_dpo", cfg.train.dpo, policy, ref, str(data), str(out),
+                                    seed=int(cfg.run.seed) + k, tensorboard_dir=tb)
+            else:
+                result = self.rlhf(k, policy, data, stage_dir, tb)
+                out = Path(result.pop("policy"))
+            rec["outputs"]["policy"] = out
+            losses = result.get("losses") or []
+            rec["metrics"] = {"steps": result.get("steps"), "samples": result.get("samples"),
+                              "seconds": result.get("seconds"), "loss_first": losses[0] if losses else None,
+                              "loss_last": losses[-1] if losses else None,
+                              **{f"train_{m}": v for m, v in (result.get("metrics") or {}).items()
+                                 if isinstance(v, (int, float))}}
+            rec["losses"] = losses
+            self.rd.log_metrics(k, "train", rec["metrics"])
+            if losses:
+                say(f"round {k} train: {len(losses)} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}")
+        return str(out)
+
+    def rlhf(self, k: int, policy: str, data: Path, stage_dir: Path, tb: str) -> dict[str, Any]:
+        """Reward model on the round's pairs, then (GPU clusters) PPO through OpenRLHF's Ray trainer."""
+        cfg = self.cfg
+        rm_cfg = cfg.train.rlhf.reward_model
+        rm_out = stage_dir / "reward_model"
+        base = rm_cfg.base or policy
+        from w2s.assets import resolve_model_path
+
+        result = self.train("train_reward_model", rm_cfg, resolve_model_path(base), str(data), str(rm_out),
+                            seed=int(cfg.run.seed) + k, tensorboard_dir=tb + "-rm")
+        result["policy"] = policy
+        if cfg.train.rlhf.ppo_enabled:
+            result["policy"] = str(self.ppo(k, policy, rm_out, stage_dir))
+        else:
+            say(f"round {k} train: reward model trained ({rm_out}); PPO disabled (train.rlhf.ppo_enabled=false), "
+                "the policy is unchanged this round")
+        return result
+
+    def ppo(self, k: int, policy: str, reward_model: Path, stage_dir: Path) -> Path:
+        import ray
+
+        from w2s.backends.ppo import build_ppo_command, launch_ppo
+
+        c = self.cfg.cluster
+        prompts = stage_dir / "ppo_prompts.jsonl"
+        answers = read_jsonl(self.rd.stage_dir(k, "generate") / "answers.jsonl")
+        write_jsonl(prompts, [{"prompt": r["prompt"]} for r in answers])
+        out = stage_dir / "policy"
+        gpus_per_node = max(1, int(c.trainer.num_gpus_per_actor))
+        cmd = build_ppo_command(self.cfg.train.rlhf.ppo, policy_path=policy, reward_model_path=str(reward_model),
+                                prompts_path=str(prompts), output_dir=str(out), num_gpus_per_node=gpus_per_node,
+                                num_nodes=int(c.trainer.num_actors), ray_address=ray.get_runtime_context().gcs_address)
+        launch_ppo(cmd, log_path=stage_dir / "ppo.log", timeout_s=float(c.rpc_timeout_s))
+        return out
+
+    def compare_stage(self, k: int, label: str, previous: str, scores: dict[str, list[dict]]) -> dict[str, Any]:
+        from w2s.eval.metrics import compare
+
+        margin = float(self.cfg.eval.judge.tie_margin)
+        cand = [r["score"] for r in scores[label]]
+        summary: dict[str, Any] = {"round": k, "policy": label}
+        for against in self.cfg.eval.compare_to:
+            base_label = previous if against == "previous" else "initial"
+            comp = compare(cand, [r["score"] for r in scores[base_label]], tie_margin=margin)
+            metrics = {"against": base_label, "compare_to": against, **comp.as_dict()}
+            self.rd.log_metrics(k, f"eval-vs-{against}", metrics)
+            summary[against] = metrics
+            say(f"round {k} eval vs {against} ({base_label}): wins {comp.wins}, losses {comp.losses}, ties "
+                f"{comp.ties} of {comp.total}; win - loss = {comp.win_minus_loss:+.1f}%; mean judge score "
+                f"{comp.mean_score:.4f} (was {comp.mean_score_baseline:.4f})")
+        return summary
+
+
+def run_loop(cfg: DictConfig, rd: RunDir) -> list[dict[str, Any]]:
+    if cfg.train.method == "rlhf" and cfg.train.rlhf.ppo_enabled and cfg.cluster.trainer.num_gpus_per_actor <= 0:
+        raise W2SError("PPO needs GPUs")  # validation catches this first; kept for programmatic callers
+    return Loop(cfg, rd).run()

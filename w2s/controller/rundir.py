@@ -1,0 +1,209 @@
+"""The run directory: atomic writes, per-stage manifests, resume and fork.
+
+Layout::
+
+    RUN_DIR/
+      config.yaml          the fully resolved config (header: w2s version, git revision, command)
+      run.json             recipe, overrides, version, git revision, start times of each attempt
+      cluster.json         Ray nodes and where every role actor ran
+      metrics.jsonl        one JSON object per round and stage
+      report.md, plots/    the researcher-facing summary
+      tensorboard/
+      aligner/             the Aligner trained as the first stage (when aligner.train.enabled)
+      round-01/<stage>/    each stage's outputs and its manifest.json
+
+A stage is done exactly when its ``manifest.json`` exists (written last, atomically). Its manifest records
+the hash of the config sections the stage depends on; re-running with a changed config for a finished
+stage is refused unless ``run.resume=fork``, which redoes that stage and everything after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from omegaconf import DictConfig, OmegaConf
+
+from w2s import __version__
+from w2s.errors import RunDirError
+
+MANIFEST = "manifest.json"
+
+
+# ----------------------------------------------------------------------------------------------- atomic io
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary sibling, fsync, then rename: readers see the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    """Append one line and fsync (a killed process leaves at most a partial last line, skipped on read)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    p = Path(path)
+    files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+    for q in files:
+        h.update(str(q.relative_to(p) if p.is_dir() else q.name).encode())
+        with open(q, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def config_hash(cfg: DictConfig, keys: list[str]) -> str:
+    """Hash of the config sections a stage depends on."""
+    parts = {k: OmegaConf.to_container(OmegaConf.select(cfg, k), resolve=True) if isinstance(
+        OmegaConf.select(cfg, k), DictConfig) else OmegaConf.select(cfg, k) for k in keys}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def git_revision() -> str:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+# ----------------------------------------------------------------------------------------------- the run
+class RunDir:
+    def __init__(self, path: str | os.PathLike, cfg: DictConfig):
+        self.path = Path(path).resolve()
+        self.cfg = cfg
+        self.fork = cfg.run.resume == "fork"
+        self._forked_from: str | None = None  # the first stage redone in fork mode; everything after is redone
+
+    # -- set-up
+    def open(self, *, recipe: str, overrides: list[str]) -> bool:
+        """Create or reopen the run directory; returns True when resuming an existing run."""
+        existing = (self.path / "run.json").exists()
+        if existing and self.cfg.run.resume == "never":
+            raise RunDirError(f"{self.path} already holds a run and run.resume=never; choose another run.dir, "
+                              "or run.resume=auto to continue it")
+        self.path.mkdir(parents=True, exist_ok=True)
+        info = json.loads((self.path / "run.json").read_text()) if existing else {
+            "recipe": recipe, "overrides": overrides, "created": time.strftime("%Y-%m-%d %H:%M:%S"), "attempts": []}
+        info["attempts"].append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "w2s_version": __version__,
+                                 "git_revision": git_revision(), "overrides": overrides, "pid": os.getpid(),
+                                 "host": os.uname().nodename})
+        atomic_write_json(self.path / "run.json", info)
+        header = (f"# w2s {__version__}, git {git_revision()}\n# recipe: {recipe}\n"
+                  f"# overrides: {' '.join(overrides) or '(none)'}\n")
+        atomic_write_text(self.path / "config.yaml", header + OmegaConf.to_yaml(self.cfg, resolve=True))
+        return existing
+
+    def stage_dir(self, round_index: int | None, stage: str) -> Path:
+        base = self.path if round_index is None else self.path / f"round-{round_index:02d}"
+        return base / stage
+
+    # -- stages
+    def finished(self, stage_dir: Path, config_keys: list[str]) -> dict[str, Any] | None:
+        """The manifest of a finished stage whose config is unchanged; None when the stage must (re)run."""
+        manifest_path = stage_dir / MANIFEST
+        if self._forked_from is not None or not manifest_path.exists():
+            return None
+        manifest = json.loads(manifest_path.read_text())
+        now = config_hash(self.cfg, config_keys)
+        if manifest.get("config_hash") == now:
+            return manifest
+        if not self.fork:
+            raise RunDirError(
+                f"the config of finished stage {stage_dir.relative_to(self.path)} changed (sections "
+                f"{', '.join(config_keys)}). Re-run with the original config to resume, set run.resume=fork to "
+                "redo this stage and everything after it with the new config, or choose a new run.dir")
+        self._forked_from = str(stage_dir)
+        return None
+
+    @contextmanager
+    def stage(self, stage_dir: Path, config_keys: list[str], *, round_index: int | None, name: str,
+              inputs: dict[str, Path] | None = None) -> Iterator[dict[str, Any]]:
+        """Run a stage body; on success its manifest is written (the stage is then done).
+
+        The body fills the yielded dict with ``outputs`` (name -> path), ``metrics`` and anything else worth
+        keeping. On an exception no manifest is written, so the stage reruns on resume.
+        """
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        record: dict[str, Any] = {"outputs": {}, "metrics": {}}
+        started = time.time()
+        yield record
+        outputs = {k: str(Path(v).relative_to(self.path)) if Path(v).is_relative_to(self.path) else str(v)
+                   for k, v in record.pop("outputs").items()}
+        manifest = {
+            "stage": name, "round": round_index, "config_hash": config_hash(self.cfg, config_keys),
+            "config_keys": config_keys, "seed": int(self.cfg.run.seed),
+            "inputs": {k: {"path": str(v), "sha256": file_sha256(Path(v))} for k, v in (inputs or {}).items()},
+            "outputs": outputs, "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+            "seconds": round(time.time() - started, 2), **record,
+        }
+        atomic_write_json(stage_dir / MANIFEST, manifest)
+
+    def output(self, manifest: dict[str, Any], name: str) -> Path:
+        p = Path(manifest["outputs"][name])
+        return p if p.is_absolute() else self.path / p
+
+    # -- metrics
+    def log_metrics(self, round_index: int | None, stage: str, metrics: dict[str, Any]) -> None:
+        append_jsonl(self.path / "metrics.jsonl", {"round": round_index, "stage": stage, **metrics,
+                                                   "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+
+    def metrics(self) -> list[dict[str, Any]]:
+        path = self.path / "metrics.jsonl"
+        if not path.exists():
+            return []
+        rows = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a partial last line from a killed run
+        return rows
+
+    # -- cluster
+    def record_cluster(self, info: dict[str, Any]) -> None:
+        self._cluster_info = info
+        atomic_write_json(self.path / "cluster.json", {**info, "actors": []})
+
+    def record_placements(self, actors: list[dict[str, Any]]) -> None:
+        """Where every role actor of this attempt ran (RUN_DIR/cluster.json)."""
+        atomic_write_json(self.path / "cluster.json", {**getattr(self, "_cluster_info", {}), "actors": actors})

@@ -1,0 +1,1 @@
+"""Evaluation: judges that score answers and the paper's win - loss metric."""
