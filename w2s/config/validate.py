@@ -124,6 +124,16 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
         if role.num_gpus_per_actor > 1 and role.num_gpus_per_actor != int(role.num_gpus_per_actor):
             issues.append(ConfigIssue(f"cluster.{role_key}.num_gpus_per_actor", role.num_gpus_per_actor,
                                       "above 1, GPUs per actor must be a whole number", ""))
+    if not c.address:  # a private local instance: what it will have is known now
+        for res, total in (("cpus", c.num_cpus), ("gpus", c.num_gpus)):
+            for role_key in ("generator", "corrector", "trainer", "judge"):
+                role = c[role_key]
+                need = role.num_actors * role[f"num_{res}_per_actor"]
+                if total and need > total:
+                    issues.append(ConfigIssue(
+                        f"cluster.{role_key}", f"{role.num_actors} x {role[f'num_{res}_per_actor']:g} {res}",
+                        f"needs {need:g} {res[:-1].upper()}s but the local Ray instance has cluster.num_{res}={total}",
+                        f"lower cluster.{role_key}.num_actors or num_{res}_per_actor, or raise cluster.num_{res}"))
     if c.address and c.num_cpus:
         issues.append(ConfigIssue("cluster.num_cpus", c.num_cpus, "only applies to a private local Ray instance, "
                                   f"but cluster.address={c.address!r} joins an existing cluster",

@@ -46,6 +46,11 @@ def run_job(cfg: DictConfig, *, recipe: str, overrides: list[str]) -> int:
     say(f"run dir: {rd.path}" + (" (resuming)" if resumed else ""))
     _install_signal_handlers()
     t0 = time.time()
+    inputs = None
+    if cfg.job == "loop":
+        from w2s.controller.loop import preflight
+
+        inputs = preflight(cfg)
     try:
         with RayCluster(cfg.cluster) as cluster:
             rd.record_cluster(cluster.describe())
@@ -54,7 +59,7 @@ def run_job(cfg: DictConfig, *, recipe: str, overrides: list[str]) -> int:
             if cfg.job == "loop":
                 from w2s.controller.loop import run_loop
 
-                run_loop(cfg, rd)
+                run_loop(cfg, rd, inputs)
             elif cfg.job == "aligner":
                 from w2s.controller.loop import Loop
 

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from w2s.cluster import RoleGroup, wait_all
 from w2s.controller.rundir import RunDir, read_jsonl, write_jsonl
-from w2s.errors import DataError, W2SError
+from w2s.errors import DataError
 
 log = logging.getLogger("w2s")
 
@@ -75,6 +75,26 @@ def round_slices(prompts: list[Prompt], cfg: DictConfig) -> list[list[Prompt]]:
                         f"loop.prompts_per_round={per_round} without repeats; lower loop.prompts_per_round to "
                         f"{len(order) // rounds}, or set loop.repeat_prompts=true")
     return [[order[(k * per_round + i) % len(order)] for i in range(per_round)] for k in range(rounds)]
+
+
+@dataclass
+class LoopInputs:
+    slices: list[list[Prompt]]
+    eval_prompts: list[Prompt]
+
+
+def preflight(cfg: DictConfig) -> LoopInputs:
+    """Read and check every prompt file before any actor starts (bad rows name file, line and field)."""
+    prompts = read_prompts(cfg.loop.prompts, with_reference=False, what="loop.prompts")
+    slices = round_slices(prompts, cfg)
+    eval_prompts: list[Prompt] = []
+    if cfg.eval.enabled:
+        eval_prompts = read_prompts(cfg.eval.prompts, with_reference=cfg.eval.judge.kind == "embedding",
+                                    what="eval.prompts")
+        if cfg.eval.max_prompts:
+            eval_prompts = eval_prompts[: cfg.eval.max_prompts]
+    say(f"prompts: {sum(map(len, slices))} over {len(slices)} round(s); {len(eval_prompts)} evaluation prompts")
+    return LoopInputs(slices, eval_prompts)
 
 
 # ----------------------------------------------------------------------------------------------- the driver
@@ -172,19 +192,11 @@ class Loop:
             rec["metrics"] = {"mean_score": sum(scores) / len(scores), "policy": label}
         return rows
 
-    def run(self) -> list[dict[str, Any]]:
+    def run(self, inputs: LoopInputs) -> list[dict[str, Any]]:
         from w2s.assets import resolve_model_path
 
-        cfg, rd = self.cfg, self.rd
-        prompts = read_prompts(cfg.loop.prompts, with_reference=False, what="loop.prompts")
-        slices = round_slices(prompts, cfg)
-        eval_prompts: list[Prompt] = []
-        if cfg.eval.enabled:
-            eval_prompts = read_prompts(cfg.eval.prompts, with_reference=cfg.eval.judge.kind == "embedding",
-                                        what="eval.prompts")
-            if cfg.eval.max_prompts:
-                eval_prompts = eval_prompts[: cfg.eval.max_prompts]
-
+        cfg = self.cfg
+        slices, eval_prompts = inputs.slices, inputs.eval_prompts
         aligner = self.aligner_stage()
         initial = resolve_model_path(cfg.model.strong.path, progress=say)
         policy, policy_label = initial, "initial"
@@ -392,7 +404,5 @@ class Loop:
         return summary
 
 
-def run_loop(cfg: DictConfig, rd: RunDir) -> list[dict[str, Any]]:
-    if cfg.train.method == "rlhf" and cfg.train.rlhf.ppo_enabled and cfg.cluster.trainer.num_gpus_per_actor <= 0:
-        raise W2SError("PPO needs GPUs")  # validation catches this first; kept for programmatic callers
-    return Loop(cfg, rd).run()
+def run_loop(cfg: DictConfig, rd: RunDir, inputs: LoopInputs) -> list[dict[str, Any]]:
+    return Loop(cfg, rd).run(inputs)

@@ -1,0 +1,116 @@
+"""Recipes compose, validate and fail loudly: every error at once, naming key, value and fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from w2s.cli import main
+from w2s.config.compose import RECIPES_DIR, find_recipe, list_recipe_files, load_config, recipe_description
+from w2s.errors import ConfigError
+
+RECIPES = [str(p.relative_to(RECIPES_DIR).with_suffix("")) for p in list_recipe_files()]
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_every_recipe_validates_and_describes_itself(name):
+    cfg = load_config(name)
+    assert cfg.job in ("loop", "aligner", "popalign")
+    assert recipe_description(find_recipe(name)), f"{name}: the first line must be a '# description' comment"
+
+
+def test_recipes_exist_for_each_method():
+    assert {"quickstart", "tiny/sft", "tiny/dpo", "tiny/rlhf"} <= set(RECIPES)
+
+
+def test_defaults_then_recipe_then_overrides(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text(f"defaults: [{RECIPES_DIR / '_base' / 'tiny'}]\ntrain:\n  method: sft\n  dpo:\n    beta: 0.5\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("# test\ndefaults: [base]\ntrain:\n  method: dpo\n")
+    cfg = load_config(recipe, ["train.dpo.beta=0.2"])
+    assert cfg.train.method == "dpo" and cfg.train.dpo.beta == 0.2
+    cfg = load_config(recipe, [])
+    assert cfg.train.dpo.beta == 0.5
+
+
+def _issues(recipe, overrides, job=None):
+    with pytest.raises(ConfigError) as e:
+        load_config(recipe, overrides, job=job)
+    return e.value.issues
+
+
+def test_all_errors_at_once_with_key_value_and_fix():
+    issues = _issues("tiny/dpo", ["train.dpo.bta=3", "generate.max_new_tokens=many", "generate.backend=vlm",
+                                  "cluster.trainer.num_actors=3"])
+    by_key = {i.key: i for i in issues}
+    assert "train.dpo.beta" in by_key["train.dpo.bta"].fix                      # did-you-mean
+    assert by_key["generate.max_new_tokens"].value == "many"                     # type error names the value
+    assert "vllm" in by_key["generate.backend"].fix                              # closest choice
+    assert "train.dpo.global_batch_samples" in by_key                            # cross-field, in the same report
+    assert "2 x 3 = 6" in by_key["train.dpo.global_batch_samples"].problem       # the arithmetic is shown
+
+
+def test_rlhf_with_ppo_on_cpu_names_the_reason_and_the_fix():
+    (issue,) = _issues("tiny/rlhf", ["train.rlhf.ppo_enabled=true"])
+    assert issue.key == "train.method" and "GPU" in issue.problem
+    assert "train.rlhf.ppo_enabled=false" in issue.fix
+
+
+def test_impossible_local_resources_refused():
+    issues = _issues("tiny/sft", ["cluster.trainer.num_actors=3", "train.sft.global_batch_samples=6"])
+    assert any(i.key == "cluster.trainer" and "3 CPUs" in i.problem for i in issues)
+
+
+def test_missing_data_file_and_unknown_asset(tmp_path):
+    issues = _issues("tiny/dpo", [f"loop.prompts.path={tmp_path}/nope.jsonl", "model.strong.path=asset:huge"])
+    keys = {i.key for i in issues}
+    assert {"loop.prompts.path", "model.strong.path"} <= keys
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("train:\n  method: dpo\n   beta: [\n")
+    (issue,) = _issues(recipe, [])
+    assert "bad.yaml:" in str(issue.value)
+
+
+def test_defaults_cycle_detected(tmp_path):
+    (tmp_path / "a.yaml").write_text("defaults: [b]\n")
+    (tmp_path / "b.yaml").write_text("defaults: [a]\n")
+    assert any("cycle" in i.problem for i in _issues(tmp_path / "a.yaml", []))
+
+
+def test_cli_validate_exit_codes(capsys):
+    assert main(["validate", "tiny/dpo"]) == 0
+    assert main(["validate", "tiny/dpo", "train.dpo.bta=3", "loop.rounds=0"]) == 2
+    err = capsys.readouterr().err
+    assert "train.dpo.bta" in err and "loop.rounds" in err and "2 config error(s)" in err
+
+
+def test_cli_unknown_flag_hint(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["validate", "tiny/dpo", "--rounds", "3"])
+    assert e.value.code == 2
+    assert "key=value" in capsys.readouterr().err
+
+
+def test_cli_print_config_recipes_and_explain(capsys):
+    assert main(["print-config", "tiny/dpo", "train.dpo.beta=0.3"]) == 0
+    assert "beta: 0.3" in capsys.readouterr().out
+    assert main(["recipes"]) == 0
+    assert "quickstart" in capsys.readouterr().out
+    assert main(["explain", "train.dpo.reference"]) == 0
+    assert "initial" in capsys.readouterr().out
+    assert main(["explain", "train.dpo.refrence"]) == 2
+
+
+def test_validate_stays_light():
+    """`import w2s` and validation must not import torch, Ray or OpenRLHF."""
+    code = ("import sys; from w2s.config.compose import load_config; load_config('tiny/dpo'); "
+            "heavy = [m for m in ('torch', 'ray', 'openrlhf', 'transformers', 'deepspeed') if m in sys.modules]; "
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,101 @@
+"""The weak-to-strong loop end to end on the tiny models, through Ray actors and OpenRLHF, on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from w2s.controller.rundir import read_jsonl
+
+# Small but complete: 2 rounds of 4 prompts, 4 evaluation prompts.
+SMALL = ["loop.prompts_per_round=4", "eval.max_prompts=4", "generate.max_new_tokens=12",
+         "correct.max_new_tokens=12", "eval.generate.max_new_tokens=12"]
+
+
+def w2s(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "w2s.cli", *args], capture_output=True, text=True, timeout=900,
+                          **kw)
+
+
+def _check_finished_run(run: Path, rounds: int, method: str) -> list[dict]:
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    stages = {(m["round"], m["stage"]) for m in metrics}
+    for k in range(1, rounds + 1):
+        assert {(k, "generate"), (k, "correct"), (k, "data"), (k, "train"), (k, "eval-vs-previous"),
+                (k, "eval-vs-initial")} <= stages
+        assert (run / f"round-{k:02d}" / "train" / "policy" / "config.json").exists()
+    evals = [m for m in metrics if m["stage"] == "eval-vs-initial"]
+    for m in evals:
+        assert m["wins"] + m["losses"] + m["ties"] == m["total"] == 4
+        assert m["win_minus_loss"] == pytest.approx(100 * (m["wins"] - m["losses"]) / 4)
+    assert (run / "report.md").exists() and (run / "plots" / "eval.png").exists()
+    data = run / "round-01" / "data" / ("sft.jsonl" if method == "sft" else "pairs.jsonl")
+    rows = read_jsonl(data)
+    assert rows and all(isinstance(r["prompt"], list) for r in rows)  # chat-message lists, as OpenRLHF wants
+    return metrics
+
+
+def test_sft_two_rounds_with_two_trainer_ranks(tmp_path, tiny_strong):
+    run = tmp_path / "run"
+    result = w2s("run", "tiny/sft", f"run.dir={run}", "cluster.trainer.num_actors=2",
+                 "cluster.trainer.num_cpus_per_actor=1", *SMALL, env={**os.environ})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"run dir: {run}" in result.stdout
+    _check_finished_run(run, 2, "sft")
+    placements = json.loads((run / "cluster.json").read_text())["actors"]
+    assert sorted(a["rank"] for a in placements if a["role"] == "trainer")[:2] == [0, 1]
+    # A finished run is not redone.
+    again = w2s("run", "tiny/sft", f"run.dir={run}", "cluster.trainer.num_actors=2",
+                "cluster.trainer.num_cpus_per_actor=1", *SMALL)
+    assert again.returncode == 0 and "starting" not in again.stdout
+
+
+def test_dpo_killed_mid_stage_resumes_without_redoing_finished_stages(tmp_path, tiny_strong):
+    run = tmp_path / "run"
+    log = open(tmp_path / "driver.log", "w")
+    args = [sys.executable, "-m", "w2s.cli", "run", "tiny/dpo", f"run.dir={run}", *SMALL]
+    driver = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 600
+        while "round 1 train: dpo" not in (tmp_path / "driver.log").read_text():
+            assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+            assert time.time() < deadline
+            time.sleep(0.5)
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started: a crash, mid-training
+        driver.wait(timeout=60)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert not (run / "round-01" / "train" / "manifest.json").exists()
+    finished = {p: p.stat().st_mtime for p in run.glob("round-01/*/manifest.json")}
+    assert {p.parent.name for p in finished} == {"generate", "correct", "data"}
+
+    result = w2s("run", "tiny/dpo", f"run.dir={run}", *SMALL)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "(resuming)" in result.stdout
+    assert all(p.stat().st_mtime == t for p, t in finished.items())  # finished stages were not redone
+    metrics = _check_finished_run(run, 2, "dpo")
+    assert sum(1 for m in metrics if (m["round"], m["stage"]) == (1, "generate")) == 1
+    pairs = read_jsonl(run / "round-01" / "data" / "pairs.jsonl")
+    assert len({json.dumps(p["prompt"]) for p in pairs}) == len(pairs)  # no duplicated rows
+
+    # Changing a finished stage's config is refused (exit 1, names the fix)...
+    changed = w2s("run", "tiny/dpo", f"run.dir={run}", *SMALL[:-1], "eval.generate.max_new_tokens=11",
+                  "generate.max_new_tokens=13")
+    assert changed.returncode == 1 and "run.resume=fork" in changed.stderr
+
+
+def test_bad_prompt_file_fails_before_anything_starts(tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "fine"}\n{"prompt": 3}\n')
+    result = w2s("run", "tiny/dpo", f"run.dir={tmp_path / 'run'}", f"loop.prompts.path={prompts}")
+    assert result.returncode == 1
+    assert "prompts.jsonl" in result.stderr and "line 2" in result.stderr and "prompt" in result.stderr
+    assert "ray:" not in result.stdout  # no cluster was started
