@@ -99,3 +99,23 @@ def test_bad_prompt_file_fails_before_anything_starts(tmp_path):
     assert result.returncode == 1
     assert "prompts.jsonl" in result.stderr and "line 2" in result.stderr and "prompt" in result.stderr
     assert "ray:" not in result.stdout  # no cluster was started
+
+
+def test_ppo_launch_for_a_gpu_recipe(tmp_path):
+    """What the loop would launch for PPO on a 1-node x 8-GPU recipe (PPO itself needs GPUs)."""
+    from w2s.config.compose import load_config
+    from w2s.controller.loop import Loop
+    from w2s.controller.rundir import RunDir, write_jsonl
+
+    cfg = load_config("gpu/alpaca7b-aligner7b-rlhf")
+    rd = RunDir(tmp_path, cfg)
+    write_jsonl(rd.stage_dir(1, "generate") / "answers.jsonl", [{"prompt": "How do I stay safe?", "answer": "x"}])
+    stage = rd.stage_dir(1, "train")
+    stage.mkdir(parents=True)
+    cmd = Loop(cfg, rd).ppo_command(1, "/models/policy", stage / "reward_model", stage, "10.0.0.1:6379")
+    text = " ".join(cmd)
+    assert "openrlhf.cli.train_ppo_ray" in text and "RAY_ADDRESS=10.0.0.1:6379" in text
+    assert f"{stage / 'reward_model'}" in text and "/models/policy" in text  # the round's reward model: the hook
+    assert (stage / "ppo_prompts.jsonl").read_text().count("How do I stay safe?") == 1
+    flags = dict(zip(cmd, cmd[1:]))
+    assert flags.get("--actor.num_gpus_per_node") == "8" and flags.get("--actor.num_nodes") == "1"

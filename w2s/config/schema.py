@@ -302,6 +302,7 @@ class ClusterConfig:
     temp_dir: str = _f("", "Ray's temporary directory. Empty: Ray's default.")
     rpc_timeout_s: float = _f(3600.0, "Longest any single remote call may take before the run stops with the "
                               "role, rank and log location of the stuck actor.")
+    gpus_per_node: int = _f(8, "GPUs per node of a GPU cluster; lays out OpenRLHF's PPO over nodes.")
     placement_strategy: str = _f("PACK", "How role bundles are spread over nodes.",
                                  ["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"])
     generator: RoleConfig = _f(help="Strong-policy generation actors.", factory=RoleConfig)

@@ -372,19 +372,32 @@ class Loop:
     def ppo(self, k: int, policy: str, reward_model: Path, stage_dir: Path) -> Path:
         import ray
 
-        from w2s.backends.ppo import build_ppo_command, launch_ppo
+        from w2s.backends.ppo import launch_ppo
 
-        c = self.cfg.cluster
+        cmd = self.ppo_command(k, policy, reward_model, stage_dir, ray.get_runtime_context().gcs_address)
+        say(f"round {k} train: PPO through OpenRLHF ({stage_dir / 'ppo.log'})")
+        launch_ppo(cmd, None, log_path=stage_dir / "ppo.log", timeout_s=float(self.cfg.cluster.rpc_timeout_s))
+        return stage_dir / "policy"
+
+    def ppo_command(self, k: int, policy: str, reward_model: Path, stage_dir: Path, ray_address: str) -> list[str]:
+        """OpenRLHF's PPO argv for round k: the round's prompts, the round's reward model, the trainer's GPUs."""
+        from w2s.backends.ppo import build_ppo_command, write_prompt_rows
+
+        cfg, c = self.cfg, self.cfg.cluster
         prompts = stage_dir / "ppo_prompts.jsonl"
-        answers = read_jsonl(self.rd.stage_dir(k, "generate") / "answers.jsonl")
-        write_jsonl(prompts, [{"prompt": r["prompt"]} for r in answers])
-        out = stage_dir / "policy"
-        gpus_per_node = max(1, int(c.trainer.num_gpus_per_actor))
-        cmd = build_ppo_command(self.cfg.train.rlhf.ppo, policy_path=policy, reward_model_path=str(reward_model),
-                                prompts_path=str(prompts), output_dir=str(out), num_gpus_per_node=gpus_per_node,
-                                num_nodes=int(c.trainer.num_actors), ray_address=ray.get_runtime_context().gcs_address)
-        launch_ppo(cmd, log_path=stage_dir / "ppo.log", timeout_s=float(c.rpc_timeout_s))
-        return out
+        write_prompt_rows(prompts, [r["prompt"] for r in read_jsonl(self.rd.stage_dir(k, "generate") /
+                                                                    "answers.jsonl")])
+        # PPO runs on the GPUs the recipe gives the trainer role, laid out as whole nodes.
+        total = int(c.trainer.num_actors * c.trainer.num_gpus_per_actor)
+        per_node = min(total, int(c.gpus_per_node))
+        rm = cfg.train.rlhf.reward_model
+        return build_ppo_command(
+            cfg.train.rlhf.ppo, policy_path=policy, reward_model_path=str(reward_model), prompts_path=str(prompts),
+            output_dir=str(stage_dir / "policy"), num_gpus_per_node=per_node, num_nodes=max(1, total // per_node),
+            ray_address=ray_address, max_len=int(rm.max_len), seed=int(cfg.run.seed) + k,
+            zero_stage=int(rm.zero_stage), param_dtype=rm.param_dtype,
+            attn_implementation=cfg.model.strong.attn_implementation,
+            tensorboard_dir=str(self.rd.path / "tensorboard" / f"round-{k:02d}-ppo"))
 
     def compare_stage(self, k: int, label: str, previous: str, scores: dict[str, list[dict]]) -> dict[str, Any]:
         from w2s.eval.metrics import compare
