@@ -57,27 +57,43 @@ def test_sft_two_rounds_with_two_trainer_ranks(tmp_path, tiny_strong):
     assert again.returncode == 0 and "starting" not in again.stdout
 
 
-def test_dpo_killed_mid_stage_resumes_without_redoing_finished_stages(tmp_path, tiny_strong):
-    run = tmp_path / "run"
-    log = open(tmp_path / "driver.log", "w")
-    args = [sys.executable, "-m", "w2s.cli", "run", "tiny/dpo", f"run.dir={run}", *SMALL]
-    driver = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+def _start_and_signal(tmp_path: Path, args: list[str], marker: str, sig: int, name: str) -> int:
+    """Start the driver, wait for ``marker`` in its output, send ``sig`` (to the whole process group for SIGKILL,
+    as a crash would, or to the driver alone, as Slurm's warning does); return its exit status."""
+    log_path = tmp_path / f"{name}.log"
+    with open(log_path, "w") as log:
+        driver = subprocess.Popen([sys.executable, "-m", "w2s.cli", *args], stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
     try:
         deadline = time.time() + 600
-        while "round 1 train: dpo" not in (tmp_path / "driver.log").read_text():
-            assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
-            assert time.time() < deadline
+        while marker not in log_path.read_text():
+            assert driver.poll() is None, log_path.read_text()[-3000:]
+            assert time.time() < deadline, f"{marker!r} never appeared"
             time.sleep(0.5)
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started: a crash, mid-training
-        driver.wait(timeout=60)
+        if sig == signal.SIGKILL:
+            os.killpg(driver.pid, sig)
+        else:
+            os.kill(driver.pid, sig)
+        return driver.wait(timeout=120)
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
+
+
+def test_dpo_stopped_then_killed_mid_stage_resumes_without_redoing_finished_stages(tmp_path, tiny_strong):
+    run = tmp_path / "run"
+    args = ["run", "tiny/dpo", f"run.dir={run}", *SMALL]
+    # Slurm's pre-emption warning: stop at a safe point, exit 143, the unfinished stage is not marked done.
+    assert _start_and_signal(tmp_path, args, "round 1 correct: the Aligner", signal.SIGUSR2, "first") == 143
+    assert (run / "round-01" / "generate" / "manifest.json").exists()
+    assert not (run / "round-01" / "correct" / "manifest.json").exists()
+    # A crash in the middle of training: the driver and everything it started are killed.
+    _start_and_signal(tmp_path, args, "round 1 train: dpo", signal.SIGKILL, "second")
     assert not (run / "round-01" / "train" / "manifest.json").exists()
     finished = {p: p.stat().st_mtime for p in run.glob("round-01/*/manifest.json")}
     assert {p.parent.name for p in finished} == {"generate", "correct", "data"}
 
-    result = w2s("run", "tiny/dpo", f"run.dir={run}", *SMALL)
+    result = w2s(*args)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "(resuming)" in result.stdout
     assert all(p.stat().st_mtime == t for p, t in finished.items())  # finished stages were not redone

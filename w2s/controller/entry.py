@@ -53,6 +53,7 @@ def run_job(cfg: DictConfig, *, recipe: str, overrides: list[str]) -> int:
         inputs = preflight(cfg)
     try:
         with RayCluster(cfg.cluster) as cluster:
+            _install_signal_handlers()  # again: ray.init may install its own
             rd.record_cluster(cluster.describe())
             nodes = [n for n in cluster.describe()["nodes"] if n["alive"]]
             say(f"ray: {len(nodes)} node(s) " + ", ".join(f"{n['hostname'] or n['ip']}" for n in nodes))
