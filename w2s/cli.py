@@ -17,6 +17,7 @@ _PLUGIN_PARSERS = [
     ("w2s.aligner.cli", "add_parser"),
     ("w2s.launch.slurm", "add_parser"),
     ("w2s.popalign.cli", "add_parser"),
+    ("w2s.bench", "add_parser"),
 ]
 
 

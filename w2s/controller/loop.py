@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from w2s.cluster import RoleGroup, wait_all
 from w2s.controller.rundir import RunDir, read_jsonl, write_jsonl
 from w2s.errors import DataError
+from w2s.generation import Generation
 
 log = logging.getLogger("w2s")
 
@@ -123,7 +124,8 @@ class Loop:
                 say(f"  {what}: {done}/{total} shard(s) done")
         return report
 
-    def generate(self, model_path: str, prompts: list[Prompt], sampling: Any, seed: int, what: str) -> list[dict]:
+    def generate(self, model_path: str, prompts: list[Prompt], sampling: Any, seed: int,
+                 what: str) -> list[Generation]:
         from w2s.workers.generator import GeneratorWorker
 
         t0 = time.time()
@@ -131,7 +133,7 @@ class Loop:
                          _plain(sampling)) as g:
             outs = g.map_shards("generate", [p.prompt for p in prompts], seed, what=what,
                                 on_progress=self._progress(what))
-        tokens = sum(o["completion_tokens"] for o in outs)
+        tokens = sum(o.completion_tokens for o in outs)
         say(f"{what}: {len(outs)} answers, {tokens} tokens in {time.time() - t0:.1f} s "
             f"({tokens / max(time.time() - t0, 1e-9):.1f} tokens/s incl. model load)")
         return outs
@@ -183,9 +185,9 @@ class Loop:
             outs = self.generate(policy, eval_prompts, self.cfg.eval.generate, int(self.cfg.run.seed),
                                  f"round {round_index} eval answers ({label})")
             with self._group("judge", JudgeWorker, _plain(self.cfg.eval.judge)) as j:
-                scores = j.map_shards("score", [(p.prompt, o["text"], p.reference)
+                scores = j.map_shards("score", [(p.prompt, o.text, p.reference)
                                                 for p, o in zip(eval_prompts, outs)], what="judge")
-            rows = [{"id": p.id, "prompt": p.prompt, "answer": o["text"], "reference": p.reference, "score": s,
+            rows = [{"id": p.id, "prompt": p.prompt, "answer": o.text, "reference": p.reference, "score": s,
                      "policy": label} for p, o, s in zip(eval_prompts, outs, scores)]
             write_jsonl(stage_dir / "scores.jsonl", rows)
             rec["outputs"]["scores"] = stage_dir / "scores.jsonl"
@@ -231,7 +233,7 @@ class Loop:
             t0 = time.time()
             outs = self.generate(policy, prompts, self.cfg.generate, int(self.cfg.run.seed) + 1000 * k,
                                  f"round {k} generate")
-            rows = [{"id": p.id, "prompt": p.prompt, "answer": o["text"], "completion_tokens": o["completion_tokens"],
+            rows = [{"id": p.id, "prompt": p.prompt, "answer": o.text, "completion_tokens": o.completion_tokens,
                      "policy": policy} for p, o in zip(prompts, outs)]
             write_jsonl(stage_dir / "answers.jsonl", rows)
             rec["outputs"]["answers"] = stage_dir / "answers.jsonl"
@@ -259,14 +261,14 @@ class Loop:
                 outs = g.map_shards("correct", [(r["prompt"], r["answer"]) for r in answers],
                                     what=f"round {k} correct", on_progress=self._progress("correct"))
                 provenance = g.call_all("provenance")[0]
-            rows = [{**r, "correction": o["text"]} for r, o in zip(answers, outs)]
+            rows = [{**r, "correction": o.text} for r, o in zip(answers, outs)]
             write_jsonl(stage_dir / "corrections.jsonl", rows)
             dists = [normalized_edit_distance(r["answer"], r["correction"]) for r in rows]
             rec["outputs"]["corrections"] = stage_dir / "corrections.jsonl"
             rec["provenance"] = {"aligner": aligner, **provenance}
             rec["metrics"] = {"corrections": len(rows), "copy_rate": sum(d == 0 for d in dists) / len(rows),
                               "mean_edit_distance": sum(dists) / len(rows), "seconds": round(time.time() - t0, 2),
-                              "tokens": sum(o["completion_tokens"] for o in outs)}
+                              "tokens": sum(o.completion_tokens for o in outs)}
             self.rd.log_metrics(k, "correct", rec["metrics"])
             say(f"round {k} correct: copy rate {rec['metrics']['copy_rate']:.2f}, mean normalised edit distance "
                 f"{rec['metrics']['mean_edit_distance']:.3f}")

@@ -6,6 +6,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from w2s.aligner.correct import Correction
 from w2s.cluster import RoleActorMixin
 
 
@@ -17,11 +18,9 @@ class CorrectorWorker(RoleActorMixin):
         self.corrector = Corrector(aligner_path, OmegaConf.create(model_cfg), OmegaConf.create(correct_cfg),
                                    **({"user_templates": user_templates} if user_templates else {}))
 
-    def correct(self, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        """Correct (question, answer) pairs; returns the correction text and token counts."""
-        outs = self.corrector.correct([q for q, _ in pairs], [a for _, a in pairs])
-        return [{"text": o.text, "prompt_tokens": o.prompt_tokens, "completion_tokens": o.completion_tokens}
-                for o in outs]
+    def correct(self, pairs: list[tuple[str, str]]) -> list[Correction]:
+        """Correct (question, answer) pairs: the correction text and token counts of each."""
+        return self.corrector.correct([q for q, _ in pairs], [a for _, a in pairs])
 
     def provenance(self) -> dict[str, Any]:
         return dict(getattr(self.corrector, "provenance", {}) or {})

@@ -7,6 +7,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from w2s.cluster import RoleActorMixin
+from w2s.generation import Generation
 
 
 class GeneratorWorker(RoleActorMixin):
@@ -18,14 +19,12 @@ class GeneratorWorker(RoleActorMixin):
         self.sampling = OmegaConf.create(sampling_cfg)
         self.generator = make_generator(model_path, OmegaConf.create(model_cfg), self.sampling)
 
-    def generate(self, prompts: list[str], seed: int) -> list[dict[str, Any]]:
-        """Answer user prompts (the chat template is applied here). Returns text and token counts per prompt."""
+    def generate(self, prompts: list[str], seed: int) -> list[Generation]:
+        """Answer user prompts (the chat template is applied here): text and token counts per prompt."""
         from w2s.generation import render_chat
 
         rendered = [render_chat(self.generator.tokenizer, p) for p in prompts]
-        outs = self.generator.generate(rendered, self.sampling, seed=seed)
-        return [{"text": o.text, "prompt_tokens": o.prompt_tokens, "completion_tokens": o.completion_tokens,
-                 "finish_reason": o.finish_reason} for o in outs]
+        return self.generator.generate(rendered, self.sampling, seed=seed)
 
     def close(self) -> None:
         self.generator.close()

@@ -1,0 +1,223 @@
+"""OpenRLHF's real SFT, DPO and reward-model trainers on the tiny models, driven through w2s.backends.openrlhf."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+
+from w2s.backends import openrlhf as backend
+from w2s.config.schema import DPOConfig, RewardModelConfig, SFTConfig
+from w2s.errors import ConfigError, DataError
+
+ROWS = [(f"What is {i} plus {i + 3}?", f"It is {2 * i + 3}.") for i in range(32)]
+PAIRS = [(p, a, "I do not know, sorry.") for p, a in ROWS]
+
+
+def _cfg(kind=SFTConfig, **over):
+    cfg = kind(max_len=96, micro_batch_samples_per_device=4, global_batch_samples=8, **over)
+    cfg.optim.lr = 2e-3
+    cfg.optim.warmup_ratio = 0.0
+    return cfg
+
+
+def _weights(path: str) -> dict[str, torch.Tensor]:
+    files = sorted(Path(path).glob("*.safetensors"))
+    assert files, f"no safetensors in {path}"
+    out: dict[str, torch.Tensor] = {}
+    for f in files:
+        out.update(load_file(str(f)))
+    return out
+
+
+def _differs(a: str, b: str) -> bool:
+    wa, wb = _weights(a), _weights(b)
+    shared = set(wa) & set(wb)
+    assert shared
+    return any(not torch.equal(wa[k].float(), wb[k].float()) for k in shared)
+
+
+def _assert_loadable_causal_lm(path: str) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    ids = tok("What is 1 plus 4?", return_tensors="pt")
+    logits = model(**ids).logits
+    assert logits.shape[-1] == model.config.vocab_size and torch.isfinite(logits).all()
+    assert not Path(path + ".partial").exists()
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("orlhf-data")
+    assert backend.write_sft_rows(d / "sft_chat.jsonl", ROWS, chat=True) == 32
+    raw = [(f"BEGINNING OF CONVERSATION: USER: {p} ASSISTANT:", f" {a}") for p, a in ROWS]
+    assert backend.write_sft_rows(d / "sft_raw.jsonl", raw, chat=False) == 32
+    assert backend.write_pair_rows(d / "pairs.jsonl", PAIRS) == 32
+    return d
+
+
+@pytest.fixture(scope="module")
+def sft_chat(tiny_weak, data_dir, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("sft") / "model")
+    # A DictConfig, as the controller passes it (attribute access like the dataclass).
+    cfg = OmegaConf.structured(_cfg(epochs=2))
+    return backend.train_sft(cfg, tiny_weak, str(data_dir / "sft_chat.jsonl"), out, chat=True,
+                             tensorboard_dir=str(tmp_path_factory.mktemp("tb")))
+
+
+def test_sft_chat_rows_train_and_save_a_loadable_model(sft_chat, tiny_weak):
+    result = sft_chat
+    assert result.steps == 8 and result.samples == 64  # 32 rows / batch 8 x 2 epochs
+    assert len(result.losses) == result.steps
+    assert result.losses[-1] < result.losses[0] - 0.1, result.losses
+    assert result.metrics["rows_kept"] == 32 and result.metrics["loss_last"] == result.losses[-1]
+    _assert_loadable_causal_lm(result.output_dir)
+    assert _differs(result.output_dir, tiny_weak)
+    print(f"SFT chat: {result.seconds:.1f} s, losses {result.losses[0]:.3f} -> {result.losses[-1]:.3f}")
+
+
+def test_sft_raw_rows_mask_the_prompt_and_drop_overlong(tiny_weak, data_dir, tmp_path):
+
+    # The loss covers exactly the response + EOS (OpenRLHF's loss mask, shifted as the trainer uses it).
+    from w2s.backends.openrlhf import _build_dataset, _flat_args, _load_tokenizer, _namespace
+
+    tok = _load_tokenizer(tiny_weak, "right")
+    args = _namespace(_flat_args(_cfg(), seed=0, micro=1, global_batch=1, chat=False, kind="sft",
+                                 tensorboard_dir=None, output_dir="unused", attn="sdpa"))
+    rows = [json.loads(line) for line in (data_dir / "sft_raw.jsonl").read_text().splitlines()]
+    ds = _build_dataset("sft", rows[:3], tok, args, type("S", (), {"args": args})())
+    for i in range(3):
+        input_ids, _, loss_mask = ds[i]
+        scored = input_ids[0, 1:][loss_mask[0, :-1].bool()]
+        assert tok.decode(scored) == rows[i]["response"] + " " + tok.eos_token
+        assert scored[-1].item() == tok.eos_token_id
+
+    # Four rows with very long responses: dropped (and counted) with overlong=drop.
+    long_rows = [(f"BEGINNING OF CONVERSATION: USER: {p} ASSISTANT:", f" {a}") for p, a in ROWS]
+    long_rows[:4] = [(p, a + " and more" * 60) for p, a in long_rows[:4]]
+    path = tmp_path / "raw_long.jsonl"
+    backend.write_sft_rows(path, long_rows, chat=False)
+    result = backend.train_sft(_cfg(overlong="drop"), tiny_weak, str(path), str(tmp_path / "out"), chat=False)
+    assert result.metrics["rows_dropped_overlong"] == 4 and result.metrics["rows_kept"] == 28
+    assert result.steps == 3 and len(result.losses) == 3  # 28 rows / 8 per step (the partial step is dropped)
+    assert result.losses[-1] < result.losses[0]
+    _assert_loadable_causal_lm(result.output_dir)
+    print(f"SFT raw: {result.seconds:.1f} s, losses {result.losses}")
+
+
+def test_dpo_moves_the_policy_away_from_the_reference(tiny_weak, data_dir, tmp_path):
+    cfg = _cfg(DPOConfig, epochs=2, beta=0.1)
+    result = backend.train_dpo(cfg, tiny_weak, tiny_weak, str(data_dir / "pairs.jsonl"), str(tmp_path / "dpo"))
+    assert result.steps == 8 and len(result.losses) == 8
+    assert result.losses[0] == pytest.approx(0.6931, abs=0.01)  # policy == reference at the first step
+    assert result.losses[-1] < result.losses[0] - 0.05, result.losses
+    assert 0.0 <= result.metrics["acc"] <= 1.0
+    assert result.metrics["chosen_reward"] > result.metrics["rejected_reward"]
+    _assert_loadable_causal_lm(result.output_dir)
+    assert _differs(result.output_dir, tiny_weak)
+    print(f"DPO: {result.seconds:.1f} s, losses {result.losses[0]:.3f} -> {result.losses[-1]:.3f}")
+
+
+def test_reward_model_saves_value_head_and_normalisation(tiny_weak, data_dir, tmp_path):
+    cfg = _cfg(RewardModelConfig, epochs=1)
+    result = backend.train_reward_model(cfg, tiny_weak, str(data_dir / "pairs.jsonl"), str(tmp_path / "rm"))
+    assert result.steps == 4 and result.losses[-1] < result.losses[0]
+    config = json.loads((Path(result.output_dir) / "config.json").read_text())
+    assert config["value_head_prefix"] == "score"
+    assert isinstance(config["mean"], float) and config["std"] > 0
+    assert result.metrics["reward_std"] == pytest.approx(config["std"])
+    weights = _weights(result.output_dir)
+    assert weights["score.weight"].shape[0] == 1
+    print(f"RM: {result.seconds:.1f} s, losses {result.losses[0]:.3f} -> {result.losses[-1]:.3f}")
+
+
+def test_lora_sft_saves_a_merged_full_model(tiny_weak, data_dir, tmp_path):
+    cfg = _cfg(epochs=1)
+    cfg.lora.rank = 4
+    cfg.lora.alpha = 8
+    result = backend.train_sft(cfg, tiny_weak, str(data_dir / "sft_chat.jsonl"), str(tmp_path / "lora"))
+    assert result.steps == 4
+    out = Path(result.output_dir)
+    assert not (out / "adapter_config.json").exists()
+    assert not any("lora" in k for k in _weights(str(out)))
+    _assert_loadable_causal_lm(str(out))
+    assert _differs(str(out), tiny_weak)  # the merged adapters changed the linear weights
+
+
+def test_check_loads_accepts_good_rows_and_rejects_bad(tiny_weak, data_dir, tmp_path):
+    assert backend.check_loads(str(data_dir / "sft_chat.jsonl"), tiny_weak, "sft") == 32
+    assert backend.check_loads(str(data_dir / "sft_raw.jsonl"), tiny_weak, "sft", chat=False) == 32
+    assert backend.check_loads(str(data_dir / "pairs.jsonl"), tiny_weak, "dpo") == 32
+    assert backend.check_loads(str(data_dir / "pairs.jsonl"), tiny_weak, "rm") == 32
+    # Raw strings in a chat pair file: the classic silent failure of OpenRLHF (every row filtered out).
+    bad = tmp_path / "bad_pairs.jsonl"
+    backend.write_pair_rows(bad, PAIRS, chat=False)
+    with pytest.raises(DataError, match=r"row 1: field 'prompt' must be a non-empty list"):
+        backend.check_loads(str(bad), tiny_weak, "dpo")
+    missing = tmp_path / "missing.jsonl"
+    missing.write_text(json.dumps({"prompt": [{"role": "user", "content": "hi"}]}) + "\n")
+    with pytest.raises(DataError, match="row 1: missing field 'response'"):
+        backend.check_loads(str(missing), tiny_weak, "sft")
+    # Prompts longer than max_len are dropped by OpenRLHF itself: nothing left is an error, not an empty run.
+    with pytest.raises(DataError, match="kept none of 32"):
+        backend.check_loads(str(data_dir / "sft_chat.jsonl"), tiny_weak, "sft", max_len=4)
+
+
+def test_batch_sizes_are_checked_before_training(tiny_weak, data_dir, tmp_path):
+    cfg = _cfg()
+    cfg.global_batch_samples = 6  # not a multiple of the micro-batch of 4
+    with pytest.raises(ConfigError, match="global_batch_samples"):
+        backend.train_sft(cfg, tiny_weak, str(data_dir / "sft_chat.jsonl"), str(tmp_path / "x"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow  # two fresh interpreters importing DeepSpeed: about 25 s on 2 cores
+def test_two_ranks_train_dpo_together(tiny_weak, data_dir, tmp_path):
+    code = textwrap.dedent("""
+        import json, sys
+        from w2s.backends import openrlhf as backend
+        from w2s.config.schema import DPOConfig
+        cfg = DPOConfig(max_len=96, micro_batch_samples_per_device=2, global_batch_samples=8, zero_stage=2)
+        cfg.optim.lr = 2e-3
+        r = backend.train_dpo(cfg, sys.argv[1], sys.argv[1], sys.argv[2], sys.argv[3])
+        print("RESULT " + json.dumps({"steps": r.steps, "losses": r.losses, "metrics": r.metrics}))
+    """)
+    port = str(_free_port())
+    out = tmp_path / "dpo2"
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "RANK": str(rank), "WORLD_SIZE": "2",
+               "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen([sys.executable, "-c", code, tiny_weak, str(data_dir / "pairs.jsonl"), str(out)],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    results = []
+    for proc in procs:
+        try:
+            output, _ = proc.communicate(timeout=180)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, output[-3000:]
+        results.append(json.loads(next(line[7:] for line in output.splitlines() if line.startswith("RESULT "))))
+    # 32 pairs / global batch 8 = 4 steps, each rank doing 2 micro-batches of 2 per step.
+    assert results[0]["steps"] == results[1]["steps"] == 4
+    assert results[0]["losses"] == pytest.approx(results[1]["losses"])  # averaged over ranks: the same on both
+    assert results[0]["losses"][-1] < results[0]["losses"][0]
+    _assert_loadable_causal_lm(str(out))
+    assert _differs(str(out), tiny_weak)

@@ -1,0 +1,398 @@
+"""PPO through OpenRLHF's Ray trainer (GPU only), launched as ``python -m openrlhf.cli.train_ppo_ray``.
+
+PPO runs as a subprocess rather than in-process: OpenRLHF builds its ~150 flags and their argparse-time
+validation inline under ``if __name__ == "__main__"``, and its rollouts need vLLM and CUDA. This module maps a
+``PPOConfig`` onto OpenRLHF 0.11's dotted flags (``--actor.num_nodes``, ``--vllm.num_engines``, ...), plans how
+actor, reference, critic, reward model and vLLM engines share the GPUs, and runs the command with its log
+streamed to a file. The reward is the reward model trained on the round's (correction > answer) pairs
+(``--reward.model_name_or_path``); it also initialises the critic when the advantage estimator is GAE.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from w2s.errors import ConfigError, ConfigIssue, W2SError
+
+PPO_MODULE = "openrlhf.cli.train_ppo_ray"
+
+
+@dataclass(frozen=True)
+class RoleGPUs:
+    """Where one OpenRLHF role runs: ``num_nodes`` x ``num_gpus_per_node`` GPUs."""
+
+    num_nodes: int
+    num_gpus_per_node: int
+
+    @property
+    def total(self) -> int:
+        return self.num_nodes * self.num_gpus_per_node
+
+
+@dataclass(frozen=True)
+class PPOLayout:
+    """GPU plan of one PPO run.
+
+    With ``colocate_all`` every role and the vLLM engines share all GPUs (DeepSpeed and vLLM sleep in turn).
+    Otherwise (one node only) vLLM takes ``vllm_engines x vllm_tensor_parallel_size`` GPUs, actor and reference
+    share a group, critic and reward model share another (GAE), or the reward model gets one GPU of its own.
+    """
+
+    actor: RoleGPUs
+    ref: RoleGPUs | None
+    critic: RoleGPUs | None
+    reward: RoleGPUs
+    vllm_engines: int
+    vllm_tensor_parallel_size: int
+    colocate_all: bool
+    colocate_actor_ref: bool
+    colocate_critic_reward: bool
+
+    @property
+    def gpus_used(self) -> int:
+        """Physical GPUs the plan occupies."""
+        if self.colocate_all:
+            return self.actor.total
+        used = self.actor.total + self.vllm_engines * self.vllm_tensor_parallel_size
+        if self.ref is not None and not self.colocate_actor_ref:
+            used += self.ref.total
+        if self.critic is not None:
+            used += self.critic.total
+        if not self.colocate_critic_reward:
+            used += self.reward.total
+        return used
+
+
+def ppo_layout(cfg: Any, *, num_nodes: int, num_gpus_per_node: int) -> PPOLayout:
+    """Plan the GPUs of a PPO run.
+
+    Args:
+        cfg: ``PPOConfig`` (dataclass or DictConfig).
+        num_nodes: Nodes of the Ray cluster used for PPO.
+        num_gpus_per_node: GPUs on each node.
+
+    Returns:
+        The layout.
+
+    Raises:
+        ConfigError: when the GPUs cannot hold the plan, naming the key to change.
+    """
+    tp = int(cfg.vllm_tensor_parallel_size)
+    total = num_nodes * num_gpus_per_node
+    has_critic = cfg.advantage_estimator == "gae"
+    has_ref = float(cfg.init_kl_coef) > 0
+    issues: list[ConfigIssue] = []
+    if num_nodes < 1 or num_gpus_per_node < 1:
+        raise ConfigError([ConfigIssue("cluster", f"{num_nodes} node(s) x {num_gpus_per_node} GPU(s)",
+                                       "PPO needs at least one GPU (OpenRLHF's rollouts run on vLLM)",
+                                       "run on a GPU cluster or set train.rlhf.ppo_enabled: false")])
+    if tp < 1 or total % tp:
+        issues.append(ConfigIssue("train.rlhf.ppo.vllm_tensor_parallel_size", tp,
+                                  f"must divide the {total} GPU(s) of the run", "use 1 or a divisor of the GPUs"))
+    if cfg.colocate_all:
+        if issues:
+            raise ConfigError(issues)
+        every = RoleGPUs(num_nodes, num_gpus_per_node)
+        # OpenRLHF asserts vllm engines x tp == actor GPUs when everything is colocated.
+        return PPOLayout(actor=every, ref=every if has_ref else None, critic=every if has_critic else None,
+                         reward=every, vllm_engines=total // tp, vllm_tensor_parallel_size=tp, colocate_all=True,
+                         colocate_actor_ref=has_ref, colocate_critic_reward=has_critic)
+    if num_nodes != 1:
+        issues.append(ConfigIssue("train.rlhf.ppo.colocate_all", False, f"split GPU layouts are planned for one "
+                                  f"node only; this run has {num_nodes}", "set colocate_all: true"))
+    engines = int(cfg.vllm_engines)
+    vllm_gpus = engines * tp
+    rest = num_gpus_per_node - vllm_gpus
+    if engines < 1 or rest < 2:
+        issues.append(ConfigIssue("train.rlhf.ppo.vllm_engines", engines,
+                                  f"{engines} engine(s) x tp {tp} leave {rest} of {num_gpus_per_node} GPUs for "
+                                  "training; the split layout needs at least 1 engine and 2 training GPUs",
+                                  "lower vllm_engines or set colocate_all: true"))
+    if issues:
+        raise ConfigError(issues)
+    if has_critic:
+        actor = RoleGPUs(1, rest - rest // 2)
+        critic = RoleGPUs(1, rest // 2)
+        reward = critic
+    else:
+        actor = RoleGPUs(1, rest - 1)
+        critic = None
+        reward = RoleGPUs(1, 1)
+    return PPOLayout(actor=actor, ref=actor if has_ref else None, critic=critic, reward=reward, vllm_engines=engines,
+                     vllm_tensor_parallel_size=tp, colocate_all=False, colocate_actor_ref=has_ref,
+                     colocate_critic_reward=has_critic)
+
+
+def _check_batches(cfg: Any, layout: PPOLayout) -> None:
+    micro = int(cfg.micro_train_batch_samples_per_device)
+    global_batch = int(cfg.global_train_batch_samples)
+    actor_ranks = layout.actor.total
+    issues = []
+    if global_batch % (micro * actor_ranks):
+        fixed = max(1, round(global_batch / (micro * actor_ranks))) * micro * actor_ranks
+        issues.append(ConfigIssue("train.rlhf.ppo.global_train_batch_samples", global_batch,
+                                  f"must be a multiple of micro_train_batch_samples_per_device x actor GPUs = "
+                                  f"{micro} x {actor_ranks}", f"set it to {fixed}"))
+    rollout_samples = int(cfg.rollout_batch_prompts) * int(cfg.samples_per_prompt)
+    if rollout_samples // micro < actor_ranks:
+        issues.append(ConfigIssue("train.rlhf.ppo.rollout_batch_prompts", int(cfg.rollout_batch_prompts),
+                                  f"rollout_batch_prompts x samples_per_prompt / micro batch must give each of the "
+                                  f"{actor_ranks} actor GPUs at least one micro-batch",
+                                  f"raise it to at least {actor_ranks * micro}"))
+    if cfg.advantage_estimator in ("rloo", "reinforce_baseline", "group_norm", "dr_grpo") and \
+            int(cfg.samples_per_prompt) < 2:
+        issues.append(ConfigIssue("train.rlhf.ppo.samples_per_prompt", int(cfg.samples_per_prompt),
+                                  f"{cfg.advantage_estimator} needs a group baseline: more than one sample per prompt",
+                                  "set samples_per_prompt: 4"))
+    if issues:
+        raise ConfigError(issues)
+
+
+def write_prompt_rows(path: str | os.PathLike, prompts: Iterable[str]) -> int:
+    """Write PPO prompts as JSON Lines (``{"prompt": text}``; the chat template is applied by OpenRLHF)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    count = 0
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for prompt in prompts:
+            fh.write(json.dumps({"prompt": prompt}, ensure_ascii=False) + "\n")
+            count += 1
+    os.replace(tmp, path)
+    return count
+
+
+def build_ppo_command(cfg_ppo: Any, *, policy_path: str, reward_model_path: str, prompts_path: str, output_dir: str,
+                      num_gpus_per_node: int, num_nodes: int = 1, ray_address: str | None = None,
+                      max_len: int = 2048, seed: int = 42, zero_stage: int = 2,
+                      param_dtype: str = "bfloat16", attn_implementation: str = "flash_attention_2",
+                      tensorboard_dir: str | None = None, python: str | None = None,
+                      extra_args: Iterable[str] = ()) -> list[str]:
+    """The argv of one OpenRLHF PPO run.
+
+    Args:
+        cfg_ppo: ``PPOConfig`` (dataclass or DictConfig).
+        policy_path: Policy to train; OpenRLHF also starts the reference (KL anchor) from it.
+        reward_model_path: Reward model (from :func:`w2s.backends.openrlhf.train_reward_model`).
+        prompts_path: JSON Lines prompts from :func:`write_prompt_rows`.
+        output_dir: Where OpenRLHF saves the trained policy (HF format).
+        num_gpus_per_node: GPUs per node.
+        num_nodes: Nodes.
+        ray_address: Ray cluster to join. OpenRLHF calls a bare ``ray.init()``, which joins ``RAY_ADDRESS``, so
+            the command is prefixed with ``env RAY_ADDRESS=...``; None joins whatever ``ray.init()`` finds.
+        max_len: Longest prompt + response in tokens.
+        seed: Training seed.
+        zero_stage: DeepSpeed ZeRO stage.
+        param_dtype: bfloat16 or float16.
+        attn_implementation: Attention kernel of the DeepSpeed models.
+        tensorboard_dir: OpenRLHF's TensorBoard directory.
+        python: Interpreter (default: this one).
+        extra_args: Further OpenRLHF flags, appended last.
+
+    Returns:
+        The command as a list of arguments.
+    """
+    layout = ppo_layout(cfg_ppo, num_nodes=num_nodes, num_gpus_per_node=num_gpus_per_node)
+    _check_batches(cfg_ppo, layout)
+    dtype = {"bfloat16": "bf16", "float16": "fp16", "bf16": "bf16", "fp16": "fp16"}.get(param_dtype)
+    if dtype is None:
+        raise ConfigError([ConfigIssue("param_dtype", param_dtype, "OpenRLHF trains in bf16 or fp16 only",
+                                       "use bfloat16 or float16")])
+    argv = [python or sys.executable, "-m", PPO_MODULE]
+    if ray_address:
+        argv = ["env", f"RAY_ADDRESS={ray_address}", *argv]
+
+    def flag(name: str, value: Any) -> None:
+        argv.extend([f"--{name}", str(value)])
+
+    def role(name: str, gpus: RoleGPUs) -> None:
+        flag(f"{name}.num_nodes", gpus.num_nodes)
+        flag(f"{name}.num_gpus_per_node", gpus.num_gpus_per_node)
+
+    role("actor", layout.actor)
+    role("ref", layout.ref or layout.actor)  # unused without KL, but OpenRLHF's default is 8 GPUs
+    role("reward", layout.reward)
+    if layout.critic is not None:
+        role("critic", layout.critic)
+    flag("vllm.num_engines", layout.vllm_engines)
+    flag("vllm.tensor_parallel_size", layout.vllm_tensor_parallel_size)
+    if layout.colocate_all:
+        argv += ["--train.colocate_all", "--vllm.enable_sleep", "--ds.enable_sleep"]
+        flag("vllm.gpu_memory_utilization", 0.5)
+    else:
+        if layout.colocate_actor_ref:
+            argv.append("--train.colocate_actor_ref")
+        if layout.colocate_critic_reward:
+            argv.append("--train.colocate_critic_reward")
+
+    flag("actor.model_name_or_path", policy_path)
+    flag("reward.model_name_or_path", reward_model_path)
+    if layout.critic is not None:
+        flag("critic.model_name_or_path", reward_model_path)  # the critic starts from the reward model (GAE)
+    flag("data.prompt_dataset", prompts_path)
+    flag("data.input_key", "prompt")
+    argv.append("--data.apply_chat_template")
+    flag("data.max_len", max_len)
+    flag("rollout.max_new_tokens", int(cfg_ppo.max_new_tokens))
+    flag("rollout.batch_size", int(cfg_ppo.rollout_batch_prompts))
+    flag("rollout.n_samples_per_prompt", int(cfg_ppo.samples_per_prompt))
+    flag("rollout.micro_batch_size", int(cfg_ppo.micro_train_batch_samples_per_device))
+    flag("train.micro_batch_size", int(cfg_ppo.micro_train_batch_samples_per_device))
+    flag("train.batch_size", int(cfg_ppo.global_train_batch_samples))
+    flag("train.max_epochs", 1)
+    flag("train.num_episodes", int(cfg_ppo.epochs))
+    flag("train.seed", seed)
+    flag("actor.adam.lr", float(cfg_ppo.actor_lr))
+    flag("critic.adam.lr", float(cfg_ppo.critic_lr))
+    flag("actor.eps_clip", float(cfg_ppo.eps_clip))
+    flag("critic.value_clip", float(cfg_ppo.value_clip))
+    flag("algo.kl.init_coef", float(cfg_ppo.init_kl_coef))
+    flag("algo.kl.estimator", cfg_ppo.kl_estimator)
+    flag("algo.advantage.estimator", cfg_ppo.advantage_estimator)
+    flag("ds.zero_stage", zero_stage)
+    flag("ds.param_dtype", dtype)
+    flag("ds.attn_implementation", attn_implementation)
+    argv.append("--reward.normalize_enable")  # uses the mean/std the reward model stored in its config
+    flag("ckpt.output_dir", output_dir)
+    flag("ckpt.path", os.path.join(output_dir, "ckpt"))
+    argv.append("--ckpt.disable_ds")
+    if tensorboard_dir:
+        flag("logger.tensorboard_dir", tensorboard_dir)
+    argv.extend(extra_args)
+    return argv
+
+
+def declared_ppo_flags(source: str | os.PathLike | None = None) -> set[str]:
+    """Every ``--flag`` that OpenRLHF's ``train_ppo_ray`` parser declares, read from its source with ``ast``.
+
+    The module imports vLLM at top level, so it is read, not imported. Flags declared in a loop over constant
+    prefixes (``for prefix in ("actor", "critic"): add_argument(f"--{prefix}.adam.lr")``) are expanded.
+
+    Args:
+        source: Path of ``train_ppo_ray.py`` (default: the installed openrlhf's).
+    """
+    if source is None:
+        spec = importlib.util.find_spec("openrlhf")
+        if spec is None or not spec.submodule_search_locations:
+            raise W2SError("openrlhf is not installed; install it with `pip install --no-deps openrlhf==0.11.2`")
+        source = Path(next(iter(spec.submodule_search_locations))) / "cli" / "train_ppo_ray.py"
+    tree = ast.parse(Path(source).read_text(encoding="utf-8"))
+    flags: set[str] = set()
+
+    def visit(node: ast.AST, env: dict[str, list[str]]) -> None:
+        if isinstance(node, ast.For) and isinstance(node.target, ast.Name) and \
+                isinstance(node.iter, (ast.Tuple, ast.List)) and \
+                all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.iter.elts):
+            inner = dict(env)
+            inner[node.target.id] = [e.value for e in node.iter.elts]  # type: ignore[attr-defined]
+            for child in node.body:
+                visit(child, inner)
+            return
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument":
+            for arg in node.args:
+                for text in _strings(arg, env):
+                    if text.startswith("--"):
+                        flags.add(text)
+        for child in ast.iter_child_nodes(node):
+            visit(child, env)
+
+    visit(tree, {})
+    return flags
+
+
+def _strings(node: ast.AST, env: dict[str, list[str]]) -> list[str]:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, ast.JoinedStr):
+        results = [""]
+        for part in node.values:
+            if isinstance(part, ast.Constant):
+                results = [r + str(part.value) for r in results]
+            elif isinstance(part, ast.FormattedValue) and isinstance(part.value, ast.Name) and part.value.id in env:
+                results = [r + v for r in results for v in env[part.value.id]]
+            else:
+                return []
+        return results
+    return []
+
+
+def command_flags(argv: list[str]) -> list[str]:
+    """The ``--flags`` of a command built by :func:`build_ppo_command`."""
+    return [a for a in argv if a.startswith("--")]
+
+
+def launch_ppo(cmd: list[str], env: dict[str, str] | None, log_path: str | os.PathLike, timeout_s: float) -> None:
+    """Run a PPO command to completion, streaming its output to ``log_path``.
+
+    Args:
+        cmd: From :func:`build_ppo_command`.
+        env: Extra environment variables (merged over this process's).
+        log_path: File receiving stdout and stderr.
+        timeout_s: Longest the run may take; it is then terminated.
+
+    Raises:
+        W2SError: the command failed or timed out; the message holds the log's last lines and its path.
+    """
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    full_env = {**os.environ, **(env or {})}
+    tail: deque[str] = deque(maxlen=40)
+    start = time.monotonic()
+    with open(log_path, "w", encoding="utf-8") as log:
+        log.write("$ " + shlex.join(cmd) + "\n")
+        log.flush()
+        try:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, text=True,
+                                    bufsize=1, start_new_session=True)
+        except OSError as exc:
+            raise W2SError(f"could not start PPO ({shlex.join(cmd[:4])} ...): {exc}") from exc
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()
+                tail.append(line.rstrip("\n"))
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        try:
+            rc = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _stop(proc)
+            reader.join(timeout=5)
+            message = f"PPO did not finish within {timeout_s:.0f} s; log: {log_path}\n" + "\n".join(tail)
+            raise W2SError(message) from None
+        reader.join(timeout=30)
+    if rc != 0:
+        raise W2SError(f"PPO failed with exit code {rc} after {time.monotonic() - start:.0f} s; log: {log_path}\n"
+                       + "\n".join(tail))
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Terminate the PPO process group we started (its own session), then kill it if it lingers."""
+    import signal
+
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue

@@ -1,0 +1,116 @@
+"""``w2s bench``: throughput numbers for the two hot paths, printed as a table.
+
+* ``w2s bench generate``: tokens/s and prompts/s of a generation backend at several batch sizes.
+* ``w2s bench train``: samples/s of OpenRLHF's SFT or DPO trainer through w2s's backend (in this process).
+
+Each prints peak resident memory too. Run them on an otherwise idle machine; numbers from a loaded machine mean
+little. They are benchmarks, not tests: nothing asserts on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+PROMPTS = ["What is the capital of France?", "How can I sleep better?", "Explain photosynthesis briefly.",
+           "Give me three tips for a job interview.", "Why is the sky blue?", "How do I apologise to a friend?",
+           "What is 17 times 23?", "Write a haiku about rain."]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_generate(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from omegaconf import OmegaConf
+
+    from w2s.config.schema import ModelConfig, SamplingConfig
+    from w2s.generation import make_generator, render_chat
+
+    rows = []
+    model_cfg = OmegaConf.structured(ModelConfig(path=args.model, dtype=args.dtype))
+    for batch in args.batch:
+        sampling = OmegaConf.structured(SamplingConfig(backend=args.backend, max_new_tokens=args.max_new_tokens,
+                                                       temperature=0.0, batch_prompts_per_actor=batch))
+        gen = make_generator(args.model, model_cfg, sampling)
+        prompts = [render_chat(gen.tokenizer, PROMPTS[i % len(PROMPTS)]) for i in range(args.prompts)]
+        gen.generate(prompts[:batch], sampling, seed=0)  # warm-up: first-call allocations
+        t0 = time.perf_counter()
+        outs = gen.generate(prompts, sampling, seed=0)
+        secs = time.perf_counter() - t0
+        tokens = sum(o.completion_tokens for o in outs)
+        rows.append({"backend": args.backend, "batch": batch, "prompts": len(prompts), "new_tokens": tokens,
+                     "seconds": round(secs, 2), "tokens_per_s": round(tokens / secs, 1),
+                     "prompts_per_s": round(len(prompts) / secs, 2), "peak_rss_mb": round(peak_rss_mb())})
+        gen.close()
+    return rows
+
+
+def bench_train(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from omegaconf import OmegaConf
+
+    from w2s.assets import resolve_model_path
+    from w2s.backends import openrlhf
+    from w2s.config.schema import DPOConfig, SFTConfig
+
+    model = resolve_model_path(args.model)
+    cfg_cls = SFTConfig if args.method == "sft" else DPOConfig
+    cfg = OmegaConf.structured(cfg_cls(max_len=256, micro_batch_samples_per_device=args.micro_batch,
+                                       global_batch_samples=args.micro_batch * 2, zero_stage=0))
+    with tempfile.TemporaryDirectory(prefix="w2s-bench-") as tmp:
+        data = Path(tmp) / "data.jsonl"
+        answers = [f"Here is a short answer number {i}, with a few more words to make it realistic." for i in
+                   range(args.rows)]
+        if args.method == "sft":
+            openrlhf.write_sft_rows(data, [(PROMPTS[i % 8], a) for i, a in enumerate(answers)], chat=True)
+            t0 = time.perf_counter()
+            result = openrlhf.train_sft(cfg, model, str(data), str(Path(tmp) / "out"))
+        else:
+            openrlhf.write_pair_rows(data, [(PROMPTS[i % 8], a, "No.") for i, a in enumerate(answers)])
+            t0 = time.perf_counter()
+            result = openrlhf.train_dpo(cfg, model, model, str(data), str(Path(tmp) / "out"))
+        secs = time.perf_counter() - t0
+    return [{"method": args.method, "model": args.model, "samples": result.samples, "steps": result.steps,
+             "seconds_total": round(secs, 2), "seconds_training": round(result.seconds, 2),
+             "samples_per_s": round(result.samples / max(result.seconds, 1e-9), 2),
+             "peak_rss_mb": round(peak_rss_mb())}]
+
+
+def _print(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    keys = list(rows[0])
+    widths = [max(len(k), *(len(str(r[k])) for r in rows)) for k in keys]
+    print("  ".join(k.ljust(w) for k, w in zip(keys, widths)))
+    for r in rows:
+        print("  ".join(str(r[k]).ljust(w) for k, w in zip(keys, widths)))
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    rows = bench_generate(args) if args.what == "generate" else bench_train(args)
+    _print(rows, args.json)
+    return 0
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("bench", help="measure generation tokens/s or training samples/s",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["generate", "train"])
+    p.add_argument("--model", default="asset:smollm2", help="model path or asset (default asset:smollm2)")
+    p.add_argument("--backend", default="transformers", choices=["transformers", "vllm"], help="generate only")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--prompts", type=int, default=32, help="generate: prompts per measurement")
+    p.add_argument("--batch", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 16],
+                   help="generate: comma-separated batch sizes")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--method", choices=["sft", "dpo"], default="sft", help="train only")
+    p.add_argument("--rows", type=int, default=64, help="train: rows of synthetic data")
+    p.add_argument("--micro-batch", type=int, default=4, help="train: samples per micro-batch")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_bench)
