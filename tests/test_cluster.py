@@ -49,3 +49,28 @@ def test_private_instance_ignores_a_cluster_already_running_here(monkeypatch):
             os.killpg(other.pid, signal.SIGTERM)  # only what this test started
             other.wait(timeout=60)
         shutil.rmtree(short, ignore_errors=True)
+
+
+def test_role_group_places_shards_and_reports_a_dead_actor(monkeypatch):
+    import pytest
+
+    from w2s.cluster import RoleActorMixin, RoleGroup
+    from w2s.errors import WorkerError
+
+    class Fragile(RoleActorMixin):  # defined here so Ray ships it by value to the actors
+        def crash(self, items):
+            os._exit(3)
+
+        def echo(self, items):
+            return [x * 2 for x in items]
+
+    cfg = OmegaConf.structured(ClusterConfig(num_cpus=2))
+    role = OmegaConf.create({"num_actors": 2, "num_cpus_per_actor": 1, "num_gpus_per_actor": 0})
+    with RayCluster(cfg), RoleGroup("corrector", Fragile, role, strategy="PACK", timeout_s=60) as group:
+        assert group.map_shards("echo", [1, 2, 3]) == [2, 4, 6]  # contiguous shards, results in order
+        assert {p["rank"] for p in group.placements()} == {0, 1}
+        with pytest.raises(WorkerError) as e:
+            group.map_shards("crash", [1, 2], what="round 1 correct")
+        message = str(e.value)
+        assert "round 1 correct" in message and "corrector rank" in message and "died" in message
+        assert "pid" in message and "logs" in message

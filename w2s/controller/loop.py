@@ -14,16 +14,17 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
 from w2s.cluster import RoleGroup, wait_all
 from w2s.controller.rundir import RunDir, read_jsonl, write_jsonl
-from w2s.errors import DataError
+from w2s.errors import DataError, WorkerError
 from w2s.generation import Generation
 
 log = logging.getLogger("w2s")
+T = TypeVar("T")
 
 # The config sections each stage depends on (a change to them invalidates the finished stage).
 KEYS_ALIGNER = ["model.aligner", "aligner", "run.seed"]
@@ -151,6 +152,19 @@ class Loop:
             results = g.call_all("run", function, _plain(section), *args, what=f"trainer {function}", **kwargs)
         return results[0]
 
+    def retrying(self, stage: Callable[..., T], *args: Any) -> T:
+        """Run a stage, rerunning it up to run.max_retries times when one of its actors dies or times out
+        (an unfinished stage has no manifest, so a rerun starts it cleanly)."""
+        attempts = int(self.cfg.run.max_retries) + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return stage(*args)
+            except WorkerError as e:
+                if attempt == attempts:
+                    raise
+                say(f"{stage.__name__} failed ({e}); retry {attempt}/{attempts - 1} (run.max_retries)")
+        raise AssertionError("unreachable")
+
     # -- stages
     def aligner_stage(self) -> str:
         """Train the Aligner first when asked (cached in the run dir), else use model.aligner.path."""
@@ -199,26 +213,26 @@ class Loop:
 
         cfg = self.cfg
         slices, eval_prompts = inputs.slices, inputs.eval_prompts
-        aligner = self.aligner_stage()
+        aligner = self.retrying(self.aligner_stage)
         initial = resolve_model_path(cfg.model.strong.path, progress=say)
         policy, policy_label = initial, "initial"
         summaries: list[dict[str, Any]] = []
         scores: dict[str, list[dict[str, Any]]] = {}
         if cfg.eval.enabled:
-            scores["initial"] = self.eval_answers(0, "initial", initial, eval_prompts, KEYS_BASELINE)
+            scores["initial"] = self.retrying(self.eval_answers, 0, "initial", initial, eval_prompts, KEYS_BASELINE)
             mean0 = sum(r["score"] for r in scores["initial"]) / len(eval_prompts)
             say(f"round 0 (initial policy): mean judge score {mean0:.4f} on {len(eval_prompts)} held-out prompts")
 
+        retry = self.retrying
         for k, round_prompts in enumerate(slices, start=1):
             say(f"===== round {k}/{len(slices)}: {len(round_prompts)} prompts, policy {policy_label} =====")
-            answers = self.generate_stage(k, policy, round_prompts)
-            corrections = self.correct_stage(k, aligner, answers)
-            data = self.data_stage(k, corrections)
-            new_policy = self.train_stage(k, policy, initial, data)
+            answers = retry(self.generate_stage, k, policy, round_prompts)
+            corrections = retry(self.correct_stage, k, aligner, answers)
+            data = retry(self.data_stage, k, corrections)
+            new_policy = retry(self.train_stage, k, policy, initial, data)
             label = f"round-{k}"
             if cfg.eval.enabled:
-                keys = KEYS_EVAL
-                scores[label] = self.eval_answers(k, label, new_policy, eval_prompts, keys)
+                scores[label] = retry(self.eval_answers, k, label, new_policy, eval_prompts, KEYS_EVAL)
                 summaries.append(self.compare_stage(k, label, policy_label, scores))
             policy, policy_label = new_policy, label
         say(f"final policy: {policy}")
