@@ -16,8 +16,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from w2s.cluster import STOP, RayCluster, StopRequested
-from w2s.controller.loop import say
-from w2s.controller.rundir import RunDir
+from w2s.controller.rundir import RunDir, say
 
 EXIT_STOPPED = 143
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, TypeVar
 from omegaconf import DictConfig, OmegaConf
 
 from w2s.cluster import RoleGroup, wait_all
-from w2s.controller.rundir import RunDir, read_jsonl, write_jsonl
+from w2s.controller.rundir import RunDir, read_jsonl, say, write_jsonl
 from w2s.errors import DataError, WorkerError
 from w2s.generation import Generation
 
@@ -45,10 +45,6 @@ class Prompt:
 
 def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
-
-
-def say(msg: str) -> None:
-    print(f"[w2s {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 # ----------------------------------------------------------------------------------------------- prompts

@@ -37,6 +37,11 @@ from w2s.errors import RunDirError
 MANIFEST = "manifest.json"
 
 
+def say(msg: str) -> None:
+    """A progress line from the driver."""
+    print(f"[w2s {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
 # ----------------------------------------------------------------------------------------------- atomic io
 def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temporary sibling, fsync, then rename: readers see the old file or the new one, never half."""
@@ -146,6 +151,7 @@ class RunDir:
         manifest = json.loads(manifest_path.read_text())
         now = config_hash(self.cfg, config_keys)
         if manifest.get("config_hash") == now:
+            say(f"{stage_dir.relative_to(self.path)}: finished earlier, skipped")
             return manifest
         if not self.fork:
             raise RunDirError(
