@@ -1,0 +1,67 @@
+"""w2s.aligner.cli: `aligner prompt`, `aligner correct` and argument handling (parsed as the top-level CLI would)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from w2s.aligner import METADATA_FILE
+from w2s.aligner.cli import add_parser
+from w2s.errors import ConfigError
+
+
+def _run(argv):
+    parser = argparse.ArgumentParser(prog="w2s")
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_prompt_prints_the_exact_template(capsys):
+    assert _run(["aligner", "prompt", "--template", "aligner-v2", "--question", "Q?", "--answer", "A."]) == 0
+    assert capsys.readouterr().out == ("BEGINNING OF CONVERSATION: USER: ##Question: Q?\n##Answer: A.\n"
+                                       "##Correction:  ASSISTANT:\n")
+    _run(["aligner", "prompt", "--template", "aligner-v1", "--question", "Q?", "--answer", "A.", "--instruction",
+          "concise", "--repr"])
+    assert capsys.readouterr().out == ("'BEGINNING OF CONVERSATION: USER: Edit the following Question-Answer pair "
+                                       "to make it more concise: Q? | A. ASSISTANT:'\n")
+
+
+def test_prompt_from_an_aligner_dir_uses_its_metadata(tmp_path, capsys, tiny_weak):
+    (tmp_path / METADATA_FILE).write_text(json.dumps({"template": "chat", "instruction": "Be brief."}))
+    _run(["aligner", "prompt", "--aligner", str(tmp_path), "--tokenizer", tiny_weak, "--question", "Q?",
+          "--answer", "A."])
+    assert capsys.readouterr().out == ("<|im_start|>user\nBe brief.\n##Question: Q?\n##Answer: A.<|im_end|>\n"
+                                       "<|im_start|>assistant\n\n")
+
+
+def test_correct_command_with_instruction_and_overrides(tmp_path, tiny_weak, capsys):
+    src = tmp_path / "in.csv"
+    src.write_text("question,answer\nWhat is 1 plus 1?,It is 3.\nHi?,Hello: yes\n")
+    out = tmp_path / "out.jsonl"
+    assert _run(["aligner", "correct", "--aligner", tiny_weak, "--input", str(src), "--output", str(out),
+                 "--instruction", "Answer: kindly, {no} YAML here", "--no-progress", "correct.max_new_tokens=4",
+                 "model.aligner.dtype=float32", "correct.template=aligner-v1"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [0, 1] and rows[1]["answer"] == "Hello: yes"
+    prov = rows[0]["w2s_correction"]
+    assert prov["instruction"] == "Answer: kindly, {no} YAML here" and prov["template"] == "aligner-v1"
+    assert prov["completion_tokens"] <= 4
+    printed = capsys.readouterr().out
+    assert "copy rate" in printed and "out.jsonl.stats.json" in printed
+
+
+def test_correct_rejects_unknown_keys():
+    with pytest.raises(ConfigError, match="correct.max_new_token"):
+        _run(["aligner", "correct", "--aligner", "x", "--input", "i", "--output", "o", "correct.max_new_token=3"])
+
+
+def test_overrides_after_options_reach_the_config(tmp_path, capsys):
+    from w2s.cli import main
+
+    # The bad value proves the override was parsed into the config (and nothing was trained).
+    code = main(["aligner", "train", "tiny/aligner", "--output", str(tmp_path / "a"), "aligner.train.epochs=many"])
+    assert code != 0 and "aligner.train.epochs" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()

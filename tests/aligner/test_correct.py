@@ -1,0 +1,147 @@
+"""w2s.aligner.correct: streaming, provenance, resume after an interruption, stats, template resolution."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from w2s.aligner import METADATA_FILE
+from w2s.aligner.correct import Corrector, correct_file, correction_stats, resolve_template, scan_output, stats_path
+from w2s.config.schema import CorrectConfig, ModelConfig
+from w2s.errors import DataError, W2SError
+
+ROWS = [{"id": f"row-{i}", "question": f"What is {i} plus 1?", "answer": f"It is {i + 3}.", "topic": "math"}
+        for i in range(10)]
+
+
+@pytest.fixture(scope="module")
+def corrector(tiny_weak):
+    cfg = CorrectConfig(preset="aligner-paper", max_new_tokens=6, batch_prompts_per_actor=3)
+    c = Corrector(tiny_weak, ModelConfig(dtype="float32"), cfg)
+    yield c
+    c.close()
+
+
+@pytest.fixture()
+def answers(tmp_path):
+    p = tmp_path / "answers.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    return p
+
+
+def _run(corrector, src, out, **kw):
+    return correct_file(corrector.aligner_path, str(src), str(out), model_cfg=None, correct_cfg=corrector.cfg,
+                        corrector=corrector, progress=False, echo=None, seed=11, **kw)
+
+
+def _ids(path):
+    return [json.loads(line)["id"] for line in path.read_text().splitlines()]
+
+
+def test_rows_keep_fields_and_carry_provenance(corrector, answers, tmp_path):
+    out = tmp_path / "out.jsonl"
+    stats = _run(corrector, answers, out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [r["id"] for r in ROWS]
+    assert all(r["topic"] == "math" and r["answer"] == src["answer"] for r, src in zip(rows, ROWS, strict=True))
+    prov = rows[0]["w2s_correction"]
+    assert prov["template"] == "aligner-v2" and prov["template_source"] == "default" and prov["instruction"] == ""
+    assert prov["generation"]["top_k"] == 10 and prov["generation"]["temperature"] == 0.3
+    assert prov["prompt_tokens"] > 0 and 1 <= prov["completion_tokens"] <= 6
+    assert stats["rows"] == 10 and stats["new_rows"] == 10 and stats["resumed_rows"] == 0
+    assert json.loads(stats_path(out).read_text())["rows"] == 10
+
+
+def test_resume_after_generator_crash(corrector, answers, tmp_path, monkeypatch):
+    reference = tmp_path / "reference.jsonl"
+    _run(corrector, answers, reference)
+    out = tmp_path / "out.jsonl"
+    real = corrector.generator.generate
+    calls = {"n": 0}
+
+    def flaky(prompts, cfg, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("actor died")
+        return real(prompts, cfg, **kw)
+
+    monkeypatch.setattr(corrector.generator, "generate", flaky)
+    with pytest.raises(RuntimeError, match="actor died"):
+        _run(corrector, answers, out)
+    assert _ids(out) == [r["id"] for r in ROWS[:6]]  # two batches of 3 made it to disk
+    monkeypatch.setattr(corrector.generator, "generate", real)
+    stats = _run(corrector, answers, out)
+    assert _ids(out) == [r["id"] for r in ROWS]
+    assert stats["resumed_rows"] == 6 and stats["new_rows"] == 4
+    # Same seeds per batch: the resumed file equals an uninterrupted run.
+    assert out.read_text() == reference.read_text()
+
+
+def test_resume_discards_a_partial_last_line(corrector, answers, tmp_path):
+    out = tmp_path / "out.jsonl"
+    _run(corrector, answers, out, max_rows=4)
+    text = out.read_text()
+    out.write_text(text + text.splitlines()[0][:25])  # a write cut off mid-line
+    rows, good = scan_output(out)
+    assert len(rows) == 4 and good == len(text.encode())
+    stats = _run(corrector, answers, out)
+    ids = _ids(out)
+    assert ids == [r["id"] for r in ROWS] and len(set(ids)) == len(ids)
+    assert stats["resumed_rows"] == 4 and stats["new_rows"] == 6
+    assert _run(corrector, answers, out)["new_rows"] == 0  # a finished file is left as it is
+    assert _ids(out) == ids
+
+
+def test_resume_refuses_other_settings_and_corrupt_files(corrector, answers, tmp_path):
+    out = tmp_path / "out.jsonl"
+    _run(corrector, answers, out, max_rows=2)
+    lines = out.read_text().splitlines()
+    other = json.loads(lines[0])
+    other["w2s_correction"]["instruction"] = "be concise"
+    out.write_text(json.dumps(other) + "\n" + lines[1] + "\n")
+    with pytest.raises(W2SError, match="cannot resume.*instruction"):
+        _run(corrector, answers, out)
+    out.write_text(lines[0] + "\nnot json\n" + lines[1] + "\n")
+    with pytest.raises(DataError, match=r"out\.jsonl:line 2: not a JSON line"):
+        _run(corrector, answers, out)
+
+
+def test_duplicate_ids_and_bad_rows(corrector, tmp_path):
+    src = tmp_path / "dup.jsonl"
+    src.write_text(json.dumps({"id": 1, "question": "q", "answer": "a"}) + "\n" +
+                   json.dumps({"id": 1, "question": "q2", "answer": "b"}) + "\n")
+    with pytest.raises(DataError, match="id 1 appears twice"):
+        _run(corrector, src, tmp_path / "o.jsonl")
+    src.write_text(json.dumps({"question": "q", "answer": ""}) + "\n" + json.dumps({"answer": "b"}) + "\n")
+    with pytest.raises(DataError, match=r"dup\.jsonl:line 2: field 'question'"):
+        _run(corrector, src, tmp_path / "o.jsonl")
+
+
+def test_stats_copy_rate_and_edit_distance():
+    rows = [{"answer": "It is 4.", "correction": " It is 4. "}, {"answer": "It is 5.", "correction": "It is 4."},
+            {"answer": "a b c d", "correction": "w x y z"}, {"answer": "x", "correction": "x"}]
+    s = correction_stats(rows, "answer", "correction")
+    assert s["copy_rate"] == 0.5 and s["copies"] == 2
+    assert s["edit_distance_words"]["max"] == 4 and s["edit_distance_words"]["mean"] == 1.25
+    assert s["normalized_edit_distance_words"]["max"] == 1.0
+
+
+def test_template_resolution(tmp_path):
+    assert resolve_template(str(tmp_path), "auto")[0].name == "aligner-v2"
+    (tmp_path / METADATA_FILE).write_text(json.dumps({"template": "aligner-v1", "instruction": "Be kind:"}))
+    t, trained, source = resolve_template(str(tmp_path), "auto")
+    assert (t.name, trained, source) == ("aligner-v1", "Be kind:", METADATA_FILE)
+    assert resolve_template(str(tmp_path), "aligner-v2")[0].name == "aligner-v2"
+    (tmp_path / METADATA_FILE).write_text("{")
+    with pytest.raises(W2SError, match="unreadable Aligner metadata"):
+        resolve_template(str(tmp_path), "auto")
+
+
+def test_instruction_steers_the_rendered_prompt(tiny_weak, corrector):
+    cfg = CorrectConfig(preset="greedy", max_new_tokens=4, instruction="safer", template="aligner-v1")
+    c = Corrector(tiny_weak, ModelConfig(dtype="float32"), cfg, generator=corrector.generator)
+    assert c.render("Q?", "A.").startswith("BEGINNING OF CONVERSATION: USER: Edit the following Question-Answer "
+                                           "pair to make it more harmless and safe: Q? | A.")
+    out = c.correct(["Q?"], ["A."])
+    assert len(out) == 1 and out[0].completion_tokens >= 1

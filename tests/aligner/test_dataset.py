@@ -1,0 +1,61 @@
+"""w2s.aligner.dataset: deterministic split, warm-up rows, duplicate report, data hash."""
+
+from __future__ import annotations
+
+import json
+
+from w2s.aligner.dataset import load_triples, split_indices, warmup_subset
+from w2s.config.schema import TripleDataConfig
+
+
+def _write(tmp_path, rows):
+    p = tmp_path / "triples.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return p
+
+
+def _rows(n):
+    return [{"question": f"q{i}", "answer": f"a{i}", "correction": f"c{i}"} for i in range(n)]
+
+
+def test_split_is_deterministic_disjoint_and_complete():
+    tr, ev = split_indices(100, 0.1, seed=42)
+    assert (tr, ev) == split_indices(100, 0.1, seed=42)
+    assert len(ev) == 10 and sorted(tr + ev) == list(range(100)) and not set(tr) & set(ev)
+    assert split_indices(100, 0.1, seed=43)[1] != ev
+    assert split_indices(3, 0.05, seed=0)[1] != []  # at least one held out
+    assert split_indices(1, 0.5, seed=0) == ([0], [])  # never an empty train split
+    assert split_indices(10, 0.0, seed=0) == (list(range(10)), [])
+
+
+def test_load_triples_reports_duplicates_and_skips(tmp_path):
+    rows = _rows(20) + [{"question": "Q5 ", "answer": "x", "correction": "y"}, {"question": "q1", "answer": 3}]
+    p = _write(tmp_path, rows)
+    split = load_triples(TripleDataConfig(path=str(p), on_bad_row="skip"), eval_fraction=0.25, seed=1)
+    assert len(split.train) + len(split.eval) == 21 and len(split.eval) == 5
+    assert split.skipped == 1 and "line 22" in split.problems[0]
+    assert split.duplicates == [[5, 20]]
+    rep = split.report()
+    assert rep["duplicate_question_groups"] == 1 and rep["duplicate_question_rows"] == 2
+    again = load_triples(TripleDataConfig(path=str(p), on_bad_row="skip"), eval_fraction=0.25, seed=1)
+    assert [t.id for t in again.eval] == [t.id for t in split.eval] and again.sha256 == split.sha256
+
+
+def test_custom_keys_and_hash_independent_of_format(tmp_path):
+    rows = [{"q": r["question"], "a": r["answer"], "c": r["correction"]} for r in _rows(6)]
+    p = tmp_path / "t.json"
+    p.write_text(json.dumps(rows))
+    cfg = TripleDataConfig(path=str(p), question_key="q", answer_key="a", correction_key="c")
+    s1 = load_triples(cfg, eval_fraction=0.0, seed=0)
+    s2 = load_triples(TripleDataConfig(path=str(_write(tmp_path, _rows(6)))), eval_fraction=0.0, seed=0)
+    assert s1.sha256 == s2.sha256 and s1.train[0].question == "q0"
+
+
+def test_warmup_subset_copies_answers():
+    from w2s.aligner.dataset import Triple
+
+    train = [Triple(i, f"q{i}", f"a{i}", f"c{i}") for i in range(50)]
+    warm = warmup_subset(train, 0.2, seed=42)
+    assert len(warm) == 10 and warm == warmup_subset(train, 0.2, seed=42)
+    assert all(t.correction == t.answer == f"a{t.id}" for t in warm)
+    assert warmup_subset(train, 0.0, seed=1) == [] and len(warmup_subset(train[:3], 0.01, seed=1)) == 1

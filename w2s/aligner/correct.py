@@ -1,0 +1,310 @@
+"""Correcting answers with a trained Aligner: in memory (:class:`Corrector`) or file to file (:func:`correct_file`).
+
+File correction streams to a JSON Lines output and is resumable. Each batch of rows is appended with one
+write, then flushed and fsynced, so after a crash the file holds whole lines plus at most one partial last
+line; on restart the partial line is cut off, the ids already written are skipped, and the run continues
+with no lost or duplicated rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from w2s.aligner import METADATA_FILE
+from w2s.aligner.templates import Template, get_template, render, resolve_instruction, template_from_dict
+from w2s.data.text import distance_stats, edit_distance, normalized_edit_distance
+from w2s.errors import DataError, W2SError
+
+PROVENANCE_KEY = "w2s_correction"
+DEFAULT_TEMPLATE = "aligner-v2"
+
+
+@dataclass
+class Correction:
+    """One corrected answer and its token counts."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+
+
+def read_metadata(aligner_path: str | os.PathLike) -> dict[str, Any] | None:
+    """The Aligner directory's ``w2s_aligner.json`` (written by training), or None when absent."""
+    path = Path(aligner_path) / METADATA_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise W2SError(f"{path}: unreadable Aligner metadata ({e}); fix or delete it and set correct.template") \
+            from None
+
+
+def resolve_template(aligner_path: str, name: str, user_templates: Mapping[str, Any] | None = None,
+                     ) -> tuple[Template, str, str]:
+    """The template to correct with, the instruction the Aligner was trained with, and where the choice came from.
+
+    ``auto`` takes the template saved in the Aligner's metadata, else ``aligner-v2``.
+    """
+    meta = read_metadata(aligner_path) if Path(aligner_path).is_dir() else None
+    trained_instruction = str((meta or {}).get("instruction", "") or "")
+    if name and name != "auto":
+        return get_template(name, user_templates), trained_instruction, "config"
+    if meta and isinstance(meta.get("template_spec"), Mapping):
+        return template_from_dict(meta["template_spec"]), trained_instruction, METADATA_FILE
+    if meta and meta.get("template"):
+        return get_template(str(meta["template"]), user_templates), trained_instruction, METADATA_FILE
+    return get_template(DEFAULT_TEMPLATE), trained_instruction, "default"
+
+
+class Corrector:
+    """A loaded Aligner that corrects (question, answer) pairs.
+
+    Args:
+        aligner_path: trained Aligner directory (or any model path / ``asset:NAME``).
+        model_cfg: ``ModelConfig`` of the Aligner (dtype, attention kernel, trust_remote_code).
+        correct_cfg: ``CorrectConfig``: template, instruction and decoding settings.
+        user_templates: config ``aligner.templates``.
+        generator: an already loaded generator to use instead of loading one (tests, shared engines).
+
+    The instruction is ``correct_cfg.instruction`` when set, else the one the Aligner was trained with (its
+    metadata), else the template's default.
+    """
+
+    def __init__(self, aligner_path: str, model_cfg: Any, correct_cfg: Any, *,
+                 user_templates: Mapping[str, Any] | None = None, generator: Any = None):
+        from w2s.assets import resolve_model_path
+        from w2s.generation import make_generator, resolve_sampling
+
+        self.aligner_path = resolve_model_path(aligner_path)
+        self.cfg = correct_cfg
+        self.template, trained, self.template_source = resolve_template(
+            self.aligner_path, str(getattr(correct_cfg, "template", "auto") or "auto"), user_templates)
+        self.instruction = resolve_instruction(str(getattr(correct_cfg, "instruction", "") or "") or trained)
+        self.sampling = resolve_sampling(correct_cfg)
+        self.generator = generator or make_generator(self.aligner_path, model_cfg, correct_cfg)
+        self.tokenizer = self.generator.tokenizer
+        # Fail now, not after loading data: e.g. an instruction for a template that cannot take one.
+        self.render("q", "a")
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """What produced the corrections: Aligner path, template, instruction and resolved decoding settings."""
+        return {"aligner": self.aligner_path, "template": self.template.name, "template_source": self.template_source,
+                "instruction": self.instruction, "generation": dict(self.sampling)}
+
+    def render(self, question: str, answer: str) -> str:
+        """The exact prompt the Aligner sees for one pair."""
+        return render(self.template, question, answer, self.instruction, tokenizer=self.tokenizer)
+
+    def correct(self, questions: Sequence[str], answers: Sequence[str], *, seed: int | None = None,
+                progress: bool = False) -> list[Correction]:
+        """Correct each (question, answer) pair; the correction text is stripped of surrounding whitespace."""
+        if len(questions) != len(answers):
+            raise ValueError(f"{len(questions)} questions but {len(answers)} answers")
+        prompts = [self.render(q, a) for q, a in zip(questions, answers, strict=True)]
+        if seed is None:
+            seed = self.sampling["seed"] if self.sampling["seed"] is not None else 42
+        gens = self.generator.generate(prompts, self.cfg, seed=int(seed), progress=progress)
+        return [Correction(g.text.strip(), g.prompt_tokens, g.completion_tokens, g.finish_reason) for g in gens]
+
+    def close(self) -> None:
+        self.generator.close()
+
+
+# ----------------------------------------------------------------------------------------------- files
+def _id_key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def scan_output(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """Rows already written and the byte length of the whole lines; a partial (unterminated) last line is ignored.
+
+    Raises:
+        DataError: a complete line in the middle that is not JSON (the file was edited or is not ours).
+    """
+    rows: list[dict[str, Any]] = []
+    good = 0
+    if not path.exists():
+        return rows, 0
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.endswith(b"\n"):
+                break  # interrupted write: the caller cuts it off
+            try:
+                rows.append(json.loads(line))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise DataError(f"{path}:line {lineno}: not a JSON line ({e}); the output was edited or is not a "
+                                "w2s correction file: move it away or choose another --output") from None
+            good += len(line)
+    return rows, good
+
+
+def _check_same_run(path: Path, rows: list[dict[str, Any]], provenance: dict[str, Any]) -> None:
+    if not rows:
+        return
+    old = rows[0].get(PROVENANCE_KEY) or {}
+    for key in ("aligner", "template", "instruction"):
+        if old.get(key) != provenance[key]:
+            raise W2SError(f"{path}: cannot resume: its rows were corrected with {key}={old.get(key)!r}, this run "
+                           f"uses {provenance[key]!r}; choose another --output or delete the file to start over")
+
+
+def correction_stats(rows: Sequence[Mapping[str, Any]], answer_key: str, output_key: str) -> dict[str, Any]:
+    """Copy rate (correction equals answer, whitespace-stripped) and word/character edit distance statistics."""
+    copies = 0
+    words, chars, norm = [], [], []
+    finish: dict[str, int] = {}
+    prompt_tokens = completion_tokens = 0
+    for row in rows:
+        a, c = str(row[answer_key]).strip(), str(row[output_key]).strip()
+        copies += a == c
+        words.append(edit_distance(a, c, unit="word"))
+        norm.append(normalized_edit_distance(a, c, unit="word"))
+        # Character distance is quadratic: only for answers of modest length.
+        if len(a) * len(c) <= 4_000_000:
+            chars.append(edit_distance(a, c, unit="char"))
+        prov = row.get(PROVENANCE_KEY) or {}
+        finish[prov.get("finish_reason", "")] = finish.get(prov.get("finish_reason", ""), 0) + 1
+        prompt_tokens += int(prov.get("prompt_tokens", 0))
+        completion_tokens += int(prov.get("completion_tokens", 0))
+    n = len(rows)
+    return {"rows": n, "copy_rate": copies / n if n else 0.0, "copies": copies,
+            "edit_distance_words": distance_stats(words), "edit_distance_chars": distance_stats(chars),
+            "normalized_edit_distance_words": distance_stats(norm), "finish_reasons": finish,
+            "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+
+
+def stats_path(output_path: str | os.PathLike) -> Path:
+    """Where the stats report of an output file goes: ``OUTPUT.stats.json`` next to it."""
+    out = Path(output_path)
+    return out.with_name(out.name + ".stats.json")
+
+
+def correct_file(aligner_path: str, input_path: str, output_path: str, *, model_cfg: Any, correct_cfg: Any,
+                 user_templates: Mapping[str, Any] | None = None, seed: int | None = None,
+                 progress: bool = True, corrector: Corrector | None = None, max_rows: int = 0,
+                 echo: Any = print) -> dict[str, Any]:
+    """Correct every (question, answer) row of a file into a JSON Lines output, resuming a previous run.
+
+    Output rows keep every input field and id and add ``correct_cfg.output_key`` (the correction) and
+    ``w2s_correction`` (Aligner path, template, instruction, resolved decoding settings, seed, token counts,
+    finish reason). A stats report (copy rate, edit distances, throughput) is printed with ``echo`` and
+    written to ``OUTPUT.stats.json``.
+
+    Args:
+        aligner_path: the Aligner directory.
+        input_path: rows with ``correct_cfg.question_key`` and ``answer_key`` (any format ``read_rows`` reads).
+        output_path: JSON Lines output; if it exists, the run resumes it.
+        model_cfg / correct_cfg / user_templates: as for :class:`Corrector`.
+        seed: base sampling seed (each batch adds its first row's index); default ``correct_cfg.seed`` or 42.
+        progress: show a progress bar with rows/s and tokens/s.
+        corrector: an already loaded :class:`Corrector` (then the aligner path and configs are taken from it).
+        max_rows: correct at most this many input rows (0: all).
+
+    Returns:
+        The stats report.
+
+    Raises:
+        DataError: bad input rows (``on_bad_row: error``), duplicate ids, a corrupt output file.
+        W2SError: resuming an output written with another Aligner, template or instruction.
+    """
+    from w2s.data.io import read_rows
+
+    q_key = str(getattr(correct_cfg, "question_key", "question"))
+    a_key = str(getattr(correct_cfg, "answer_key", "answer"))
+    out_key = str(getattr(correct_cfg, "output_key", "correction"))
+    source = {"path": input_path, "on_bad_row": getattr(correct_cfg, "on_bad_row", "error"), "max_rows": max_rows,
+              "split": "train"}
+    data = read_rows(source, required={"question": q_key, "answer": a_key}, what="rows to correct",
+                     allow_empty=("answer",))
+    seen: dict[str, int] = {}
+    for i, row in enumerate(data.rows):
+        key = _id_key(row["id"])
+        if key in seen:
+            raise DataError(f"{input_path}: id {row['id']!r} appears twice (rows {seen[key]} and {i}); ids must be "
+                            "unique so an interrupted correction can resume")
+        seen[key] = i
+
+    out = Path(output_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    owned = corrector is None
+    corrector = corrector or Corrector(aligner_path, model_cfg, correct_cfg, user_templates=user_templates)
+    try:
+        provenance = corrector.provenance
+        done_rows, good_bytes = scan_output(out)
+        _check_same_run(out, done_rows, provenance)
+        if out.exists() and out.stat().st_size != good_bytes:
+            with open(out, "r+b") as f:  # cut off the partial line an interrupted write left
+                f.truncate(good_bytes)
+        done = {_id_key(r.get("id")) for r in done_rows}
+        todo = [(i, row) for i, row in enumerate(data.rows) if _id_key(row["id"]) not in done]
+        base_seed = int(seed if seed is not None else (corrector.sampling["seed"] or 42))
+        chunk = max(1, int(getattr(correct_cfg, "batch_prompts_per_actor", 8) or 8))
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(data.rows), initial=len(data.rows) - len(todo), desc="correct", unit="row",
+                       dynamic_ncols=True)
+        start, new_tokens = time.perf_counter(), 0
+        with open(out, "ab") as f:
+            for b in range(0, len(todo), chunk):
+                batch = todo[b:b + chunk]
+                rows = [row for _, row in batch]
+                corrections = corrector.correct([r[q_key] for r in rows], [r[a_key] for r in rows],
+                                                seed=base_seed + batch[0][0])
+                lines = []
+                for row, corr in zip(rows, corrections, strict=True):
+                    prov = {**provenance, "seed": base_seed + batch[0][0], "prompt_tokens": corr.prompt_tokens,
+                            "completion_tokens": corr.completion_tokens, "finish_reason": corr.finish_reason}
+                    lines.append(json.dumps({**row, out_key: corr.text, PROVENANCE_KEY: prov}, ensure_ascii=False))
+                    new_tokens += corr.prompt_tokens + corr.completion_tokens
+                f.write(("\n".join(lines) + "\n").encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+                if bar is not None:
+                    elapsed = max(time.perf_counter() - start, 1e-9)
+                    bar.update(len(batch))
+                    bar.set_postfix(rows_s=f"{(b + len(batch)) / elapsed:.2f}", tok_s=f"{new_tokens / elapsed:.1f}")
+        if bar is not None:
+            bar.close()
+        elapsed = time.perf_counter() - start
+    finally:
+        if owned:
+            corrector.close()
+
+    all_rows, _ = scan_output(out)
+    stats = correction_stats(all_rows, a_key, out_key)
+    stats.update({"input": data.source, "output": str(out), "input_rows": len(data.rows),
+                  "skipped_input_rows": data.skipped, "input_problems": data.problems[:20],
+                  "resumed_rows": len(done), "new_rows": len(todo), "seconds": round(elapsed, 3),
+                  "rows_per_s": len(todo) / elapsed if elapsed > 0 else 0.0,
+                  "tokens_per_s": new_tokens / elapsed if elapsed > 0 else 0.0, **{"provenance": provenance}})
+    stats_path(out).write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if echo is not None:
+        echo(format_stats(stats))
+    return stats
+
+
+def format_stats(stats: Mapping[str, Any]) -> str:
+    """A short human-readable summary of a correction stats report."""
+    ed, ned = stats["edit_distance_words"], stats["normalized_edit_distance_words"]
+    lines = [
+        f"corrected {stats['rows']} rows -> {stats['output']} ({stats['new_rows']} new, {stats['resumed_rows']} "
+        f"resumed, {stats['skipped_input_rows']} input rows skipped)",
+        f"copy rate {stats['copy_rate']:.1%} ({stats['copies']} corrections equal their answer)",
+        f"edit distance (words): mean {ed['mean']:.1f}, median {ed['median']:.1f}, p90 {ed['p90']:.1f}, max "
+        f"{ed['max']:.0f}; normalised mean {ned['mean']:.3f}",
+        f"throughput {stats['rows_per_s']:.2f} rows/s, {stats['tokens_per_s']:.1f} tokens/s; finish reasons "
+        f"{stats['finish_reasons']}",
+        f"report: {stats_path(stats['output'])}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,133 @@
+"""Aligner training data: triples -> deterministic train/eval split, identity warm-up rows, duplicate report."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from w2s.data.io import read_rows
+from w2s.data.text import duplicate_groups
+
+
+@dataclass
+class Triple:
+    """One (question, answer, correction) example; ``id`` and the source row are kept for reports."""
+
+    id: Any
+    question: str
+    answer: str
+    correction: str
+
+
+@dataclass
+class TripleSplit:
+    """Triples read and split for Aligner training.
+
+    Attributes:
+        train / eval: the split (deterministic given the seed).
+        skipped / problems: bad rows skipped while reading.
+        duplicates: groups of ids whose questions are equal after normalisation.
+        sha256: hash of the triples' content (order-independent of the file format) for the metadata.
+        source: where they came from.
+    """
+
+    train: list[Triple]
+    eval: list[Triple]
+    skipped: int = 0
+    problems: list[str] = field(default_factory=list)
+    duplicates: list[list[Any]] = field(default_factory=list)
+    sha256: str = ""
+    source: str = ""
+
+    def report(self) -> dict[str, Any]:
+        return {"source": self.source, "train": len(self.train), "eval": len(self.eval), "skipped": self.skipped,
+                "problems": self.problems[:20], "duplicate_question_groups": len(self.duplicates),
+                "duplicate_question_rows": sum(len(g) for g in self.duplicates),
+                "duplicate_examples": self.duplicates[:10], "sha256": self.sha256}
+
+
+def triples_sha256(triples: Sequence[Triple]) -> str:
+    """SHA-256 of the triples' text, in order (same content from any file format gives the same hash)."""
+    h = hashlib.sha256()
+    for t in triples:
+        h.update(json.dumps([t.question, t.answer, t.correction], ensure_ascii=False).encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def split_indices(n: int, eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Deterministic (train, eval) index lists: a seeded shuffle, the first ``round(n * eval_fraction)`` held out.
+
+    At least one example stays in train; with ``eval_fraction > 0`` and ``n >= 2`` at least one is held out.
+    Each list is returned in file order.
+    """
+    if not 0 <= eval_fraction < 1:
+        raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    n_eval = int(round(n * eval_fraction))
+    if eval_fraction > 0 and n >= 2:
+        n_eval = max(1, n_eval)
+    n_eval = min(n_eval, max(n - 1, 0))
+    return sorted(order[n_eval:]), sorted(order[:n_eval])
+
+
+def load_triples(data_cfg: Any, *, eval_fraction: float, seed: int) -> TripleSplit:
+    """Read, check and split the triples named by a ``TripleDataConfig``.
+
+    Raises:
+        DataError: a bad row (with ``on_bad_row: error``) or no usable rows.
+    """
+    from w2s.errors import DataError
+
+    q, a, c = data_cfg.question_key, data_cfg.answer_key, data_cfg.correction_key
+    result = read_rows(data_cfg, required={"question": q, "answer": a, "correction": c}, what="Aligner triples",
+                       allow_empty=())
+    triples = [Triple(row["id"], row[q], row[a], row[c]) for row in result.rows]
+    if not triples:
+        raise DataError(f"Aligner triples: {result.source}: no usable rows ({result.skipped} skipped)")
+    train_idx, eval_idx = split_indices(len(triples), eval_fraction, seed)
+    groups = duplicate_groups(t.question for t in triples)
+    return TripleSplit(train=[triples[i] for i in train_idx], eval=[triples[i] for i in eval_idx],
+                       skipped=result.skipped, problems=result.problems,
+                       duplicates=[[triples[i].id for i in g] for g in groups], sha256=triples_sha256(triples),
+                       source=result.source)
+
+
+def warmup_subset(train: Sequence[Triple], fraction: float, seed: int) -> list[Triple]:
+    """The identity warm-up rows: a seeded ``fraction`` of train, each with the answer as its own target."""
+    if fraction <= 0:
+        return []
+    n = max(1, int(round(len(train) * min(fraction, 1.0))))
+    chosen = sorted(random.Random(seed + 1).sample(range(len(train)), n))
+    return [Triple(train[i].id, train[i].question, train[i].answer, train[i].answer) for i in chosen]
+
+
+def sft_pairs(triples: Sequence[Triple], render_prompt: Callable[[str, str], str]) -> list[tuple[str, str]]:
+    """(prompt, target) pairs: the rendered (question, answer) prompt and the correction."""
+    return [(render_prompt(t.question, t.answer), t.correction) for t in triples]
+
+
+def filter_overlong(pairs: Sequence[tuple[str, str]], tokenizer: Any, max_len: int, overlong: str,
+                    eos_text: str | None = None) -> tuple[list[tuple[str, str]], int]:
+    """Apply ``overlong`` to examples whose prompt + target (+ EOS) exceed ``max_len`` tokens.
+
+    ``drop`` removes them; ``truncate`` keeps them (the trainer truncates to ``max_len``). Returns the kept
+    pairs and how many were over the limit.
+    """
+    if not max_len:
+        return list(pairs), 0
+    kept, over = [], 0
+    extra = 1 if eos_text is None else len(tokenizer(eos_text, add_special_tokens=False)["input_ids"])
+    for prompt, target in pairs:
+        n = len(tokenizer(prompt)["input_ids"]) + len(tokenizer(target, add_special_tokens=False)["input_ids"])
+        if n + extra > max_len:
+            over += 1
+            if overlong == "drop":
+                continue
+        kept.append((prompt, target))
+    return kept, over

@@ -1,0 +1,183 @@
+"""Training the Aligner: SFT on (question, answer) -> correction through OpenRLHF, after an optional identity warm-up.
+
+The stages (paper §2, "residual correction"):
+
+1. Read and check the triples, split train/eval deterministically by ``run.seed``, report duplicate questions.
+2. Identity warm-up (``warmup_fraction > 0``): SFT from the base model on a seeded ``warmup_fraction`` of the
+   training rows with the answer as its own target, i.e. (question, answer) -> answer: the Aligner first
+   learns to copy, then to correct.
+3. SFT on (question, answer) -> correction over the whole training split, starting from the warm-up output
+   (or the base model).
+4. Write ``w2s_aligner.json`` into the model directory, so correction later picks the same template.
+
+Raw templates (``aligner-v1``/``aligner-v2``/user templates) train on ``prompt + correction + EOS`` with the
+prompt masked from the loss (OpenRLHF ``chat=False``); the ``chat`` template sends the user message through the
+model's chat template (``chat=True``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from w2s.aligner import METADATA_FILE
+from w2s.aligner.dataset import Triple, load_triples, warmup_subset
+from w2s.aligner.templates import INSTRUCTION_PRESETS, get_template, render, render_body, resolve_instruction
+
+log = logging.getLogger(__name__)
+
+
+def _backend() -> Any:
+    from w2s.backends import openrlhf
+
+    return openrlhf
+
+
+def count_overlong(pairs: list[tuple[str, str]], tokenizer: Any, max_len: int) -> int:
+    """How many (rendered prompt, target) examples exceed ``max_len`` tokens with the EOS token."""
+    if not pairs or not max_len:
+        return 0
+    prompts = tokenizer([p for p, _ in pairs], add_special_tokens=False)["input_ids"]
+    targets = tokenizer([t for _, t in pairs], add_special_tokens=False)["input_ids"]
+    return sum(len(p) + len(t) + 1 > max_len for p, t in zip(prompts, targets, strict=True))
+
+
+def train_aligner(cfg: Any, output_dir: str | os.PathLike, *, progress: bool = True,
+                  work_dir: str | os.PathLike | None = None, tensorboard_dir: str | None = None,
+                  keep_warmup: bool = False, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train an Aligner as ``cfg`` says and write it (with its metadata) to ``output_dir``.
+
+    Args:
+        cfg: the whole config: ``aligner.train`` (data, template, instruction, warm-up, trainer settings),
+            ``aligner.templates``, ``model.aligner`` (base model) and ``run.seed``.
+        output_dir: the Hugging Face model directory to write (replaced if it exists).
+        progress: show OpenRLHF's progress bars.
+        work_dir: where training files, the held-out split and the warm-up model go (default
+            ``OUTPUT_DIR.work`` next to the output).
+        tensorboard_dir: also write TensorBoard logs here.
+        keep_warmup: keep the warm-up model directory (by default deleted once the final model is written).
+        echo: where progress messages go.
+
+    Returns:
+        The metadata written to ``w2s_aligner.json`` (template, instruction, data hash and report, sizes, losses).
+
+    Raises:
+        DataError: bad triples. W2SError: unknown template, instruction for a template without one.
+    """
+    from transformers import AutoTokenizer
+
+    import w2s
+    from w2s.assets import resolve_model_path
+
+    a = cfg.aligner.train
+    seed = int(cfg.run.seed)
+    out = Path(output_dir).resolve()
+    work = Path(work_dir) if work_dir else out.with_name(out.name + ".work")
+    work.mkdir(parents=True, exist_ok=True)
+    base = resolve_model_path(str(cfg.model.aligner.path))
+    trust = bool(cfg.model.aligner.trust_remote_code)
+    attn = str(cfg.model.aligner.attn_implementation)
+    user_templates = dict(cfg.aligner.templates or {})
+    template = get_template(str(a.template), user_templates)
+    instruction = resolve_instruction(str(a.instruction or ""))
+    tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=trust)
+    render_body(template, "q", "a", instruction)  # fail fast on an instruction the template cannot take
+
+    split = load_triples(a.data, eval_fraction=float(a.eval_fraction), seed=seed)
+    report = split.report()
+    echo(f"Aligner triples: {report['train']} train, {report['eval']} eval, {report['skipped']} skipped, "
+         f"{report['duplicate_question_rows']} rows in {report['duplicate_question_groups']} duplicate-question "
+         f"groups (from {split.source})")
+    for problem in split.problems[:5]:
+        echo(f"  skipped: {problem}")
+
+    def pairs(triples: list[Triple]) -> list[tuple[str, str]]:
+        # chat=True: the backend applies the chat template to the user message itself.
+        body = render_body if template.chat else (lambda t, q, ans, i: render(t, q, ans, i, tokenizer=tokenizer))
+        return [(body(template, t.question, t.answer, instruction), t.correction) for t in triples]
+
+    backend = _backend()
+    chat = template.chat
+    warm = warmup_subset(split.train, float(a.warmup_fraction), seed)
+    rendered_main = [(render(template, t.question, t.answer, instruction, tokenizer=tokenizer), t.correction)
+                     for t in split.train]
+    overlong = count_overlong(rendered_main, tokenizer, int(a.max_len))
+    if overlong:
+        echo(f"  {overlong} training examples exceed max_len={a.max_len} tokens and will be {a.overlong}"
+             f"{'ped' if a.overlong == 'drop' else 'd'} (aligner.train.overlong)")
+    with open(work / "eval.jsonl", "w", encoding="utf-8") as f:  # the held-out triples, for later evaluation
+        for t in split.eval:
+            f.write(json.dumps({"id": t.id, "question": t.question, "answer": t.answer, "correction": t.correction},
+                               ensure_ascii=False) + "\n")
+
+    stages: list[dict[str, Any]] = []
+    start_model = base
+    start = time.monotonic()
+    if warm:
+        warm_data = work / "warmup_sft.jsonl"
+        backend.write_sft_rows(warm_data, pairs(warm), chat=chat)
+        warm_dir = work / "warmup"
+        echo(f"identity warm-up: {len(warm)} (question, answer) -> answer rows, from {base}")
+        result = backend.train_sft(a, start_model, str(warm_data), str(warm_dir), seed=seed, chat=chat,
+                                   tensorboard_dir=_sub(tensorboard_dir, "warmup"), attn_implementation=attn,
+                                   trust_remote_code=trust)
+        stages.append(_stage("warmup", start_model, result, len(warm)))
+        start_model = str(warm_dir)
+    main_data = work / "train_sft.jsonl"
+    backend.write_sft_rows(main_data, pairs(split.train), chat=chat)
+    echo(f"correction SFT: {len(split.train)} (question, answer) -> correction rows, from {start_model}")
+    result = backend.train_sft(a, start_model, str(main_data), str(out), seed=seed, chat=chat,
+                               tensorboard_dir=_sub(tensorboard_dir, "correction"), attn_implementation=attn,
+                               trust_remote_code=trust)
+    stages.append(_stage("correction", start_model, result, len(split.train)))
+    if warm and not keep_warmup:
+        shutil.rmtree(work / "warmup", ignore_errors=True)
+
+    meta = {
+        "format": "w2s-aligner/1",
+        "w2s_version": w2s.__version__,
+        "template": template.name,
+        "template_spec": template.to_dict(),
+        "instruction": instruction,
+        "instruction_presets": dict(INSTRUCTION_PRESETS),
+        "chat": chat,
+        "base_model": str(cfg.model.aligner.path),
+        "base_model_resolved": base,
+        "data": {**report, "path": str(a.data.path), "question_key": a.data.question_key,
+                 "answer_key": a.data.answer_key, "correction_key": a.data.correction_key},
+        "data_sha256": split.sha256,
+        "seed": seed,
+        "warmup_fraction": float(a.warmup_fraction),
+        "sizes": {"train": len(split.train), "eval": len(split.eval), "warmup": len(warm),
+                  "overlong": overlong},
+        "train": {"epochs": int(a.epochs), "max_len": int(a.max_len), "overlong": str(a.overlong),
+                  "lr": float(a.optim.lr), "scheduler": str(a.optim.scheduler),
+                  "warmup_ratio": float(a.optim.warmup_ratio), "betas": [float(b) for b in a.optim.betas],
+                  "global_batch_samples": int(a.global_batch_samples), "zero_stage": int(a.zero_stage),
+                  "lora_rank": int(a.lora.rank)},
+        "stages": stages,
+        "work_dir": str(work),
+        "seconds": round(time.monotonic() - start, 2),
+    }
+    (out / METADATA_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    last = stages[-1]
+    echo(f"Aligner written to {out} ({last['steps']} steps, loss {last['loss_first']} -> {last['loss_last']})")
+    return meta
+
+
+def _sub(path: str | None, name: str) -> str | None:
+    return str(Path(path) / name) if path else None
+
+
+def _stage(name: str, start_model: str, result: Any, rows: int) -> dict[str, Any]:
+    losses = [float(x) for x in result.losses]
+    return {"stage": name, "from": start_model, "output_dir": str(result.output_dir), "rows": rows,
+            "steps": int(result.steps), "samples": int(result.samples), "seconds": round(float(result.seconds), 2),
+            "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
+            "losses": losses, "metrics": {k: float(v) for k, v in dict(result.metrics).items()}}
