@@ -145,3 +145,11 @@ def test_instruction_steers_the_rendered_prompt(tiny_weak, corrector):
                                            "pair to make it more harmless and safe: Q? | A.")
     out = c.correct(["Q?"], ["A."])
     assert len(out) == 1 and out[0].completion_tokens >= 1
+
+
+def test_template_echo_is_cut_from_corrections():
+    from w2s.aligner.correct import strip_template_echo
+
+    assert strip_template_echo("Be kind to yourself.\n##Correction:  ASS") == ("Be kind to yourself.\n", True)
+    assert strip_template_echo("Paris. BEGINNING OF CONVERSATION: USER:") == ("Paris. ", True)
+    assert strip_template_echo("A plain answer.") == ("A plain answer.", False)

@@ -64,6 +64,18 @@ def resolve_template(aligner_path: str, name: str, user_templates: Mapping[str, 
     return get_template(DEFAULT_TEMPLATE), trained_instruction, "default"
 
 
+# Pieces of the Aligner prompt formats. A small or briefly trained Aligner sometimes runs past its answer and
+# starts a new prompt ("...\n##Correction:  ASSISTANT:"); everything from such a marker on is not correction.
+TEMPLATE_ECHO_MARKERS = ("BEGINNING OF CONVERSATION:", "##Question:", "##Answer:", "##Correction:", "ASSISTANT:",
+                         "USER: Edit the following")
+
+
+def strip_template_echo(text: str) -> tuple[str, bool]:
+    """``text`` cut at the first Aligner-template marker; and whether it was cut."""
+    cut = min((i for i in (text.find(m) for m in TEMPLATE_ECHO_MARKERS) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
 class Corrector:
     """A loaded Aligner that corrects (question, answer) pairs.
 
@@ -113,7 +125,11 @@ class Corrector:
         if seed is None:
             seed = self.sampling["seed"] if self.sampling["seed"] is not None else 42
         gens = self.generator.generate(prompts, self.cfg, seed=int(seed), progress=progress)
-        return [Correction(g.text.strip(), g.prompt_tokens, g.completion_tokens, g.finish_reason) for g in gens]
+        out = []
+        for g in gens:
+            text, cut = strip_template_echo(g.text)
+            out.append(Correction(text.strip(), g.prompt_tokens, g.completion_tokens, "stop" if cut else g.finish_reason))
+        return out
 
     def close(self) -> None:
         self.generator.close()

@@ -63,7 +63,7 @@ def run_job(cfg: DictConfig, *, recipe: str, overrides: list[str]) -> int:
             elif cfg.job == "aligner":
                 from w2s.controller.loop import Loop
 
-                say(f"aligner: {Loop(cfg, rd).aligner_stage()}")
+                say(f"aligner: {Loop(cfg, rd).aligner_stage(force=True)}")
             elif cfg.job == "popalign":
                 from w2s.popalign.pipeline import run_popalign
 

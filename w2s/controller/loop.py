@@ -162,12 +162,13 @@ class Loop:
         raise AssertionError("unreachable")
 
     # -- stages
-    def aligner_stage(self) -> str:
-        """Train the Aligner first when asked (cached in the run dir), else use model.aligner.path."""
+    def aligner_stage(self, *, force: bool = False) -> str:
+        """Train the Aligner first when asked (or forced: `job: aligner`), cached in the run dir; else use
+        model.aligner.path as it is."""
         from w2s.assets import resolve_model_path
 
         cfg = self.cfg
-        if not cfg.aligner.train.enabled:
+        if not (cfg.aligner.train.enabled or force):
             return resolve_model_path(cfg.model.aligner.path, progress=say)
         stage_dir = self.rd.stage_dir(None, "aligner")
         done = self.rd.finished(stage_dir, KEYS_ALIGNER)

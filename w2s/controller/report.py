@@ -44,6 +44,7 @@ def write_plots(run_dir: Path, metrics: list[dict[str, Any]]) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     plots = run_dir / "plots"
     plots.mkdir(exist_ok=True)
@@ -63,6 +64,8 @@ def write_plots(run_dir: Path, metrics: list[dict[str, Any]]) -> list[Path]:
         ys = ([base] if base is not None else []) + [s for _, s in initial]
         ax2.plot(xs, ys, marker="o")
         ax2.set(xlabel="round (0 = initial policy)", ylabel="mean judge score", title="Held-out judge score")
+        for ax in (ax1, ax2):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         fig.tight_layout()
         fig.savefig(plots / "eval.png", dpi=120)
         plt.close(fig)
