@@ -202,4 +202,69 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
     if job == "correct":
         pass  # input and output files are command-line arguments, checked by the command itself
 
+    if job == "popalign":
+        _check_popalign(cfg, trainer_ranks, issues)
+
     return issues
+
+
+def _check_popalign(cfg: DictConfig, trainer_ranks: int, issues: list[ConfigIssue]) -> None:
+    """The popalign section: strategies, weights, the models they need, files, filters, judge, training."""
+    from w2s.config.schema import POPALIGN_STRATEGIES
+
+    p, c = cfg.popalign, cfg.cluster
+    names = list(p.strategies)
+    unknown = [n for n in names if n not in POPALIGN_STRATEGIES]
+    if unknown or not names:
+        issues.append(ConfigIssue("popalign.strategies", names, f"unknown strategies {unknown}" if unknown else
+                                  "is empty", f"use a non-empty subset of {POPALIGN_STRATEGIES}"))
+    if len(set(names)) != len(names):
+        issues.append(ConfigIssue("popalign.strategies", names, "lists a strategy twice", "list each once"))
+    for n in names:
+        if n in POPALIGN_STRATEGIES and not 0 <= p[n].weight <= 1:
+            issues.append(ConfigIssue(f"popalign.{n}.weight", p[n].weight, "must be in [0, 1] (the share of prompts "
+                                      "this strategy builds a pair for)", "1 builds a pair for every prompt"))
+    _check_data("popalign.prompts", p.prompts, issues, required=True)
+    if p.max_prompts < 0:
+        issues.append(ConfigIssue("popalign.max_prompts", p.max_prompts, "must not be negative", "0 means all"))
+    chat_gpus = _gpus(c.generator)
+    if p.models.generator.path:
+        _check_model("popalign.models.generator", p.models.generator, issues, required=True)
+    _check_model("model.strong", cfg.model.strong, issues, required=True)  # the policy's tokenizer and DPO start
+    for strategy, key in (("nparam", "smaller"), ("leaderboard", "lower"), ("nparam", "larger"),
+                          ("leaderboard", "higher")):
+        if strategy in names:
+            _check_model(f"popalign.models.{key}", p.models[key], issues, required=key in ("smaller", "lower"))
+            _check_attention(f"popalign.models.{key}", p.models[key], chat_gpus, issues)
+    _check_attention("popalign.models.generator", p.models.generator, chat_gpus, issues)
+    _check_sampling("popalign.generate", p.generate, "cluster.generator", c.generator, issues)
+    if "aligner" in names:
+        _check_model("model.aligner", cfg.model.aligner, issues, required=True)
+        _check_sampling("correct", cfg.correct, "cluster.corrector", c.corrector, issues)
+    if "demon" in names:
+        if p.demon.shots < 1:
+            issues.append(ConfigIssue("popalign.demon.shots", p.demon.shots, "must be at least 1", "paper: 3"))
+        if p.demon.path:
+            from w2s.config.compose import resolve_path
+
+            if not resolve_path(p.demon.path).exists():
+                issues.append(ConfigIssue("popalign.demon.path", p.demon.path, "no such file",
+                                          "give a JSON demonstration file, or leave it empty for the shipped set"))
+    f = p.filter
+    if not 0 <= f.min_pair_distance < 1:
+        issues.append(ConfigIssue("popalign.filter.min_pair_distance", f.min_pair_distance, "must be in [0, 1)",
+                                  "0 drops only identical pairs"))
+    if f.max_len < 0:
+        issues.append(ConfigIssue("popalign.filter.max_len", f.max_len, "must not be negative", "0 means no limit"))
+    if p.output.chunk_requests < 1:
+        issues.append(ConfigIssue("popalign.output.chunk_requests", p.output.chunk_requests, "must be at least 1",
+                                  "e.g. 256"))
+    if p.judge.enabled and p.judge.kind == "reward-model" and not p.judge.model:
+        issues.append(ConfigIssue("popalign.judge.model", p.judge.model, "is required for a reward-model judge",
+                                  "set popalign.judge.model to a sequence-classification reward model, or "
+                                  "popalign.judge.kind=embedding with reference answers in the prompt file"))
+    if p.train_dpo:
+        _check_trainer("train.dpo", cfg.train.dpo, trainer_ranks, issues)
+        if cfg.train.dpo.beta <= 0:
+            issues.append(ConfigIssue("train.dpo.beta", cfg.train.dpo.beta, "must be positive", "paper: 0.01"))
+        _check_attention("model.strong", cfg.model.strong, _gpus(c.trainer), issues)

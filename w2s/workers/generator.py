@@ -26,5 +26,18 @@ class GeneratorWorker(RoleActorMixin):
         rendered = [render_chat(self.generator.tokenizer, p) for p in prompts]
         return self.generator.generate(rendered, self.sampling, seed=seed)
 
+    def render_conversations(self, conversations: list[list[dict[str, str]]]) -> list[str]:
+        """Full message lists (system, few-shot or second turns) rendered with the tokenizer's chat template."""
+        from w2s.generation.chat import render_chat
+
+        tok = self.generator.tokenizer
+        if not getattr(tok, "chat_template", None):
+            render_chat(tok, "")  # raises the usual "no chat template" error
+        return [tok.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
+
+    def generate_chat(self, conversations: list[list[dict[str, str]]], seed: int) -> list[Generation]:
+        """Answer whole conversations (each ends with a user turn) rendered with the chat template."""
+        return self.generator.generate(self.render_conversations(conversations), self.sampling, seed=seed)
+
     def close(self) -> None:
         self.generator.close()

@@ -1,0 +1,389 @@
+"""Building a PopAlign dataset: every strategy's generations on Ray groups, filters, judge check, output files.
+
+Each distinct model (the generator M, the NParam and Leaderboard models, the Aligner) is loaded once in its own
+actor group, which serves every request of every strategy that needs it before it is shut down; requests that
+need an earlier answer (refine's second turn, the Aligner's correction) are served once that answer exists.
+Generations are appended to ``RUN_DIR/popalign/generations.jsonl`` chunk by chunk, keyed by a hash of the
+model, its decoding, the seed and the exact conversation, so a stopped build resumes where it stopped; the
+finished stage (``popalign/manifest.json``) is never rebuilt.
+
+Outputs (named in the stage manifest): ``popalign.jsonl`` (one JSON object per pair: ``strategy``, ``prompt``,
+``chosen``, ``rejected``, ``provenance``), ``pairs.jsonl`` (OpenRLHF's DPO format, checked with its dataset
+class), ``dropped.jsonl`` (filtered pairs with their reason) and per-strategy counts in the manifest's metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from w2s.controller.loop import Loop, _plain, read_prompts
+from w2s.controller.rundir import RunDir, append_jsonl, read_jsonl, say, write_jsonl
+from w2s.errors import DataError
+from w2s.popalign.strategies import CHOSEN, REJECTED, SLOTS, PairJob, ParseError, Request, make_builder
+
+KEYS_POPALIGN = ["popalign", "model.strong", "model.aligner", "correct", "aligner.templates", "run.seed"]
+KEYS_TRAIN = KEYS_POPALIGN + ["train.dpo"]
+ROLE_ORDER = ["generator", "larger", "higher", "smaller", "lower", "aligner"]
+DROP_REASONS = ["unparsed", "empty", "truncated", "identical", "near_identical", "over_length"]
+
+
+# ----------------------------------------------------------------------------------------------- models
+def model_specs(cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """The model config (as a dict) of each role; empty paths fall back as the schema's help says."""
+    p = cfg.popalign.models
+    gen = _plain(p.generator) if p.generator.path else _plain(cfg.model.strong)
+    return {"generator": gen,
+            "larger": _plain(p.larger) if p.larger.path else gen,
+            "higher": _plain(p.higher) if p.higher.path else gen,
+            "smaller": _plain(p.smaller), "lower": _plain(p.lower),
+            "aligner": _plain(cfg.model.aligner)}
+
+
+def _model_id(spec: dict[str, Any]) -> str:
+    return json.dumps({k: spec.get(k) for k in ("path", "dtype", "attn_implementation", "trust_remote_code")},
+                      sort_keys=True)
+
+
+def seed_of(cfg: DictConfig) -> int:
+    s = cfg.popalign.generate.seed
+    return int(s if s is not None else cfg.run.seed)
+
+
+def select_jobs(prompts: list[Any], cfg: DictConfig) -> list[PairJob]:
+    """(prompt, strategy) jobs: each strategy takes round(weight x prompts) prompts, a seeded draw per strategy."""
+    jobs = []
+    for name in cfg.popalign.strategies:
+        builder = make_builder(name, cfg.popalign)
+        weight = float(cfg.popalign[name].weight)
+        k = round(weight * len(prompts))
+        rng = random.Random(f"{cfg.run.seed}-popalign-{name}")
+        chosen = sorted(rng.sample(range(len(prompts)), k)) if k < len(prompts) else range(len(prompts))
+        jobs += [PairJob(prompts[i].id, prompts[i].prompt, builder) for i in chosen]
+    return jobs
+
+
+# ----------------------------------------------------------------------------------------------- builder
+class Build:
+    """Serves every job's requests model by model, with a resumable cache of generations."""
+
+    def __init__(self, cfg: DictConfig, rd: RunDir, stage_dir: Path):
+        from w2s.generation import resolve_sampling
+
+        self.cfg, self.rd, self.loop = cfg, rd, Loop(cfg, rd)
+        self.specs = model_specs(cfg)
+        self.seed = seed_of(cfg)
+        self.sampling = {"chat": resolve_sampling(cfg.popalign.generate), "aligner": resolve_sampling(cfg.correct)}
+        self.cache_path = stage_dir / "generations.jsonl"
+        self.cache: dict[str, dict[str, Any]] = {}
+        if self.cache_path.exists():
+            for line in self.cache_path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a partial last line from a killed build
+                self.cache[row["key"]] = row
+        self.aligner_provenance: dict[str, Any] = {}
+        self.loads: Counter[str] = Counter()
+
+    def key_of(self, req: Request) -> str:
+        extra = ({"sampling": self.sampling["aligner"], "correct": _plain(self.cfg.correct),
+                  "templates": _plain(self.cfg.aligner.templates)} if req.model == "aligner"
+                 else {"sampling": self.sampling["chat"], "seed": self.seed})
+        data = {**req.key_data(), "model": _model_id(self.specs[req.model]), **extra}
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+    def run(self, jobs: list[PairJob]) -> None:
+        """Serve requests until every job has both outputs (one pass suffices for the built-in strategies)."""
+        groups: dict[str, list[str]] = {}
+        for role in ROLE_ORDER:
+            gid = "aligner" if role == "aligner" else _model_id(self.specs[role])
+            groups.setdefault(gid, []).append(role)
+        for _ in range(len(groups) + 1):
+            for gid, roles in groups.items():
+                self.serve(gid, roles, jobs)
+            if all(j.done for j in jobs):
+                return
+        raise DataError("popalign: some pairs never got both answers (a strategy depends on a model served later)")
+
+    def _pending(self, roles: list[str], jobs: list[PairJob]) -> dict[str, Request]:
+        todo: dict[str, Request] = {}
+        for job in jobs:
+            for req in job.pending(self.cache, self.key_of).values():
+                if req.model in roles:
+                    todo.setdefault(self.key_of(req), req)
+        return todo
+
+    def serve(self, gid: str, roles: list[str], jobs: list[PairJob]) -> None:
+        from w2s.workers.corrector import CorrectorWorker
+        from w2s.workers.generator import GeneratorWorker
+
+        group = None
+        spec = self.specs[roles[0]]
+        try:
+            while True:
+                todo = self._pending(roles, jobs)
+                if not todo:
+                    return
+                if group is None:
+                    say(f"popalign: loading {spec['path']} for {', '.join(roles)} ({len(todo)} request(s) ready)")
+                    self.loads[f"{'corrector' if gid == 'aligner' else 'generator'}:{spec['path']}"] += 1
+                    if gid == "aligner":
+                        group = self.loop._group("corrector", CorrectorWorker, spec["path"], spec,
+                                                 _plain(self.cfg.correct), _plain(self.cfg.aligner.templates) or None)
+                        self.aligner_provenance = group.call_all("provenance")[0]
+                    else:
+                        group = self.loop._group("generator", GeneratorWorker, spec["path"], spec,
+                                                 _plain(self.cfg.popalign.generate))
+                items = list(todo.items())
+                size = int(self.cfg.popalign.output.chunk_requests)
+                for lo in range(0, len(items), size):
+                    self._chunk(group, gid == "aligner", items[lo:lo + size], spec["path"])
+        finally:
+            if group is not None:
+                group.shutdown()
+
+    def _chunk(self, group: Any, aligner: bool, items: list[tuple[str, Request]], path: str) -> None:
+        t0 = time.time()
+        what = f"popalign {'correct' if aligner else 'generate'} ({Path(path).name})"
+        if aligner:
+            outs = group.map_shards("correct", [(r.question, r.answer) for _, r in items], what=what)
+            rendered = [""] * len(items)  # the Aligner's template is in aligner_provenance
+        else:
+            convs = [r.conversation() for _, r in items]
+            rendered = group.map_shards("render_conversations", convs, what=what)
+            outs = group.map_shards("generate_chat", convs, self.seed, what=what)
+        for (key, req), out, text in zip(items, outs, rendered, strict=True):
+            row = {"key": key, "model": req.model, "path": path, "text": out.text, "rendered": text,
+                   "finish_reason": out.finish_reason, "prompt_tokens": out.prompt_tokens,
+                   "completion_tokens": out.completion_tokens}
+            append_jsonl(self.cache_path, row)
+            self.cache[key] = row
+        tokens = sum(o.completion_tokens for o in outs)
+        say(f"{what}: {len(items)} answers, {tokens} tokens in {time.time() - t0:.1f} s")
+
+
+# ----------------------------------------------------------------------------------------------- filters
+class LengthCheck:
+    """Token length of prompt + answer as the policy (model.strong) will be trained on it."""
+
+    def __init__(self, tokenizer_path: str, max_len: int):
+        from transformers import AutoTokenizer
+
+        self.max_len = max_len
+        self.tok = AutoTokenizer.from_pretrained(tokenizer_path) if max_len else None
+
+    def too_long(self, prompt: str, answer: str) -> bool:
+        if not self.max_len:
+            return False
+        msgs = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+        text = self.tok.apply_chat_template(msgs, tokenize=False) if self.tok.chat_template else prompt + answer
+        return len(self.tok(text, add_special_tokens=False)["input_ids"]) > self.max_len
+
+
+def filter_pair(chosen: str, rejected: str, prompt: str, finish: dict[str, str], fcfg: Any,
+                length: LengthCheck | None) -> str | None:
+    """The drop reason of a pair, or None to keep it (checks in the order of DROP_REASONS)."""
+    from w2s.data.text import normalize_text, normalized_edit_distance
+
+    if not chosen.strip() or not rejected.strip():
+        return "empty"
+    if fcfg.drop_truncated and "length" in finish.values():
+        return "truncated"
+    if normalize_text(chosen) == normalize_text(rejected):
+        return "identical"
+    if normalized_edit_distance(normalize_text(chosen), normalize_text(rejected)) < float(fcfg.min_pair_distance):
+        return "near_identical"
+    if length is not None and (length.too_long(prompt, chosen) or length.too_long(prompt, rejected)):
+        return "over_length"
+    return None
+
+
+def assemble(jobs: list[PairJob], build: Build, cfg: DictConfig,
+             length: LengthCheck | None) -> tuple[list[dict], list[dict], dict[str, dict[str, int]]]:
+    """Pairs with provenance, dropped pairs with reasons, and per-strategy counts."""
+    counts: dict[str, dict[str, int]] = {}
+    kept, dropped = [], []
+    for job in jobs:
+        name = job.builder.name
+        c = counts.setdefault(name, {"pairs": 0, "kept": 0, **{f"dropped_{r}": 0 for r in DROP_REASONS}})
+        c["pairs"] += 1
+        out = job.outputs
+        prov = {
+            # The request's role, not the cached row's: identical requests to one model are generated once and shared.
+            "models": {s: {"role": job.requests[s].model, "path": out[s]["path"]} for s in SLOTS},
+            "prompts": {s: out[s]["rendered"] for s in SLOTS},
+            "messages": {s: job.requests[s].key_data() for s in SLOTS},
+            "sampling": {s: build.sampling["aligner" if job.requests[s].model == "aligner" else "chat"] for s in SLOTS},
+            "seed": build.seed,
+            "finish_reason": {s: out[s]["finish_reason"] for s in SLOTS},
+            "completion_tokens": {s: out[s]["completion_tokens"] for s in SLOTS},
+        }
+        if any(job.requests[s].model == "aligner" for s in SLOTS):
+            prov["aligner"] = build.aligner_provenance
+        row = {"id": f"{job.prompt_id}:{name}", "prompt_id": job.prompt_id, "strategy": name, "prompt": job.query}
+        try:
+            texts = {s: job.builder.postprocess(s, out[s]["text"]) for s in SLOTS}
+            reason = filter_pair(texts[CHOSEN], texts[REJECTED], job.query, prov["finish_reason"],
+                                 cfg.popalign.filter, length)
+        except ParseError as e:
+            texts, reason = {s: "" for s in SLOTS}, "unparsed"
+            prov["parse_error"] = e.reason
+        if texts[CHOSEN] != out[CHOSEN]["text"].strip() or texts[REJECTED] != out[REJECTED]["text"].strip():
+            prov["raw"] = {s: out[s]["text"] for s in SLOTS}
+        row.update({"chosen": texts[CHOSEN], "rejected": texts[REJECTED], "provenance": prov})
+        if reason is None:
+            c["kept"] += 1
+            kept.append(row)
+        else:
+            c[f"dropped_{reason}"] += 1
+            dropped.append({**row, "drop_reason": reason})
+    return kept, dropped, counts
+
+
+def contrast_accuracy(rows: list[dict], references: dict[str, str], cfg: DictConfig, loop: Loop) -> dict[str, dict]:
+    """Share of pairs where the judge scores chosen above rejected, per strategy (ties counted apart)."""
+    from w2s.workers.judge import JudgeWorker
+
+    j = cfg.popalign.judge
+    by_strategy: dict[str, list[dict]] = {}
+    for r in rows:
+        by_strategy.setdefault(r["strategy"], []).append(r)
+    sample = []
+    for name, group in by_strategy.items():
+        n = int(j.max_pairs_per_strategy) or len(group)
+        sample += random.Random(f"{cfg.run.seed}-judge-{name}").sample(group, min(n, len(group)))
+    triples = [(r["prompt"], r[s], references.get(r["prompt_id"], "")) for r in sample for s in SLOTS]
+    with loop._group("judge", JudgeWorker, _plain(j)) as g:
+        scores = g.map_shards("score", triples, what="popalign judge")
+    result: dict[str, dict] = {}
+    for i, r in enumerate(sample):
+        diff = scores[2 * i] - scores[2 * i + 1]
+        c = result.setdefault(r["strategy"], {"judged": 0, "chosen_better": 0, "ties": 0})
+        c["judged"] += 1
+        c["chosen_better"] += diff > float(j.tie_margin)
+        c["ties"] += abs(diff) <= float(j.tie_margin)
+    for c in result.values():
+        c["contrast_accuracy"] = c["chosen_better"] / c["judged"]
+    return result
+
+
+def _table(counts: dict[str, dict[str, int]], accuracy: dict[str, dict]) -> list[str]:
+    head = f"{'strategy':<12} {'pairs':>6} {'kept':>6}  dropped (reason: count)" + ("  contrast acc." if accuracy
+                                                                                   else "")
+    lines = [head]
+    for name, c in counts.items():
+        drops = ", ".join(f"{r}: {c[f'dropped_{r}']}" for r in DROP_REASONS if c[f"dropped_{r}"]) or "-"
+        acc = f"  {accuracy[name]['contrast_accuracy']:.3f} ({accuracy[name]['judged']})" if name in accuracy else ""
+        lines.append(f"{name:<12} {c['pairs']:>6} {c['kept']:>6}  {drops}{acc}")
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------- entry
+def build_stage(cfg: DictConfig, rd: RunDir) -> dict[str, Any]:
+    """Build (or reuse) the PopAlign dataset; returns the stage manifest."""
+    from w2s.assets import resolve_model_path
+    from w2s.backends.openrlhf import check_loads, write_pair_rows
+
+    stage_dir = rd.stage_dir(None, "popalign")
+    done = rd.finished(stage_dir, KEYS_POPALIGN)
+    if done:
+        say(f"popalign: dataset already built ({rd.output(done, 'popalign')})")
+        return done
+    p = cfg.popalign
+    with_ref = bool(p.judge.enabled) and p.judge.kind == "embedding"
+    prompts = read_prompts(p.prompts, with_reference=with_ref, what="popalign.prompts")
+    if p.max_prompts:
+        prompts = prompts[: int(p.max_prompts)]
+    jobs = select_jobs(prompts, cfg)
+    say(f"popalign: {len(prompts)} prompts, {len(jobs)} pairs to build with "
+        + ", ".join(f"{n} ({sum(j.builder.name == n for j in jobs)})" for n in p.strategies))
+    with rd.stage(stage_dir, KEYS_POPALIGN, round_index=None, name="popalign") as rec:
+        t0 = time.time()
+        build = Build(cfg, rd, stage_dir)
+        build.run(jobs)
+        policy_tok = resolve_model_path(cfg.model.strong.path)
+        length = LengthCheck(policy_tok, int(p.filter.max_len)) if p.filter.max_len else None
+        kept, dropped, counts = assemble(jobs, build, cfg, length)
+        if not kept:
+            raise DataError(f"popalign: every pair was dropped ({counts}); check the models, the decoding "
+                            "(popalign.generate) and popalign.filter")
+        if p.output.shuffle:
+            random.Random(f"{cfg.run.seed}-popalign-mix").shuffle(kept)
+        out, pairs = stage_dir / "popalign.jsonl", stage_dir / "pairs.jsonl"
+        write_jsonl(out, kept)
+        write_pair_rows(pairs, [(r["prompt"], r["chosen"], r["rejected"]) for r in kept])
+        max_len = int(p.filter.max_len) or int(cfg.train.dpo.max_len)
+        loadable = check_loads(str(pairs), policy_tok, "dpo", chat=True, max_len=max_len)
+        rec["outputs"].update({"popalign": out, "train": pairs})
+        if p.output.write_dropped:
+            write_jsonl(stage_dir / "dropped.jsonl", dropped)
+            rec["outputs"]["dropped"] = stage_dir / "dropped.jsonl"
+        accuracy: dict[str, dict] = {}
+        if p.judge.enabled:
+            refs = {q.id: q.reference for q in prompts}
+            accuracy = contrast_accuracy(kept, refs, cfg, build.loop)
+        rec["strategies"] = {n: {**c, **accuracy.get(n, {})} for n, c in counts.items()}
+        rec["model_loads"] = dict(build.loads)
+        rec["metrics"] = {"prompts": len(prompts), "pairs": len(jobs), "kept": len(kept), "dropped": len(dropped),
+                          "loadable_rows": loadable, "seconds": round(time.time() - t0, 2)}
+        for name, c in rec["strategies"].items():
+            rd.log_metrics(None, f"popalign-{name}", c)
+        rd.log_metrics(None, "popalign", rec["metrics"])
+        for line in _table(counts, accuracy):
+            say(f"popalign: {line}")
+        say(f"popalign: {len(kept)} pairs kept of {len(jobs)} ({loadable} load in OpenRLHF's DPO dataset): {out}")
+    return json.loads((stage_dir / "manifest.json").read_text())
+
+
+def train_stage(cfg: DictConfig, rd: RunDir, data: Path) -> dict[str, Any]:
+    """DPO of model.strong on the PopAlign pairs (train.dpo settings; the reference is model.strong)."""
+    from w2s.assets import resolve_model_path
+
+    stage_dir = rd.stage_dir(None, "popalign-train")
+    done = rd.finished(stage_dir, KEYS_TRAIN)
+    if done:
+        say(f"popalign train: already trained ({rd.output(done, 'policy')})")
+        return done
+    with rd.stage(stage_dir, KEYS_TRAIN, round_index=None, name="popalign-train", inputs={"data": data}) as rec:
+        policy = resolve_model_path(cfg.model.strong.path, progress=say)
+        out = stage_dir / "policy"
+        say(f"popalign train: DPO of {policy} on {data}")
+        result = Loop(cfg, rd).train("train_dpo", cfg.train.dpo, policy, policy, str(data), str(out),
+                                     seed=int(cfg.run.seed), tensorboard_dir=str(rd.path / "tensorboard" /
+                                                                                 "popalign-dpo"))
+        losses = result.get("losses") or []
+        rec["outputs"]["policy"] = out
+        rec["losses"] = losses
+        rec["metrics"] = {"steps": result.get("steps"), "samples": result.get("samples"),
+                          "seconds": result.get("seconds"), "loss_first": losses[0] if losses else None,
+                          "loss_last": losses[-1] if losses else None}
+        rd.log_metrics(None, "popalign-train", rec["metrics"])
+        if losses:
+            say(f"popalign train: {len(losses)} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}")
+    return json.loads((stage_dir / "manifest.json").read_text())
+
+
+def run_popalign(cfg: DictConfig, rd: RunDir) -> dict[str, Any]:
+    """The ``popalign`` job: build the dataset, then (``popalign.train_dpo``) train on it with DPO.
+
+    Returns:
+        ``{"build": manifest, "train": manifest or None}``.
+    """
+    manifest = build_stage(cfg, rd)
+    trained = None
+    if cfg.popalign.train_dpo:
+        trained = train_stage(cfg, rd, rd.output(manifest, "train"))
+    return {"build": manifest, "train": trained}
+
+
+def read_pairs(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a ``popalign.jsonl`` file."""
+    return read_jsonl(Path(path))
