@@ -50,7 +50,9 @@ def test_sft_two_rounds_with_two_trainer_ranks(tmp_path, tiny_strong):
     assert f"run dir: {run}" in result.stdout
     _check_finished_run(run, 2, "sft")
     placements = json.loads((run / "cluster.json").read_text())["actors"]
-    assert sorted(a["rank"] for a in placements if a["role"] == "trainer")[:2] == [0, 1]
+    assert {a["rank"] for a in placements if a["role"] == "trainer"} == {0, 1}  # one world of two ranks
+    status = w2s("status", str(run))
+    assert status.returncode == 0 and "round-02/train" in status.stdout and "win-loss" in status.stdout
     # A finished run is not redone.
     again = w2s("run", "tiny/sft", f"run.dir={run}", "cluster.trainer.num_actors=2",
                 "cluster.trainer.num_cpus_per_actor=1", *SMALL)
