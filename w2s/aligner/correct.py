@@ -128,7 +128,8 @@ class Corrector:
         out = []
         for g in gens:
             text, cut = strip_template_echo(g.text)
-            out.append(Correction(text.strip(), g.prompt_tokens, g.completion_tokens, "stop" if cut else g.finish_reason))
+            reason = "stop" if cut else g.finish_reason
+            out.append(Correction(text.strip(), g.prompt_tokens, g.completion_tokens, reason))
         return out
 
     def close(self) -> None:

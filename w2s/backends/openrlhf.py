@@ -39,6 +39,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Literal
 
+from w2s.data.files import write_jsonl
 from w2s.errors import ConfigError, ConfigIssue, DataError, W2SError
 
 log = logging.getLogger(__name__)
@@ -72,19 +73,6 @@ class TrainResult:
 
 
 # ----------------------------------------------------------------------------------------------- data files
-def _atomic_write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> int:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    count = 0
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for record in records:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-            count += 1
-    os.replace(tmp, path)
-    return count
-
-
 def _user(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
 
@@ -113,7 +101,7 @@ def write_sft_rows(path: str | os.PathLike, rows: Iterable[tuple[str, str]], *, 
             else:
                 yield {"prompt": prompt, "response": response}
 
-    return _atomic_write_jsonl(path, records())
+    return write_jsonl(path, records())
 
 
 def write_pair_rows(path: str | os.PathLike, rows: Iterable[tuple[str, str, str]], *, chat: bool = True) -> int:
@@ -136,7 +124,7 @@ def write_pair_rows(path: str | os.PathLike, rows: Iterable[tuple[str, str, str]
             else:
                 yield {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
-    return _atomic_write_jsonl(path, records())
+    return write_jsonl(path, records())
 
 
 def _read_rows(path: str) -> list[dict[str, Any]]:
@@ -234,7 +222,7 @@ def _attn(requested: str) -> str:
 
 
 def _guard_remote_code(path: str, trust_remote_code: bool) -> None:
-    """OpenRLHF loads models with trust_remote_code=True; refuse models shipping code unless asked to trust them."""
+    """OpenRLHF always trusts a model's own code when loading it; refuse models shipping code unless asked to."""
     config = Path(path) / "config.json"
     if trust_remote_code or not config.is_file():
         return

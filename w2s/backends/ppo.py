@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import json
 import os
 import shlex
 import subprocess
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from w2s.data.files import write_jsonl
 from w2s.errors import ConfigError, ConfigIssue, W2SError
 
 PPO_MODULE = "openrlhf.cli.train_ppo_ray"
@@ -163,16 +163,7 @@ def _check_batches(cfg: Any, layout: PPOLayout) -> None:
 
 def write_prompt_rows(path: str | os.PathLike, prompts: Iterable[str]) -> int:
     """Write PPO prompts as JSON Lines (``{"prompt": text}``; the chat template is applied by OpenRLHF)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    count = 0
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for prompt in prompts:
-            fh.write(json.dumps({"prompt": prompt}, ensure_ascii=False) + "\n")
-            count += 1
-    os.replace(tmp, path)
-    return count
+    return write_jsonl(path, ({"prompt": prompt} for prompt in prompts))
 
 
 def build_ppo_command(cfg_ppo: Any, *, policy_path: str, reward_model_path: str, prompts_path: str, output_dir: str,

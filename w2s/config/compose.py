@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -184,7 +185,7 @@ def _check_value(key: str, value: Any, tp: Any, meta: dict[str, Any], issues: li
     if isinstance(value, str) and ("${" in value or value == "???"):
         return  # interpolations are checked after resolution; ??? is the required-marker
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Union:  # Optional[X]
+    if origin in (typing.Union, types.UnionType):  # Optional[X] or X | None
         if value is None:
             return
         tp = next(a for a in args if a is not type(None))

@@ -12,12 +12,12 @@ fully resolved one and ``w2s explain KEY`` prints the help of any key.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import MISSING
 
 
-def _f(default: Any = MISSING, help: str = "", choices: Optional[list[str]] = None, factory: Any = None) -> Any:
+def _f(default: Any = MISSING, help: str = "", choices: list[str] | None = None, factory: Any = None) -> Any:
     """A dataclass field with its help text (and its allowed values, when the set is closed)."""
     meta: dict[str, Any] = {"help": help}
     if choices is not None:
@@ -85,17 +85,17 @@ class SamplingConfig:
                      "0.95, T 0.3, frequency penalty 1.2), `upstream-paper` (top-k 10, top-p 0.95, T 0.5, "
                      "repetition penalty 1.1), `greedy`, or empty.", ["", "aligner-paper", "upstream-paper", "greedy"])
     max_new_tokens: int = _f(256, "Most tokens generated per answer.")
-    temperature: Optional[float] = _f(None, "Sampling temperature (0: greedy). Empty: the preset's, else 1.0.")
-    top_p: Optional[float] = _f(None, "Nucleus sampling mass. Empty: the preset's, else 1.0.")
-    top_k: Optional[int] = _f(None, "Sample from the k most likely tokens (0: off). Empty: the preset's, else 0.")
-    frequency_penalty: Optional[float] = _f(None, "OpenAI-style frequency penalty (vLLM; emulated in transformers). "
+    temperature: float | None = _f(None, "Sampling temperature (0: greedy). Empty: the preset's, else 1.0.")
+    top_p: float | None = _f(None, "Nucleus sampling mass. Empty: the preset's, else 1.0.")
+    top_k: int | None = _f(None, "Sample from the k most likely tokens (0: off). Empty: the preset's, else 0.")
+    frequency_penalty: float | None = _f(None, "OpenAI-style frequency penalty (vLLM; emulated in transformers). "
                                             "Empty: the preset's, else 0.")
-    repetition_penalty: Optional[float] = _f(None, "Multiplicative repetition penalty. Empty: the preset's, else 1.0.")
+    repetition_penalty: float | None = _f(None, "Multiplicative repetition penalty. Empty: the preset's, else 1.0.")
     batch_prompts_per_actor: int = _f(8, "Prompts one generation actor processes per forward batch.")
     max_prompt_tokens: int = _f(1024, "Prompts longer than this (in tokens) are truncated from the left.")
     tensor_parallel_size: int = _f(1, "vLLM tensor parallel size per engine (GPUs per engine).")
     gpu_memory_utilization: float = _f(0.85, "vLLM: share of GPU memory an engine may take.")
-    seed: Optional[int] = _f(None, "Sampling seed. Empty: derived from run.seed and the round.")
+    seed: int | None = _f(None, "Sampling seed. Empty: derived from run.seed and the round.")
 
 
 @dataclass

@@ -23,15 +23,16 @@ import hashlib
 import json
 import os
 import subprocess
-import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from w2s import __version__
+from w2s.data.files import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl  # noqa: F401
 from w2s.errors import RunDirError
 
 MANIFEST = "manifest.json"
@@ -40,44 +41,6 @@ MANIFEST = "manifest.json"
 def say(msg: str) -> None:
     """A progress line from the driver."""
     print(f"[w2s {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-# ----------------------------------------------------------------------------------------------- atomic io
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary sibling, fsync, then rename: readers see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def append_jsonl(path: Path, row: dict[str, Any]) -> None:
-    """Append one line and fsync (a killed process leaves at most a partial last line, skipped on read)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def file_sha256(path: Path) -> str:
