@@ -137,3 +137,23 @@ def test_ppo_launch_for_a_gpu_recipe(tmp_path):
     assert (stage / "ppo_prompts.jsonl").read_text().count("How do I stay safe?") == 1
     flags = dict(zip(cmd, cmd[1:]))
     assert flags.get("--actor.num_gpus_per_node") == "8" and flags.get("--actor.num_nodes") == "1"
+
+
+def test_extra_pairs_slice_per_round_and_validation(tmp_path):
+    """A PopAlign dataset (plain-text prompt/chosen/rejected) as a DPO round's data source."""
+    from w2s.config.compose import load_config
+    from w2s.controller.loop import Loop
+    from w2s.controller.rundir import RunDir, write_jsonl
+    from w2s.errors import ConfigError
+
+    pairs = tmp_path / "popalign.jsonl"
+    write_jsonl(pairs, [{"strategy": "prefix", "prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"}
+                        for i in range(10)])
+    cfg = load_config("tiny/dpo", ["train.dpo.pair_source=both", f"train.dpo.extra_pairs={pairs}",
+                                   "train.dpo.extra_pairs_per_round=4"])
+    loop = Loop(cfg, RunDir(tmp_path / "run", cfg))
+    first, second = loop.extra_pairs(1), loop.extra_pairs(2)
+    assert len(first) == len(second) == 4 and not set(first) & set(second)  # disjoint slices
+    assert all(c.startswith("good") and r.startswith("bad") for _, c, r in first + second)
+    with pytest.raises(ConfigError, match="train.dpo.extra_pairs"):
+        load_config("tiny/dpo", ["train.dpo.pair_source=extra"])

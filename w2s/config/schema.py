@@ -173,6 +173,13 @@ class DPOConfig(TrainerConfig):
                         "previous round's policy.", ["initial", "previous"])
     min_pair_distance: float = _f(0.05, "Drop pairs whose chosen and rejected differ by less than this normalised "
                                   "edit distance (0: drop only identical pairs).")
+    pair_source: str = _f("aligner", "Where a round's preference pairs come from: the Aligner's corrections of the "
+                          "policy's answers, an extra pairs file (such as a PopAlign dataset), or both mixed.",
+                          ["aligner", "extra", "both"])
+    extra_pairs: str = _f("", "JSON Lines pairs with plain-text prompt, chosen and rejected fields (PopAlign's "
+                          "popalign.jsonl); read when pair_source is extra or both.")
+    extra_pairs_per_round: int = _f(0, "Extra pairs used per round: disjoint seeded slices (0: all of them every "
+                                    "round).")
 
 
 @dataclass

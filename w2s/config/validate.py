@@ -107,6 +107,7 @@ def _check_attention(key: str, model: Any, gpus: float, issues: list[ConfigIssue
 
 def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
     """All cross-field problems of a composed config, for the given job (None: ``cfg.job``)."""
+    from w2s.config.compose import resolve_path
     from w2s.aligner.templates import TEMPLATE_NAMES
 
     job = JOB_ALIASES.get(job, job) if job else None
@@ -180,6 +181,12 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
             if not 0 <= d.min_pair_distance < 1:
                 issues.append(ConfigIssue("train.dpo.min_pair_distance", d.min_pair_distance, "must be in [0, 1)",
                                           "0 drops only identical pairs"))
+            if d.pair_source != "aligner":
+                if not d.extra_pairs:
+                    issues.append(ConfigIssue("train.dpo.extra_pairs", "", f"is required with train.dpo.pair_source="
+                                              f"{d.pair_source}", "give a pairs file, e.g. a PopAlign popalign.jsonl"))
+                elif not resolve_path(d.extra_pairs).exists():
+                    issues.append(ConfigIssue("train.dpo.extra_pairs", d.extra_pairs, "no such file", ""))
             if d.beta <= 0:
                 issues.append(ConfigIssue("train.dpo.beta", d.beta, "must be positive", "e.g. 0.1"))
         if method == "rlhf":

@@ -32,7 +32,8 @@ KEYS_ALIGNER = ["model.aligner", "aligner", "run.seed"]
 KEYS_BASELINE = ["model.strong", "eval", "run.seed"]
 KEYS_GENERATE = ["model.strong", "generate", "loop", "run.seed"]
 KEYS_CORRECT = KEYS_GENERATE + ["model.aligner", "aligner", "correct"]
-KEYS_DATA = KEYS_CORRECT + ["train.method", "train.dpo.min_pair_distance"]
+KEYS_DATA = KEYS_CORRECT + ["train.method", "train.dpo.min_pair_distance", "train.dpo.pair_source",
+                             "train.dpo.extra_pairs", "train.dpo.extra_pairs_per_round"]
 KEYS_TRAIN = KEYS_CORRECT + ["train"]
 KEYS_EVAL = KEYS_TRAIN + ["eval"]
 
@@ -315,7 +316,14 @@ class Loop:
                         dropped["near_identical"] += 1
                     else:
                         kept.append(r)
-                n = write_pair_rows(path, [(r["prompt"], r["correction"], r["answer"]) for r in kept])
+                pairs = [(r["prompt"], r["correction"], r["answer"]) for r in kept]
+                if method == "dpo" and self.cfg.train.dpo.pair_source != "aligner":
+                    extra = self.extra_pairs(k)
+                    pairs = extra if self.cfg.train.dpo.pair_source == "extra" else pairs + extra
+                    random.Random(int(self.cfg.run.seed) + k).shuffle(pairs)
+                    dropped["aligner_pairs_unused"] = len(kept) if self.cfg.train.dpo.pair_source == "extra" else 0
+                    say(f"round {k} data: {len(extra)} extra pairs from {self.cfg.train.dpo.extra_pairs}")
+                n = write_pair_rows(path, pairs)
             if n == 0:
                 raise DataError(f"round {k}: every pair was dropped ({dropped}); the Aligner copied the answers. "
                                 "Lower train.dpo.min_pair_distance, check the Aligner, or use train.method=sft")
@@ -330,6 +338,18 @@ class Loop:
             self.rd.log_metrics(k, "data", rec["metrics"])
             say(f"round {k} data: {n} {method} rows written ({loadable} load in OpenRLHF), dropped {dropped}")
         return path
+
+    def extra_pairs(self, k: int) -> list[tuple[str, str, str]]:
+        """Round k's slice of train.dpo.extra_pairs (e.g. a PopAlign dataset) as (prompt, chosen, rejected)."""
+        from w2s.data.io import read_rows
+
+        d = self.cfg.train.dpo
+        rows = read_rows(d.extra_pairs, required=["prompt", "chosen", "rejected"], what="train.dpo.extra_pairs").rows
+        order = list(range(len(rows)))
+        random.Random(int(self.cfg.run.seed)).shuffle(order)
+        per = int(d.extra_pairs_per_round) or len(rows)
+        picked = [rows[order[(k - 1) * per + i]] for i in range(per) if (k - 1) * per + i < len(order)]
+        return [(r["prompt"], r["chosen"], r["rejected"]) for r in picked]
 
     def train_stage(self, k: int, policy: str, initial: str, data: Path) -> str:
         cfg = self.cfg

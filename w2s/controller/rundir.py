@@ -153,8 +153,18 @@ class RunDir:
 
     # -- metrics
     def log_metrics(self, round_index: int | None, stage: str, metrics: dict[str, Any]) -> None:
+        """One line of metrics.jsonl, and the numbers as TensorBoard scalars (step: the round)."""
         append_jsonl(self.path / "metrics.jsonl", {"round": round_index, "stage": stage, **metrics,
                                                    "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+        if self.cfg.log.tensorboard:
+            if getattr(self, "_tb", None) is None:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.path / "tensorboard" / "rounds"))
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._tb.add_scalar(f"{stage}/{key}", value, round_index or 0)
+            self._tb.flush()
 
     def metrics(self) -> list[dict[str, Any]]:
         path = self.path / "metrics.jsonl"
