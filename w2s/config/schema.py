@@ -302,8 +302,8 @@ class RoleConfig:
 class ClusterConfig:
     address: str = _f("", "Ray cluster to join: empty starts a private local instance; `auto` or HOST:PORT joins "
                       "an existing one (the Slurm case).")
-    num_cpus: int = _f(0, "CPUs of the private local instance (0: all of this machine's).")
-    num_gpus: int = _f(0, "GPUs of the private local instance (0: all visible).")
+    num_cpus: int = _f(0, "CPUs of the private local instance (0: all of this machine's); ignored when joining.")
+    num_gpus: int = _f(0, "GPUs of the private local instance (0: all visible); ignored when joining.")
     include_dashboard: bool = _f(False, "Start Ray's dashboard (bound to dashboard_host).")
     dashboard_host: str = _f("127.0.0.1", "Address the dashboard listens on (localhost unless you mean otherwise).")
     temp_dir: str = _f("", "Ray's temporary directory. Empty: Ray's default.")

@@ -107,8 +107,8 @@ def _check_attention(key: str, model: Any, gpus: float, issues: list[ConfigIssue
 
 def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
     """All cross-field problems of a composed config, for the given job (None: ``cfg.job``)."""
-    from w2s.config.compose import resolve_path
     from w2s.aligner.templates import TEMPLATE_NAMES
+    from w2s.config.compose import resolve_path
 
     job = JOB_ALIASES.get(job, job) if job else None
     job = job or cfg.job
@@ -135,10 +135,6 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
                         f"cluster.{role_key}", f"{role.num_actors} x {role[f'num_{res}_per_actor']:g} {res}",
                         f"needs {need:g} {res[:-1].upper()}s but the local Ray instance has cluster.num_{res}={total}",
                         f"lower cluster.{role_key}.num_actors or num_{res}_per_actor, or raise cluster.num_{res}"))
-    if c.address and c.num_cpus:
-        issues.append(ConfigIssue("cluster.num_cpus", c.num_cpus, "only applies to a private local Ray instance, "
-                                  f"but cluster.address={c.address!r} joins an existing cluster",
-                                  "drop cluster.num_cpus, or set cluster.address= (empty)"))
 
     templates = set(TEMPLATE_NAMES) | set(cfg.aligner.templates.keys())
     if job in ("loop", "correct"):

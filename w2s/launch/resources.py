@@ -242,7 +242,7 @@ def _check_generation(cfg: Any, req: Request, usable: float, rep: Report) -> Non
     line = f"generation: {params:.1f}B x {WEIGHT_BYTES:g} B / {max(tp, gpus):g} GPU(s) = {per_gpu:.1f} GB of weights " \
            f"per GPU; usable {usable:.1f} GB"
     if per_gpu > usable:
-        need = math.ceil(params * WEIGHT_BYTES / usable)
+        need = 2 ** math.ceil(math.log2(params * WEIGHT_BYTES / usable))  # TP sizes divide the heads: powers of 2
         rep.issues.append(ConfigIssue("generate.tensor_parallel_size", tp, f"does not fit: {line}",
                                       f"use tensor_parallel_size >= {need} and as many GPUs per generator actor"))
     else:

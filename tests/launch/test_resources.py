@@ -1,0 +1,101 @@
+"""Resource arithmetic of `w2s launch`: what fits on N nodes x G GPUs, and refusals that show their numbers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from w2s.config.compose import load_config
+from w2s.launch.resources import (
+    Request,
+    check_resources,
+    params_from_config,
+    train_bytes_per_param,
+    training_memory_gb,
+)
+
+# As `w2s launch` loads recipes (joining a cluster), minus the tiny base's local-instance CPU count.
+JOINED = ["cluster.address=auto", "cluster.num_cpus=0"]
+DPO_70B = [*JOINED, "train.dpo.global_batch_samples=64", "train.method=dpo", "model.strong.params_b=70",
+           "train.dpo.zero_stage=3", "cluster.trainer.num_actors=8", "cluster.trainer.num_gpus_per_actor=1"]
+
+
+def test_zero_stages_follow_the_zero_paper():
+    # 2 + 2 + 12 bytes per parameter, sharded progressively (Rajbhandari et al. 2020, Fig. 1; N = 64).
+    assert train_bytes_per_param(0, 64) == 16.0
+    assert train_bytes_per_param(1, 64) == pytest.approx(4 + 12 / 64)
+    assert train_bytes_per_param(2, 64) == pytest.approx(2 + 14 / 64)
+    assert train_bytes_per_param(3, 64) == pytest.approx(16 / 64)
+    assert train_bytes_per_param(3, 8, adam_offload=True) == pytest.approx(4 / 8)
+    assert train_bytes_per_param(2, 8, lora=True) == 2.0
+
+
+def test_params_from_a_llama_config_match_the_published_size():
+    # Llama-2-7B's config.json: 6.74B parameters.
+    cfg = {"hidden_size": 4096, "num_hidden_layers": 32, "vocab_size": 32000, "intermediate_size": 11008,
+           "num_attention_heads": 32, "num_key_value_heads": 32, "tie_word_embeddings": False}
+    assert params_from_config(cfg) == pytest.approx(6.74, abs=0.01)
+    # Llama-3-70B (GQA, 128k vocabulary): 70.6B.
+    cfg70 = {"hidden_size": 8192, "num_hidden_layers": 80, "vocab_size": 128256, "intermediate_size": 28672,
+             "num_attention_heads": 64, "num_key_value_heads": 8}
+    assert params_from_config(cfg70) == pytest.approx(70.6, abs=0.1)
+
+
+def test_70b_dpo_on_one_node_is_refused_with_the_arithmetic():
+    cfg = load_config("tiny/sft", DPO_70B)
+    rep = check_resources(cfg, Request(nodes=1, gpus_per_node=8, gpu_mem_gb=80))
+    assert not rep.ok
+    (issue,) = [i for i in rep.issues if i.key == "cluster.trainer.num_actors"]
+    text = str(issue)
+    # 70B x (16/8 trained + 2/8 reference) = 70 x 2.25 = 157.5 GB per GPU against 64 usable.
+    assert "70.0B params" in text and "2.00 B trained" in text and "0.25 B reference" in text
+    assert "157.5 GB per GPU" in text and "usable 64.0 GB" in text
+    assert "use >= 32 trainer GPUs" in issue.fix  # 70 x 18 / 32 = 39.4 GB <= 64
+
+
+def test_70b_dpo_on_enough_gpus_fits():
+    cfg = load_config("tiny/sft", [*DPO_70B[:-2], "cluster.trainer.num_actors=32",
+                                   "cluster.trainer.num_gpus_per_actor=1"])
+    rep = check_resources(cfg, Request(nodes=4, gpus_per_node=8, gpu_mem_gb=80))
+    assert rep.ok, rep.issues
+    assert any("fits: dpo" in n and "39.4 GB per GPU" in n for n in rep.notes)
+
+
+def test_actor_larger_than_a_node_and_too_many_actors_are_refused():
+    cfg = load_config("tiny/sft", [*JOINED, "train.sft.global_batch_samples=20",
+                                   "cluster.generator.num_gpus_per_actor=4", "cluster.trainer.num_actors=5",
+                                   "cluster.trainer.num_gpus_per_actor=1"])
+    rep = check_resources(cfg, Request(nodes=2, gpus_per_node=2))
+    keys = {i.key: str(i) for i in rep.issues}
+    assert "one generator actor needs 4 GPUs but a node has 2" in keys["cluster.generator.num_gpus_per_actor"]
+    assert "5 trainer actors x 1 GPUs need 5 GPUs; 2 node(s) x 2 GPUs hold at most 4" in \
+        keys["cluster.trainer.num_actors"]
+
+
+def test_model_size_is_read_from_a_local_config(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({
+        "hidden_size": 4096, "num_hidden_layers": 32, "vocab_size": 32000, "intermediate_size": 11008,
+        "num_attention_heads": 32}))
+    cfg = load_config("tiny/sft", [*JOINED, f"model.strong.path={tmp_path}", "cluster.trainer.num_actors=1",
+                                   "cluster.trainer.num_gpus_per_actor=1", "train.sft.zero_stage=0"])
+    rep = check_resources(cfg, Request(nodes=1, gpus_per_node=1, gpu_mem_gb=80))
+    # 6.74B x 16 B = 107.8 GB on one GPU.
+    assert not rep.ok and "107.8 GB per GPU" in str(rep.issues[0])
+
+
+def test_cpu_recipe_on_cpu_nodes_passes_with_a_note():
+    cfg = load_config("tiny/sft", [*JOINED, "cluster.trainer.num_actors=2", "cluster.placement_strategy=SPREAD"])
+    rep = check_resources(cfg, Request(nodes=2, gpus_per_node=0))
+    assert rep.ok
+    assert rep.notes  # the skipped memory check is said, not silent
+
+
+def test_rlhf_with_ppo_counts_four_models():
+    cfg = load_config("tiny/sft", [*JOINED, "train.method=rlhf", "model.strong.params_b=7",
+                                   "train.rlhf.reward_model.zero_stage=3",
+                                   "cluster.trainer.num_gpus_per_actor=1", "cluster.trainer.num_actors=8",
+                                   "train.rlhf.reward_model.global_batch_samples=16"])
+    gb, formula = training_memory_gb(cfg, 7.0, 8, "rlhf")
+    assert gb == pytest.approx(7 * (2 * 16 / 8 + 2 * 2 / 8))
+    assert "actor" in formula and "critic" in formula and "reward" in formula
