@@ -182,7 +182,12 @@ class Loop:
             result = self.train("train_aligner", cfg, str(stage_dir / "model"))
             rec["outputs"]["model"] = stage_dir / "model"
             rec["metrics"] = {k: v for k, v in result.items() if isinstance(v, (int, float))}
+            for part in result.get("stages", []):  # the identity warm-up, then the corrections
+                rec["metrics"].update({f"{part['stage']}_{k}": part[k] for k in ("steps", "loss_first", "loss_last")
+                                       if part.get(k) is not None})
             self.rd.log_metrics(None, "aligner", rec["metrics"])
+            say("aligner: " + ", ".join(f"{p['stage']} {p.get('steps')} steps, loss {p.get('loss_first', 0):.3f} -> "
+                                        f"{p.get('loss_last', 0):.3f}" for p in result.get("stages", [])))
         return str(stage_dir / "model")
 
     def eval_answers(self, round_index: int, label: str, policy: str, eval_prompts: list[Prompt],
