@@ -231,3 +231,34 @@ def test_preempted_job_is_requeued_and_resumes_the_run(slurm, tmp_path, ray_tmp,
     assert len(attempts) == 2
     _check_two_node_run(slurm, run_dir)
     assert _our_ray_processes(ray_tmp) == []
+
+
+@pytest.mark.slurm
+def test_killed_job_resubmitted_resumes_the_run(slurm, tmp_path, ray_tmp, tiny_weak, tiny_strong):
+    """A hard kill (scancel, no warning) mid-run, then the kept script submitted again: the run resumes."""
+    run_dir = tmp_path / "run"
+    job = _launch(slurm, run_dir, ray_tmp)
+    deadline = time.monotonic() + 300
+    first: list[Path] = []
+    while time.monotonic() < deadline and not first:
+        first = sorted(run_dir.glob("round-*/*/manifest.json"))
+        assert slurm.job_info(job).get("JobState") in ("PENDING", "RUNNING", "CONFIGURING"), _job_logs(run_dir)
+        time.sleep(0.5)
+    assert first, "no stage finished within 300 s\n" + _job_logs(run_dir)
+    done_before = {p: p.read_bytes() for p in first}
+    slurm.cancel(job)
+    assert slurm.wait_job(job, timeout_s=120)["JobState"] == "CANCELLED"
+    deadline = time.monotonic() + 60
+    while _our_ray_processes(ray_tmp) and time.monotonic() < deadline:  # Slurm ends the job's steps
+        time.sleep(0.5)
+    again = slurm.sbatch([str(run_dir / "slurm" / "w2s.sbatch")])
+    info = slurm.wait_job(again, timeout_s=400)
+    logs = _job_logs(run_dir)
+    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", logs
+    full = "".join(f.read_text(errors="replace") for f in (run_dir / "slurm").rglob("*") if f.is_file())
+    assert "finished earlier, skipped" in full, logs
+    for p, content in done_before.items():
+        assert p.read_bytes() == content, p
+    assert len(json.loads((run_dir / "run.json").read_text())["attempts"]) == 2
+    _check_two_node_run(slurm, run_dir)
+    assert _our_ray_processes(ray_tmp) == []
