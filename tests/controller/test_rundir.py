@@ -81,3 +81,14 @@ def test_metrics_survive_a_partial_last_line(tmp_path):
     with open(tmp_path / "metrics.jsonl", "a") as f:
         f.write('{"round": 2, "sta')  # killed mid-write
     assert latest_metrics(tmp_path) == [{"round": 1, "stage": "train", "loss": 0.5}]
+
+
+def test_config_hash_ignores_defaults_so_new_schema_fields_keep_runs_resumable():
+    from w2s.controller.rundir import config_hash
+
+    cfg = _cfg()
+    base = config_hash(cfg, ["generate"])
+    assert config_hash(cfg, ["generate", "train.dpo.pair_source"]) == base  # a default-valued key adds nothing
+    assert config_hash(_cfg("generate.max_new_tokens=5"), ["generate"]) != base
+    assert config_hash(_cfg("train.dpo.pair_source=both", "train.dpo.extra_pairs=README.md"),
+                       ["generate", "train.dpo.pair_source"]) != base

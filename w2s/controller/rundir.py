@@ -55,10 +55,29 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _changes(value: Any, default: Any) -> Any:
+    """The parts of ``value`` that differ from ``default`` (nested dicts compared key by key)."""
+    if isinstance(value, dict) and isinstance(default, dict):
+        out = {k: _changes(v, default.get(k, _ABSENT)) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v is not _ABSENT}
+    return _ABSENT if value == default else value
+
+
+_ABSENT = object()
+
+
 def config_hash(cfg: DictConfig, keys: list[str]) -> str:
-    """Hash of the config sections a stage depends on."""
-    parts = {k: OmegaConf.to_container(OmegaConf.select(cfg, k), resolve=True) if isinstance(
-        OmegaConf.select(cfg, k), DictConfig) else OmegaConf.select(cfg, k) for k in keys}
+    """Hash of what a stage depends on: the values of the given config sections that differ from the schema's
+    defaults, so that a field added to the schema later (with a default) does not invalidate finished stages."""
+    from w2s.config.schema import W2SConfig
+
+    defaults = OmegaConf.structured(W2SConfig)
+
+    def plain(node: Any) -> Any:
+        return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+    parts = {k: _changes(plain(OmegaConf.select(cfg, k)), plain(OmegaConf.select(defaults, k))) for k in keys}
+    parts = {k: v for k, v in parts.items() if v is not _ABSENT}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
