@@ -174,6 +174,18 @@ def _our_ray_processes(ray_tmp: str) -> list[str]:
     return [line for line in r.stdout.splitlines() if ray_tmp in line]
 
 
+def _wait_for_a_finished_stage(slurm: LocalSlurmCluster, job: str, run_dir: Path) -> dict[Path, bytes]:
+    """Poll until the running job has finished a stage; the finished manifests and their bytes."""
+    deadline = time.monotonic() + 300
+    first: list[Path] = []
+    while time.monotonic() < deadline and not first:
+        first = sorted(run_dir.glob("round-*/*/manifest.json")) + sorted(run_dir.glob("aligner/manifest.json"))
+        assert slurm.job_info(job).get("JobState") in ("PENDING", "RUNNING", "CONFIGURING"), _job_logs(run_dir)
+        time.sleep(0.5)
+    assert first, "no stage finished within 300 s\n" + _job_logs(run_dir)
+    return {p: p.read_bytes() for p in first}
+
+
 def _check_two_node_run(slurm: LocalSlurmCluster, run_dir: Path) -> None:
     info = json.loads((run_dir / "cluster.json").read_text())
     alive_ips = sorted(n["ip"] for n in info["nodes"] if n["alive"])
@@ -207,14 +219,7 @@ def test_preempted_job_is_requeued_and_resumes_the_run(slurm, tmp_path, ray_tmp,
     run_dir = tmp_path / "run"
     job = _launch(slurm, run_dir, ray_tmp)
     # Wait until the first stage is done, then deliver Slurm's pre-emption warning (what --signal=B:USR2 sends).
-    deadline = time.monotonic() + 300
-    first: list[Path] = []
-    while time.monotonic() < deadline and not first:
-        first = sorted(run_dir.glob("round-*/*/manifest.json")) + sorted(run_dir.glob("aligner/manifest.json"))
-        assert slurm.job_info(job).get("JobState") in ("PENDING", "RUNNING", "CONFIGURING"), _job_logs(run_dir)
-        time.sleep(0.5)
-    assert first, "no stage finished within 300 s\n" + _job_logs(run_dir)
-    done_before = {p: p.read_bytes() for p in first}
+    done_before = _wait_for_a_finished_stage(slurm, job, run_dir)
     slurm.cancel(job, "--batch", "--signal=USR2")
     # The script forwards the signal, w2s stops at a safe point, the script requeues the job; it runs again.
     deadline = time.monotonic() + 120
@@ -238,14 +243,7 @@ def test_killed_job_resubmitted_resumes_the_run(slurm, tmp_path, ray_tmp, tiny_w
     """A hard kill (scancel, no warning) mid-run, then the kept script submitted again: the run resumes."""
     run_dir = tmp_path / "run"
     job = _launch(slurm, run_dir, ray_tmp)
-    deadline = time.monotonic() + 300
-    first: list[Path] = []
-    while time.monotonic() < deadline and not first:
-        first = sorted(run_dir.glob("round-*/*/manifest.json"))
-        assert slurm.job_info(job).get("JobState") in ("PENDING", "RUNNING", "CONFIGURING"), _job_logs(run_dir)
-        time.sleep(0.5)
-    assert first, "no stage finished within 300 s\n" + _job_logs(run_dir)
-    done_before = {p: p.read_bytes() for p in first}
+    done_before = _wait_for_a_finished_stage(slurm, job, run_dir)
     slurm.cancel(job)
     assert slurm.wait_job(job, timeout_s=120)["JobState"] == "CANCELLED"
     deadline = time.monotonic() + 60
