@@ -9,7 +9,7 @@
 #   3. polls the GCS until every node has joined (W2S_RAY_WAIT_S; the error names the missing nodes),
 #   4. runs CMD on the head with RAY_ADDRESS / W2S_RAY_ADDRESS set, forwarding the Slurm warning signal
 #      (USR2) to it and requeueing the job when it stopped early because of that signal,
-#   5. tears down the Ray processes it started, by PID (never `ray stop`, which kills every Ray on a host).
+#   5. tears down the Ray processes it started, by PID (never Ray's host-wide stop command, which kills every Ray on a host).
 #
 # Logs: $W2S_SLURM_DIR/driver-JOBID.log, ray-NODE-JOBID.log per node; the batch script's own output goes
 # where #SBATCH --output says (job-JOBID.out next to them).
