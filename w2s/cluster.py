@@ -44,7 +44,6 @@ class RayCluster:
 
     cfg: Any  # ClusterConfig
     started: bool = False
-    info: dict[str, Any] = field(default_factory=dict)
 
     def __enter__(self) -> RayCluster:
         import ray

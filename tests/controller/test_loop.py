@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from w2s.controller.rundir import read_jsonl
+from w2s.data.files import read_jsonl
 
 # Small but complete: 2 rounds of 4 prompts, 4 evaluation prompts.
 SMALL = ["loop.prompts_per_round=4", "eval.max_prompts=4", "generate.max_new_tokens=12",
@@ -123,7 +123,8 @@ def test_ppo_launch_for_a_gpu_recipe(tmp_path):
     """What the loop would launch for PPO on a 1-node x 8-GPU recipe (PPO itself needs GPUs)."""
     from w2s.config.compose import load_config
     from w2s.controller.loop import Loop
-    from w2s.controller.rundir import RunDir, write_jsonl
+    from w2s.controller.rundir import RunDir
+    from w2s.data.files import write_jsonl
 
     cfg = load_config("gpu/alpaca7b-aligner7b-rlhf")
     rd = RunDir(tmp_path, cfg)
@@ -143,7 +144,8 @@ def test_extra_pairs_slice_per_round_and_validation(tmp_path):
     """A PopAlign dataset (plain-text prompt/chosen/rejected) as a DPO round's data source."""
     from w2s.config.compose import load_config
     from w2s.controller.loop import Loop
-    from w2s.controller.rundir import RunDir, write_jsonl
+    from w2s.controller.rundir import RunDir
+    from w2s.data.files import write_jsonl
     from w2s.errors import ConfigError
 
     pairs = tmp_path / "popalign.jsonl"

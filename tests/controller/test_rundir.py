@@ -9,7 +9,8 @@ from omegaconf import OmegaConf
 
 from w2s.config.compose import load_config
 from w2s.controller.report import latest_metrics
-from w2s.controller.rundir import RunDir, append_jsonl, atomic_write_text
+from w2s.controller.rundir import RunDir
+from w2s.data.files import append_jsonl, atomic_write_text
 from w2s.errors import RunDirError
 
 

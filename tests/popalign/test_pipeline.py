@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from w2s.controller.rundir import read_jsonl
+from w2s.data.files import read_jsonl
 
 ARGS = ["popalign.max_prompts=4", "popalign.strategies=[prefix,demon,elicitive,nparam,leaderboard,refine,aligner]",
         "popalign.prefix.weight=0.5", "popalign.generate.max_new_tokens=10", "correct.max_new_tokens=10",

@@ -32,8 +32,6 @@ def _check_model(key: str, model: Any, issues: list[ConfigIssue], *, required: b
     if path.startswith(ASSET_PREFIX) and path[len(ASSET_PREFIX):] not in ASSET_NAMES:
         issues.append(ConfigIssue(f"{key}.path", path, "unknown asset",
                                   f"use one of {', '.join(ASSET_PREFIX + a for a in ASSET_NAMES)}"))
-    if model.trust_remote_code:
-        pass  # the user's explicit choice; nothing to check
 
 
 def _check_data(key: str, source: Any, issues: list[ConfigIssue], *, required: bool) -> None:

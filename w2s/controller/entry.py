@@ -53,8 +53,9 @@ def run_job(cfg: DictConfig, *, recipe: str, overrides: list[str]) -> int:
     try:
         with RayCluster(cfg.cluster) as cluster:
             _install_signal_handlers()  # again: ray.init may install its own
-            rd.record_cluster(cluster.describe())
-            nodes = [n for n in cluster.describe()["nodes"] if n["alive"]]
+            info = cluster.describe()
+            rd.record_cluster(info)
+            nodes = [n for n in info["nodes"] if n["alive"]]
             say(f"ray: {len(nodes)} node(s) " + ", ".join(f"{n['hostname'] or n['ip']}" for n in nodes))
             if cfg.job == "loop":
                 from w2s.controller.loop import run_loop

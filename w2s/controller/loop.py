@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from w2s.cluster import RoleGroup, wait_all
-from w2s.controller.rundir import RunDir, read_jsonl, say, write_jsonl
+from w2s.controller.rundir import RunDir, say, to_plain
+from w2s.data.files import read_jsonl, write_jsonl
 from w2s.errors import DataError, WorkerError
 from w2s.generation import Generation
 
@@ -43,10 +44,6 @@ class Prompt:
     id: str
     prompt: str
     reference: str = ""
-
-
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
 # ----------------------------------------------------------------------------------------------- prompts
@@ -128,8 +125,8 @@ class Loop:
         from w2s.workers.generator import GeneratorWorker
 
         t0 = time.time()
-        with self._group("generator", GeneratorWorker, model_path, _plain(self.cfg.model.strong),
-                         _plain(sampling)) as g:
+        with self._group("generator", GeneratorWorker, model_path, to_plain(self.cfg.model.strong),
+                         to_plain(sampling)) as g:
             outs = g.map_shards("generate", [p.prompt for p in prompts], seed, what=what,
                                 on_progress=self._progress(what))
         tokens = sum(o.completion_tokens for o in outs)
@@ -147,7 +144,7 @@ class Loop:
             world = len(g.actors)
             wait_all([a.actor.join.remote(addr, port, a.rank, world) for a in g.actors], g.actors,
                      what="trainer join", timeout_s=self.timeout)
-            results = g.call_all("run", function, _plain(section), *args, what=f"trainer {function}", **kwargs)
+            results = g.call_all("run", function, to_plain(section), *args, what=f"trainer {function}", **kwargs)
         return results[0]
 
     def retrying(self, stage: Callable[..., T], *args: Any) -> T:
@@ -202,7 +199,7 @@ class Loop:
         with self.rd.stage(stage_dir, keys, round_index=round_index, name="eval-answers") as rec:
             outs = self.generate(policy, eval_prompts, self.cfg.eval.generate, int(self.cfg.run.seed),
                                  f"round {round_index} eval answers ({label})")
-            with self._group("judge", JudgeWorker, _plain(self.cfg.eval.judge)) as j:
+            with self._group("judge", JudgeWorker, to_plain(self.cfg.eval.judge)) as j:
                 scores = j.map_shards("score", [(p.prompt, o.text, p.reference)
                                                 for p, o in zip(eval_prompts, outs)], what="judge")
             rows = [{"id": p.id, "prompt": p.prompt, "answer": o.text, "reference": p.reference, "score": s,
@@ -273,9 +270,9 @@ class Loop:
                            inputs={"answers": self.rd.stage_dir(k, "generate") / "answers.jsonl"}) as rec:
             t0 = time.time()
             say(f"round {k} correct: the Aligner corrects {len(answers)} answers")
-            templates = _plain(self.cfg.aligner.templates) or None
-            with self._group("corrector", CorrectorWorker, aligner, _plain(self.cfg.model.aligner),
-                             _plain(self.cfg.correct), templates) as g:
+            templates = to_plain(self.cfg.aligner.templates) or None
+            with self._group("corrector", CorrectorWorker, aligner, to_plain(self.cfg.model.aligner),
+                             to_plain(self.cfg.correct), templates) as g:
                 outs = g.map_shards("correct", [(r["prompt"], r["answer"]) for r in answers],
                                     what=f"round {k} correct", on_progress=self._progress("correct"))
                 provenance = g.call_all("provenance")[0]

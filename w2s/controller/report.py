@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from w2s.controller.rundir import atomic_write_text
+from w2s.data.files import atomic_write_text
 
 
 def latest_metrics(run_dir: Path) -> list[dict[str, Any]]:

@@ -32,7 +32,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from w2s import __version__
-from w2s.data.files import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl  # noqa: F401
+from w2s.data.files import append_jsonl, atomic_write_json, atomic_write_text
 from w2s.errors import RunDirError
 
 MANIFEST = "manifest.json"
@@ -55,6 +55,11 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def to_plain(node: Any) -> Any:
+    """A config node as plain Python (dicts, lists, scalars), e.g. to send to an actor or to hash."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
 def _changes(value: Any, default: Any) -> Any:
     """The parts of ``value`` that differ from ``default`` (nested dicts compared key by key)."""
     if isinstance(value, dict) and isinstance(default, dict):
@@ -73,10 +78,7 @@ def config_hash(cfg: DictConfig, keys: list[str]) -> str:
 
     defaults = OmegaConf.structured(W2SConfig)
 
-    def plain(node: Any) -> Any:
-        return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
-
-    parts = {k: _changes(plain(OmegaConf.select(cfg, k)), plain(OmegaConf.select(defaults, k))) for k in keys}
+    parts = {k: _changes(to_plain(OmegaConf.select(cfg, k)), to_plain(OmegaConf.select(defaults, k))) for k in keys}
     parts = {k: v for k, v in parts.items() if v is not _ABSENT}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -100,6 +102,8 @@ class RunDir:
         self.cfg = cfg
         self.fork = cfg.run.resume == "fork"
         self._forked_from: str | None = None  # the first stage redone in fork mode; everything after is redone
+        self._cluster_info: dict[str, Any] = {}
+        self._tb: Any = None  # TensorBoard writer, opened on the first metrics
 
     # -- set-up
     def open(self, *, recipe: str, overrides: list[str]) -> bool:
@@ -176,7 +180,7 @@ class RunDir:
         append_jsonl(self.path / "metrics.jsonl", {"round": round_index, "stage": stage, **metrics,
                                                    "time": time.strftime("%Y-%m-%d %H:%M:%S")})
         if self.cfg.log.tensorboard:
-            if getattr(self, "_tb", None) is None:
+            if self._tb is None:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self._tb = SummaryWriter(str(self.path / "tensorboard" / "rounds"))
@@ -204,4 +208,4 @@ class RunDir:
 
     def record_placements(self, actors: list[dict[str, Any]]) -> None:
         """Where every role actor of this attempt ran (RUN_DIR/cluster.json)."""
-        atomic_write_json(self.path / "cluster.json", {**getattr(self, "_cluster_info", {}), "actors": actors})
+        atomic_write_json(self.path / "cluster.json", {**self._cluster_info, "actors": actors})

@@ -24,8 +24,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from w2s.controller.loop import Loop, _plain, read_prompts
-from w2s.controller.rundir import RunDir, append_jsonl, read_jsonl, say, write_jsonl
+from w2s.controller.loop import Loop, read_prompts
+from w2s.controller.rundir import RunDir, say, to_plain
+from w2s.data.files import append_jsonl, read_jsonl, write_jsonl
 from w2s.errors import DataError
 from w2s.popalign.strategies import CHOSEN, REJECTED, SLOTS, PairJob, ParseError, Request, make_builder
 
@@ -39,12 +40,12 @@ DROP_REASONS = ["unparsed", "empty", "truncated", "identical", "near_identical",
 def model_specs(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     """The model config (as a dict) of each role; empty paths fall back as the schema's help says."""
     p = cfg.popalign.models
-    gen = _plain(p.generator) if p.generator.path else _plain(cfg.model.strong)
+    gen = to_plain(p.generator) if p.generator.path else to_plain(cfg.model.strong)
     return {"generator": gen,
-            "larger": _plain(p.larger) if p.larger.path else gen,
-            "higher": _plain(p.higher) if p.higher.path else gen,
-            "smaller": _plain(p.smaller), "lower": _plain(p.lower),
-            "aligner": _plain(cfg.model.aligner)}
+            "larger": to_plain(p.larger) if p.larger.path else gen,
+            "higher": to_plain(p.higher) if p.higher.path else gen,
+            "smaller": to_plain(p.smaller), "lower": to_plain(p.lower),
+            "aligner": to_plain(cfg.model.aligner)}
 
 
 def _model_id(spec: dict[str, Any]) -> str:
@@ -94,8 +95,8 @@ class Build:
         self.loads: Counter[str] = Counter()
 
     def key_of(self, req: Request) -> str:
-        extra = ({"sampling": self.sampling["aligner"], "correct": _plain(self.cfg.correct),
-                  "templates": _plain(self.cfg.aligner.templates)} if req.model == "aligner"
+        extra = ({"sampling": self.sampling["aligner"], "correct": to_plain(self.cfg.correct),
+                  "templates": to_plain(self.cfg.aligner.templates)} if req.model == "aligner"
                  else {"sampling": self.sampling["chat"], "seed": self.seed})
         data = {**req.key_data(), "model": _model_id(self.specs[req.model]), **extra}
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:32]
@@ -136,12 +137,13 @@ class Build:
                     say(f"popalign: loading {spec['path']} for {', '.join(roles)} ({len(todo)} request(s) ready)")
                     self.loads[f"{'corrector' if gid == 'aligner' else 'generator'}:{spec['path']}"] += 1
                     if gid == "aligner":
+                        templates = to_plain(self.cfg.aligner.templates) or None
                         group = self.loop._group("corrector", CorrectorWorker, spec["path"], spec,
-                                                 _plain(self.cfg.correct), _plain(self.cfg.aligner.templates) or None)
+                                                 to_plain(self.cfg.correct), templates)
                         self.aligner_provenance = group.call_all("provenance")[0]
                     else:
                         group = self.loop._group("generator", GeneratorWorker, spec["path"], spec,
-                                                 _plain(self.cfg.popalign.generate))
+                                                 to_plain(self.cfg.popalign.generate))
                 items = list(todo.items())
                 size = int(self.cfg.popalign.output.chunk_requests)
                 for lo in range(0, len(items), size):
@@ -261,7 +263,7 @@ def contrast_accuracy(rows: list[dict], references: dict[str, str], cfg: DictCon
         n = int(j.max_pairs_per_strategy) or len(group)
         sample += random.Random(f"{cfg.run.seed}-judge-{name}").sample(group, min(n, len(group)))
     triples = [(r["prompt"], r[s], references.get(r["prompt_id"], "")) for r in sample for s in SLOTS]
-    with loop._group("judge", JudgeWorker, _plain(j)) as g:
+    with loop._group("judge", JudgeWorker, to_plain(j)) as g:
         scores = g.map_shards("score", triples, what="popalign judge")
     result: dict[str, dict] = {}
     for i, r in enumerate(sample):

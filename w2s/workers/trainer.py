@@ -27,8 +27,9 @@ class TrainerWorker(RoleActorMixin):
         gpu_ids = ray.get_gpu_ids()
         os.environ.update({"MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port), "RANK": str(rank),
                            "WORLD_SIZE": str(world_size),
-                           # Ray sets CUDA_VISIBLE_DEVICES per actor, so each rank sees its GPU as device 0.
-                           "LOCAL_RANK": "0" if gpu_ids else ("-1" if world_size == 1 else "0")})
+                           # Ray sets CUDA_VISIBLE_DEVICES per actor, so each rank sees its GPU as device 0; -1 tells
+                           # OpenRLHF a lone CPU rank is not distributed at all.
+                           "LOCAL_RANK": "-1" if not gpu_ids and world_size == 1 else "0"})
         from w2s.compat.cpu import apply
 
         apply()
