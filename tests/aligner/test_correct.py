@@ -153,3 +153,19 @@ def test_template_echo_is_cut_from_corrections():
     assert strip_template_echo("Be kind to yourself.\n##Correction:  ASS") == ("Be kind to yourself.\n", True)
     assert strip_template_echo("Paris. BEGINNING OF CONVERSATION: USER:") == ("Paris. ", True)
     assert strip_template_echo("A plain answer.") == ("A plain answer.", False)
+
+
+def test_a_second_writer_of_the_same_output_is_refused(corrector, answers, tmp_path):
+    from tests.data.test_files import _holder
+
+    out = tmp_path / "out.jsonl"
+    holder = _holder(tmp_path / ".out.jsonl.lock")  # what a running `w2s aligner correct` holds
+    try:
+        with pytest.raises(W2SError, match=rf"{out} is being written by pid {holder.pid}"):
+            _run(corrector, answers, out)
+        assert not out.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    _run(corrector, answers, out)
+    assert len(_ids(out)) == len(ROWS)

@@ -18,6 +18,7 @@ from typing import Any
 
 from w2s.aligner import METADATA_FILE
 from w2s.aligner.templates import Template, get_template, render, resolve_instruction, template_from_dict
+from w2s.data.files import WriterLock
 from w2s.data.text import distance_stats, edit_distance, normalized_edit_distance
 from w2s.errors import DataError, W2SError
 
@@ -252,63 +253,65 @@ def correct_file(aligner_path: str, input_path: str, output_path: str, *, model_
 
     out = Path(output_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    owned = corrector is None
-    corrector = corrector or Corrector(aligner_path, model_cfg, correct_cfg, user_templates=user_templates)
-    try:
-        provenance = corrector.provenance
-        done_rows, good_bytes = scan_output(out)
-        _check_same_run(out, done_rows, provenance)
-        if out.exists() and out.stat().st_size != good_bytes:
-            with open(out, "r+b") as f:  # cut off the partial line an interrupted write left
-                f.truncate(good_bytes)
-        done = {_id_key(r.get("id")) for r in done_rows}
-        todo = [(i, row) for i, row in enumerate(data.rows) if _id_key(row["id"]) not in done]
-        base_seed = int(seed if seed is not None else (corrector.sampling["seed"] or 42))
-        chunk = max(1, int(getattr(correct_cfg, "batch_prompts_per_actor", 8) or 8))
-        bar = None
-        if progress:
-            from tqdm import tqdm
+    # One writer per output: a second process resuming the same file would duplicate every row it corrects.
+    with WriterLock(out.with_name(f".{out.name}.lock"), f"{out}"):
+        owned = corrector is None
+        corrector = corrector or Corrector(aligner_path, model_cfg, correct_cfg, user_templates=user_templates)
+        try:
+            provenance = corrector.provenance
+            done_rows, good_bytes = scan_output(out)
+            _check_same_run(out, done_rows, provenance)
+            if out.exists() and out.stat().st_size != good_bytes:
+                with open(out, "r+b") as f:  # cut off the partial line an interrupted write left
+                    f.truncate(good_bytes)
+            done = {_id_key(r.get("id")) for r in done_rows}
+            todo = [(i, row) for i, row in enumerate(data.rows) if _id_key(row["id"]) not in done]
+            base_seed = int(seed if seed is not None else (corrector.sampling["seed"] or 42))
+            chunk = max(1, int(getattr(correct_cfg, "batch_prompts_per_actor", 8) or 8))
+            bar = None
+            if progress:
+                from tqdm import tqdm
 
-            bar = tqdm(total=len(data.rows), initial=len(data.rows) - len(todo), desc="correct", unit="row",
-                       dynamic_ncols=True)
-        start, new_tokens = time.perf_counter(), 0
-        with open(out, "ab") as f:
-            for b in range(0, len(todo), chunk):
-                batch = todo[b:b + chunk]
-                rows = [row for _, row in batch]
-                corrections = corrector.correct([r[q_key] for r in rows], [r[a_key] for r in rows],
-                                                seed=base_seed + batch[0][0])
-                lines = []
-                for row, corr in zip(rows, corrections, strict=True):
-                    prov = {**provenance, "seed": base_seed + batch[0][0], "prompt_tokens": corr.prompt_tokens,
-                            "completion_tokens": corr.completion_tokens, "finish_reason": corr.finish_reason}
-                    lines.append(json.dumps({**row, out_key: corr.text, PROVENANCE_KEY: prov}, ensure_ascii=False))
-                    new_tokens += corr.prompt_tokens + corr.completion_tokens
-                f.write(("\n".join(lines) + "\n").encode("utf-8"))
-                f.flush()
-                os.fsync(f.fileno())
-                if bar is not None:
-                    elapsed = max(time.perf_counter() - start, 1e-9)
-                    bar.update(len(batch))
-                    bar.set_postfix(rows_s=f"{(b + len(batch)) / elapsed:.2f}", tok_s=f"{new_tokens / elapsed:.1f}")
-        if bar is not None:
-            bar.close()
-        elapsed = time.perf_counter() - start
-    finally:
-        if owned:
-            corrector.close()
+                bar = tqdm(total=len(data.rows), initial=len(data.rows) - len(todo), desc="correct", unit="row",
+                           dynamic_ncols=True)
+            start, new_tokens = time.perf_counter(), 0
+            with open(out, "ab") as f:
+                for b in range(0, len(todo), chunk):
+                    batch = todo[b:b + chunk]
+                    rows = [row for _, row in batch]
+                    corrections = corrector.correct([r[q_key] for r in rows], [r[a_key] for r in rows],
+                                                    seed=base_seed + batch[0][0])
+                    lines = []
+                    for row, corr in zip(rows, corrections, strict=True):
+                        prov = {**provenance, "seed": base_seed + batch[0][0], "prompt_tokens": corr.prompt_tokens,
+                                "completion_tokens": corr.completion_tokens, "finish_reason": corr.finish_reason}
+                        lines.append(json.dumps({**row, out_key: corr.text, PROVENANCE_KEY: prov}, ensure_ascii=False))
+                        new_tokens += corr.prompt_tokens + corr.completion_tokens
+                    f.write(("\n".join(lines) + "\n").encode("utf-8"))
+                    f.flush()
+                    os.fsync(f.fileno())
+                    if bar is not None:
+                        elapsed = max(time.perf_counter() - start, 1e-9)
+                        bar.update(len(batch))
+                        bar.set_postfix(rows_s=f"{(b + len(batch)) / elapsed:.2f}", tok_s=f"{new_tokens / elapsed:.1f}")
+            if bar is not None:
+                bar.close()
+            elapsed = time.perf_counter() - start
+        finally:
+            if owned:
+                corrector.close()
 
-    all_rows, _ = scan_output(out)
-    stats = correction_stats(all_rows, a_key, out_key)
-    stats.update({"input": data.source, "output": str(out), "input_rows": len(data.rows),
-                  "skipped_input_rows": data.skipped, "input_problems": data.problems[:20],
-                  "resumed_rows": len(done), "new_rows": len(todo), "seconds": round(elapsed, 3),
-                  "rows_per_s": len(todo) / elapsed if elapsed > 0 else 0.0,
-                  "tokens_per_s": new_tokens / elapsed if elapsed > 0 else 0.0, **{"provenance": provenance}})
-    stats_path(out).write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    if echo is not None:
-        echo(format_stats(stats))
-    return stats
+        all_rows, _ = scan_output(out)
+        stats = correction_stats(all_rows, a_key, out_key)
+        stats.update({"input": data.source, "output": str(out), "input_rows": len(data.rows),
+                      "skipped_input_rows": data.skipped, "input_problems": data.problems[:20],
+                      "resumed_rows": len(done), "new_rows": len(todo), "seconds": round(elapsed, 3),
+                      "rows_per_s": len(todo) / elapsed if elapsed > 0 else 0.0,
+                      "tokens_per_s": new_tokens / elapsed if elapsed > 0 else 0.0, **{"provenance": provenance}})
+        stats_path(out).write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        if echo is not None:
+            echo(format_stats(stats))
+        return stats
 
 
 def format_stats(stats: Mapping[str, Any]) -> str:

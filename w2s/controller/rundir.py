@@ -32,7 +32,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from w2s import __version__
-from w2s.data.files import append_jsonl, atomic_write_json, atomic_write_text
+from w2s.data.files import WriterLock, append_jsonl, atomic_write_json, atomic_write_text
 from w2s.errors import RunDirError
 
 MANIFEST = "manifest.json"
@@ -104,11 +104,14 @@ class RunDir:
         self._forked_from: str | None = None  # the first stage redone in fork mode; everything after is redone
         self._cluster_info: dict[str, Any] = {}
         self._tb: Any = None  # TensorBoard writer, opened on the first metrics
+        self._lock: WriterLock | None = None
 
     # -- set-up
     def open(self, *, recipe: str, overrides: list[str]) -> bool:
         """Create or reopen the run directory; returns True when resuming an existing run."""
         existing = (self.path / "run.json").exists()
+        # One driver per run directory, held until this process exits.
+        self._lock = WriterLock(self.path / ".w2s.lock", f"run directory {self.path}").acquire()
         if existing and self.cfg.run.resume == "never":
             raise RunDirError(f"{self.path} already holds a run and run.resume=never; choose another run.dir, "
                               "or run.resume=auto to continue it")

@@ -65,3 +65,52 @@ def append_jsonl(path: str | os.PathLike, row: dict[str, Any]) -> None:
         f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+class WriterLock:
+    """One writer at a time for a run directory or an output file: an exclusive ``flock`` on ``PATH``, which
+    the kernel releases when the holding process exits, however it exits (no stale lock after a SIGKILL).
+
+    The holder's host, pid and start time are written into the lock file, so that a second writer is told who
+    holds it. On network file systems without working ``flock`` the lock is advisory at best.
+    """
+
+    def __init__(self, path: str | os.PathLike, what: str):
+        self.path, self.what = Path(path), what
+        self._fd: int | None = None
+
+    def acquire(self) -> WriterLock:
+        import fcntl
+        import socket
+        import time
+
+        from w2s.errors import W2SError
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise W2SError(f"{self.what} is being written by {holder} (lock {self.path}); wait for that process to "
+                           "finish or stop it, or choose another output") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+                  .encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __del__(self) -> None:  # a holder dropped without release(), like a file object
+        self.release()
+
+    def __enter__(self) -> WriterLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()

@@ -1,0 +1,76 @@
+"""w2s.data.files: atomic writes, JSON Lines read back, and one writer per path across processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from w2s.data.files import WriterLock, append_jsonl, read_jsonl, write_jsonl
+from w2s.errors import W2SError
+
+HOLD = ("import sys, time; from w2s.data.files import WriterLock; "
+        "lock = WriterLock(sys.argv[1], 'the thing').acquire(); print('held', flush=True); time.sleep(60)")
+
+
+def _holder(path):
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_second_writer_is_refused_with_the_holders_pid_and_host(tmp_path):
+    lock = tmp_path / "out.lock"
+    proc = _holder(lock)
+    try:
+        with pytest.raises(W2SError, match=rf"the thing is being written by pid {proc.pid} on {os.uname().nodename}"):
+            WriterLock(lock, "the thing").acquire()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_lock_is_released_when_the_holder_is_killed(tmp_path):
+    lock = tmp_path / "out.lock"
+    proc = _holder(lock)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with WriterLock(lock, "the thing"):  # no stale lock after a crash
+        pass
+
+
+def test_release_and_reacquire_in_one_process(tmp_path):
+    first = WriterLock(tmp_path / "x.lock", "x").acquire()
+    with pytest.raises(W2SError):
+        WriterLock(tmp_path / "x.lock", "x").acquire()
+    first.release()
+    WriterLock(tmp_path / "x.lock", "x").acquire().release()
+
+
+def test_jsonl_round_trip_and_partial_last_line(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    write_jsonl(path, [{"a": 1}, {"b": "é"}])
+    append_jsonl(path, {"c": 3})
+    with open(path, "a") as f:
+        f.write('{"d": ')  # a crash in the middle of an append
+    assert read_jsonl(path) == [{"a": 1}, {"b": "é"}, {"c": 3}]
+
+
+def test_two_drivers_on_one_run_dir(tmp_path):
+    """A second `w2s run` on a run directory in use stops at once, naming the first one's pid."""
+    run = tmp_path / "run"
+    proc = _holder(run / ".w2s.lock")
+    try:
+        t0 = time.time()
+        result = subprocess.run([sys.executable, "-m", "w2s.cli", "run", "tiny/dpo", f"run.dir={run}"],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert f"pid {proc.pid}" in result.stderr and str(run) in result.stderr
+        assert "ray:" not in result.stdout and time.time() - t0 < 60  # refused before any cluster started
+    finally:
+        proc.kill()
+        proc.wait()
