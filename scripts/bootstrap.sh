@@ -34,6 +34,12 @@ pip install -q --upgrade pip setuptools wheel
 step "installing torch (pinned in requirements/constraints.txt)"
 pip install -q -c requirements/constraints.txt torch
 
+if [[ "$EXTRAS" == *gpu* ]]; then
+  # flash-attn's setup.py imports torch (to find CUDA), so it cannot build in pip's isolated build env.
+  step "installing flash-attn (pinned; built against the CUDA torch above)"
+  pip install -q -c requirements/constraints.txt --no-build-isolation flash-attn
+fi
+
 step "installing w2s[$EXTRAS,dev] and its dependencies"
 # DeepSpeed is an sdist; with no CUDA it builds with every op disabled and JIT-compiles what it needs.
 DS_BUILD_OPS=0 pip install -q -c requirements/constraints.txt -e ".[$EXTRAS,dev]"

@@ -1,10 +1,12 @@
 """``w2s bench``: throughput numbers for the two hot paths, printed as a table.
 
-* ``w2s bench generate``: tokens/s and prompts/s of a generation backend at several batch sizes.
+* ``w2s bench generate``: engine start-up, tokens/s, prompts/s and peak memory of the generation backends side by
+  side (``--backend transformers,vllm``), the transformers backend at several batch sizes.
 * ``w2s bench train``: samples/s of OpenRLHF's SFT or DPO trainer through w2s's backend (in this process).
 
-Each prints peak resident memory too. Run them on an otherwise idle machine; numbers from a loaded machine mean
-little. They are benchmarks, not tests: nothing asserts on time.
+Each prints peak resident memory too (generation: of the whole process tree, vLLM's engine process
+included). Run them on an otherwise idle machine; numbers from a loaded machine mean little.
+They are benchmarks, not tests: nothing asserts on time.
 """
 
 from __future__ import annotations
@@ -26,7 +28,49 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_generate(args: argparse.Namespace) -> list[dict[str, Any]]:
+class TreeMemory:
+    """Peak resident memory of this process and its children (vLLM runs its engine in a child process), sampled
+    every 0.2 s in a thread."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> float:
+        import psutil
+
+        me = psutil.Process()
+        total = 0
+        for p in [me, *me.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:  # exited between listing and reading
+                pass
+        return total / 2**20
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            self.peak_mb = max(self.peak_mb, self._sample())
+
+    def __enter__(self) -> TreeMemory:
+        self.peak_mb = self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def bench_generate_one(args: argparse.Namespace, backend: str) -> list[dict[str, Any]]:
+    """One backend in this process: engine start-up once, then each batch size on the same prompts.
+
+    vLLM schedules its own batches, so it is measured once with every prompt submitted together (``batch``
+    says ``all``); the transformers backend is measured at each ``--batch`` size.
+    """
     from omegaconf import OmegaConf
 
     from w2s.config.schema import ModelConfig, SamplingConfig
@@ -34,20 +78,46 @@ def bench_generate(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     rows = []
     model_cfg = OmegaConf.structured(ModelConfig(path=args.model, dtype=args.dtype))
-    for batch in args.batch:
-        sampling = OmegaConf.structured(SamplingConfig(backend=args.backend, max_new_tokens=args.max_new_tokens,
-                                                       temperature=0.0, batch_prompts_per_actor=batch))
-        gen = make_generator(args.model, model_cfg, sampling)
-        prompts = [render_chat(gen.tokenizer, PROMPTS[i % len(PROMPTS)]) for i in range(args.prompts)]
-        gen.generate(prompts[:batch], sampling, seed=0)  # warm-up: first-call allocations
+    batches: list[int | str] = list(args.batch) if backend == "transformers" else ["all"]
+    with TreeMemory() as mem:
         t0 = time.perf_counter()
-        outs = gen.generate(prompts, sampling, seed=0)
-        secs = time.perf_counter() - t0
-        tokens = sum(o.completion_tokens for o in outs)
-        rows.append({"backend": args.backend, "batch": batch, "prompts": len(prompts), "new_tokens": tokens,
-                     "seconds": round(secs, 2), "tokens_per_s": round(tokens / secs, 1),
-                     "prompts_per_s": round(len(prompts) / secs, 2), "peak_rss_mb": round(peak_rss_mb())})
+        sampling = OmegaConf.structured(SamplingConfig(backend=backend, max_new_tokens=args.max_new_tokens,
+                                                       temperature=0.0))
+        gen = make_generator(args.model, model_cfg, sampling)
+        startup = time.perf_counter() - t0
+        prompts = [render_chat(gen.tokenizer, PROMPTS[i % len(PROMPTS)]) for i in range(args.prompts)]
+        for batch in batches:
+            size = len(prompts) if batch == "all" else int(batch)
+            sampling.batch_prompts_per_actor = size
+            gen.generate(prompts[:size], sampling, seed=0)  # warm-up: first-call allocations, compiled kernels
+            t1 = time.perf_counter()
+            outs = gen.generate(prompts, sampling, seed=0)
+            secs = time.perf_counter() - t1
+            tokens = sum(o.completion_tokens for o in outs)
+            rows.append({"backend": backend, "batch": batch, "prompts": len(prompts), "new_tokens": tokens,
+                         "startup_s": round(startup, 1), "seconds": round(secs, 2),
+                         "tokens_per_s": round(tokens / secs, 1), "prompts_per_s": round(len(prompts) / secs, 2)})
         gen.close()
+    for r in rows:
+        r["peak_mem_mb"] = round(mem.peak_mb)
+    return rows
+
+
+def bench_generate(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every backend of ``--backend`` on the same prompts; each in its own process when there are several, so
+    that start-up and peak memory are each backend's own."""
+    if len(args.backend) == 1:
+        return bench_generate_one(args, args.backend[0])
+    import subprocess
+    import sys
+
+    rows = []
+    for backend in args.backend:
+        argv = [sys.executable, "-m", "w2s.cli", "bench", "generate", "--json", "--backend", backend,
+                "--model", args.model, "--dtype", args.dtype, "--prompts", str(args.prompts),
+                "--batch", ",".join(map(str, args.batch)), "--max-new-tokens", str(args.max_new_tokens)]
+        out = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True).stdout
+        rows += json.loads(out[out.index("["):])
     return rows
 
 
@@ -98,12 +168,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backends(text: str) -> list[str]:
+    names = [b.strip() for b in text.split(",") if b.strip()]
+    bad = [b for b in names if b not in ("transformers", "vllm")]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown backend(s) {bad or text!r}: choose from transformers, vllm")
+    return names
+
+
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("bench", help="measure generation tokens/s or training samples/s",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["generate", "train"])
     p.add_argument("--model", default="asset:smollm2", help="model path or asset (default asset:smollm2)")
-    p.add_argument("--backend", default="transformers", choices=["transformers", "vllm"], help="generate only")
+    p.add_argument("--backend", default=["transformers"], type=_backends,
+                   help="generate: comma-separated backends measured side by side (transformers,vllm)")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     p.add_argument("--prompts", type=int, default=32, help="generate: prompts per measurement")
     p.add_argument("--batch", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 16],

@@ -88,12 +88,20 @@ def _check_sampling(key: str, s: Any, role_key: str, role: Any, issues: list[Con
     if s.batch_prompts_per_actor < 1:
         issues.append(ConfigIssue(f"{key}.batch_prompts_per_actor", s.batch_prompts_per_actor, "must be at least 1",
                                   ""))
-    if s.backend == "vllm" and role is not None and role.num_gpus_per_actor < s.tensor_parallel_size:
+    if s.tensor_parallel_size < 1:
+        issues.append(ConfigIssue(f"{key}.tensor_parallel_size", s.tensor_parallel_size, "must be at least 1", ""))
+    gpus = role.num_gpus_per_actor if role is not None else 0
+    # An engine owns the GPUs of its actor, one per tensor-parallel rank (on CPU, vLLM's CPU build runs the
+    # engine on the actor's cores instead). A fractional GPU is a shared device for a one-GPU engine.
+    if s.backend == "vllm" and gpus > 0 and gpus != s.tensor_parallel_size and not (gpus < 1 and
+                                                                                    s.tensor_parallel_size == 1):
         issues.append(ConfigIssue(
-            f"{key}.backend", s.backend,
-            f"vLLM runs on GPUs: each {role_key} actor needs tensor_parallel_size={s.tensor_parallel_size} GPU(s) "
-            f"but {role_key}.num_gpus_per_actor={role.num_gpus_per_actor}",
-            f"set {role_key}.num_gpus_per_actor={s.tensor_parallel_size}, or {key}.backend=transformers on CPU"))
+            f"{key}.tensor_parallel_size", s.tensor_parallel_size,
+            f"each vLLM engine runs in one {role_key} actor on that actor's GPUs, but {role_key}.num_gpus_per_actor="
+            f"{gpus:g}",
+            f"set {role_key}.num_gpus_per_actor={s.tensor_parallel_size} (one GPU per tensor-parallel rank), or "
+            f"{key}.tensor_parallel_size={gpus:g}" if gpus >= 1 else
+            f"set {role_key}.num_gpus_per_actor={s.tensor_parallel_size}"))
 
 
 def _check_attention(key: str, model: Any, gpus: float, issues: list[ConfigIssue]) -> None:

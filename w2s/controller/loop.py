@@ -121,7 +121,8 @@ class Loop:
         return report
 
     def generate(self, model_path: str, prompts: list[Prompt], sampling: Any, seed: int,
-                 what: str) -> list[Generation]:
+                 what: str, rec: dict[str, Any] | None = None) -> list[Generation]:
+        """Answers of ``model_path`` to ``prompts``; the engine that served them goes to ``rec``'s provenance."""
         from w2s.workers.generator import GeneratorWorker
 
         t0 = time.time()
@@ -129,9 +130,12 @@ class Loop:
                          to_plain(sampling)) as g:
             outs = g.map_shards("generate", [p.prompt for p in prompts], seed, what=what,
                                 on_progress=self._progress(what))
+            engine = g.call_all("engine")[0]
+        if rec is not None:
+            rec.setdefault("provenance", {})["engine"] = engine
         tokens = sum(o.completion_tokens for o in outs)
         say(f"{what}: {len(outs)} answers, {tokens} tokens in {time.time() - t0:.1f} s "
-            f"({tokens / max(time.time() - t0, 1e-9):.1f} tokens/s incl. model load)")
+            f"({tokens / max(time.time() - t0, 1e-9):.1f} tokens/s incl. model load, {engine['backend']})")
         return outs
 
     def train(self, function: str, section: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -198,7 +202,7 @@ class Loop:
             return read_jsonl(self.rd.output(done, "scores"))
         with self.rd.stage(stage_dir, keys, round_index=round_index, name="eval-answers") as rec:
             outs = self.generate(policy, eval_prompts, self.cfg.eval.generate, int(self.cfg.run.seed),
-                                 f"round {round_index} eval answers ({label})")
+                                 f"round {round_index} eval answers ({label})", rec)
             with self._group("judge", JudgeWorker, to_plain(self.cfg.eval.judge)) as j:
                 scores = j.map_shards("score", [(p.prompt, o.text, p.reference)
                                                 for p, o in zip(eval_prompts, outs)], what="judge")
@@ -247,9 +251,9 @@ class Loop:
         with self.rd.stage(stage_dir, KEYS_GENERATE, round_index=k, name="generate") as rec:
             t0 = time.time()
             outs = self.generate(policy, prompts, self.cfg.generate, int(self.cfg.run.seed) + 1000 * k,
-                                 f"round {k} generate")
+                                 f"round {k} generate", rec)
             rows = [{"id": p.id, "prompt": p.prompt, "answer": o.text, "completion_tokens": o.completion_tokens,
-                     "policy": policy} for p, o in zip(prompts, outs)]
+                     "finish_reason": o.finish_reason, "policy": policy} for p, o in zip(prompts, outs)]
             write_jsonl(stage_dir / "answers.jsonl", rows)
             rec["outputs"]["answers"] = stage_dir / "answers.jsonl"
             secs = time.time() - t0
@@ -276,7 +280,8 @@ class Loop:
                 outs = g.map_shards("correct", [(r["prompt"], r["answer"]) for r in answers],
                                     what=f"round {k} correct", on_progress=self._progress("correct"))
                 provenance = g.call_all("provenance")[0]
-            rows = [{**r, "correction": o.text} for r, o in zip(answers, outs)]
+            rows = [{**r, "correction": o.text, "correction_finish_reason": o.finish_reason}
+                    for r, o in zip(answers, outs)]
             write_jsonl(stage_dir / "corrections.jsonl", rows)
             dists = [normalized_edit_distance(r["answer"], r["correction"]) for r in rows]
             rec["outputs"]["corrections"] = stage_dir / "corrections.jsonl"

