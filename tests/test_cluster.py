@@ -5,15 +5,20 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
+import pytest
+import ray
 from omegaconf import OmegaConf
 
-from w2s.cluster import RayCluster
+from w2s.cluster import STOP, RayCluster, RoleGroup, StopRequested, wait_all
 from w2s.config.schema import ClusterConfig
+from w2s.errors import ClusterError, WorkerError
 
 
 def test_private_instance_ignores_a_cluster_already_running_here(monkeypatch):
@@ -51,26 +56,134 @@ def test_private_instance_ignores_a_cluster_already_running_here(monkeypatch):
         shutil.rmtree(short, ignore_errors=True)
 
 
-def test_role_group_places_shards_and_reports_a_dead_actor(monkeypatch):
-    import pytest
+def _probe_class() -> type:
+    from w2s.cluster import RoleActorMixin
 
-    from w2s.cluster import RoleActorMixin, RoleGroup
-    from w2s.errors import WorkerError
-
-    class Fragile(RoleActorMixin):  # defined here so Ray ships it by value to the actors
+    class Probe(RoleActorMixin):  # defined in a function so Ray ships it by value to the actors
         def crash(self, items):
             os._exit(3)
 
         def echo(self, items):
             return [x * 2 for x in items]
 
-    cfg = OmegaConf.structured(ClusterConfig(num_cpus=2))
-    role = OmegaConf.create({"num_actors": 2, "num_cpus_per_actor": 1, "num_gpus_per_actor": 0})
-    with RayCluster(cfg), RoleGroup("corrector", Fragile, role, strategy="PACK", timeout_s=60) as group:
-        assert group.map_shards("echo", [1, 2, 3]) == [2, 4, 6]  # contiguous shards, results in order
-        assert {p["rank"] for p in group.placements()} == {0, 1}
-        with pytest.raises(WorkerError) as e:
-            group.map_shards("crash", [1, 2], what="round 1 correct")
+        def env(self):
+            import ray
+
+            keys = ("VLLM_RAY_BUNDLE_INDICES", "VLLM_RAY_PER_WORKER_GPUS", "TOKENIZERS_PARALLELISM")
+            return {k: os.environ.get(k) for k in keys}, [int(g) for g in ray.get_gpu_ids()]
+
+        def worker_gpus(self):
+            """What vLLM's ray executor does: one 1-GPU worker per listed bundle of the captured group."""
+            import ray
+            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+            @ray.remote(num_cpus=0, num_gpus=float(os.environ["VLLM_RAY_PER_WORKER_GPUS"]))
+            def worker():
+                return [int(g) for g in ray.get_gpu_ids()], ray.get_runtime_context().get_node_id()
+
+            pg = ray.util.get_current_placement_group()
+            out = []
+            for b in os.environ["VLLM_RAY_BUNDLE_INDICES"].split(","):  # one at a time: one worker process
+                strategy = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=int(b))
+                out.append(ray.get(worker.options(scheduling_strategy=strategy).remote()))
+            return out
+
+        def sleep(self, seconds):
+            time.sleep(seconds)
+            return seconds
+
+    return Probe
+
+
+def _role(n, cpus, gpus):
+    return OmegaConf.create({"num_actors": n, "num_cpus_per_actor": cpus, "num_gpus_per_actor": gpus})
+
+
+@pytest.mark.slow
+class TestRoleGroups:
+    """Role groups on one private Ray instance with 8 logical GPUs (none physical), shared by this class."""
+
+    @pytest.fixture(scope="class")
+    def ray8(self):
+        with RayCluster(OmegaConf.structured(ClusterConfig(num_cpus=2, num_gpus=8))) as cluster:
+            yield cluster
+
+    def test_role_group_places_shards_and_reports_a_dead_actor(self, ray8):
+        with RoleGroup("corrector", _probe_class(), _role(2, 0.25, 0), strategy="PACK", timeout_s=60) as group:
+            assert group.map_shards("echo", [1, 2, 3]) == [2, 4, 6]  # contiguous shards, results in order
+            assert {p["rank"] for p in group.placements()} == {0, 1}
+            with pytest.raises(WorkerError) as e:
+                group.map_shards("crash", [1, 2], what="round 1 correct")
+            message = str(e.value)
+            assert "round 1 correct" in message and "corrector rank" in message and "died" in message
+            assert "pid" in message and "logs" in message
+
+    def test_tensor_parallel_actors_get_one_gpu_bundles_and_vllm_env(self, ray8):
+        with RoleGroup("generator", _probe_class(), _role(2, 0.25, 2), strategy="PACK", timeout_s=60) as group:
+            (env0, gpus0), (env1, gpus1) = group.call_all("env")
+            for env in (env0, env1):
+                assert env == {"VLLM_RAY_BUNDLE_INDICES": "0,1", "VLLM_RAY_PER_WORKER_GPUS": "1",
+                               "TOKENIZERS_PARALLELISM": "false"}  # merged with the driver's job env
+            assert gpus0 == gpus1 == []  # the engine actor holds no GPU: its workers do
+            assert [len(pg.bundle_specs) for pg in group.pgs] == [2, 2]
+            assert group.pgs[0].bundle_specs == [{"CPU": 0.25, "GPU": 1.0}, {"GPU": 1.0}]
+            workers = group.actors[0].actor.worker_gpus.remote()
+            ((w0, node0), (w1, node1)) = wait_all([workers], group.actors[:1], what="workers", timeout_s=60)[0]
+            assert len(w0) == len(w1) == 1 and w0 != w1  # two distinct GPUs of the engine's own bundles
+            assert node0 == node1 == group.actors[0].where["node_id"]
+
+    def test_single_and_shared_gpu_actors_keep_one_bundle_each(self, ray8):
+        with RoleGroup("trainer", _probe_class(), _role(1, 0.25, 1), strategy="PACK", timeout_s=60) as whole, \
+                RoleGroup("judge", _probe_class(), _role(2, 0.25, 0.5), strategy="PACK", timeout_s=60) as shared:
+            ((env, gpus),) = whole.call_all("env")
+            assert env["VLLM_RAY_BUNDLE_INDICES"] is None and len(gpus) == 1
+            assert [len(pg.bundle_specs) for pg in whole.pgs] == [1]
+            assert shared.pgs[0].bundle_specs == [{"CPU": 0.25, "GPU": 0.5}] * 2
+            assert [len(g) for _, g in shared.call_all("env")] == [1, 1]
+
+    def test_placement_errors_name_the_fix(self, ray8):
+        # Three 3-GPU engines need 9 of the 8 GPUs: refused at once; the strategy is not the problem.
+        with pytest.raises(ClusterError) as e:
+            RoleGroup("generator", _probe_class(), _role(3, 0.25, 3), strategy="PACK", timeout_s=60)
+        text = str(e.value)
+        assert "3 actor(s) x 3 one-GPU bundles on one node (tensor parallel) need 9 GPUs" in text
+        assert "lower cluster.generator.num_actors to 2" in text and "placement_strategy" not in text
+        # Two actors on nodes of their own, on a one-node cluster: the strategy is the problem.
+        with pytest.raises(ClusterError) as e:
+            RoleGroup("judge", _probe_class(), _role(2, 0.25, 0), strategy="STRICT_SPREAD", timeout_s=2)
+        assert "use cluster.placement_strategy=PACK or SPREAD" in str(e.value)
+        assert ray.available_resources().get("GPU") == 8  # nothing left behind
+
+    def test_a_call_longer_than_the_liveness_timeout_succeeds_and_a_frozen_actor_fails(self, ray8):
+        # The 30 s cap only ends the test should liveness fail to catch the frozen actor.
+        with RoleGroup("trainer", _probe_class(), _role(1, 0.25, 0), strategy="PACK", timeout_s=30,
+                       liveness_s=2) as group:
+            t0 = time.monotonic()
+            assert group.call_all("sleep", 5, what="trainer train_sft") == [5]  # pings answered meanwhile
+            assert time.monotonic() - t0 >= 5
+            pid = group.actors[0].where["pid"]
+            os.kill(pid, signal.SIGSTOP)  # frozen: alive to Ray, answers nothing
+            try:
+                t0 = time.monotonic()
+                with pytest.raises(WorkerError) as e:
+                    group.call_all("sleep", 0, what="trainer train_sft")
+                assert 2 <= time.monotonic() - t0 < 10
+            finally:
+                os.kill(pid, signal.SIGCONT)
         message = str(e.value)
-        assert "round 1 correct" in message and "corrector rank" in message and "died" in message
-        assert "pid" in message and "logs" in message
+        assert f"trainer train_sft: trainer rank 0 on {socket.gethostname()}" in message
+        assert f"pid {pid}" in message and "liveness ping" in message and "cluster.liveness_timeout_s=2" in message
+        assert f"worker-*-{pid}." in message
+
+    def test_a_stop_request_interrupts_a_long_call(self, ray8):
+        with RoleGroup("trainer", _probe_class(), _role(1, 0.25, 0), strategy="PACK", timeout_s=0) as group:
+            timer = threading.Timer(1.0, STOP.set)
+            timer.start()
+            t0 = time.monotonic()
+            try:
+                with pytest.raises(StopRequested):
+                    group.call_all("sleep", 60, what="trainer train_dpo")
+                assert time.monotonic() - t0 < 5
+            finally:
+                timer.cancel()
+                STOP.clear()

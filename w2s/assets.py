@@ -184,4 +184,21 @@ def resolve_model_path(path: str, *, progress: Callable[[str], None] = print) ->
     from w2s.config.compose import resolve_path
 
     local = resolve_path(path)
-    return str(local) if local.exists() else path
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            from w2s.errors import W2SError
+
+            raise W2SError(f"{local} is not a model directory (no config.json); give a directory written by "
+                           "save_pretrained (or a trained w2s Aligner or policy), or a hub name")
+        return str(local)
+    if local.exists() or looks_local(path):
+        from w2s.errors import W2SError
+
+        what = "is a file, not a model directory" if local.exists() else "does not exist"
+        raise W2SError(f"model path {path} {what}; give a model directory, a hub name (ORG/NAME) or asset:NAME")
+    return path  # a hub name
+
+
+def looks_local(path: str) -> bool:
+    """A path that can only mean a local folder: absolute, ./ or ../ or ~, or more than a hub's ORG/NAME."""
+    return path.startswith(("/", "./", "../", "~")) or path.count("/") > 1

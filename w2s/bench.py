@@ -117,7 +117,8 @@ def bench_generate(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "--model", args.model, "--dtype", args.dtype, "--prompts", str(args.prompts),
                 "--batch", ",".join(map(str, args.batch)), "--max-new-tokens", str(args.max_new_tokens)]
         out = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True).stdout
-        rows += json.loads(out[out.index("["):])
+        # The table is the last line (libraries may print before it).
+        rows += json.loads(next(line for line in reversed(out.splitlines()) if line.startswith("[")))
     return rows
 
 
@@ -125,6 +126,7 @@ def bench_train(args: argparse.Namespace) -> list[dict[str, Any]]:
     from omegaconf import OmegaConf
 
     from w2s.assets import resolve_model_path
+    from w2s.backends import data as data_files
     from w2s.backends import openrlhf
     from w2s.config.schema import DPOConfig, SFTConfig
 
@@ -137,11 +139,11 @@ def bench_train(args: argparse.Namespace) -> list[dict[str, Any]]:
         answers = [f"Here is a short answer number {i}, with a few more words to make it realistic." for i in
                    range(args.rows)]
         if args.method == "sft":
-            openrlhf.write_sft_rows(data, [(PROMPTS[i % 8], a) for i, a in enumerate(answers)], chat=True)
+            data_files.write_sft_rows(data, [(PROMPTS[i % 8], a) for i, a in enumerate(answers)], chat=True)
             t0 = time.perf_counter()
             result = openrlhf.train_sft(cfg, model, str(data), str(Path(tmp) / "out"))
         else:
-            openrlhf.write_pair_rows(data, [(PROMPTS[i % 8], a, "No.") for i, a in enumerate(answers)])
+            data_files.write_pair_rows(data, [(PROMPTS[i % 8], a, "No.") for i, a in enumerate(answers)])
             t0 = time.perf_counter()
             result = openrlhf.train_dpo(cfg, model, model, str(data), str(Path(tmp) / "out"))
         secs = time.perf_counter() - t0
@@ -153,7 +155,7 @@ def bench_train(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def _print(rows: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows))
         return
     keys = list(rows[0])
     widths = [max(len(k), *(len(str(r[k])) for r in rows)) for k in keys]

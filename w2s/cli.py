@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from collections.abc import Callable
@@ -16,6 +17,7 @@ EXIT_CONFIG = 2
 _PLUGIN_PARSERS = [
     ("w2s.aligner.cli", "add_parser"),
     ("w2s.launch.slurm", "add_parser"),
+    ("w2s.launch.plan", "add_parser"),
     ("w2s.popalign.cli", "add_parser"),
     ("w2s.bench", "add_parser"),
 ]
@@ -136,6 +138,26 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     return parser, commands
 
 
+# What to do about the operating-system errors a user can cause (a path, a permission, a full disk).
+_OS_FIXES = {
+    errno.EACCES: "check the permissions of that path, or choose another location",
+    errno.EPERM: "check the permissions of that path, or choose another location",
+    errno.EROFS: "the file system is read-only; choose a writable location",
+    errno.ENOSPC: "the disk is full; free some space (or point run.dir / --output elsewhere) and re-run to resume",
+    errno.EDQUOT: "the disk quota is exceeded; free some space and re-run to resume",
+    errno.EISDIR: "give a file there, not a directory",
+    errno.ENOTDIR: "a part of that path is a file, not a directory",
+    errno.ENOENT: "check the path",
+}
+
+
+def os_error_message(e: OSError) -> str:
+    """One line: the path, what went wrong, and the fix."""
+    where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f) or "a file operation"
+    fix = _OS_FIXES.get(e.errno or -1, "")
+    return f"{where}: {e.strerror or e}" + (f"; {fix}" if fix else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, commands = build_parser()
@@ -152,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     except W2SError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"error: {os_error_message(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

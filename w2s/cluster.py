@@ -3,10 +3,18 @@
 * ``cluster.address`` empty: a private local Ray instance (``ray.init(address="local")``), never someone
   else's cluster on the same host; no dashboard unless asked; usage stats off; token auth off unless the
   environment says otherwise. ``auto`` or ``HOST:PORT``: join an existing cluster (the Slurm case).
-* Each role (generator, corrector, trainer, judge) is a :class:`RoleGroup`: its actors live in one
-  placement group whose bundles are the role's ``cluster.<role>`` resources.
-* Every remote wait goes through :func:`wait_all`: bounded by ``cluster.rpc_timeout_s``, interruptible by
-  SIGTERM/SIGUSR2, and an actor's death becomes a :class:`WorkerError` naming role, rank, node and logs.
+* Each role (generator, corrector, trainer, judge) is a :class:`RoleGroup`, laid out by :func:`role_layout`
+  (the one bundle computation, also used by ``w2s plan``): actors of at most one GPU share one placement
+  group with one bundle each (``cluster.placement_strategy``); an actor of N > 1 GPUs (a tensor-parallel
+  vLLM engine) gets its own STRICT_PACK group of N one-GPU bundles on one node, runs itself on the first
+  bundle without GPUs, captures its child tasks into the group, and finds its bundles in
+  ``VLLM_RAY_BUNDLE_INDICES`` / ``VLLM_RAY_PER_WORKER_GPUS`` (vLLM's ray executor refuses bundles of more
+  than one GPU, and its workers take one GPU each).
+* Every remote wait goes through :func:`wait_all`: interruptible by SIGTERM/SIGUSR2, bounded by liveness
+  (the actors waited on are pinged on a concurrency group of their own, so a ping is answered while a long
+  call runs; one that answers no ping for ``cluster.liveness_timeout_s`` is taken for hung), by
+  ``cluster.start_timeout_s`` while actors start, and by ``cluster.rpc_timeout_s`` when a total cap is set.
+  An actor's death or hang becomes a :class:`WorkerError` naming role, rank, node, pid and logs.
 """
 
 from __future__ import annotations
@@ -97,6 +105,165 @@ def session_log_dir() -> str:
         return "the Ray session's logs folder (ray/session_latest/logs under Ray's temp dir)"
 
 
+# ----------------------------------------------------------------------------------------------- layout
+LIVENESS_GROUP = "w2s_liveness"  # the actors' concurrency group for pings, apart from their work methods
+PLACEMENT_WAIT_S = 120.0  # how long a role's placement groups may take to become ready before it is refused
+DEFAULT_LIVENESS_S = 600.0  # ClusterConfig.liveness_timeout_s's default (for callers without a config)
+
+
+@dataclass(frozen=True)
+class ActorSlot:
+    """Where one actor of a role goes: placement group ``group``, running on ``bundle``, reserving ``bundles``."""
+
+    group: int
+    bundle: int
+    bundles: tuple[int, ...]
+    num_cpus: float
+    num_gpus: float
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RoleLayout:
+    """The placement groups of one role and the slot of each of its actors (see the module docstring)."""
+
+    role: str
+    key: str  # the config section the fixes name (cluster.<role>)
+    cpus_per_actor: float
+    gpus_per_actor: float
+    groups: tuple[tuple[tuple[dict[str, float], ...], str], ...]  # (bundles, strategy) per placement group
+    slots: tuple[ActorSlot, ...]
+
+    @property
+    def tensor_parallel(self) -> int:
+        """GPUs of one tensor-parallel actor (0: actors of at most one GPU, one bundle each)."""
+        return int(self.gpus_per_actor) if self.gpus_per_actor > 1 else 0
+
+    def total(self, resource: str) -> float:
+        return sum(b.get(resource, 0.0) for bundles, _ in self.groups for b in bundles)
+
+    def describe_actor(self) -> str:
+        return f"{self.gpus_per_actor:g} GPU(s) + {self.cpus_per_actor:g} CPU(s)"
+
+
+def role_layout(role: str, role_cfg: Any, strategy: str, *, key: str = "") -> RoleLayout:
+    """How ``cluster.<role>`` is placed with ``cluster.placement_strategy`` = ``strategy`` (``key``: the config
+    section to name in fixes, default ``cluster.<role>``).
+
+    Raises:
+        ClusterError: more than one GPU per actor that is not a whole number.
+    """
+    n, cpus, gpus = int(role_cfg.num_actors), float(role_cfg.num_cpus_per_actor), float(role_cfg.num_gpus_per_actor)
+    key = key or f"cluster.{role}"
+    if gpus <= 1:  # whole or shared GPUs: one bundle per actor, the actor reserves all of it
+        bundle = {"CPU": cpus} | ({"GPU": gpus} if gpus else {})
+        slots = tuple(ActorSlot(0, i, (i,), cpus, gpus) for i in range(n))
+        return RoleLayout(role, key, cpus, gpus, (((*(dict(bundle) for _ in range(n)),), strategy),), slots)
+    if gpus != int(gpus):
+        raise ClusterError(f"{key}.num_gpus_per_actor={gpus:g}: above 1, GPUs per actor must be a whole "
+                           "number (the GPUs of one tensor-parallel engine). Fix: use 1, 2, 4 or 8.")
+    k = int(gpus)
+    # The actor's CPUs sit on its first bundle; every bundle has one GPU for one of vLLM's workers (which
+    # reserve no CPU). STRICT_PACK: tensor parallelism needs its GPUs on one node.
+    first = {"CPU": cpus, "GPU": 1.0} if cpus else {"GPU": 1.0}
+    bundles = (first, *({"GPU": 1.0} for _ in range(k - 1)))
+    env = {"VLLM_RAY_BUNDLE_INDICES": ",".join(str(b) for b in range(k)), "VLLM_RAY_PER_WORKER_GPUS": "1"}
+    slots = tuple(ActorSlot(i, 0, tuple(range(k)), cpus, 0.0, env) for i in range(n))
+    return RoleLayout(role, key, cpus, gpus, tuple((tuple(dict(b) for b in bundles), "STRICT_PACK") for _ in range(n)),
+                      slots)
+
+
+def _node_resources() -> list[dict[str, float]]:
+    import ray
+
+    return [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+
+
+def _sum(values: list[float]) -> str:
+    """``8``, ``8+4 = 12`` or ``4 x 8 = 32``: per-node amounts and their total."""
+    if len(values) == 1:
+        return f"{values[0]:g}"
+    if len(set(values)) == 1:
+        return f"{len(values)} x {values[0]:g} = {sum(values):g}"
+    return f"{'+'.join(f'{v:g}' for v in values)} = {sum(values):g}"
+
+
+def placement_problem(layout: RoleLayout, strategy: str, placed: int = -1) -> str:
+    """Why ``layout`` does not fit the cluster Ray is connected to, with the arithmetic and the fix."""
+    import ray
+
+    nodes = _node_resources()
+    node_gpus = [float(r.get("GPU", 0)) for r in nodes]
+    node_cpus = [float(r.get("CPU", 0)) for r in nodes]
+    total_gpus, total_cpus, big = sum(node_gpus), sum(node_cpus), max(node_gpus, default=0.0)
+    n, key, k = len(layout.slots), layout.key, layout.tensor_parallel
+    need_gpus, need_cpus = layout.total("GPU"), layout.total("CPU")
+    shape = f"{k} one-GPU bundles on one node (tensor parallel)" if k else layout.describe_actor()
+    avail = ray.available_resources()
+    text = (f"cannot place the {layout.role} role: {n} actor(s) x {shape} need {need_gpus:g} GPUs and "
+            f"{need_cpus:g} CPUs; the cluster's {len(nodes)} node(s) have {_sum(node_gpus) if nodes else 0} GPUs and "
+            f"{_sum(node_cpus) if nodes else 0} CPUs (free now: {avail.get('GPU', 0):g} GPUs, "
+            f"{avail.get('CPU', 0):g} CPUs)")
+    if placed >= 0:
+        text += f"; {placed} of {len(layout.groups)} placement group(s) were placed"
+    if k and k > big:
+        fix = (f"a node has at most {big:g} GPUs: lower {key}.num_gpus_per_actor (and the tensor_parallel_size) to "
+               f"that, or use nodes with >= {k} GPUs")
+    elif need_gpus > total_gpus or need_cpus > total_cpus:
+        limits = [sum(int(g // k) for g in node_gpus) if k else int(total_gpus // layout.gpus_per_actor)
+                  ] if layout.gpus_per_actor else []
+        limits += [int(total_cpus // layout.cpus_per_actor)] if layout.cpus_per_actor else []
+        short = [f"{need:g} {what} needed, {there:g} there" for need, there, what in
+                 ((need_gpus, total_gpus, "GPUs"), (need_cpus, total_cpus, "CPUs")) if need > there]
+        fix = f"lower {key}.num_actors to {min(limits)} or its per-actor resources, or add nodes ({'; '.join(short)})"
+    elif not k and strategy == "STRICT_PACK":
+        fix = "use cluster.placement_strategy=PACK (STRICT_PACK puts all of a role's bundles on one node)"
+    elif not k and strategy == "STRICT_SPREAD":
+        fix = (f"use cluster.placement_strategy=PACK or SPREAD (STRICT_SPREAD puts each of the {n} actors on a "
+               f"node of its own; there are {len(nodes)})")
+    elif avail.get("GPU", 0) < need_gpus or avail.get("CPU", 0) < need_cpus:
+        fix = f"other placement groups or actors hold resources now: let them finish, or lower {key}.num_actors"
+    else:
+        fix = f"the actors do not pack onto the nodes: lower {key}.num_actors or its per-actor resources"
+    return f"{text}. Fix: {fix}."
+
+
+def place_role(layout: RoleLayout, strategy: str, *, timeout_s: float = PLACEMENT_WAIT_S) -> list[Any]:
+    """Create the placement groups of ``layout`` and wait until all are placed; returns them.
+
+    Raises:
+        ClusterError: they cannot all be placed within ``timeout_s`` (none is left behind), with the arithmetic.
+    """
+    import ray
+    from ray.util.placement_group import placement_group
+
+    nodes = _node_resources()
+    k = layout.tensor_parallel
+    # Beyond what the nodes have at all it can never be placed: say so now rather than after the wait.
+    if (k and k > max((r.get("GPU", 0) for r in nodes), default=0)
+            or layout.total("GPU") > sum(r.get("GPU", 0) for r in nodes)
+            or layout.total("CPU") > sum(r.get("CPU", 0) for r in nodes)):
+        raise ClusterError(placement_problem(layout, strategy))
+    pgs = [placement_group(list(bundles), strategy=strat, name="") for bundles, strat in layout.groups]
+    ready = [pg.ready() for pg in pgs]
+    done, _ = ray.wait(ready, num_returns=len(ready), timeout=timeout_s)
+    if len(done) < len(ready):
+        message = placement_problem(layout, strategy, placed=len(done))
+        remove_placement_groups(pgs)
+        raise ClusterError(message)
+    return pgs
+
+
+def remove_placement_groups(pgs: list[Any]) -> None:
+    import ray
+
+    for pg in pgs:
+        try:
+            ray.util.remove_placement_group(pg)
+        except Exception:  # already removed, or Ray is shutting down
+            pass
+
+
 # ----------------------------------------------------------------------------------------------- actors
 class RoleActorMixin:
     """Methods every role actor has (mixed into the worker classes)."""
@@ -118,50 +285,60 @@ class ActorHandle:
     rank: int
     actor: Any
     where: dict[str, Any] = field(default_factory=dict)
+    pingable: bool = False  # has the liveness concurrency group (actors started by a RoleGroup)
 
 
 class RoleGroup:
-    """``num_actors`` actors of one role, placed in one placement group."""
+    """``num_actors`` actors of one role, placed as :func:`role_layout` says.
+
+    Args:
+        timeout_s: Optional cap on every wait of the group (``cluster.rpc_timeout_s``; 0: none).
+        liveness_s: An actor answering no ping for this long is taken for hung (``cluster.liveness_timeout_s``).
+        start_timeout_s: Longest the actors' constructors (model loading) may take (``cluster.start_timeout_s``).
+    """
 
     def __init__(self, role: str, cls: type, role_cfg: Any, *, strategy: str, timeout_s: float,
+                 liveness_s: float = DEFAULT_LIVENESS_S, start_timeout_s: float = 3600.0,
                  init_args: tuple = (), init_kwargs: dict | None = None, env: dict[str, str] | None = None):
         import ray
-        from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        self.role, self.timeout_s = role, timeout_s
-        n, cpus, gpus = int(role_cfg.num_actors), float(role_cfg.num_cpus_per_actor), float(role_cfg.num_gpus_per_actor)
-        bundle = {"CPU": cpus} | ({"GPU": gpus} if gpus else {})
-        self.pg = placement_group([dict(bundle) for _ in range(n)], strategy=strategy, name="")
-        ready = self.pg.ready()
-        done, _ = ray.wait([ready], timeout=min(timeout_s, 120.0))
-        if not done:
-            avail = ray.available_resources()
-            ray.util.remove_placement_group(self.pg)
-            raise ClusterError(
-                f"cannot place the {role} role: {n} actor(s) x {bundle} ({strategy}) do not fit the cluster "
-                f"(available now: CPU {avail.get('CPU', 0):g}, GPU {avail.get('GPU', 0):g}). Lower "
-                f"cluster.{role}.num_actors or its per-actor resources, or use cluster.placement_strategy=PACK.")
-        remote_cls = ray.remote(cls)
+        self.role, self.timeout_s, self.liveness_s = role, timeout_s, liveness_s
+        self.layout = role_layout(role, role_cfg, strategy)
         self.actors: list[ActorHandle] = []
-        for rank in range(n):
-            opts: dict[str, Any] = {
-                "num_cpus": cpus, "num_gpus": gpus, "max_restarts": 0, "name": None,
-                "scheduling_strategy": PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=rank),
-            }
-            if env:
-                opts["runtime_env"] = {"env_vars": env}
-            actor = remote_cls.options(**opts).remote(*init_args, **(init_kwargs or {}))
-            self.actors.append(ActorHandle(role, rank, actor))
-        wheres = wait_all([a.actor.where.remote() for a in self.actors], self.actors, what=f"{role}: start",
-                          timeout_s=timeout_s)
+        self.pgs = place_role(self.layout, strategy, timeout_s=min(timeout_s or PLACEMENT_WAIT_S, PLACEMENT_WAIT_S))
+        try:
+            # A concurrency group of its own lets a ping be answered while a work method runs.
+            remote_cls = ray.remote(concurrency_groups={LIVENESS_GROUP: 1})(cls)
+            for rank, slot in enumerate(self.layout.slots):
+                opts: dict[str, Any] = {
+                    "num_cpus": slot.num_cpus, "num_gpus": slot.num_gpus, "max_restarts": 0, "name": None,
+                    "scheduling_strategy": PlacementGroupSchedulingStrategy(
+                        self.pgs[slot.group], placement_group_bundle_index=slot.bundle,
+                        # vLLM's workers (child actors) land in this actor's bundles.
+                        placement_group_capture_child_tasks=bool(self.layout.tensor_parallel)),
+                }
+                if env or slot.env:
+                    opts["runtime_env"] = {"env_vars": {**(env or {}), **slot.env}}
+                actor = remote_cls.options(**opts).remote(*init_args, **(init_kwargs or {}))
+                self.actors.append(ActorHandle(role, rank, actor, pingable=True))
+            # No pings while the constructors run (an actor answers nothing before): the start has its own bound.
+            cap, cap_name = start_timeout_s, "cluster.start_timeout_s"
+            if timeout_s > 0 and (cap <= 0 or timeout_s < cap):
+                cap, cap_name = timeout_s, "cluster.rpc_timeout_s"
+            wheres = wait_all([a.actor.where.remote() for a in self.actors], self.actors, what=f"{role}: start",
+                              timeout_s=cap, liveness_s=0.0, cap_name=cap_name)
+        except BaseException:
+            self.shutdown()
+            raise
         for a, w in zip(self.actors, wheres):
             a.where = w
 
     def call_all(self, method: str, *args: Any, what: str = "", **kwargs: Any) -> list[Any]:
         """The same call on every actor (ONE_TO_ALL); results in rank order."""
         refs = [getattr(a.actor, method).remote(*args, **kwargs) for a in self.actors]
-        return wait_all(refs, self.actors, what=what or f"{self.role}.{method}", timeout_s=self.timeout_s)
+        return wait_all(refs, self.actors, what=what or f"{self.role}.{method}", timeout_s=self.timeout_s,
+                        liveness_s=self.liveness_s)
 
     def map_shards(self, method: str, items: list[Any], *args: Any, what: str = "",
                    on_progress: Callable[[int, int], None] | None = None, **kwargs: Any) -> list[Any]:
@@ -171,7 +348,7 @@ class RoleGroup:
         refs = [getattr(a.actor, method).remote(items[lo:hi], *args, **kwargs)
                 for a, (lo, hi) in zip(self.actors, bounds)]
         parts = wait_all(refs, self.actors, what=what or f"{self.role}.{method}", timeout_s=self.timeout_s,
-                         on_progress=on_progress)
+                         liveness_s=self.liveness_s, on_progress=on_progress)
         return [x for part in parts for x in part]
 
     def placements(self) -> list[dict[str, Any]]:
@@ -185,10 +362,7 @@ class RoleGroup:
                 ray.kill(a.actor, no_restart=True)
             except Exception:  # already dead
                 pass
-        try:
-            ray.util.remove_placement_group(self.pg)
-        except Exception:
-            pass
+        remove_placement_groups(self.pgs)
 
     def __enter__(self) -> RoleGroup:
         return self
@@ -197,35 +371,95 @@ class RoleGroup:
         self.shutdown()
 
 
+# ----------------------------------------------------------------------------------------------- waiting
+class _Liveness:
+    """Pings the actors a wait is blocked on, one ping in flight per actor, a new one ``interval_s`` after each
+    answer; reports the first actor whose last answer is older than ``limit_s``."""
+
+    def __init__(self, actors: list[ActorHandle], limit_s: float):
+        now = time.monotonic()
+        self.limit_s = limit_s
+        self.interval_s = min(max(limit_s / 4, 0.5), 10.0)
+        self.answered = {id(a): now for a in actors if a.pingable}
+        self.in_flight: dict[int, Any] = {}
+
+    def hung(self, waiting: list[ActorHandle]) -> tuple[ActorHandle, float] | None:
+        import ray
+
+        now = time.monotonic()
+        if self.in_flight:
+            refs = list(self.in_flight.values())
+            ready = set(ray.wait(refs, num_returns=len(refs), timeout=0)[0])
+            for key, ref in list(self.in_flight.items()):
+                if ref in ready:
+                    del self.in_flight[key]
+                    try:
+                        ray.get(ref)
+                        self.answered[key] = now
+                    except ray.exceptions.RayError:  # died: the pending call itself reports that
+                        self.answered[key] = float("inf")
+        for a in waiting:
+            key = id(a)
+            if key not in self.answered:
+                continue
+            if now - self.answered[key] > self.limit_s:
+                return a, now - self.answered[key]
+            if key not in self.in_flight and now - self.answered[key] >= self.interval_s:
+                self.in_flight[key] = a.actor.ping.options(concurrency_group=LIVENESS_GROUP).remote()
+        return None
+
+
 def wait_all(refs: list[Any], actors: list[ActorHandle], *, what: str, timeout_s: float,
-             on_progress: Callable[[int, int], None] | None = None) -> list[Any]:
-    """``ray.get`` with a deadline, a stop check every second, and actor deaths turned into WorkerError."""
+             liveness_s: float = DEFAULT_LIVENESS_S, on_progress: Callable[[int, int], None] | None = None,
+             cap_name: str = "") -> list[Any]:
+    """``ray.get`` of ``refs`` (``refs[i]`` a call on ``actors[i]``), checking every second for a stop request,
+    for a hung actor (no ping answered for ``liveness_s``; 0: not checked) and for the optional total cap
+    ``timeout_s`` (0: none). The first actor that dies, raises or hangs ends the wait with a WorkerError (a
+    w2s error raised inside an actor is re-raised as it is)."""
     import ray
 
+    index = {ref: i for i, ref in enumerate(refs)}
+    results: dict[int, Any] = {}
     pending = list(refs)
-    deadline = time.monotonic() + timeout_s
+    start = time.monotonic()
+    watch = _Liveness(actors, liveness_s) if liveness_s > 0 else None
     while pending:
         if STOP.is_set():
             raise StopRequested(what)
-        if time.monotonic() > deadline:
-            slow = [a for r, a in zip(refs, actors) if r in pending]
-            raise WorkerError(_describe_failure(slow[0] if slow else None, what,
-                                                f"no answer within cluster.rpc_timeout_s={timeout_s:g} s"))
+        if timeout_s > 0 and time.monotonic() - start > timeout_s:
+            slow = actors[index[pending[0]]]
+            raise WorkerError(_describe_failure(slow, what, f"no answer within {cap_name or 'cluster.rpc_timeout_s'}"
+                                                f"={timeout_s:g} s (raise it, or 0 for no cap)"))
         done, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+        for ref in done:
+            i = index[ref]
+            results[i] = _get(ref, actors[i], what)
         if done and on_progress:
-            on_progress(len(refs) - len(pending), len(refs))
-    results = []
-    for ref, actor in zip(refs, actors):
-        try:
-            results.append(ray.get(ref))
-        except ray.exceptions.RayActorError as e:
-            raise WorkerError(_describe_failure(actor, what, f"the actor died ({type(e).__name__})")) from e
-        except ray.exceptions.RayTaskError as e:
-            cause = e.cause if getattr(e, "cause", None) is not None else e
-            if isinstance(cause, Exception) and cause.__class__.__module__.startswith("w2s"):
-                raise cause from None  # our own errors keep their message (a DataError stays a DataError)
-            raise WorkerError(_describe_failure(actor, what, f"it raised {cause!r}")) from e
-    return results
+            on_progress(len(results), len(refs))
+        if watch and pending:
+            stuck = watch.hung([actors[index[r]] for r in pending])
+            if stuck:
+                actor, silent = stuck
+                raise WorkerError(_describe_failure(actor, what, (
+                    f"it answered no liveness ping for {silent:.0f} s (cluster.liveness_timeout_s={liveness_s:g}): "
+                    "its process is alive to Ray but frozen (stopped, swapping, or stuck in native code that holds "
+                    "Python's GIL). `py-spy dump --pid PID` on that node shows where; raise "
+                    "cluster.liveness_timeout_s if it is only slow")))
+    return [results[i] for i in range(len(refs))]
+
+
+def _get(ref: Any, actor: ActorHandle, what: str) -> Any:
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayActorError as e:
+        raise WorkerError(_describe_failure(actor, what, f"the actor died ({type(e).__name__})")) from e
+    except ray.exceptions.RayTaskError as e:
+        cause = e.cause if getattr(e, "cause", None) is not None else e
+        if isinstance(cause, Exception) and cause.__class__.__module__.startswith("w2s"):
+            raise cause from None  # our own errors keep their message (a DataError stays a DataError)
+        raise WorkerError(_describe_failure(actor, what, f"it raised {cause!r}")) from e
 
 
 def _describe_failure(actor: ActorHandle | None, what: str, problem: str) -> str:
@@ -233,6 +467,7 @@ def _describe_failure(actor: ActorHandle | None, what: str, problem: str) -> str
         return f"{what}: {problem}. Ray's logs: {session_log_dir()}"
     w = actor.where
     node = f"{w.get('hostname', '?')} ({w.get('node_ip', '?')}), pid {w.get('pid', '?')}" if w else "unknown node"
+    problem = problem.replace("--pid PID", f"--pid {w.get('pid', 'PID')}")
     return (f"{what}: {actor.role} rank {actor.rank} on {node}: {problem}. Its stdout/stderr are in "
             f"{session_log_dir()} (files worker-*-{w.get('pid', '*')}.*).")
 

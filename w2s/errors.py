@@ -37,6 +37,9 @@ class ConfigError(W2SError):
         lines += [f"  - {issue}" for issue in self.issues]
         super().__init__("\n".join(lines))
 
+    def __reduce__(self):  # rebuilt from its issues when it crosses a process boundary (a Ray actor's error)
+        return type(self), (self.issues, self.source)
+
 
 class DataError(W2SError):
     """Malformed input data; the message names the file, the line (or row) and the field."""

@@ -31,6 +31,7 @@ def test_prompt_prints_the_exact_template(capsys):
 
 def test_prompt_from_an_aligner_dir_uses_its_metadata(tmp_path, capsys, tiny_weak):
     (tmp_path / METADATA_FILE).write_text(json.dumps({"template": "chat", "instruction": "Be brief."}))
+    (tmp_path / "config.json").write_text("{}")  # a model directory (its weights are not needed for a prompt)
     _run(["aligner", "prompt", "--aligner", str(tmp_path), "--tokenizer", tiny_weak, "--question", "Q?",
           "--answer", "A."])
     assert capsys.readouterr().out == ("<|im_start|>user\nBe brief.\n##Question: Q?\n##Answer: A.<|im_end|>\n"
@@ -65,3 +66,24 @@ def test_overrides_after_options_reach_the_config(tmp_path, capsys):
     code = main(["aligner", "train", "tiny/aligner", "--output", str(tmp_path / "a"), "aligner.train.epochs=many"])
     assert code != 0 and "aligner.train.epochs" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.slow  # a private Ray, two trainer actors importing DeepSpeed, two short SFT stages
+def test_train_runs_on_the_trainer_ranks(tmp_path, tiny_weak):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "aligner"
+    result = subprocess.run(
+        [sys.executable, "-m", "w2s.cli", "aligner", "train", "tiny/aligner", "--output", str(out),
+         "cluster.trainer.num_actors=2", "aligner.train.micro_batch_samples_per_device=2",
+         "aligner.train.global_batch_samples=4", "aligner.train.epochs=1", "model.aligner.attn_implementation=eager"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    meta = json.loads((out / METADATA_FILE).read_text())
+    # Both stages (identity warm-up, corrections) trained in one world of the two cluster.trainer ranks, with the
+    # model section's attention kernel.
+    assert [s["world_size"] for s in meta["stages"]] == [2, 2] and meta["world_size"] == 2
+    assert {s["attn_implementation"] for s in meta["stages"]} == {"eager"}
+    assert (out / "config.json").is_file() and "Aligner written to" in result.stdout

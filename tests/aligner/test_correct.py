@@ -153,6 +153,10 @@ def test_template_echo_is_cut_from_corrections():
     assert strip_template_echo("Be kind to yourself.\n##Correction:  ASS") == ("Be kind to yourself.\n", True)
     assert strip_template_echo("Paris. BEGINNING OF CONVERSATION: USER:") == ("Paris. ", True)
     assert strip_template_echo("A plain answer.") == ("A plain answer.", False)
+    # Legitimate text that mentions the markers mid-line is kept whole.
+    quoted = "In the transcript the ASSISTANT: line is the bot, and ##Answer: marks the key."
+    assert strip_template_echo(quoted) == (quoted, False)
+    assert strip_template_echo("Fine.\n  ASSISTANT: more") == ("Fine.\n", True)
 
 
 def test_a_second_writer_of_the_same_output_is_refused(corrector, answers, tmp_path):
@@ -169,3 +173,23 @@ def test_a_second_writer_of_the_same_output_is_refused(corrector, answers, tmp_p
         holder.wait()
     _run(corrector, answers, out)
     assert len(_ids(out)) == len(ROWS)
+
+
+def test_rows_whose_answer_changed_are_corrected_again_on_resume(corrector, answers, tmp_path):
+    out = tmp_path / "out.jsonl"
+    _run(corrector, answers, out)
+    rows = [dict(r) for r in ROWS]
+    rows[3]["answer"] = "A different answer now."
+    answers.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    stats = _run(corrector, answers, out)
+    assert stats["new_rows"] == 1 and stats["resumed_rows"] == len(ROWS) - 1
+    written = {json.loads(line)["id"]: json.loads(line) for line in out.read_text().splitlines()}
+    assert len(written) == len(ROWS) == len(out.read_text().splitlines())
+    assert written["row-3"]["answer"] == "A different answer now."
+
+
+def test_an_input_field_named_like_the_output_is_refused(corrector, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": "a", "question": "q", "answer": "a", "correction": "mine"}) + "\n")
+    with pytest.raises(DataError, match=r"in.jsonl: row 1 \(id 'a'\) already has a field 'correction'.*output_key"):
+        _run(corrector, src, tmp_path / "out.jsonl")

@@ -15,6 +15,7 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
+from w2s.backends import data as data_files
 from w2s.backends import openrlhf as backend
 from w2s.config.schema import DPOConfig, RewardModelConfig, SFTConfig
 from w2s.errors import ConfigError, DataError
@@ -60,10 +61,10 @@ def _assert_loadable_causal_lm(path: str) -> None:
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("orlhf-data")
-    assert backend.write_sft_rows(d / "sft_chat.jsonl", ROWS, chat=True) == 32
+    assert data_files.write_sft_rows(d / "sft_chat.jsonl", ROWS, chat=True) == 32
     raw = [(f"BEGINNING OF CONVERSATION: USER: {p} ASSISTANT:", f" {a}") for p, a in ROWS]
-    assert backend.write_sft_rows(d / "sft_raw.jsonl", raw, chat=False) == 32
-    assert backend.write_pair_rows(d / "pairs.jsonl", PAIRS) == 32
+    assert data_files.write_sft_rows(d / "sft_raw.jsonl", raw, chat=False) == 32
+    assert data_files.write_pair_rows(d / "pairs.jsonl", PAIRS) == 32
     return d
 
 
@@ -73,12 +74,14 @@ def sft_chat(tiny_weak, data_dir, tmp_path_factory):
     # A DictConfig, as the controller passes it (attribute access like the dataclass).
     cfg = OmegaConf.structured(_cfg(epochs=2))
     return backend.train_sft(cfg, tiny_weak, str(data_dir / "sft_chat.jsonl"), out, chat=True,
-                             tensorboard_dir=str(tmp_path_factory.mktemp("tb")))
+                             tensorboard_dir=str(tmp_path_factory.mktemp("tb")), attn_implementation="eager")
 
 
 def test_sft_chat_rows_train_and_save_a_loadable_model(sft_chat, tiny_weak):
     result = sft_chat
     assert result.steps == 8 and result.samples == 64  # 32 rows / batch 8 x 2 epochs
+    # The kernel asked for is the one the trained model was loaded with (not OpenRLHF's flash-attention default).
+    assert result.attn_implementation == "eager" and result.world_size == 1
     assert len(result.losses) == result.steps
     assert result.losses[-1] < result.losses[0] - 0.1, result.losses
     assert result.metrics["rows_kept"] == 32 and result.metrics["loss_last"] == result.losses[-1]
@@ -88,15 +91,15 @@ def test_sft_chat_rows_train_and_save_a_loadable_model(sft_chat, tiny_weak):
 
 
 def test_sft_raw_rows_mask_the_prompt_and_drop_overlong(tiny_weak, data_dir, tmp_path):
-
     # The loss covers exactly the response + EOS (OpenRLHF's loss mask, shifted as the trainer uses it).
-    from w2s.backends.openrlhf import _build_dataset, _flat_args, _load_tokenizer, _namespace
+    from w2s.backends.args import flat_args, namespace
+    from w2s.backends.data import build_dataset, load_tokenizer
 
-    tok = _load_tokenizer(tiny_weak, "right")
-    args = _namespace(_flat_args(_cfg(), seed=0, micro=1, global_batch=1, chat=False, kind="sft",
-                                 tensorboard_dir=None, output_dir="unused", attn="sdpa"))
+    tok = load_tokenizer(tiny_weak, "right")
+    args = namespace(flat_args(_cfg(), seed=0, micro=1, global_batch=1, chat=False, kind="sft",
+                               tensorboard_dir=None, output_dir="unused", attn="sdpa"))
     rows = [json.loads(line) for line in (data_dir / "sft_raw.jsonl").read_text().splitlines()]
-    ds = _build_dataset("sft", rows[:3], tok, args, type("S", (), {"args": args})())
+    ds = build_dataset("sft", rows[:3], tok, args, type("S", (), {"args": args})())
     for i in range(3):
         input_ids, _, loss_mask = ds[i]
         scored = input_ids[0, 1:][loss_mask[0, :-1].bool()]
@@ -107,7 +110,7 @@ def test_sft_raw_rows_mask_the_prompt_and_drop_overlong(tiny_weak, data_dir, tmp
     long_rows = [(f"BEGINNING OF CONVERSATION: USER: {p} ASSISTANT:", f" {a}") for p, a in ROWS]
     long_rows[:4] = [(p, a + " and more" * 60) for p, a in long_rows[:4]]
     path = tmp_path / "raw_long.jsonl"
-    backend.write_sft_rows(path, long_rows, chat=False)
+    data_files.write_sft_rows(path, long_rows, chat=False)
     result = backend.train_sft(_cfg(overlong="drop"), tiny_weak, str(path), str(tmp_path / "out"), chat=False)
     assert result.metrics["rows_dropped_overlong"] == 4 and result.metrics["rows_kept"] == 28
     assert result.steps == 3 and len(result.losses) == 3  # 28 rows / 8 per step (the partial step is dropped)
@@ -118,8 +121,9 @@ def test_sft_raw_rows_mask_the_prompt_and_drop_overlong(tiny_weak, data_dir, tmp
 
 def test_dpo_moves_the_policy_away_from_the_reference(tiny_weak, data_dir, tmp_path):
     cfg = _cfg(DPOConfig, epochs=2, beta=0.1)
-    result = backend.train_dpo(cfg, tiny_weak, tiny_weak, str(data_dir / "pairs.jsonl"), str(tmp_path / "dpo"))
-    assert result.steps == 8 and len(result.losses) == 8
+    result = backend.train_dpo(cfg, tiny_weak, tiny_weak, str(data_dir / "pairs.jsonl"), str(tmp_path / "dpo"),
+                               attn_implementation="eager")
+    assert result.steps == 8 and len(result.losses) == 8 and result.attn_implementation == "eager"
     assert result.losses[0] == pytest.approx(0.6931, abs=0.01)  # policy == reference at the first step
     assert result.losses[-1] < result.losses[0] - 0.05, result.losses
     assert 0.0 <= result.metrics["acc"] <= 1.0
@@ -131,9 +135,12 @@ def test_dpo_moves_the_policy_away_from_the_reference(tiny_weak, data_dir, tmp_p
 
 def test_reward_model_saves_value_head_and_normalisation(tiny_weak, data_dir, tmp_path):
     cfg = _cfg(RewardModelConfig, epochs=1)
-    result = backend.train_reward_model(cfg, tiny_weak, str(data_dir / "pairs.jsonl"), str(tmp_path / "rm"))
+    result = backend.train_reward_model(cfg, tiny_weak, str(data_dir / "pairs.jsonl"), str(tmp_path / "rm"),
+                                        attn_implementation="flash_attention_2")
     assert result.steps == 4 and result.losses[-1] < result.losses[0]
+    assert result.attn_implementation == "sdpa"  # flash-attention 2 without CUDA: sdpa, not a failed load
     config = json.loads((Path(result.output_dir) / "config.json").read_text())
+    assert "auto_map" not in config  # PPO may load w2s's own reward model without trust_remote_code
     assert config["value_head_prefix"] == "score"
     assert isinstance(config["mean"], float) and config["std"] > 0
     assert result.metrics["reward_std"] == pytest.approx(config["std"])
@@ -156,22 +163,22 @@ def test_lora_sft_saves_a_merged_full_model(tiny_weak, data_dir, tmp_path):
 
 
 def test_check_loads_accepts_good_rows_and_rejects_bad(tiny_weak, data_dir, tmp_path):
-    assert backend.check_loads(str(data_dir / "sft_chat.jsonl"), tiny_weak, "sft") == 32
-    assert backend.check_loads(str(data_dir / "sft_raw.jsonl"), tiny_weak, "sft", chat=False) == 32
-    assert backend.check_loads(str(data_dir / "pairs.jsonl"), tiny_weak, "dpo") == 32
-    assert backend.check_loads(str(data_dir / "pairs.jsonl"), tiny_weak, "rm") == 32
+    assert data_files.check_loads(str(data_dir / "sft_chat.jsonl"), tiny_weak, "sft") == 32
+    assert data_files.check_loads(str(data_dir / "sft_raw.jsonl"), tiny_weak, "sft", chat=False) == 32
+    assert data_files.check_loads(str(data_dir / "pairs.jsonl"), tiny_weak, "dpo") == 32
+    assert data_files.check_loads(str(data_dir / "pairs.jsonl"), tiny_weak, "rm") == 32
     # Raw strings in a chat pair file: the classic silent failure of OpenRLHF (every row filtered out).
     bad = tmp_path / "bad_pairs.jsonl"
-    backend.write_pair_rows(bad, PAIRS, chat=False)
+    data_files.write_pair_rows(bad, PAIRS, chat=False)
     with pytest.raises(DataError, match=r"row 1: field 'prompt' must be a non-empty list"):
-        backend.check_loads(str(bad), tiny_weak, "dpo")
+        data_files.check_loads(str(bad), tiny_weak, "dpo")
     missing = tmp_path / "missing.jsonl"
     missing.write_text(json.dumps({"prompt": [{"role": "user", "content": "hi"}]}) + "\n")
     with pytest.raises(DataError, match="row 1: missing field 'response'"):
-        backend.check_loads(str(missing), tiny_weak, "sft")
+        data_files.check_loads(str(missing), tiny_weak, "sft")
     # Prompts longer than max_len are dropped by OpenRLHF itself: nothing left is an error, not an empty run.
     with pytest.raises(DataError, match="kept none of 32"):
-        backend.check_loads(str(data_dir / "sft_chat.jsonl"), tiny_weak, "sft", max_len=4)
+        data_files.check_loads(str(data_dir / "sft_chat.jsonl"), tiny_weak, "sft", max_len=4)
 
 
 def test_batch_sizes_are_checked_before_training(tiny_weak, data_dir, tmp_path):
@@ -191,7 +198,8 @@ def _free_port() -> int:
 def test_two_ranks_train_dpo_together(tiny_weak, data_dir, tmp_path):
     code = textwrap.dedent("""
         import json, sys
-        from w2s.backends import openrlhf as backend
+        from w2s.backends import data as data_files
+from w2s.backends import openrlhf as backend
         from w2s.config.schema import DPOConfig
         cfg = DPOConfig(max_len=96, micro_batch_samples_per_device=2, global_batch_samples=8, zero_stage=2)
         cfg.optim.lr = 2e-3

@@ -1,14 +1,15 @@
-"""The PPO command builder: argv, its contract with OpenRLHF's own parser, GPU layouts, and the launcher."""
+"""The PPO command builder: argv, its contract with OpenRLHF's own parser, GPU layouts and sequence budget."""
 
 from __future__ import annotations
 
-import sys
+import json
 from dataclasses import replace
 
 import pytest
+from omegaconf import OmegaConf
 
 from w2s.backends import ppo
-from w2s.config.schema import PPOConfig
+from w2s.config.schema import ClusterConfig, PPOConfig, RoleConfig
 from w2s.errors import ConfigError, W2SError
 
 
@@ -114,12 +115,90 @@ def test_write_prompt_rows(tmp_path):
     assert path.read_text().splitlines() == ['{"prompt": "a?"}', '{"prompt": "b?"}']
 
 
-def test_launch_streams_the_log_and_reports_failures(tmp_path):
-    log = tmp_path / "ppo.log"
-    ppo.launch_ppo([sys.executable, "-c", "import os; print('hello', os.environ['W2S_X'])"], {"W2S_X": "42"}, log, 60)
-    assert "hello 42" in log.read_text()
-    with pytest.raises(W2SError, match=r"exit code 3[\s\S]*boom"):
-        ppo.launch_ppo([sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], None, log, 60)
-    with pytest.raises(W2SError, match="did not finish within 1 s"):
-        ppo.launch_ppo([sys.executable, "-c", "import time; print('start', flush=True); time.sleep(60)"], None,
-                       tmp_path / "slow.log", 1)
+def test_prompt_budget_sets_the_whole_sequence_and_the_response():
+    cfg = PPOConfig(max_prompt_tokens=1024, max_new_tokens=512)
+    argv = _cmd(cfg, reward_max_len=2048)
+    # OpenRLHF has no prompt flag: --data.max_len is prompt + response, so a prompt keeps max_prompt_tokens.
+    assert _value(argv, "--data.max_len") == "1536" and _value(argv, "--rollout.max_new_tokens") == "512"
+    assert argv.count("--data.max_len") == 1
+    with pytest.raises(ConfigError, match=r"1024 \+ 2048 = 3072 tokens exceeds the reward model's max_len of 2048"):
+        _cmd(PPOConfig(max_prompt_tokens=1024, max_new_tokens=2048), reward_max_len=2048)
+
+
+def test_prompt_budget_must_fit_the_policys_context(tmp_path):
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    (policy / "config.json").write_text(json.dumps({"model_type": "llama", "max_position_embeddings": 1024}))
+    with pytest.raises(ConfigError, match=r"exceeds the policy's context \(max_position_embeddings\) of 1024"):
+        _cmd(PPOConfig(max_prompt_tokens=600, max_new_tokens=512), policy_path=str(policy), reward_max_len=4096)
+    argv = _cmd(PPOConfig(max_prompt_tokens=512, max_new_tokens=512), policy_path=str(policy), reward_max_len=4096)
+    assert _value(argv, "--data.max_len") == "1024"
+
+
+def test_argv_carries_the_attention_kernel_and_refuses_untrusted_code(tmp_path):
+    assert _value(_cmd(attn_implementation="sdpa"), "--ds.attn_implementation") == "sdpa"
+    assert _value(_cmd(attn_implementation="flash_attention_2"), "--ds.attn_implementation") == "flash_attention_2"
+    coded = tmp_path / "coded"
+    coded.mkdir()
+    (coded / "config.json").write_text(json.dumps({"model_type": "llama",
+                                                   "auto_map": {"AutoModelForCausalLM": "modeling_x.XForCausalLM"}}))
+    with pytest.raises(W2SError, match="model.strong.trust_remote_code=true"):
+        _cmd(policy_path=str(coded))
+    with pytest.raises(W2SError, match="auto_map"):
+        _cmd(reward_model_path=str(coded))
+    assert _value(_cmd(policy_path=str(coded), trust_remote_code=True), "--actor.model_name_or_path") == str(coded)
+
+
+def _cluster(num_actors: int, gpus_per_node: int = 8) -> ClusterConfig:
+    return OmegaConf.structured(ClusterConfig(gpus_per_node=gpus_per_node,
+                                              trainer=RoleConfig(num_actors=num_actors, num_gpus_per_actor=1)))
+
+
+def test_gpu_layout_of_the_config_alone():
+    assert ppo.trainer_gpu_layout(_cluster(16)) == (2, 8)
+    assert ppo.trainer_gpu_layout(_cluster(4)) == (1, 4)
+    with pytest.raises(ConfigError, match="do not fill whole nodes"):
+        ppo.trainer_gpu_layout(_cluster(12))
+
+
+@pytest.fixture(scope="module")
+def ray_with_8_gpus():
+    """A private Ray whose one node declares 8 logical GPUs (none physical: nothing runs on them here)."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, num_gpus=8, include_dashboard=False, configure_logging=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.slow  # a private Ray instance: 4-20 s to start on 2 cores
+def test_gpu_layout_comes_from_the_ray_cluster_joined(ray_with_8_gpus, tmp_path):
+    nodes = ppo.alive_gpu_nodes()
+    assert nodes == [8]
+    assert ppo.trainer_gpu_layout(_cluster(8), nodes) == (1, 8)
+    assert ppo.trainer_gpu_layout(_cluster(4), nodes) == (1, 4)
+    # The recipe says 4 GPUs per node, the cluster has 8 on its node: refused, naming the key and the value.
+    with pytest.raises(ConfigError, match=r"cluster.gpus_per_node = 4: the Ray cluster joined has 1 GPU node\(s\) "
+                                          r"with 8 GPUs each[\s\S]*set cluster.gpus_per_node=8"):
+        ppo.trainer_gpu_layout(_cluster(4, gpus_per_node=4), nodes)
+    with pytest.raises(ConfigError, match="asks for 16 GPUs but the Ray cluster joined has 8"):
+        ppo.trainer_gpu_layout(_cluster(16), nodes)
+
+    # The loop's PPO argv for a 1-node x 8-GPU recipe, laid out over the cluster: the policy's attention kernel.
+    from w2s.config.compose import load_config
+    from w2s.controller.loop import Loop
+    from w2s.controller.rundir import RunDir
+    from w2s.data.files import write_jsonl
+
+    cfg = load_config("gpu/alpaca7b-aligner7b-rlhf", ["cluster.trainer.num_actors=4"])
+    rd = RunDir(tmp_path, cfg)
+    write_jsonl(rd.stage_dir(1, "generate") / "answers.jsonl", [{"prompt": "Hi?", "answer": "x"}])
+    stage = rd.stage_dir(1, "train")
+    stage.mkdir(parents=True)
+    argv = Loop(cfg, rd).ppo_command(1, "/models/policy", stage / "rm", stage, "127.0.0.1:1", node_gpus=nodes)
+    assert _value(argv, "--actor.num_gpus_per_node") == "4" and _value(argv, "--actor.num_nodes") == "1"
+    assert _value(argv, "--ds.attn_implementation") == "flash_attention_2"
+    ppo_cfg = cfg.train.rlhf.ppo
+    assert _value(argv, "--data.max_len") == str(ppo_cfg.max_prompt_tokens + ppo_cfg.max_new_tokens)

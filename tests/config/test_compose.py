@@ -114,3 +114,11 @@ def test_validate_stays_light():
             "print(heavy); sys.exit(1 if heavy else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_key_given_twice_in_a_recipe_is_an_error(tmp_path):
+    recipe = tmp_path / "dup.yaml"
+    recipe.write_text(f"defaults: [{RECIPES_DIR / 'tiny' / 'dpo'}]\ntrain:\n  dpo:\n    beta: 0.2\n  dpo:\n"
+                      "    beta: 0.3\n")
+    with pytest.raises(ConfigError, match=r"dup.yaml:5.*key 'dpo' appears twice \(lines 3 and 5\)"):
+        load_config(str(recipe))

@@ -27,4 +27,53 @@ def test_a_tensor_parallel_engine_needs_one_gpu_per_rank_in_its_actor():
     assert "cluster.generator.num_gpus_per_actor=2" in issues["generate.tensor_parallel_size"]
     assert "set cluster.generator.num_gpus_per_actor=4" in issues["generate.tensor_parallel_size"]
     issues = _issues("correct.backend=vllm", "correct.tensor_parallel_size=0")
-    assert "must be at least 1" in issues["correct.tensor_parallel_size"]
+    assert "must be a whole number >= 1" in issues["correct.tensor_parallel_size"]
+
+
+def test_batch_sizes_must_be_positive():
+    issues = _issues("train.dpo.global_batch_samples=0")
+    assert "must be at least 1" in issues["train.dpo.global_batch_samples"]
+
+
+def test_config_errors_survive_pickling_as_when_raised_in_an_actor():
+    import pickle
+
+    from w2s.errors import ConfigIssue
+
+    err = ConfigError([ConfigIssue("a.b", 0, "must be at least 1", "set a.b=1")], source="trainer")
+    back = pickle.loads(pickle.dumps(err))
+    assert back.issues == err.issues and str(back) == str(err) and str(back).startswith("1 config error(s) in trainer")
+
+
+def test_model_paths_are_checked_before_anything_starts(tmp_path):
+    assert "does not exist" in _issues(f"model.strong.path={tmp_path / 'nope'}")["model.strong.path"]
+    assert "without config.json" in _issues(f"model.strong.path={tmp_path}")["model.strong.path"]
+    (tmp_path / "config.json").write_text("{}")
+    load_config("tiny/dpo", [f"model.strong.path={tmp_path}", "model.aligner.path=ORG/some-hub-model"])
+
+
+def test_gpu_roles_on_a_machine_without_gpus_are_refused_unless_declared_logical(monkeypatch):
+    from w2s.config import validate
+
+    monkeypatch.setattr(validate, "local_gpus", lambda: 0)
+    issues = _issues("cluster.trainer.num_gpus_per_actor=1")
+    assert "no GPU" in issues["cluster.trainer.num_gpus_per_actor"]
+    assert "cluster.num_gpus=N" in issues["cluster.trainer.num_gpus_per_actor"]
+    load_config("tiny/dpo", ["cluster.trainer.num_gpus_per_actor=1", "cluster.num_gpus=1"])  # logical, as planned
+    monkeypatch.setattr(validate, "local_gpus", lambda: 8)
+    load_config("tiny/dpo", ["cluster.trainer.num_gpus_per_actor=1"])
+
+
+def test_generation_budget_against_the_models_context_and_prompt_templates(tmp_path):
+    import json
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"max_position_embeddings": 512}))
+    issues = _issues(f"model.strong.path={model}", "generate.max_prompt_tokens=500", "generate.max_new_tokens=64",
+                     "model.strong.prompt_template=Question {question} Answer")
+    assert "exceeds the model's context length 512" in issues["generate.max_prompt_tokens + generate.max_new_tokens"]
+    assert "{prompt}" in issues["model.strong.prompt_template"]
+    load_config("tiny/dpo", [f"model.strong.path={model}", "generate.max_prompt_tokens=400",
+                             "generate.max_new_tokens=64", "eval.generate.max_prompt_tokens=400",
+                             "model.strong.prompt_template=pku"])

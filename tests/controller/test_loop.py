@@ -39,6 +39,21 @@ def _check_finished_run(run: Path, rounds: int, method: str) -> list[dict]:
     data = run / "round-01" / "data" / ("sft.jsonl" if method == "sft" else "pairs.jsonl")
     rows = read_jsonl(data)
     assert rows and all(isinstance(r["prompt"], list) for r in rows)  # chat-message lists, as OpenRLHF wants
+    corrections = {r["prompt"]: r for r in read_jsonl(run / "round-01" / "correct" / "corrections.jsonl")}
+    for r in rows:  # the Aligner's correction is the target (SFT) or the chosen answer, the policy's the rejected
+        source = corrections[r["prompt"][-1]["content"]]
+        if method == "sft":
+            assert r["response"][-1]["content"] == source["correction"]
+        else:
+            assert r["chosen"][-1]["content"] == source["correction"]
+            assert r["rejected"][-1]["content"] == source["answer"]
+    if method == "dpo":  # every round's reference is the initial policy (train.dpo.reference=initial)
+        initial = json.loads((run / "round-00" / "eval-answers" / "manifest.json").read_text())["inputs"]["policy"]
+        for k in range(1, rounds + 1):
+            train = json.loads((run / f"round-{k:02d}" / "train" / "manifest.json").read_text())
+            assert train["inputs"]["reference"] == initial
+            assert train["inputs"]["policy"]["path"] == (initial["path"] if k == 1 else
+                                                         f"round-{k - 1:02d}/train/policy")
     return metrics
 
 
@@ -159,3 +174,16 @@ def test_extra_pairs_slice_per_round_and_validation(tmp_path):
     assert all(c.startswith("good") and r.startswith("bad") for _, c, r in first + second)
     with pytest.raises(ConfigError, match="train.dpo.extra_pairs"):
         load_config("tiny/dpo", ["train.dpo.pair_source=extra"])
+
+
+def test_truncated_answers_and_corrections_do_not_train_the_policy():
+    from w2s.controller.loop import drop_truncated
+
+    rows = [{"id": "ok", "finish_reason": "stop", "correction_finish_reason": "stop"},
+            {"id": "cut-answer", "finish_reason": "length", "correction_finish_reason": "stop"},
+            {"id": "cut-correction", "finish_reason": "stop", "correction_finish_reason": "length"}]
+    kept, counts = drop_truncated(rows, "dpo", "drop")
+    assert [r["id"] for r in kept] == ["ok"] and counts == {"truncated_correction": 1, "truncated_answer": 1}
+    kept, counts = drop_truncated(rows, "sft", "drop")  # SFT trains on the correction alone
+    assert [r["id"] for r in kept] == ["ok", "cut-answer"] and counts["truncated_correction"] == 1
+    assert drop_truncated(rows, "dpo", "keep") == (rows, {})

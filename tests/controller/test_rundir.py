@@ -41,7 +41,7 @@ def test_stage_done_only_when_body_succeeds(tmp_path):
         rec["outputs"]["answers"] = stage / "answers.jsonl"
     manifest = rd.finished(stage, ["generate"])
     assert manifest and rd.output(manifest, "answers") == stage / "answers.jsonl"
-    assert manifest["outputs"]["answers"] == "round-01/generate/answers.jsonl"  # relative: the run dir can move
+    assert manifest["outputs"]["answers"]["path"] == "round-01/generate/answers.jsonl"  # the run dir can move
 
 
 def test_changed_config_refused_then_forked(tmp_path):
@@ -93,3 +93,85 @@ def test_config_hash_ignores_defaults_so_new_schema_fields_keep_runs_resumable()
     assert config_hash(_cfg("generate.max_new_tokens=5"), ["generate"]) != base
     assert config_hash(_cfg("train.dpo.pair_source=both", "train.dpo.extra_pairs=README.md"),
                        ["generate", "train.dpo.pair_source"]) != base
+
+
+def _finished_stage(rd, stage, inputs):
+    with rd.stage(stage, ["generate"], round_index=1, name="generate", inputs=inputs) as rec:
+        (stage / "answers.jsonl").write_text('{"a": 1}\n{"a": 2}\n')
+        rec["outputs"]["answers"] = stage / "answers.jsonl"
+
+
+def test_a_finished_stage_whose_output_changed_is_refused_then_redone_by_fork(tmp_path):
+    rd = RunDir(tmp_path / "run", _cfg())
+    stage = rd.stage_dir(1, "generate")
+    _finished_stage(rd, stage, {})
+    (stage / "answers.jsonl").write_text('{"a": 1}\n')  # truncated after the run
+    with pytest.raises(RunDirError, match=r"output answers \(.*answers.jsonl: 18 -> 9 bytes\)"):
+        RunDir(tmp_path / "run", _cfg()).finished(stage, ["generate"], {})
+    (stage / "answers.jsonl").write_text('{"a": 3}\n{"a": 4}\n')  # same size, other contents
+    with pytest.raises(RunDirError, match=r"output answers \(.*: contents\)"):
+        RunDir(tmp_path / "run", _cfg()).finished(stage, ["generate"], {})
+    (stage / "answers.jsonl").unlink()
+    with pytest.raises(RunDirError, match="is missing"):
+        RunDir(tmp_path / "run", _cfg()).finished(stage, ["generate"], {})
+    assert RunDir(tmp_path / "run", _cfg("run.resume=fork")).finished(stage, ["generate"], {}) is None
+
+
+def test_a_changed_input_file_or_model_is_refused_with_what_changed(tmp_path):
+    prompts, model = tmp_path / "prompts.jsonl", tmp_path / "model"
+    prompts.write_text('{"prompt": "a"}\n')
+    model.mkdir()
+    (model / "weights.bin").write_bytes(b"\0" * 64)
+    rd = RunDir(tmp_path / "run", _cfg())
+    stage = rd.stage_dir(1, "generate")
+    inputs = {"prompts": str(prompts), "policy": str(model)}
+    _finished_stage(rd, stage, inputs)
+    assert RunDir(tmp_path / "run", _cfg()).finished(stage, ["generate"], inputs) is not None
+    prompts.write_text('{"prompt": "b"}\n')  # edited between attempts
+    (model / "weights.bin").write_bytes(b"\1" * 64)
+    with pytest.raises(RunDirError) as e:
+        RunDir(tmp_path / "run", _cfg()).finished(stage, ["generate"], inputs)
+    assert f"input prompts ({prompts}: contents)" in str(e.value)
+    assert f"input policy ({model}: contents)" in str(e.value)
+    with pytest.raises(RunDirError, match="input policy is now /elsewhere"):
+        RunDir(tmp_path / "run", _cfg()).finished(stage, ["generate"], {**inputs, "policy": "/elsewhere"})
+
+
+def test_hashes_are_cached_by_size_and_mtime(tmp_path, monkeypatch):
+    from w2s.controller import rundir as mod
+
+    big = tmp_path / "model.bin"
+    big.write_bytes(b"x" * 4096)
+    cache = mod.HashCache(tmp_path / "hashes.json")
+    first = cache.sha256(big)
+    cache.save()
+    opened = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda p, *a, **k: opened.append(str(p)) or real_open(p, *a, **k))
+    assert mod.HashCache(tmp_path / "hashes.json").sha256(big) == first
+    assert str(big) not in opened  # not read again
+
+
+def test_corrupt_manifest_is_one_clear_error(tmp_path):
+    rd = RunDir(tmp_path / "run", _cfg())
+    stage = rd.stage_dir(1, "generate")
+    _finished_stage(rd, stage, {})
+    (stage / "manifest.json").write_text("{not json")
+    with pytest.raises(RunDirError, match=r"manifest.json: corrupt .*delete it \(a manifest: that stage is redone"):
+        rd.finished(stage, ["generate"], {})
+
+
+def test_metrics_rows_carry_the_attempt_and_are_not_repeated_by_reruns(tmp_path):
+    rd = RunDir(tmp_path / "run", _cfg("log.tensorboard=false"))
+    rd.open(recipe="tiny/dpo", overrides=[])
+    rd.log_metrics(1, "generate", {"answers": 4})
+    rd.log_metrics(1, "eval-vs-initial", {"wins": 2})
+    rd.log_metrics(2, "generate", {"answers": 4})
+    rd.release()
+    again = RunDir(tmp_path / "run", _cfg("log.tensorboard=false"))
+    again.open(recipe="tiny/dpo", overrides=[])
+    again.log_metrics(1, "eval-vs-initial", {"wins": 2})  # a finished run re-run logs the same numbers
+    assert [(r["round"], r["stage"], r["attempt"]) for r in again.metrics()] == [
+        (1, "generate", 1), (1, "eval-vs-initial", 1), (2, "generate", 1)]
+    again._drop_metrics_from(1, "train")  # a fork redoing round 1's train: its rows and every later one go
+    assert [(r["round"], r["stage"]) for r in again.metrics()] == [(1, "generate")]

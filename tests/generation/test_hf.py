@@ -73,7 +73,11 @@ def test_left_truncation_and_stop_at_eos(gen, tiny_weak):
     ids = gen.encode(PROMPTS[2], 4)
     assert ids == gen.encode(PROMPTS[2], 0)[-4:]
     cfg = SamplingConfig(preset="greedy", max_new_tokens=8, max_prompt_tokens=4)
-    assert gen.generate([PROMPTS[2]], cfg, seed=0)[0].prompt_tokens == 4
+    long, short = gen.generate([PROMPTS[2], "Hi"], cfg, seed=0)
+    assert (long.prompt_tokens, long.prompt_truncated, short.prompt_truncated) == (4, True, False)
+    assert gen.truncated_prompts == 1
+    gen.generate(["Hi"], cfg, seed=0)
+    assert gen.truncated_prompts == 0  # counts the last call only
     # Make the first greedy token an EOS token: generation must stop right there.
     first = gen.generate(["Hi"], SamplingConfig(preset="greedy", max_new_tokens=1), seed=0)[0]
     first_id = gen.tokenizer(first.text, add_special_tokens=False)["input_ids"][0]

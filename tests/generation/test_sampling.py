@@ -7,6 +7,7 @@ import pytest
 from w2s.config.schema import CorrectConfig, SamplingConfig
 from w2s.errors import ConfigError
 from w2s.generation import resolve_sampling
+from w2s.generation.sampling import engine_issues
 
 
 def test_presets():
@@ -33,3 +34,11 @@ def test_bad_values():
         resolve_sampling({"preset": "creative"})
     with pytest.raises(ConfigError, match="top_p"):
         resolve_sampling({"top_p": 0.0})
+
+
+def test_engine_issues_name_the_section():
+    assert engine_issues("generate", SamplingConfig()) == []
+    issues = engine_issues("generate", SamplingConfig(tensor_parallel_size=0, gpu_memory_utilization=1.5,
+                                                      kv_cache_gib=-1.0))
+    assert [i.key for i in issues] == ["generate.tensor_parallel_size", "generate.gpu_memory_utilization",
+                                       "generate.kv_cache_gib"]

@@ -1,4 +1,4 @@
-"""A real two-node Slurm cluster on one machine, for tests of the Slurm launch scripts.
+"""A real Slurm cluster of one or more nodes on one machine, for tests of the Slurm launch scripts.
 
 It runs a private munged (its own key and socket), slurmctld and one slurmd per simulated node, all
 configured through ``SLURM_CONF`` in a scratch directory (the system's Slurm configuration is never
@@ -96,7 +96,10 @@ class LocalSlurmCluster:
         nodes: number of simulated nodes (n1, n2, ...).
         cpus_per_node: CPUs each node advertises.
         mode: "netns" (each node after the first in its own network namespace), "shared" (all on
-            127.0.0.1) or "auto" (netns when possible).
+            127.0.0.1, each slurmd on its own port) or "auto" (netns when possible and there is more than
+            one node; a single node is always "shared", i.e. a workstation whose NodeAddr is 127.0.0.1).
+        task_plugin: Slurm's TaskPlugin; "task/affinity" pins every task to the CPUs Slurm gave it, as
+            production clusters do (so a step that asks for too few CPUs shows in its affinity).
     """
 
     workdir: Path
@@ -104,6 +107,7 @@ class LocalSlurmCluster:
     cpus_per_node: int = 1
     mem_mb_per_node: int = 4000
     mode: str = "auto"
+    task_plugin: str = "task/none"
     node_addrs: dict[str, str] = field(default_factory=dict)
     fallback_reason: str = ""
     timings: dict[str, float] = field(default_factory=dict)
@@ -251,7 +255,7 @@ class LocalSlurmCluster:
         other (no forwarding is enabled on the host), which is enough for a head on n1 and workers elsewhere.
         """
         self._ns_nodes: set[str] = set()
-        if self.mode == "shared" or (self.mode == "auto" and not self._can_netns()):
+        if self.mode == "shared" or (self.mode == "auto" and (self.nodes == 1 or not self._can_netns())):
             self.node_addrs = dict.fromkeys(self.node_names, "127.0.0.1")
             self.effective_mode = "shared"
             return
@@ -308,8 +312,9 @@ class LocalSlurmCluster:
             f"StateSaveLocation={w / 'state'}", f"SlurmdSpoolDir={w / 'spool'}/%n",
             f"SlurmctldPidFile={w / 'slurmctld.pid'}", f"SlurmdPidFile={w / 'slurmd-%n.pid'}",
             f"SlurmctldLogFile={w / 'log/slurmctld.log'}", f"SlurmdLogFile={w / 'log/slurmd-%n.log'}",
-            "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "JobAcctGatherType=jobacct_gather/none",
-            "AccountingStorageType=accounting_storage/none", "JobCompType=jobcomp/none", "SwitchType=switch/none",
+            "ProctrackType=proctrack/linuxproc", f"TaskPlugin={self.task_plugin}",
+            "JobAcctGatherType=jobacct_gather/none", "AccountingStorageType=accounting_storage/none",
+            "JobCompType=jobcomp/none", "SwitchType=switch/none",
             "MpiDefault=none", "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core", "ReturnToService=2",
             "SlurmdTimeout=30", "InactiveLimit=0", "KillWait=5", "MinJobAge=300", "JobRequeue=1",
         ]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
-from w2s.config.compose import load_config
+from w2s.config.compose import RECIPES_DIR, load_config
 from w2s.launch.resources import (
     Request,
     check_resources,
@@ -17,6 +19,23 @@ from w2s.launch.resources import (
 
 # As `w2s launch` loads recipes (joining a cluster), minus the tiny base's local-instance CPU count.
 JOINED = ["cluster.address=auto", "cluster.num_cpus=0"]
+
+
+def stated_layout(path: Path) -> tuple[int, int]:
+    """Nodes x GPUs a recipe states: its `w2s launch slurm ... --nodes N --gpus-per-node G` line, else the
+    "N GPUs" (or ">= 1 GPU") of its first comment line, on one node."""
+    text = path.read_text()
+    launch = re.search(r"--nodes (\d+) --gpus-per-node (\d+)", text)
+    if launch:
+        return int(launch[1]), int(launch[2])
+    gpus = re.search(r"(\d+) GPUs?\b", text.splitlines()[0])
+    assert gpus, f"{path} states no layout"
+    return 1, int(gpus[1])
+
+
+# Every GPU and Aligner recipe with the nodes x GPUs it says it runs on.
+STATED_LAYOUTS = {str(p.relative_to(RECIPES_DIR).with_suffix("")): stated_layout(p)
+                  for sub in ("gpu", "aligner") for p in sorted((RECIPES_DIR / sub).glob("[!_]*.yaml"))}
 DPO_70B = [*JOINED, "train.dpo.global_batch_samples=64", "train.method=dpo", "model.strong.params_b=70",
            "train.dpo.zero_stage=3", "cluster.trainer.num_actors=8", "cluster.trainer.num_gpus_per_actor=1"]
 
@@ -95,7 +114,18 @@ def test_rlhf_with_ppo_counts_four_models():
     cfg = load_config("tiny/sft", [*JOINED, "train.method=rlhf", "model.strong.params_b=7",
                                    "train.rlhf.reward_model.zero_stage=3",
                                    "cluster.trainer.num_gpus_per_actor=1", "cluster.trainer.num_actors=8",
-                                   "train.rlhf.reward_model.global_batch_samples=16"])
+                                   "train.rlhf.reward_model.global_batch_samples=16",
+                                   "train.rlhf.ppo.max_prompt_tokens=64", "train.rlhf.ppo.max_new_tokens=192"])
     gb, formula = training_memory_gb(cfg, 7.0, 8, "rlhf")
     assert gb == pytest.approx(7 * (2 * 16 / 8 + 2 * 2 / 8))
     assert "actor" in formula and "critic" in formula and "reward" in formula
+
+
+@pytest.mark.parametrize("name", sorted(STATED_LAYOUTS))
+def test_every_gpu_and_aligner_recipe_fits_its_stated_layout(name):
+    nodes, gpus = STATED_LAYOUTS[name]
+    cfg = load_config(name, JOINED)
+    rep = check_resources(cfg, Request(nodes=nodes, gpus_per_node=gpus, gpu_mem_gb=80))
+    assert rep.ok, [str(i) for i in rep.issues]
+    if cfg.model.strong.params_b or cfg.model.aligner.params_b:  # sized models: a memory check ran and passed
+        assert any(n.startswith("fits: ") for n in rep.notes), rep.notes

@@ -25,7 +25,7 @@ def test_seven_strategy_build_then_dpo_then_resume(tmp_path, tiny_strong, tiny_w
     result = w2s("popalign", "tiny/popalign", f"run.dir={run}", *ARGS)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     manifest = json.loads((run / "popalign" / "manifest.json").read_text())
-    outputs = manifest["outputs"]
+    outputs = {name: rec["path"] for name, rec in manifest["outputs"].items()}
     assert set(outputs) == {"popalign", "train", "dropped"}
 
     # Each distinct model was loaded once and served every strategy that needs it.
@@ -38,7 +38,8 @@ def test_seven_strategy_build_then_dpo_then_resume(tmp_path, tiny_strong, tiny_w
     assert counts["prefix"]["pairs"] == 2 and all(counts[n]["pairs"] == 4 for n in counts if n != "prefix")
     for c in counts.values():
         assert c["kept"] + sum(v for k, v in c.items() if k.startswith("dropped_")) == c["pairs"]
-        assert 0.0 <= c.get("contrast_accuracy", 0.0) <= 1.0
+        if c["kept"]:  # every kept pair was judged (max_pairs_per_strategy is above the counts here)
+            assert c["judged"] == c["kept"] and c["contrast_accuracy"] == c["chosen_better"] / c["judged"]
     assert counts["elicitive"]["dropped_unparsed"] == 4  # random models never write Thought/Response
     assert "elicitive" in result.stdout and "unparsed: 4" in result.stdout
 
@@ -111,3 +112,28 @@ def test_invalid_popalign_recipe_names_every_problem():
     missing = w2s("validate", "tiny/popalign", "popalign.models.lower.path=", "popalign.refine.weight=2")
     assert missing.returncode == 2
     assert "popalign.models.lower.path" in missing.stderr and "popalign.refine.weight" in missing.stderr
+
+
+def test_contrast_accuracy_counts_the_judges_preference(tmp_path):
+    """The embedding judge prefers the answer equal to the reference: accuracy 1 with chosen = reference, 0 with
+    the pair swapped, whatever the random models would have written."""
+    import ray
+
+    from w2s.config.compose import load_config
+    from w2s.controller.loop import Loop
+    from w2s.controller.rundir import RunDir
+    from w2s.popalign.pipeline import contrast_accuracy
+
+    cfg = load_config("tiny/popalign", ["popalign.judge.enabled=true", "popalign.judge.kind=embedding",
+                                        "popalign.judge.model=", "popalign.judge.tie_margin=0.01"])
+    refs = {"p1": "Drink water and rest.", "p2": "Paris is the capital of France."}
+    good = [{"strategy": "prefix", "prompt_id": pid, "prompt": "q", "chosen": ref,
+             "rejected": "Bananas are yellow and grow in bunches."} for pid, ref in refs.items()]
+    swapped = [{**r, "strategy": "demon", "chosen": r["rejected"], "rejected": r["chosen"]} for r in good]
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    try:
+        result = contrast_accuracy(good + swapped, refs, cfg, Loop(cfg, RunDir(tmp_path, cfg)))
+    finally:
+        ray.shutdown()
+    assert result["prefix"] == {"judged": 2, "chosen_better": 2, "ties": 0, "contrast_accuracy": 1.0}
+    assert result["demon"] == {"judged": 2, "chosen_better": 0, "ties": 0, "contrast_accuracy": 0.0}

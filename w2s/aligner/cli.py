@@ -24,7 +24,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="Train an Aligner from a recipe (SFT through OpenRLHF).",
                        description="Train an Aligner: aligner.train.* and model.aligner.* of the recipe, plus "
-                       "key=value overrides. Writes a Hugging Face model directory with w2s_aligner.json.")
+                       "key=value overrides, on the cluster.trainer ranks of a Ray cluster (cluster.address, or a "
+                       "private local one). Writes a Hugging Face model directory with w2s_aligner.json.")
     t.add_argument("recipe", help="Recipe file or name under recipes/ (e.g. tiny/aligner).")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="Config overrides, applied last.")
     t.add_argument("--output", help="Model directory to write. Default: RUN_DIR/aligner when run.dir is set, else "
@@ -44,7 +45,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     c.add_argument("--template", help="auto (from the Aligner's metadata), aligner-v1, aligner-v2, chat, or a "
                    "name from aligner.templates.")
     c.add_argument("--recipe", help="Base recipe for the config (default: built-in defaults).")
-    c.add_argument("--max-rows", type=int, default=0, help="Correct at most this many rows (0: all).")
+    c.add_argument("--backend", choices=["transformers", "vllm"], help="Generation engine (correct.backend): "
+                   "vllm on GPUs, or on CPU with vLLM's CPU build.")
+    c.add_argument("--max-rows", type=_non_negative, default=0, help="Correct at most this many rows (0: all).")
     c.add_argument("--seed", type=int, help="Base sampling seed (default: correct.seed, else run.seed).")
     c.add_argument("--no-progress", action="store_true", help="No progress bar.")
     c.add_argument("overrides", nargs="*", metavar="key=value", help="Config overrides, applied last.")
@@ -117,9 +120,10 @@ def _user_templates(cfg: DictConfig | None) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------------- commands
 def cmd_train(args: argparse.Namespace) -> int:
-    """``w2s aligner train RECIPE [key=value ...]``."""
-    from w2s.aligner.train import train_aligner
+    """``w2s aligner train RECIPE [key=value ...]``: the same trainer world as ``w2s run`` (``cluster.trainer``)."""
+    from w2s.cluster import RayCluster
     from w2s.config.compose import load_config
+    from w2s.workers.trainer import run_on_trainers
 
     cfg = load_config(args.recipe, args.overrides, job="aligner-train")
     if args.output:
@@ -129,8 +133,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         name = Path(args.recipe).stem if args.recipe.endswith((".yaml", ".yml")) else args.recipe.replace("/", "-")
         out = Path("runs") / f"aligner-{name}-{time.strftime('%Y%m%d-%H%M%S')}" / "aligner"
-    train_aligner(cfg, out, progress=bool(cfg.log.progress), keep_warmup=args.keep_warmup)
+    out = out.resolve()  # the ranks are Ray actors: their working directory is not necessarily this one
+    role = cfg.cluster.trainer
+    print(f"training the Aligner on {role.num_actors} trainer rank(s) (cluster.trainer)")
+    with RayCluster(cfg.cluster):
+        meta = run_on_trainers(cfg, "train_aligner", cfg, str(out), progress=bool(cfg.log.progress),
+                               keep_warmup=args.keep_warmup)
+    last = meta["stages"][-1]
+    print(f"Aligner written to {out} ({meta['world_size']} rank(s), {last['steps']} steps, loss "
+          f"{last['loss_first']} -> {last['loss_last']})")
     return 0
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; give 0 (all rows) or a row count")
+    return value
 
 
 def cmd_correct(args: argparse.Namespace) -> int:
@@ -140,6 +159,8 @@ def cmd_correct(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + [f"model.aligner.path={args.aligner}"]
     if args.template:
         overrides.append(f"correct.template={args.template}")
+    if args.backend:
+        overrides.append(f"correct.backend={args.backend}")
     cfg = compose(args.recipe, overrides, job="correct")
     if args.instruction is not None:  # free text may hold anything: keep it out of YAML parsing
         from omegaconf import OmegaConf

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -66,15 +67,19 @@ def resolve_template(aligner_path: str, name: str, user_templates: Mapping[str, 
 
 
 # Pieces of the Aligner prompt formats. A small or briefly trained Aligner sometimes runs past its answer and
-# starts a new prompt ("...\n##Correction:  ASSISTANT:"); everything from such a marker on is not correction.
-TEMPLATE_ECHO_MARKERS = ("BEGINNING OF CONVERSATION:", "##Question:", "##Answer:", "##Correction:", "ASSISTANT:",
-                         "USER: Edit the following")
+# starts a new prompt ("...\n##Correction:  ASSISTANT:"). Such a marker ends the correction where it opens a line
+# (a correction may well quote "ASSISTANT:" mid-sentence); the conversation header, which no answer contains, ends
+# it anywhere.
+TEMPLATE_ECHO_ANYWHERE = ("BEGINNING OF CONVERSATION:", "USER: Edit the following")
+TEMPLATE_ECHO_LINE_START = ("##Question:", "##Answer:", "##Correction:", "ASSISTANT:", "USER:")
+_ECHO = re.compile("|".join([*map(re.escape, TEMPLATE_ECHO_ANYWHERE),
+                             *(rf"(?:^|(?<=\n))[ \t]*{re.escape(m)}" for m in TEMPLATE_ECHO_LINE_START)]))
 
 
 def strip_template_echo(text: str) -> tuple[str, bool]:
-    """``text`` cut at the first Aligner-template marker; and whether it was cut."""
-    cut = min((i for i in (text.find(m) for m in TEMPLATE_ECHO_MARKERS) if i >= 0), default=-1)
-    return (text[:cut], True) if cut >= 0 else (text, False)
+    """``text`` cut where the Aligner starts echoing its prompt template; and whether it was cut."""
+    m = _ECHO.search(text)
+    return (text[:m.start()], True) if m else (text, False)
 
 
 class Corrector:
@@ -129,7 +134,8 @@ class Corrector:
         out = []
         for g in gens:
             text, cut = strip_template_echo(g.text)
-            reason = "stop" if cut else g.finish_reason
+            # The correction itself ended before the echo: not cut off, but not a plain EOS either.
+            reason = "template_echo" if cut else g.finish_reason
             out.append(Correction(text.strip(), g.prompt_tokens, g.completion_tokens, reason))
         return out
 
@@ -173,6 +179,23 @@ def _check_same_run(path: Path, rows: list[dict[str, Any]], provenance: dict[str
         if old.get(key) != provenance[key]:
             raise W2SError(f"{path}: cannot resume: its rows were corrected with {key}={old.get(key)!r}, this run "
                            f"uses {provenance[key]!r}; choose another --output or delete the file to start over")
+
+
+def _drop_stale(path: Path, done_rows: list[dict[str, Any]], rows: Sequence[Mapping[str, Any]],
+                keys: tuple[str, str], echo: Any) -> list[dict[str, Any]]:
+    """Rows already corrected whose question or answer has changed in the input since: removed from the output
+    (rewritten atomically) so that they are corrected again, never kept with the old answer."""
+    current = {_id_key(r["id"]): r for r in rows}
+    fresh = [r for r in done_rows if _id_key(r.get("id")) not in current
+             or all(r.get(k) == current[_id_key(r.get("id"))].get(k) for k in keys)]
+    if len(fresh) != len(done_rows):
+        from w2s.data.files import atomic_write_text
+
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in fresh))
+        if echo is not None:
+            echo(f"{path}: {len(done_rows) - len(fresh)} row(s) changed in the input since they were corrected; "
+                 "correcting them again")
+    return fresh
 
 
 def correction_stats(rows: Sequence[Mapping[str, Any]], answer_key: str, output_key: str) -> dict[str, Any]:
@@ -251,6 +274,12 @@ def correct_file(aligner_path: str, input_path: str, output_path: str, *, model_
                             "unique so an interrupted correction can resume")
         seen[key] = i
 
+    clash = next((i for i, row in enumerate(data.rows) if out_key in row or PROVENANCE_KEY in row), None)
+    if clash is not None:
+        field = out_key if out_key in data.rows[clash] else PROVENANCE_KEY
+        raise DataError(f"{input_path}: row {clash + 1} (id {data.rows[clash]['id']!r}) already has a field {field!r}, "
+                        "which the correction would overwrite; write the correction to another field "
+                        "(correct.output_key=NAME) or rename the input field")
     out = Path(output_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     # One writer per output: a second process resuming the same file would duplicate every row it corrects.
@@ -264,6 +293,7 @@ def correct_file(aligner_path: str, input_path: str, output_path: str, *, model_
             if out.exists() and out.stat().st_size != good_bytes:
                 with open(out, "r+b") as f:  # cut off the partial line an interrupted write left
                     f.truncate(good_bytes)
+            done_rows = _drop_stale(out, done_rows, data.rows, (q_key, a_key), echo)
             done = {_id_key(r.get("id")) for r in done_rows}
             todo = [(i, row) for i, row in enumerate(data.rows) if _id_key(row["id"]) not in done]
             base_seed = int(seed if seed is not None else (corrector.sampling["seed"] or 42))

@@ -13,6 +13,10 @@ The stages (paper §2, "residual correction"):
 Raw templates (``aligner-v1``/``aligner-v2``/user templates) train on ``prompt + correction + EOS`` with the
 prompt masked from the loss (OpenRLHF ``chat=False``); the ``chat`` template sends the user message through the
 model's chat template (``chat=True``).
+
+Every rank of the trainer world (:func:`w2s.workers.trainer.run_on_trainers`) runs :func:`train_aligner`: each
+reads the same triples and writes the same training files (atomically), while only rank 0 reports, writes the
+held-out split and the metadata, and removes the warm-up model.
 """
 
 from __future__ import annotations
@@ -29,14 +33,19 @@ from typing import Any
 from w2s.aligner import METADATA_FILE
 from w2s.aligner.dataset import Triple, load_triples, warmup_subset
 from w2s.aligner.templates import INSTRUCTION_PRESETS, get_template, render, render_body, resolve_instruction
+from w2s.data.files import atomic_write_text, write_jsonl
 
 log = logging.getLogger(__name__)
 
 
 def _backend() -> Any:
-    from w2s.backends import openrlhf
+    """What Aligner training needs of the OpenRLHF backend (one seam, so tests can record the calls)."""
+    from types import SimpleNamespace
 
-    return openrlhf
+    from w2s.backends import openrlhf
+    from w2s.backends.data import write_sft_rows
+
+    return SimpleNamespace(train_sft=openrlhf.train_sft, write_sft_rows=write_sft_rows)
 
 
 def count_overlong(pairs: list[tuple[str, str]], tokenizer: Any, max_len: int) -> int:
@@ -77,6 +86,9 @@ def train_aligner(cfg: Any, output_dir: str | os.PathLike, *, progress: bool = T
 
     a = cfg.aligner.train
     seed = int(cfg.run.seed)
+    rank0 = int(os.environ.get("RANK", "0")) == 0  # set by the trainer world; a lone process is rank 0
+    if not rank0:
+        echo = _quiet
     out = Path(output_dir).resolve()
     work = Path(work_dir) if work_dir else out.with_name(out.name + ".work")
     work.mkdir(parents=True, exist_ok=True)
@@ -111,10 +123,9 @@ def train_aligner(cfg: Any, output_dir: str | os.PathLike, *, progress: bool = T
     if overlong:
         echo(f"  {overlong} training examples exceed max_len={a.max_len} tokens and will be {a.overlong}"
              f"{'ped' if a.overlong == 'drop' else 'd'} (aligner.train.overlong)")
-    with open(work / "eval.jsonl", "w", encoding="utf-8") as f:  # the held-out triples, for later evaluation
-        for t in split.eval:
-            f.write(json.dumps({"id": t.id, "question": t.question, "answer": t.answer, "correction": t.correction},
-                               ensure_ascii=False) + "\n")
+    if rank0:  # the held-out triples, for later evaluation
+        write_jsonl(work / "eval.jsonl", ({"id": t.id, "question": t.question, "answer": t.answer,
+                                           "correction": t.correction} for t in split.eval))
 
     stages: list[dict[str, Any]] = []
     start_model = base
@@ -136,7 +147,7 @@ def train_aligner(cfg: Any, output_dir: str | os.PathLike, *, progress: bool = T
                                tensorboard_dir=_sub(tensorboard_dir, "correction"), attn_implementation=attn,
                                trust_remote_code=trust)
     stages.append(_stage("correction", start_model, result, len(split.train)))
-    if warm and not keep_warmup:
+    if warm and not keep_warmup and rank0:  # every rank is past the final save's barrier: nobody reads it now
         shutil.rmtree(work / "warmup", ignore_errors=True)
 
     meta = {
@@ -162,13 +173,20 @@ def train_aligner(cfg: Any, output_dir: str | os.PathLike, *, progress: bool = T
                   "global_batch_samples": int(a.global_batch_samples), "zero_stage": int(a.zero_stage),
                   "lora_rank": int(a.lora.rank)},
         "stages": stages,
+        "world_size": int(stages[-1]["world_size"]),
+        "attn_implementation": stages[-1]["attn_implementation"],
         "work_dir": str(work),
         "seconds": round(time.monotonic() - start, 2),
     }
-    (out / METADATA_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if rank0:
+        atomic_write_text(out / METADATA_FILE, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     last = stages[-1]
     echo(f"Aligner written to {out} ({last['steps']} steps, loss {last['loss_first']} -> {last['loss_last']})")
     return meta
+
+
+def _quiet(_message: str) -> None:
+    """Where the other ranks' progress messages go (rank 0 reports for the world)."""
 
 
 def _sub(path: str | None, name: str) -> str | None:
@@ -179,5 +197,7 @@ def _stage(name: str, start_model: str, result: Any, rows: int) -> dict[str, Any
     losses = [float(x) for x in result.losses]
     return {"stage": name, "from": start_model, "output_dir": str(result.output_dir), "rows": rows,
             "steps": int(result.steps), "samples": int(result.samples), "seconds": round(float(result.seconds), 2),
+            "world_size": int(getattr(result, "world_size", 1)),
+            "attn_implementation": str(getattr(result, "attn_implementation", "")),
             "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
             "losses": losses, "metrics": {k: float(v) for k, v in dict(result.metrics).items()}}

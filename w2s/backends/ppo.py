@@ -2,10 +2,16 @@
 
 PPO runs as a subprocess rather than in-process: OpenRLHF builds its ~150 flags and their argparse-time
 validation inline under ``if __name__ == "__main__"``, and its rollouts need vLLM and CUDA. This module maps a
-``PPOConfig`` onto OpenRLHF 0.11's dotted flags (``--actor.num_nodes``, ``--vllm.num_engines``, ...), plans how
-actor, reference, critic, reward model and vLLM engines share the GPUs, and runs the command with its log
-streamed to a file. The reward is the reward model trained on the round's (correction > answer) pairs
-(``--reward.model_name_or_path``); it also initialises the critic when the advantage estimator is GAE.
+``PPOConfig`` onto OpenRLHF 0.11's dotted flags (``--actor.num_nodes``, ``--vllm.num_engines``, ...) and plans
+how actor, reference, critic, reward model and vLLM engines share the GPUs of the Ray cluster actually joined;
+:mod:`w2s.backends.ppo_launch` runs the command. The reward is the reward model trained on the round's
+(correction > answer) pairs (``--reward.model_name_or_path``); it also initialises the critic when the
+advantage estimator is GAE.
+
+Sequence lengths: OpenRLHF 0.11 has no prompt-length flag. ``--data.max_len`` is the whole sequence (vLLM's
+``max_model_len``, and the length experiences are cut to) and ``--rollout.max_new_tokens`` the response, so a
+prompt gets ``max_len - max_new_tokens`` tokens (cut from the left). w2s sets ``--data.max_len`` to
+``max_prompt_tokens + max_new_tokens``, which must fit the reward model's ``max_len`` and the policy's context.
 """
 
 from __future__ import annotations
@@ -13,17 +19,13 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
-import shlex
-import subprocess
 import sys
-import threading
-import time
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from w2s.backends.models import guard_remote_code, max_positions
 from w2s.data.files import write_jsonl
 from w2s.errors import ConfigError, ConfigIssue, W2SError
 
@@ -136,6 +138,61 @@ def ppo_layout(cfg: Any, *, num_nodes: int, num_gpus_per_node: int) -> PPOLayout
                      colocate_critic_reward=has_critic)
 
 
+def alive_gpu_nodes() -> list[int]:
+    """GPUs of each alive node of the Ray cluster this process has joined; nodes without GPUs are left out."""
+    import ray
+
+    gpus = [float(n.get("Resources", {}).get("GPU", 0)) for n in ray.nodes() if n.get("Alive")]
+    return [int(round(g)) for g in gpus if g >= 1]
+
+
+def trainer_gpu_layout(cluster: Any, node_gpus: list[int] | None = None) -> tuple[int, int]:
+    """(num_nodes, num_gpus_per_node) of a PPO run: the trainer role's GPUs laid out as whole nodes.
+
+    Args:
+        cluster: ``ClusterConfig``; ``trainer.num_actors x trainer.num_gpus_per_actor`` GPUs run PPO.
+        node_gpus: GPUs of each GPU node of the Ray cluster joined (:func:`alive_gpu_nodes`). When given, the
+            node size comes from the cluster and must agree with ``cluster.gpus_per_node``; None plans from the
+            config alone (to show a command without a cluster).
+
+    Raises:
+        ConfigError: the config and the cluster disagree, or the GPUs cannot form whole nodes.
+    """
+    role = cluster.trainer
+    total = int(float(role.num_actors) * float(role.num_gpus_per_actor))
+    declared = int(cluster.gpus_per_node)
+    per_node = declared
+    if node_gpus is not None:
+        if not node_gpus:
+            raise ConfigError([ConfigIssue("cluster.trainer.num_gpus_per_actor", role.num_gpus_per_actor,
+                                           "PPO needs GPUs but no alive node of the Ray cluster joined has any",
+                                           "run on a GPU cluster or set train.rlhf.ppo_enabled=false")])
+        if len(set(node_gpus)) > 1:
+            raise ConfigError([ConfigIssue("cluster.gpus_per_node", declared,
+                                           f"the Ray cluster's GPU nodes hold different GPU counts "
+                                           f"{sorted(node_gpus)}; PPO lays its roles out over identical nodes",
+                                           "join nodes with the same number of GPUs")])
+        per_node = node_gpus[0]
+        if per_node != declared:
+            raise ConfigError([ConfigIssue("cluster.gpus_per_node", declared,
+                                           f"the Ray cluster joined has {len(node_gpus)} GPU node(s) with {per_node} "
+                                           "GPUs each", f"set cluster.gpus_per_node={per_node}")])
+        if total > sum(node_gpus):
+            raise ConfigError([ConfigIssue("cluster.trainer", f"{role.num_actors} x {role.num_gpus_per_actor:g} GPU",
+                                           f"asks for {total} GPUs but the Ray cluster joined has {sum(node_gpus)}",
+                                           "lower cluster.trainer.num_actors")])
+    if total < 1 or per_node < 1:
+        raise ConfigError([ConfigIssue("cluster.trainer.num_gpus_per_actor", role.num_gpus_per_actor,
+                                       "PPO needs at least one GPU (OpenRLHF's rollouts run on vLLM)",
+                                       "set cluster.trainer.num_gpus_per_actor=1 on a GPU cluster")])
+    per = min(total, per_node)
+    if total % per:
+        raise ConfigError([ConfigIssue("cluster.trainer.num_actors", role.num_actors,
+                                       f"{total} trainer GPUs do not fill whole nodes of {per_node} GPUs",
+                                       f"use a multiple of {per_node} GPUs, or at most {per_node}")])
+    return total // per, per
+
+
 def _check_batches(cfg: Any, layout: PPOLayout) -> None:
     micro = int(cfg.micro_train_batch_samples_per_device)
     global_batch = int(cfg.global_train_batch_samples)
@@ -161,6 +218,37 @@ def _check_batches(cfg: Any, layout: PPOLayout) -> None:
         raise ConfigError(issues)
 
 
+def sequence_issues(cfg: Any, *, reward_max_len: int, policy_positions: int | None = None) -> list[ConfigIssue]:
+    """Problems with PPO's sequence budget: the prompt budget plus the response must fit the reward model's
+    ``max_len`` (what it was trained to score) and the policy's context (``max_position_embeddings``).
+
+    Args:
+        cfg: ``PPOConfig``.
+        reward_max_len: ``train.rlhf.reward_model.max_len``.
+        policy_positions: The policy's context length when known (None: not checked).
+    """
+    prompt, new = int(cfg.max_prompt_tokens), int(cfg.max_new_tokens)
+    issues = []
+    for key, value in (("max_prompt_tokens", prompt), ("max_new_tokens", new)):
+        if value < 1:
+            issues.append(ConfigIssue(f"train.rlhf.ppo.{key}", value, "must be at least 1", "e.g. 512"))
+    if issues:
+        return issues
+    total = prompt + new
+    for limit, what, key in ((reward_max_len, "the reward model's max_len", "train.rlhf.reward_model.max_len"),
+                             (policy_positions, "the policy's context (max_position_embeddings)", "")):
+        if limit and total > limit:
+            # Keep the response budget when a useful prompt budget is left, else split the limit 1:3.
+            fit_prompt = limit - new if limit - new >= 128 else min(prompt, limit // 4)
+            also = f", or raise {key}" if key else ""
+            issues.append(ConfigIssue(
+                "train.rlhf.ppo.max_prompt_tokens", prompt,
+                f"max_prompt_tokens + max_new_tokens = {prompt} + {new} = {total} tokens exceeds {what} of {limit}",
+                f"make them fit, e.g. train.rlhf.ppo.max_prompt_tokens={fit_prompt} and "
+                f"train.rlhf.ppo.max_new_tokens={limit - fit_prompt}{also}"))
+    return issues
+
+
 def write_prompt_rows(path: str | os.PathLike, prompts: Iterable[str]) -> int:
     """Write PPO prompts as JSON Lines (``{"prompt": text}``; the chat template is applied by OpenRLHF)."""
     return write_jsonl(path, ({"prompt": prompt} for prompt in prompts))
@@ -168,10 +256,10 @@ def write_prompt_rows(path: str | os.PathLike, prompts: Iterable[str]) -> int:
 
 def build_ppo_command(cfg_ppo: Any, *, policy_path: str, reward_model_path: str, prompts_path: str, output_dir: str,
                       num_gpus_per_node: int, num_nodes: int = 1, ray_address: str | None = None,
-                      max_len: int = 2048, seed: int = 42, zero_stage: int = 2,
+                      reward_max_len: int = 2048, seed: int = 42, zero_stage: int = 2,
                       param_dtype: str = "bfloat16", attn_implementation: str = "flash_attention_2",
-                      tensorboard_dir: str | None = None, python: str | None = None,
-                      extra_args: Iterable[str] = ()) -> list[str]:
+                      trust_remote_code: bool = False, tensorboard_dir: str | None = None,
+                      python: str | None = None, extra_args: Iterable[str] = ()) -> list[str]:
     """The argv of one OpenRLHF PPO run.
 
     Args:
@@ -184,20 +272,34 @@ def build_ppo_command(cfg_ppo: Any, *, policy_path: str, reward_model_path: str,
         num_nodes: Nodes.
         ray_address: Ray cluster to join. OpenRLHF calls a bare ``ray.init()``, which joins ``RAY_ADDRESS``, so
             the command is prefixed with ``env RAY_ADDRESS=...``; None joins whatever ``ray.init()`` finds.
-        max_len: Longest prompt + response in tokens.
+        reward_max_len: The reward model's ``max_len``; ``max_prompt_tokens + max_new_tokens`` must fit it (and
+            the policy's context, read from its config.json when it is a local directory).
         seed: Training seed.
         zero_stage: DeepSpeed ZeRO stage.
         param_dtype: bfloat16 or float16.
-        attn_implementation: Attention kernel of the DeepSpeed models.
+        attn_implementation: Attention kernel of OpenRLHF's models (the policy's model section's). It is passed
+            as given: the models load on the GPU workers Ray picks, not in this process, so this machine's CUDA
+            says nothing about them.
+        trust_remote_code: The policy's model section's flag. OpenRLHF has no such flag and always runs a
+            model's own code, so a policy or reward model that ships code is refused unless it is set.
         tensorboard_dir: OpenRLHF's TensorBoard directory.
         python: Interpreter (default: this one).
         extra_args: Further OpenRLHF flags, appended last.
 
     Returns:
         The command as a list of arguments.
+
+    Raises:
+        ConfigError: the GPUs, batches or sequence budget do not fit, naming the key to change.
+        W2SError: a model ships code and ``trust_remote_code`` is false.
     """
     layout = ppo_layout(cfg_ppo, num_nodes=num_nodes, num_gpus_per_node=num_gpus_per_node)
     _check_batches(cfg_ppo, layout)
+    issues = sequence_issues(cfg_ppo, reward_max_len=reward_max_len, policy_positions=max_positions(policy_path))
+    if issues:
+        raise ConfigError(issues)
+    for path in (policy_path, reward_model_path):
+        guard_remote_code(path, trust_remote_code, key="model.strong.trust_remote_code")
     dtype = {"bfloat16": "bf16", "float16": "fp16", "bf16": "bf16", "fp16": "fp16"}.get(param_dtype)
     if dtype is None:
         raise ConfigError([ConfigIssue("param_dtype", param_dtype, "OpenRLHF trains in bf16 or fp16 only",
@@ -236,7 +338,8 @@ def build_ppo_command(cfg_ppo: Any, *, policy_path: str, reward_model_path: str,
     flag("data.prompt_dataset", prompts_path)
     flag("data.input_key", "prompt")
     argv.append("--data.apply_chat_template")
-    flag("data.max_len", max_len)
+    # The whole sequence; OpenRLHF gives a prompt what the response leaves (there is no prompt-length flag).
+    flag("data.max_len", int(cfg_ppo.max_prompt_tokens) + int(cfg_ppo.max_new_tokens))
     flag("rollout.max_new_tokens", int(cfg_ppo.max_new_tokens))
     flag("rollout.batch_size", int(cfg_ppo.rollout_batch_prompts))
     flag("rollout.n_samples_per_prompt", int(cfg_ppo.samples_per_prompt))
@@ -323,67 +426,3 @@ def _strings(node: ast.AST, env: dict[str, list[str]]) -> list[str]:
 def command_flags(argv: list[str]) -> list[str]:
     """The ``--flags`` of a command built by :func:`build_ppo_command`."""
     return [a for a in argv if a.startswith("--")]
-
-
-def launch_ppo(cmd: list[str], env: dict[str, str] | None, log_path: str | os.PathLike, timeout_s: float) -> None:
-    """Run a PPO command to completion, streaming its output to ``log_path``.
-
-    Args:
-        cmd: From :func:`build_ppo_command`.
-        env: Extra environment variables (merged over this process's).
-        log_path: File receiving stdout and stderr.
-        timeout_s: Longest the run may take; it is then terminated.
-
-    Raises:
-        W2SError: the command failed or timed out; the message holds the log's last lines and its path.
-    """
-    log_path = Path(log_path)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, **(env or {})}
-    tail: deque[str] = deque(maxlen=40)
-    start = time.monotonic()
-    with open(log_path, "w", encoding="utf-8") as log:
-        log.write("$ " + shlex.join(cmd) + "\n")
-        log.flush()
-        try:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, text=True,
-                                    bufsize=1, start_new_session=True)
-        except OSError as exc:
-            raise W2SError(f"could not start PPO ({shlex.join(cmd[:4])} ...): {exc}") from exc
-
-        def pump() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                log.write(line)
-                log.flush()
-                tail.append(line.rstrip("\n"))
-
-        reader = threading.Thread(target=pump, daemon=True)
-        reader.start()
-        try:
-            rc = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _stop(proc)
-            reader.join(timeout=5)
-            message = f"PPO did not finish within {timeout_s:.0f} s; log: {log_path}\n" + "\n".join(tail)
-            raise W2SError(message) from None
-        reader.join(timeout=30)
-    if rc != 0:
-        raise W2SError(f"PPO failed with exit code {rc} after {time.monotonic() - start:.0f} s; log: {log_path}\n"
-                       + "\n".join(tail))
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Terminate the PPO process group we started (its own session), then kill it if it lingers."""
-    import signal
-
-    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue

@@ -75,6 +75,23 @@ def resolve_path(path: str) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------- composing
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping is an error (PyYAML keeps the last one, so a
+    duplicated section would silently replace the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark,
+                    f"key {key!r} appears twice (lines {seen[key].line + 1} and {key_node.start_mark.line + 1}); "
+                    "keep one", key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path, issues: list[ConfigIssue], chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A recipe with its defaults merged in, as a plain dict."""
     if path in chain:
@@ -83,7 +100,7 @@ def _read_yaml(path: Path, issues: list[ConfigIssue], chain: tuple[Path, ...] = 
                                   "remove one of the includes"))
         return {}
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

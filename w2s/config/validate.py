@@ -15,13 +15,22 @@ from w2s.errors import ConfigIssue
 JOB_ALIASES = {"run": None, "aligner-train": "aligner", "train-aligner": "aligner"}
 
 
+def local_gpus() -> int:
+    """NVIDIA GPUs this machine has, from their device files (no CUDA or torch import, so validation stays fast)."""
+    import glob
+
+    return len(glob.glob("/dev/nvidia[0-9]*"))
+
+
 def _gpus(role: Any) -> float:
     return float(role.num_actors) * float(role.num_gpus_per_actor)
 
 
 def _check_model(key: str, model: Any, issues: list[ConfigIssue], *, required: bool) -> None:
     from w2s.assets import ASSET_NAMES, ASSET_PREFIX
+    from w2s.generation.chat import prompt_template_issues
 
+    issues += prompt_template_issues(f"{key}.prompt_template", model.prompt_template)
     path = model.path
     if not path:
         if required:
@@ -29,9 +38,21 @@ def _check_model(key: str, model: Any, issues: list[ConfigIssue], *, required: b
                                       f"set {key}.path to a model directory or an asset (asset:tiny-weak, "
                                       "asset:tiny-strong, asset:smollm2)"))
         return
-    if path.startswith(ASSET_PREFIX) and path[len(ASSET_PREFIX):] not in ASSET_NAMES:
-        issues.append(ConfigIssue(f"{key}.path", path, "unknown asset",
-                                  f"use one of {', '.join(ASSET_PREFIX + a for a in ASSET_NAMES)}"))
+    if path.startswith(ASSET_PREFIX):
+        if path[len(ASSET_PREFIX):] not in ASSET_NAMES:
+            issues.append(ConfigIssue(f"{key}.path", path, "unknown asset",
+                                      f"use one of {', '.join(ASSET_PREFIX + a for a in ASSET_NAMES)}"))
+        return
+    from w2s.assets import looks_local
+    from w2s.config.compose import resolve_path
+
+    local = resolve_path(path)
+    if local.is_dir() and not (local / "config.json").is_file():
+        issues.append(ConfigIssue(f"{key}.path", path, "is a folder without config.json, not a model directory",
+                                  "give a directory written by save_pretrained, a hub name (ORG/NAME) or an asset"))
+    elif not local.is_dir() and (local.exists() or looks_local(path)):
+        issues.append(ConfigIssue(f"{key}.path", path, "is a file" if local.exists() else "does not exist",
+                                  "give a model directory, a hub name (ORG/NAME) or an asset (asset:smollm2)"))
 
 
 def _check_data(key: str, source: Any, issues: list[ConfigIssue], *, required: bool) -> None:
@@ -55,6 +76,9 @@ def _check_trainer(key: str, t: Any, trainer_ranks: int, issues: list[ConfigIssu
     if t.micro_batch_samples_per_device < 1:
         issues.append(ConfigIssue(f"{key}.micro_batch_samples_per_device", t.micro_batch_samples_per_device,
                                   "must be at least 1", "set it to 1 or more"))
+    elif t.global_batch_samples < 1:
+        issues.append(ConfigIssue(f"{key}.global_batch_samples", t.global_batch_samples, "must be at least 1",
+                                  f"set {key}.global_batch_samples to a multiple of {per_step}"))
     elif t.global_batch_samples % per_step:
         fix_value = max(per_step, (t.global_batch_samples // per_step) * per_step)
         issues.append(ConfigIssue(
@@ -78,7 +102,15 @@ def _check_trainer(key: str, t: Any, trainer_ranks: int, issues: list[ConfigIssu
                                   f"e.g. {key}.optim.betas=[0.9,0.95]"))
 
 
-def _check_sampling(key: str, s: Any, role_key: str, role: Any, issues: list[ConfigIssue]) -> None:
+def _check_sampling(key: str, s: Any, role_key: str, role: Any, issues: list[ConfigIssue], model: Any = None) -> None:
+    from w2s.generation.encoding import context_issues
+    from w2s.generation.sampling import engine_issues
+
+    issues += engine_issues(key, s)
+    if model is not None and model.path and not model.path.startswith("asset:"):
+        from w2s.config.compose import resolve_path
+
+        issues += context_issues(key, resolve_path(model.path), s.max_prompt_tokens, s.max_new_tokens)
     if s.max_new_tokens < 1:
         issues.append(ConfigIssue(f"{key}.max_new_tokens", s.max_new_tokens, "must be at least 1", ""))
     if s.temperature is not None and s.temperature < 0:
@@ -88,13 +120,11 @@ def _check_sampling(key: str, s: Any, role_key: str, role: Any, issues: list[Con
     if s.batch_prompts_per_actor < 1:
         issues.append(ConfigIssue(f"{key}.batch_prompts_per_actor", s.batch_prompts_per_actor, "must be at least 1",
                                   ""))
-    if s.tensor_parallel_size < 1:
-        issues.append(ConfigIssue(f"{key}.tensor_parallel_size", s.tensor_parallel_size, "must be at least 1", ""))
     gpus = role.num_gpus_per_actor if role is not None else 0
     # An engine owns the GPUs of its actor, one per tensor-parallel rank (on CPU, vLLM's CPU build runs the
     # engine on the actor's cores instead). A fractional GPU is a shared device for a one-GPU engine.
-    if s.backend == "vllm" and gpus > 0 and gpus != s.tensor_parallel_size and not (gpus < 1 and
-                                                                                    s.tensor_parallel_size == 1):
+    tp = s.tensor_parallel_size
+    if s.backend == "vllm" and gpus > 0 and tp >= 1 and gpus != tp and not (gpus < 1 and tp == 1):
         issues.append(ConfigIssue(
             f"{key}.tensor_parallel_size", s.tensor_parallel_size,
             f"each vLLM engine runs in one {role_key} actor on that actor's GPUs, but {role_key}.num_gpus_per_actor="
@@ -131,12 +161,22 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
         if role.num_gpus_per_actor > 1 and role.num_gpus_per_actor != int(role.num_gpus_per_actor):
             issues.append(ConfigIssue(f"cluster.{role_key}.num_gpus_per_actor", role.num_gpus_per_actor,
                                       "above 1, GPUs per actor must be a whole number", ""))
+    for key in ("rpc_timeout_s", "liveness_timeout_s", "start_timeout_s"):
+        if c[key] < 0:
+            issues.append(ConfigIssue(f"cluster.{key}", c[key], "must not be negative", "0 means no limit"))
     if not c.address:  # a private local instance: what it will have is known now
         for res, total in (("cpus", c.num_cpus), ("gpus", c.num_gpus)):
             for role_key in ("generator", "corrector", "trainer", "judge"):
                 role = c[role_key]
                 need = role.num_actors * role[f"num_{res}_per_actor"]
-                if total and need > total:
+                if res == "gpus" and not total and need > 0 and not local_gpus():
+                    issues.append(ConfigIssue(
+                        f"cluster.{role_key}.num_gpus_per_actor", role.num_gpus_per_actor,
+                        "this machine has no GPU (no /dev/nvidia* device), so the local Ray instance has none",
+                        f"set cluster.{role_key}.num_gpus_per_actor=0 to run on CPU, join a GPU cluster with "
+                        "cluster.address, or declare logical GPUs with cluster.num_gpus=N (placement only: CUDA "
+                        "code would still fail)"))
+                elif total and need > total:
                     issues.append(ConfigIssue(
                         f"cluster.{role_key}", f"{role.num_actors} x {role[f'num_{res}_per_actor']:g} {res}",
                         f"needs {need:g} {res[:-1].upper()}s but the local Ray instance has cluster.num_{res}={total}",
@@ -147,7 +187,7 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
         if cfg.correct.template != "auto" and cfg.correct.template not in templates:
             issues.append(ConfigIssue("correct.template", cfg.correct.template, "unknown template",
                                       f"use auto or one of {sorted(templates)}"))
-        _check_sampling("correct", cfg.correct, "cluster.corrector", c.corrector, issues)
+        _check_sampling("correct", cfg.correct, "cluster.corrector", c.corrector, issues, model=cfg.model.aligner)
         _check_model("model.aligner", cfg.model.aligner, issues, required=True)
 
     if job in ("loop", "aligner") and (job == "aligner" or cfg.aligner.train.enabled):
@@ -168,7 +208,7 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
     if job == "loop":
         _check_model("model.strong", cfg.model.strong, issues, required=True)
         _check_attention("model.strong", cfg.model.strong, _gpus(c.trainer) + _gpus(c.generator), issues)
-        _check_sampling("generate", cfg.generate, "cluster.generator", c.generator, issues)
+        _check_sampling("generate", cfg.generate, "cluster.generator", c.generator, issues, model=cfg.model.strong)
         _check_data("loop.prompts", cfg.loop.prompts, issues, required=True)
         if cfg.loop.rounds < 1:
             issues.append(ConfigIssue("loop.rounds", cfg.loop.rounds, "must be at least 1", "set loop.rounds=1"))
@@ -206,7 +246,8 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
             if bad:
                 issues.append(ConfigIssue("eval.compare_to", list(cfg.eval.compare_to),
                                           f"unknown entries {bad}", "use a list of: previous, initial"))
-            _check_sampling("eval.generate", cfg.eval.generate, "cluster.generator", c.generator, issues)
+            _check_sampling("eval.generate", cfg.eval.generate, "cluster.generator", c.generator, issues,
+                            model=cfg.model.strong)
 
     if job == "correct":
         pass  # input and output files are command-line arguments, checked by the command itself
@@ -214,7 +255,48 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
     if job == "popalign":
         _check_popalign(cfg, trainer_ranks, issues)
 
+    _check_openrlhf_models(cfg, job, issues)
     return issues
+
+
+def _check_openrlhf_models(cfg: DictConfig, job: str, issues: list[ConfigIssue]) -> None:
+    """The models OpenRLHF trains, which it always loads with their remote code enabled: one that ships code
+    (``auto_map``) needs its section's trust_remote_code, found here before anything starts. And PPO's sequence
+    budget: prompt + response must fit the reward model's max_len and the policy's context."""
+    from w2s.assets import ASSET_PREFIX
+    from w2s.backends.models import max_positions, ships_code
+    from w2s.config.compose import resolve_path
+
+    def local_dir(path: str) -> Any:
+        if not path or path.startswith(ASSET_PREFIX):  # assets are built by w2s: no code of their own
+            return None
+        p = resolve_path(path)
+        return p if p.is_dir() else None
+
+    trained = []  # (key of the path, path, key of the model section, model section)
+    if job == "aligner" or (job == "loop" and cfg.aligner.train.enabled):
+        trained.append(("model.aligner.path", cfg.model.aligner.path, "model.aligner", cfg.model.aligner))
+    if job == "loop" or (job == "popalign" and cfg.popalign.train_dpo):
+        trained.append(("model.strong.path", cfg.model.strong.path, "model.strong", cfg.model.strong))
+    rlhf = job == "loop" and cfg.train.method == "rlhf"
+    if rlhf and cfg.train.rlhf.reward_model.base:  # trained with the strong policy's settings
+        trained.append(("train.rlhf.reward_model.base", cfg.train.rlhf.reward_model.base, "model.strong",
+                        cfg.model.strong))
+    for path_key, path, model_key, model in trained:
+        directory = local_dir(path)
+        if directory is not None and not model.trust_remote_code and ships_code(directory):
+            issues.append(ConfigIssue(
+                f"{model_key}.trust_remote_code", False,
+                f"{path_key}={path} ships its own Python code (auto_map in config.json), which OpenRLHF runs when "
+                "it loads the model for training",
+                f"set {model_key}.trust_remote_code=true only if you trust that code, or use a model without it"))
+    # Without trainer GPUs PPO is refused above, and its fix (ppo_enabled=false) makes the budget moot.
+    if rlhf and cfg.train.rlhf.ppo_enabled and _gpus(cfg.cluster.trainer) >= 1:
+        from w2s.backends.ppo import sequence_issues
+
+        policy = local_dir(cfg.model.strong.path)
+        issues += sequence_issues(cfg.train.rlhf.ppo, reward_max_len=int(cfg.train.rlhf.reward_model.max_len),
+                                  policy_positions=max_positions(policy) if policy is not None else None)
 
 
 def _check_popalign(cfg: DictConfig, trainer_ranks: int, issues: list[ConfigIssue]) -> None:
@@ -249,7 +331,7 @@ def _check_popalign(cfg: DictConfig, trainer_ranks: int, issues: list[ConfigIssu
     _check_sampling("popalign.generate", p.generate, "cluster.generator", c.generator, issues)
     if "aligner" in names:
         _check_model("model.aligner", cfg.model.aligner, issues, required=True)
-        _check_sampling("correct", cfg.correct, "cluster.corrector", c.corrector, issues)
+        _check_sampling("correct", cfg.correct, "cluster.corrector", c.corrector, issues, model=cfg.model.aligner)
     if "demon" in names:
         if p.demon.shots < 1:
             issues.append(ConfigIssue("popalign.demon.shots", p.demon.shots, "must be at least 1", "paper: 3"))

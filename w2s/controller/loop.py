@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig
 
-from w2s.cluster import RoleGroup, wait_all
-from w2s.controller.rundir import RunDir, say, to_plain
+from w2s.cluster import RoleGroup
+from w2s.controller.rundir import RunDir, say, source_file, to_plain
 from w2s.data.files import read_jsonl, write_jsonl
 from w2s.errors import DataError, WorkerError
 from w2s.generation import Generation
@@ -74,6 +74,27 @@ def round_slices(prompts: list[Prompt], cfg: DictConfig) -> list[list[Prompt]]:
     return [[order[(k * per_round + i) % len(order)] for i in range(per_round)] for k in range(rounds)]
 
 
+def drop_truncated(rows: list[dict[str, Any]], method: str, policy: str) -> tuple[list[dict[str, Any]], dict]:
+    """Rows whose training text was cut off at max_new_tokens, dropped unless ``loop.on_truncated=keep``.
+
+    A cut-off correction would teach the policy to stop mid-sentence (SFT appends EOS to it) or to prefer a
+    fragment; a cut-off answer, the rejected side of a pair, would teach it that length loses. SFT trains on the
+    correction alone, so only the correction counts there.
+    """
+    if policy == "keep":
+        return rows, {}
+    answer_counts = method != "sft"
+    kept, counts = [], {"truncated_correction": 0, "truncated_answer": 0}
+    for r in rows:
+        if r.get("correction_finish_reason") == "length":
+            counts["truncated_correction"] += 1
+        elif answer_counts and r.get("finish_reason") == "length":
+            counts["truncated_answer"] += 1
+        else:
+            kept.append(r)
+    return kept, counts
+
+
 @dataclass
 class LoopInputs:
     slices: list[list[Prompt]]
@@ -105,7 +126,9 @@ class Loop:
     # -- helpers
     def _group(self, role: str, cls: type, *args: Any) -> RoleGroup:
         say(f"starting {self.cfg.cluster[role].num_actors} {role} actor(s)")
-        group = RoleGroup(role, cls, self.cfg.cluster[role], strategy=self.strategy, timeout_s=self.timeout,
+        c = self.cfg.cluster
+        group = RoleGroup(role, cls, c[role], strategy=self.strategy, timeout_s=self.timeout,
+                          liveness_s=float(c.liveness_timeout_s), start_timeout_s=float(c.start_timeout_s),
                           init_args=args)
         self.placements += group.placements()
         self.rd.record_placements(self.placements)
@@ -140,16 +163,10 @@ class Loop:
 
     def train(self, function: str, section: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Run a training function on the trainer ranks (one torch.distributed world); rank 0's result."""
-        from w2s.workers.trainer import TrainerWorker
+        from w2s.workers.trainer import TrainerWorker, run_on_trainers
 
-        with self._group("trainer", TrainerWorker) as g:
-            addr, port = wait_all([g.actors[0].actor.rendezvous.remote()], g.actors[:1], what="trainer rendezvous",
-                                  timeout_s=self.timeout)[0]
-            world = len(g.actors)
-            wait_all([a.actor.join.remote(addr, port, a.rank, world) for a in g.actors], g.actors,
-                     what="trainer join", timeout_s=self.timeout)
-            results = g.call_all("run", function, to_plain(section), *args, what=f"trainer {function}", **kwargs)
-        return results[0]
+        return run_on_trainers(self.cfg, function, section, *args, group=lambda: self._group("trainer", TrainerWorker),
+                               **kwargs)
 
     def retrying(self, stage: Callable[..., T], *args: Any) -> T:
         """Run a stage, rerunning it up to run.max_retries times when one of its actors dies or times out
@@ -174,12 +191,14 @@ class Loop:
         if not (cfg.aligner.train.enabled or force):
             return resolve_model_path(cfg.model.aligner.path, progress=say)
         stage_dir = self.rd.stage_dir(None, "aligner")
-        done = self.rd.finished(stage_dir, KEYS_ALIGNER)
+        inputs = {"triples": source_file(cfg.aligner.train.data.path),
+                  "base": resolve_model_path(cfg.model.aligner.path, progress=say)}
+        done = self.rd.finished(stage_dir, KEYS_ALIGNER, inputs)
         if done:
             say(f"aligner: already trained ({self.rd.output(done, 'model')})")
             return str(self.rd.output(done, "model"))
         say("aligner: training the weak Aligner (SFT through OpenRLHF)")
-        with self.rd.stage(stage_dir, KEYS_ALIGNER, round_index=None, name="aligner") as rec:
+        with self.rd.stage(stage_dir, KEYS_ALIGNER, round_index=None, name="aligner", inputs=inputs) as rec:
             result = self.train("train_aligner", cfg, str(stage_dir / "model"))
             rec["outputs"]["model"] = stage_dir / "model"
             rec["metrics"] = {k: v for k, v in result.items() if isinstance(v, (int, float))}
@@ -197,10 +216,11 @@ class Loop:
         from w2s.workers.judge import JudgeWorker
 
         stage_dir = self.rd.stage_dir(round_index, "eval-answers")
-        done = self.rd.finished(stage_dir, keys)
+        inputs = {"prompts": source_file(self.cfg.eval.prompts.path), "policy": policy}
+        done = self.rd.finished(stage_dir, keys, inputs)
         if done:
             return read_jsonl(self.rd.output(done, "scores"))
-        with self.rd.stage(stage_dir, keys, round_index=round_index, name="eval-answers") as rec:
+        with self.rd.stage(stage_dir, keys, round_index=round_index, name="eval-answers", inputs=inputs) as rec:
             outs = self.generate(policy, eval_prompts, self.cfg.eval.generate, int(self.cfg.run.seed),
                                  f"round {round_index} eval answers ({label})", rec)
             with self._group("judge", JudgeWorker, to_plain(self.cfg.eval.judge)) as j:
@@ -245,10 +265,11 @@ class Loop:
 
     def generate_stage(self, k: int, policy: str, prompts: list[Prompt]) -> list[dict[str, Any]]:
         stage_dir = self.rd.stage_dir(k, "generate")
-        done = self.rd.finished(stage_dir, KEYS_GENERATE)
+        inputs = {"prompts": source_file(self.cfg.loop.prompts.path), "policy": policy}
+        done = self.rd.finished(stage_dir, KEYS_GENERATE, inputs)
         if done:
             return read_jsonl(self.rd.output(done, "answers"))
-        with self.rd.stage(stage_dir, KEYS_GENERATE, round_index=k, name="generate") as rec:
+        with self.rd.stage(stage_dir, KEYS_GENERATE, round_index=k, name="generate", inputs=inputs) as rec:
             t0 = time.time()
             outs = self.generate(policy, prompts, self.cfg.generate, int(self.cfg.run.seed) + 1000 * k,
                                  f"round {k} generate", rec)
@@ -267,11 +288,11 @@ class Loop:
         from w2s.workers.corrector import CorrectorWorker
 
         stage_dir = self.rd.stage_dir(k, "correct")
-        done = self.rd.finished(stage_dir, KEYS_CORRECT)
+        inputs = {"answers": self.rd.stage_dir(k, "generate") / "answers.jsonl", "aligner": aligner}
+        done = self.rd.finished(stage_dir, KEYS_CORRECT, inputs)
         if done:
             return read_jsonl(self.rd.output(done, "corrections"))
-        with self.rd.stage(stage_dir, KEYS_CORRECT, round_index=k, name="correct",
-                           inputs={"answers": self.rd.stage_dir(k, "generate") / "answers.jsonl"}) as rec:
+        with self.rd.stage(stage_dir, KEYS_CORRECT, round_index=k, name="correct", inputs=inputs) as rec:
             t0 = time.time()
             say(f"round {k} correct: the Aligner corrects {len(answers)} answers")
             templates = to_plain(self.cfg.aligner.templates) or None
@@ -296,23 +317,28 @@ class Loop:
 
     def data_stage(self, k: int, rows: list[dict[str, Any]]) -> Path:
         """SFT rows (prompt -> correction) or preference pairs (correction > answer) in OpenRLHF's format."""
-        from w2s.backends.openrlhf import check_loads, write_pair_rows, write_sft_rows
+        from w2s.backends.data import check_loads, write_pair_rows, write_sft_rows
         from w2s.data.text import normalized_edit_distance
 
         method = self.cfg.train.method
         stage_dir = self.rd.stage_dir(k, "data")
-        done = self.rd.finished(stage_dir, KEYS_DATA)
+        inputs = {"corrections": self.rd.stage_dir(k, "correct") / "corrections.jsonl"}
+        if method == "dpo" and self.cfg.train.dpo.pair_source != "aligner":
+            inputs["extra_pairs"] = source_file(self.cfg.train.dpo.extra_pairs)
+        done = self.rd.finished(stage_dir, KEYS_DATA, inputs)
         if done:
             return self.rd.output(done, "train")
-        with self.rd.stage(stage_dir, KEYS_DATA, round_index=k, name="data") as rec:
+        with self.rd.stage(stage_dir, KEYS_DATA, round_index=k, name="data", inputs=inputs) as rec:
             path = stage_dir / ("sft.jsonl" if method == "sft" else "pairs.jsonl")
+            rows, dropped = drop_truncated(rows, method, self.cfg.loop.on_truncated)
             if method == "sft":
                 kept = [r for r in rows if r["correction"].strip()]
                 n = write_sft_rows(path, [(r["prompt"], r["correction"]) for r in kept], chat=True)
-                dropped = {"empty_correction": len(rows) - len(kept)}
+                dropped["empty_correction"] = len(rows) - len(kept)
             else:
                 threshold = float(self.cfg.train.dpo.min_pair_distance)
-                kept, dropped = [], {"identical": 0, "near_identical": 0, "empty": 0}
+                kept = []
+                dropped.update({"identical": 0, "near_identical": 0, "empty": 0})
                 for r in rows:
                     d = normalized_edit_distance(r["answer"], r["correction"])
                     if not r["correction"].strip():
@@ -339,7 +365,8 @@ class Loop:
             kind = {"sft": "sft", "dpo": "dpo", "rlhf": "rm"}[method]
             tokenizer = resolve_model_path(self.cfg.model.strong.path)
             section = self.cfg.train[method] if method != "rlhf" else self.cfg.train.rlhf.reward_model
-            loadable = check_loads(str(path), tokenizer, kind, chat=True, max_len=int(section.max_len))
+            loadable = check_loads(str(path), tokenizer, kind, chat=True, max_len=int(section.max_len),
+                                   trust_remote_code=bool(self.cfg.model.strong.trust_remote_code))
             rec["outputs"]["train"] = path
             rec["metrics"] = {"rows": n, "loadable_rows": loadable, **{f"dropped_{k2}": v for k2, v in dropped.items()}}
             self.rd.log_metrics(k, "data", rec["metrics"])
@@ -362,10 +389,13 @@ class Loop:
         cfg = self.cfg
         method = cfg.train.method
         stage_dir = self.rd.stage_dir(k, "train")
-        done = self.rd.finished(stage_dir, KEYS_TRAIN)
+        inputs = {"data": data, "policy": policy}
+        if method == "dpo":
+            inputs["reference"] = initial if cfg.train.dpo.reference == "initial" else policy
+        done = self.rd.finished(stage_dir, KEYS_TRAIN, inputs)
         if done:
             return str(self.rd.output(done, "policy"))
-        with self.rd.stage(stage_dir, KEYS_TRAIN, round_index=k, name="train", inputs={"data": data}) as rec:
+        with self.rd.stage(stage_dir, KEYS_TRAIN, round_index=k, name="train", inputs=inputs) as rec:
             tb = str(self.rd.path / "tensorboard" / f"round-{k:02d}-{method}")
             out = stage_dir / "policy"
             say(f"round {k} train: {method} from {policy}")
@@ -373,8 +403,7 @@ class Loop:
                 result = self.train("train_sft", cfg.train.sft, policy, str(data), str(out),
                                     seed=int(cfg.run.seed) + k, tensorboard_dir=tb)
             elif method == "dpo":
-                ref = initial if cfg.train.dpo.reference == "initial" else policy
-                result = self.train("train_dpo", cfg.train.dpo, policy, ref, str(data), str(out),
+                result = self.train("train_dpo", cfg.train.dpo, policy, inputs["reference"], str(data), str(out),
                                     seed=int(cfg.run.seed) + k, tensorboard_dir=tb)
             else:
                 result = self.rlhf(k, policy, data, stage_dir, tb)
@@ -413,31 +442,37 @@ class Loop:
     def ppo(self, k: int, policy: str, reward_model: Path, stage_dir: Path) -> Path:
         import ray
 
-        from w2s.backends.ppo import launch_ppo
+        from w2s.backends.ppo import alive_gpu_nodes
+        from w2s.backends.ppo_launch import launch_ppo
 
-        cmd = self.ppo_command(k, policy, reward_model, stage_dir, ray.get_runtime_context().gcs_address)
+        cmd = self.ppo_command(k, policy, reward_model, stage_dir, ray.get_runtime_context().gcs_address,
+                               node_gpus=alive_gpu_nodes())
         say(f"round {k} train: PPO through OpenRLHF ({stage_dir / 'ppo.log'})")
-        launch_ppo(cmd, None, log_path=stage_dir / "ppo.log", timeout_s=float(self.cfg.cluster.rpc_timeout_s))
+        c = self.cfg.cluster
+        launch_ppo(cmd, None, stage_dir / "ppo.log", idle_timeout_s=float(c.liveness_timeout_s) or float("inf"),
+                   max_seconds=float(c.rpc_timeout_s) or None)
         return stage_dir / "policy"
 
-    def ppo_command(self, k: int, policy: str, reward_model: Path, stage_dir: Path, ray_address: str) -> list[str]:
-        """OpenRLHF's PPO argv for round k: the round's prompts, the round's reward model, the trainer's GPUs."""
-        from w2s.backends.ppo import build_ppo_command, write_prompt_rows
+    def ppo_command(self, k: int, policy: str, reward_model: Path, stage_dir: Path, ray_address: str,
+                    node_gpus: list[int] | None = None) -> list[str]:
+        """OpenRLHF's PPO argv for round k: the round's prompts, the round's reward model, the trainer's GPUs
+        laid out over the joined cluster's GPU nodes (``node_gpus``; None: as the config describes them)."""
+        from w2s.backends.ppo import build_ppo_command, trainer_gpu_layout, write_prompt_rows
 
         cfg, c = self.cfg, self.cfg.cluster
         prompts = stage_dir / "ppo_prompts.jsonl"
         write_prompt_rows(prompts, [r["prompt"] for r in read_jsonl(self.rd.stage_dir(k, "generate") /
                                                                     "answers.jsonl")])
         # PPO runs on the GPUs the recipe gives the trainer role, laid out as whole nodes.
-        total = int(c.trainer.num_actors * c.trainer.num_gpus_per_actor)
-        per_node = min(total, int(c.gpus_per_node))
+        num_nodes, per_node = trainer_gpu_layout(c, node_gpus)
         rm = cfg.train.rlhf.reward_model
         return build_ppo_command(
             cfg.train.rlhf.ppo, policy_path=policy, reward_model_path=str(reward_model), prompts_path=str(prompts),
-            output_dir=str(stage_dir / "policy"), num_gpus_per_node=per_node, num_nodes=max(1, total // per_node),
-            ray_address=ray_address, max_len=int(rm.max_len), seed=int(cfg.run.seed) + k,
+            output_dir=str(stage_dir / "policy"), num_gpus_per_node=per_node, num_nodes=num_nodes,
+            ray_address=ray_address, reward_max_len=int(rm.max_len), seed=int(cfg.run.seed) + k,
             zero_stage=int(rm.zero_stage), param_dtype=rm.param_dtype,
             attn_implementation=cfg.model.strong.attn_implementation,
+            trust_remote_code=bool(cfg.model.strong.trust_remote_code),
             tensorboard_dir=str(self.rd.path / "tensorboard" / f"round-{k:02d}-ppo"))
 
     def compare_stage(self, k: int, label: str, previous: str, scores: dict[str, list[dict]]) -> dict[str, Any]:

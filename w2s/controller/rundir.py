@@ -43,16 +43,65 @@ def say(msg: str) -> None:
     print(f"[w2s {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def read_state(path: Path) -> dict[str, Any]:
+    """A JSON state file of the run directory (run.json, a manifest); a corrupt one is one clear error."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunDirError(f"{path}: corrupt ({e}); restore it from a backup, or delete it (a manifest: that stage "
+                          "is redone; run.json: the run's attempt history is lost) and re-run") from None
+
+
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    p = Path(path)
-    files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
-    for q in files:
-        h.update(str(q.relative_to(p) if p.is_dir() else q.name).encode())
+    """sha256 of a file, or of a folder's files (names and contents, in sorted order)."""
+    return HashCache(None).sha256(Path(path))
+
+
+class HashCache:
+    """sha256 of files and folders, remembered by (size, mtime) in a JSON file, so that verifying the inputs and
+    outputs of finished stages on every resume reads only what changed (a model folder is hashed once)."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self._entries: dict[str, list] = {}
+        if path is not None and path.exists():
+            try:
+                self._entries = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                self._entries = {}  # a cache: rebuilt, never trusted over the files themselves
+        self._dirty = False
+
+    def _file(self, q: Path) -> str:
+        st = q.stat()
+        key, stamp = str(q.resolve()), [st.st_size, st.st_mtime_ns]
+        hit = self._entries.get(key)
+        if hit and hit[:2] == stamp:
+            return hit[2]
+        h = hashlib.sha256()
         with open(q, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
-    return h.hexdigest()
+        self._entries[key] = [*stamp, h.hexdigest()]
+        self._dirty = True
+        return h.hexdigest()
+
+    def sha256(self, p: Path) -> str:
+        if not p.is_dir():
+            return self._file(p)
+        h = hashlib.sha256()
+        for q in sorted(q for q in p.rglob("*") if q.is_file()):
+            h.update(f"{q.relative_to(p)}\0{self._file(q)}\n".encode())
+        return h.hexdigest()
+
+    def describe(self, p: Path) -> dict[str, Any]:
+        """What a manifest records of a file or folder: path, total size and sha256."""
+        files = [q for q in p.rglob("*") if q.is_file()] if p.is_dir() else [p]
+        return {"path": str(p), "size": sum(q.stat().st_size for q in files), "sha256": self.sha256(p)}
+
+    def save(self) -> None:
+        if self._dirty and self.path is not None:
+            atomic_write_json(self.path, self._entries)
+            self._dirty = False
 
 
 def to_plain(node: Any) -> Any:
@@ -95,6 +144,27 @@ def git_revision() -> str:
         return "unknown"
 
 
+def source_file(path: str) -> str:
+    """A data or model path as a stage input: the local file or folder it names, else the name itself (hub names
+    are compared by name)."""
+    from w2s.config.compose import resolve_path
+
+    if not path or path.startswith(("hub:", "asset:")):
+        return path
+    p = resolve_path(path)
+    return str(p.resolve()) if p.exists() else path
+
+
+# The order stages run in within a round (the Aligner before round 1; the eval-vs rows close a round).
+STAGE_RUN_ORDER = ["aligner", "popalign", "popalign-train", "generate", "correct", "data", "train", "eval-answers"]
+
+
+def _run_order(round_index: Any, stage: Any) -> tuple[int, int]:
+    stage = str(stage)
+    position = STAGE_RUN_ORDER.index(stage) if stage in STAGE_RUN_ORDER else len(STAGE_RUN_ORDER)
+    return (-1 if round_index is None else int(round_index), position)
+
+
 # ----------------------------------------------------------------------------------------------- the run
 class RunDir:
     def __init__(self, path: str | os.PathLike, cfg: DictConfig):
@@ -105,6 +175,8 @@ class RunDir:
         self._cluster_info: dict[str, Any] = {}
         self._tb: Any = None  # TensorBoard writer, opened on the first metrics
         self._lock: WriterLock | None = None
+        self._hashes = HashCache(self.path / ".hashes.json")
+        self.attempt = 0  # this driver's attempt number (1, 2, ...), set by open()
 
     # -- set-up
     def open(self, *, recipe: str, overrides: list[str]) -> bool:
@@ -116,71 +188,142 @@ class RunDir:
             raise RunDirError(f"{self.path} already holds a run and run.resume=never; choose another run.dir, "
                               "or run.resume=auto to continue it")
         self.path.mkdir(parents=True, exist_ok=True)
-        info = json.loads((self.path / "run.json").read_text()) if existing else {
+        info = read_state(self.path / "run.json") if existing else {
             "recipe": recipe, "overrides": overrides, "created": time.strftime("%Y-%m-%d %H:%M:%S"), "attempts": []}
         info["attempts"].append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "w2s_version": __version__,
                                  "git_revision": git_revision(), "overrides": overrides, "pid": os.getpid(),
                                  "host": os.uname().nodename})
+        self.attempt = len(info["attempts"])
         atomic_write_json(self.path / "run.json", info)
         header = (f"# w2s {__version__}, git {git_revision()}\n# recipe: {recipe}\n"
                   f"# overrides: {' '.join(overrides) or '(none)'}\n")
         atomic_write_text(self.path / "config.yaml", header + OmegaConf.to_yaml(self.cfg, resolve=True))
         return existing
 
+    def release(self) -> None:
+        """Let another driver open this run directory (the lock is also released when this process exits)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
     def stage_dir(self, round_index: int | None, stage: str) -> Path:
         base = self.path if round_index is None else self.path / f"round-{round_index:02d}"
         return base / stage
 
     # -- stages
-    def finished(self, stage_dir: Path, config_keys: list[str]) -> dict[str, Any] | None:
-        """The manifest of a finished stage whose config is unchanged; None when the stage must (re)run."""
+    def finished(self, stage_dir: Path, config_keys: list[str], inputs: dict[str, Any] | None = None,
+                 ) -> dict[str, Any] | None:
+        """The manifest of a finished stage that still holds; None when the stage must (re)run.
+
+        A stage holds when its config sections, the contents of its ``inputs`` (files, folders such as models;
+        paths that are not local, like hub names, are compared by name) and its recorded outputs are what the
+        manifest says. Anything else is refused with what changed, unless ``run.resume=fork``, which redoes this
+        stage and every stage after it.
+        """
         manifest_path = stage_dir / MANIFEST
         if self._forked_from is not None or not manifest_path.exists():
             return None
-        manifest = json.loads(manifest_path.read_text())
-        now = config_hash(self.cfg, config_keys)
-        if manifest.get("config_hash") == now:
-            say(f"{stage_dir.relative_to(self.path)}: finished earlier, skipped")
+        label = stage_dir.relative_to(self.path)
+        manifest = read_state(manifest_path)
+        changed = []
+        if manifest.get("config_hash") != config_hash(self.cfg, config_keys):
+            changed.append(f"the config (sections {', '.join(config_keys)})")
+        changed += self._changed_files("input", manifest.get("inputs", {}), self._describe(inputs or {}))
+        changed += self._changed_files("output", manifest.get("outputs", {}), None)
+        self._hashes.save()
+        if not changed:
+            say(f"{label}: finished earlier, skipped")
             return manifest
         if not self.fork:
             raise RunDirError(
-                f"the config of finished stage {stage_dir.relative_to(self.path)} changed (sections "
-                f"{', '.join(config_keys)}). Re-run with the original config to resume, set run.resume=fork to "
-                "redo this stage and everything after it with the new config, or choose a new run.dir")
+                f"finished stage {label} no longer matches its manifest: {'; '.join(changed)} changed. Re-run with "
+                "the original config and files to resume, set run.resume=fork to redo this stage and everything "
+                "after it, or choose a new run.dir")
+        say(f"{label}: {'; '.join(changed)} changed; redoing it and every later stage (run.resume=fork)")
         self._forked_from = str(stage_dir)
+        self._drop_metrics_from(manifest.get("round"), manifest.get("stage"))
         return None
+
+    def _describe(self, files: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        out = {}
+        for name, value in files.items():
+            if value is None or value == "":
+                continue
+            p = Path(str(value))
+            out[name] = {**self._hashes.describe(p), "path": self._rel(p)} if p.exists() else {
+                "path": str(value), "size": None, "sha256": None}
+        return out
+
+    def _rel(self, p: Path) -> str:
+        """Paths inside the run directory are recorded relative to it, so that the directory can move."""
+        p = Path(p).absolute()
+        return str(p.relative_to(self.path)) if p.is_relative_to(self.path) else str(p)
+
+    def _changed_files(self, kind: str, recorded: dict[str, Any], now: dict[str, Any] | None) -> list[str]:
+        """What differs between a manifest's record of files and their state now (``now`` None: look at the
+        recorded paths themselves, as for outputs)."""
+        problems = []
+        for name, rec in recorded.items():
+            rec = rec if isinstance(rec, dict) else {"path": rec}  # manifests before hashes were recorded
+            path = Path(rec["path"]) if Path(rec["path"]).is_absolute() else self.path / rec["path"]
+            if now is None:
+                if not path.exists():
+                    problems.append(f"{kind} {name} ({path}) is missing")
+                    continue
+                cur = self._hashes.describe(path) if rec.get("sha256") else {}
+            else:
+                if name not in now:
+                    problems.append(f"{kind} {name} is no longer given")
+                    continue
+                cur = now[name]
+                if str(cur["path"]) != str(rec["path"]):
+                    problems.append(f"{kind} {name} is now {cur['path']} (was {rec['path']})")
+                    continue
+            if rec.get("size") is not None and cur.get("size") != rec["size"]:
+                problems.append(f"{kind} {name} ({path}: {rec['size']} -> {cur.get('size')} bytes)")
+            elif rec.get("sha256") and cur.get("sha256") != rec["sha256"]:
+                problems.append(f"{kind} {name} ({path}: contents)")
+        if now is not None:
+            problems += [f"{kind} {name} is new" for name in now if name not in recorded]
+        return problems
 
     @contextmanager
     def stage(self, stage_dir: Path, config_keys: list[str], *, round_index: int | None, name: str,
-              inputs: dict[str, Path] | None = None) -> Iterator[dict[str, Any]]:
+              inputs: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
         """Run a stage body; on success its manifest is written (the stage is then done).
 
         The body fills the yielded dict with ``outputs`` (name -> path), ``metrics`` and anything else worth
-        keeping. On an exception no manifest is written, so the stage reruns on resume.
+        keeping. On an exception no manifest is written, so the stage reruns on resume. The manifest records the
+        size and sha256 of every input and output, which :meth:`finished` checks on resume.
         """
         stage_dir.mkdir(parents=True, exist_ok=True)
         record: dict[str, Any] = {"outputs": {}, "metrics": {}}
         started = time.time()
         yield record
-        outputs = {k: str(Path(v).relative_to(self.path)) if Path(v).is_relative_to(self.path) else str(v)
-                   for k, v in record.pop("outputs").items()}
+        outputs = {}
+        for k, v in record.pop("outputs").items():
+            outputs[k] = {**self._hashes.describe(Path(v)), "path": self._rel(Path(v))}
         manifest = {
             "stage": name, "round": round_index, "config_hash": config_hash(self.cfg, config_keys),
-            "config_keys": config_keys, "seed": int(self.cfg.run.seed),
-            "inputs": {k: {"path": str(v), "sha256": file_sha256(Path(v))} for k, v in (inputs or {}).items()},
+            "config_keys": config_keys, "seed": int(self.cfg.run.seed), "inputs": self._describe(inputs or {}),
             "outputs": outputs, "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
-            "seconds": round(time.time() - started, 2), **record,
+            "seconds": round(time.time() - started, 2), "attempt": self.attempt, **record,
         }
+        self._hashes.save()
         atomic_write_json(stage_dir / MANIFEST, manifest)
 
     def output(self, manifest: dict[str, Any], name: str) -> Path:
-        p = Path(manifest["outputs"][name])
+        rec = manifest["outputs"][name]
+        p = Path(rec["path"] if isinstance(rec, dict) else rec)
         return p if p.is_absolute() else self.path / p
 
     # -- metrics
     def log_metrics(self, round_index: int | None, stage: str, metrics: dict[str, Any]) -> None:
         """One line of metrics.jsonl, and the numbers as TensorBoard scalars (step: the round)."""
-        append_jsonl(self.path / "metrics.jsonl", {"round": round_index, "stage": stage, **metrics,
+        row = {"round": round_index, "stage": stage, **metrics}
+        if self._last_metrics().get((round_index, stage)) == row:
+            return  # a finished run re-run: the same numbers again are no new information
+        append_jsonl(self.path / "metrics.jsonl", {**row, "attempt": self.attempt,
                                                    "time": time.strftime("%Y-%m-%d %H:%M:%S")})
         if self.cfg.log.tensorboard:
             if self._tb is None:
@@ -191,6 +334,20 @@ class RunDir:
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     self._tb.add_scalar(f"{stage}/{key}", value, round_index or 0)
             self._tb.flush()
+
+    def _last_metrics(self) -> dict[tuple[Any, Any], dict[str, Any]]:
+        """The latest row per (round, stage), without its attempt and time."""
+        return {(r.get("round"), r.get("stage")): {k: v for k, v in r.items() if k not in ("attempt", "time")}
+                for r in self.metrics()}
+
+    def _drop_metrics_from(self, round_index: Any, stage: Any) -> None:
+        """Forget the metrics rows of a stage being redone and of every stage that runs after it."""
+        cut = _run_order(round_index, stage)
+        rows = self.metrics()
+        kept = [r for r in rows if _run_order(r.get("round"), r.get("stage")) < cut]
+        if len(kept) != len(rows):
+            atomic_write_text(self.path / "metrics.jsonl",
+                              "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in kept))
 
     def metrics(self) -> list[dict[str, Any]]:
         path = self.path / "metrics.jsonl"

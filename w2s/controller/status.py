@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from w2s.controller.report import latest_metrics
+from w2s.controller.rundir import read_state
 from w2s.errors import RunDirError
 
 STAGE_ORDER = ["aligner", "eval-answers", "generate", "correct", "data", "train"]
@@ -15,7 +15,7 @@ def print_status(run_dir: str) -> int:
     path = Path(run_dir)
     if not (path / "run.json").exists():
         raise RunDirError(f"{path} is not a w2s run directory (no run.json)")
-    info = json.loads((path / "run.json").read_text())
+    info = read_state(path / "run.json")
     print(f"run {path.resolve()}\n  recipe {info['recipe']}  attempts {len(info['attempts'])}  "
           f"last started {info['attempts'][-1]['started']}")
     folders = [path / "aligner"] if (path / "aligner").exists() else []
@@ -27,7 +27,7 @@ def print_status(run_dir: str) -> int:
         for stage in stages:
             manifest = stage / "manifest.json"
             if manifest.exists():
-                m = json.loads(manifest.read_text())
+                m = read_state(manifest)
                 state = f"done in {m.get('seconds', 0):.0f} s"
             else:
                 state = "not finished"

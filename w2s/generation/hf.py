@@ -25,6 +25,7 @@ from transformers import (
 )
 
 from w2s.generation import Generation
+from w2s.generation.encoding import EncodedPrompt, encode_prompt, eos_token_ids, log_truncation
 from w2s.generation.sampling import resolve_sampling
 
 log = logging.getLogger(__name__)
@@ -93,32 +94,22 @@ class HFGenerator:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, attn_implementation=attn,
                                                           trust_remote_code=trust).to(self.device).eval()
-        eos = self.model.generation_config.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        if self.tokenizer.eos_token_id is not None:
-            eos_ids.add(self.tokenizer.eos_token_id)
-        self.eos_token_ids = sorted(eos_ids)
+        self.eos_token_ids = eos_token_ids(self.tokenizer, self.model.generation_config.eos_token_id)
         self.default_batch = int(getattr(sampling_cfg, "batch_prompts_per_actor", 8) or 8)
+        self.truncated_prompts = 0
 
     def encode(self, prompt: str, max_prompt_tokens: int) -> list[int]:
-        """Token ids of a rendered prompt, truncated from the left to ``max_prompt_tokens``.
-
-        Special tokens (BOS) are added unless the text already starts with the BOS token, as chat templates do.
-        """
-        bos = self.tokenizer.bos_token
-        add_special = not (bos and prompt.startswith(bos))
-        ids = self.tokenizer(prompt, add_special_tokens=add_special)["input_ids"]
-        if max_prompt_tokens and len(ids) > max_prompt_tokens:
-            ids = ids[-max_prompt_tokens:]
-        return ids
+        """Token ids of a rendered prompt, as :func:`w2s.generation.encoding.encode_prompt` makes them."""
+        return encode_prompt(self.tokenizer, prompt, max_prompt_tokens).ids
 
     @torch.inference_mode()
-    def _generate_batch(self, batch: list[list[int]], params: dict[str, Any]) -> list[Generation]:
+    def _generate_batch(self, batch: list[EncodedPrompt], params: dict[str, Any]) -> list[Generation]:
         pad = self.tokenizer.pad_token_id
-        width = max(len(ids) for ids in batch)
+        width = max(len(e.ids) for e in batch)
         input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
         attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, ids in enumerate(batch):  # left padding: every prompt ends at the same position
+        for i, e in enumerate(batch):  # left padding: every prompt ends at the same position
+            ids = e.ids
             input_ids[i, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
             attention[i, width - len(ids):] = 1
         gen_cfg = GenerationConfig(
@@ -129,7 +120,7 @@ class HFGenerator:
                                   logits_processor=build_logits_processors(params, width))
         results = []
         eos = set(self.eos_token_ids)
-        for i, ids in enumerate(batch):
+        for i, e in enumerate(batch):
             completion = out[i, width:].tolist()
             stop = next((j for j, t in enumerate(completion) if t in eos), None)
             if stop is not None:
@@ -137,8 +128,8 @@ class HFGenerator:
             else:
                 finish, count = "length", len(completion)
             text = self.tokenizer.decode(completion, skip_special_tokens=True)
-            results.append(Generation(text=text, prompt_tokens=len(ids), completion_tokens=count,
-                                      finish_reason=finish))
+            results.append(Generation(text=text, prompt_tokens=len(e.ids), completion_tokens=count,
+                                      finish_reason=finish, prompt_truncated=e.truncated))
         return results
 
     def generate(self, prompts: list[str], sampling_cfg: Any, *, seed: int, progress: bool = False,
@@ -146,12 +137,15 @@ class HFGenerator:
         """Complete each rendered prompt; outputs are in input order.
 
         Prompts are batched by length (``batch_prompts_per_actor`` at a time) to waste little padding.
-        Sampling is deterministic for a given ``seed``, prompts and batch size.
+        Sampling is deterministic for a given ``seed``, prompts and batch size. ``truncated_prompts`` counts
+        the prompts cut to ``max_prompt_tokens`` (also logged).
         """
         params = resolve_sampling(sampling_cfg)
         size = int(batch_size or params["batch_prompts_per_actor"] or self.default_batch)
-        encoded = [self.encode(p, int(params["max_prompt_tokens"] or 0)) for p in prompts]
-        order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+        limit = int(params["max_prompt_tokens"] or 0)
+        encoded = [encode_prompt(self.tokenizer, p, limit) for p in prompts]
+        self.truncated_prompts = log_truncation(log, encoded, limit)
+        order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i].ids))
         results: list[Generation | None] = [None] * len(prompts)
         bar = None
         if progress:

@@ -68,3 +68,20 @@ def resolve_sampling(sampling_cfg: Any) -> dict[str, Any]:
         raise ConfigError(issues)
     out["greedy"] = out["temperature"] == 0.0
     return out
+
+
+def engine_issues(key: str, sampling_cfg: Any) -> list[ConfigIssue]:
+    """Problems with a sampling section's engine settings (tensor parallelism, vLLM memory), named under ``key``."""
+    prefix = f"{key}." if key else ""
+    issues = []
+    tp = _get(sampling_cfg, "tensor_parallel_size", 1)
+    if not isinstance(tp, int) or tp < 1:
+        issues.append(ConfigIssue(f"{prefix}tensor_parallel_size", tp, "must be a whole number >= 1", "1: no tensor "
+                                  "parallelism"))
+    util = _get(sampling_cfg, "gpu_memory_utilization", 0.85)
+    if not 0 < float(util) <= 1:
+        issues.append(ConfigIssue(f"{prefix}gpu_memory_utilization", util, "must be in (0, 1]", "e.g. 0.85"))
+    kv = _get(sampling_cfg, "kv_cache_gib", 0.0)
+    if float(kv or 0) < 0:
+        issues.append(ConfigIssue(f"{prefix}kv_cache_gib", kv, "must not be negative", "0 sizes it automatically"))
+    return issues

@@ -3,7 +3,8 @@
     python -m w2s.launch.ray_wait --address HEAD_IP:PORT --timeout 300 n1=10.0.0.1 n2=10.0.0.2
 
 Polls the GCS (no driver is started, so it takes no cluster resources) until a live Ray node reports each
-expected IP. On timeout it exits 1 naming the Slurm nodes whose Ray node is missing and where their logs are.
+expected IP: the address the job script gave that node's ``ray start --node-ip-address``. On timeout it exits 1
+naming the Slurm nodes whose Ray node is missing, the addresses Ray did register, and where the logs are.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def wait_for_nodes(address: str, expected: dict[str, str], timeout_s: float, pol
     """
     t0 = time.monotonic()
     last_error = ""
+    alive: list[str] = []
     while True:
         try:
             alive = alive_node_ips(address)
@@ -57,7 +59,9 @@ def wait_for_nodes(address: str, expected: dict[str, str], timeout_s: float, pol
             return time.monotonic() - t0
         if time.monotonic() - t0 > timeout_s:
             names = ", ".join(f"{n} ({expected[n]})" for n in missing)
-            raise TimeoutError(f"Ray nodes missing after {timeout_s:.0f}s: {names}{last_error}")
+            # A node that registered under another address than the one it was given shows up here.
+            seen = f"; live Ray nodes: {', '.join(sorted(alive))}" if alive and not last_error else ""
+            raise TimeoutError(f"Ray nodes missing after {timeout_s:.0f}s: {names}{seen}{last_error}")
         time.sleep(poll_s)
 
 

@@ -192,9 +192,11 @@ def _check_training(cfg: Any, req: Request, usable: float, rep: Report) -> None:
     ranks = int(_get(cfg, "cluster.trainer.num_actors", 1))
     gpus = float(_get(cfg, "cluster.trainer.num_gpus_per_actor", 0.0))
     jobs = []
-    if str(_get(cfg, "job", "loop")) in ("loop", "aligner") and bool(_get(cfg, "aligner.train.enabled", False)):
+    job = str(_get(cfg, "job", "loop"))
+    # `job: aligner` always trains the Aligner; the loop does when aligner.train.enabled.
+    if job == "aligner" or (job == "loop" and bool(_get(cfg, "aligner.train.enabled", False))):
         jobs.append(("aligner", "model.aligner"))
-    if str(_get(cfg, "job", "loop")) == "loop":
+    if job == "loop":
         jobs.append((str(_get(cfg, "train.method", "dpo")), "model.strong"))
     for method, model_key in jobs:
         params, source = model_params_b(_get(cfg, model_key))

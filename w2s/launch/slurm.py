@@ -48,7 +48,7 @@ class LaunchSpec:
     signal_seconds: int = 120       # warning before the time limit (USR2 -> stop at a safe point, requeue)
     venv: Path = field(default_factory=lambda: Path(sys.prefix))
     workdir: Path = field(default_factory=Path.cwd)
-    env: dict[str, str] = field(default_factory=dict)  # W2S_NET_IFACE, W2S_RAY_PORT, ... (see ray_cluster.sh)
+    env: dict[str, str] = field(default_factory=dict)  # W2S_NET_IFACE, W2S_RAY_PORT_RANGE, ... (ray_cluster.sh)
     extra_sbatch: list[str] = field(default_factory=list)
 
     @property
@@ -162,7 +162,7 @@ def prepare(args: argparse.Namespace) -> tuple[LaunchSpec, list[str]]:
         run_dir = cfg.run.dir or str(Path("runs") / f"{recipe.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     bad_env = [kv for kv in args.env or [] if "=" not in kv or not re.match(r"^[A-Za-z_]\w*=", kv)]
     if bad_env:
-        raise ConfigError([ConfigIssue("--env", kv, "must be KEY=VALUE", "e.g. --env W2S_RAY_PORT=6380")
+        raise ConfigError([ConfigIssue("--env", kv, "must be KEY=VALUE", "e.g. --env W2S_RAY_WAIT_S=600")
                            for kv in bad_env])
     env = dict(kv.split("=", 1) for kv in args.env or [])
     if args.net_iface:
@@ -195,7 +195,7 @@ def cmd_launch_slurm(args: argparse.Namespace) -> int:
     print(f"submitted job {job}: {spec.nodes} node(s) x {spec.gpus_per_node} GPU(s)")
     print(f"run dir: {spec.run_dir}")
     print(f"script:  {script}")
-    print(f"logs:    {spec.slurm_dir}/job-{job}.out, driver-{job}.log, ray-NODE-{job}.log")
+    print(f"logs:    {spec.slurm_dir}/job-{job}.out, driver-{job}.log, ray-NODE-{job}.log, ray-ports-{job}.env")
     return 0
 
 

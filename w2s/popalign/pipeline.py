@@ -25,7 +25,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from w2s.controller.loop import Loop, read_prompts
-from w2s.controller.rundir import RunDir, say, to_plain
+from w2s.controller.rundir import RunDir, say, source_file, to_plain
 from w2s.data.files import append_jsonl, read_jsonl, write_jsonl
 from w2s.errors import DataError
 from w2s.popalign.strategies import CHOSEN, REJECTED, SLOTS, PairJob, ParseError, Request, make_builder
@@ -292,10 +292,11 @@ def _table(counts: dict[str, dict[str, int]], accuracy: dict[str, dict]) -> list
 def build_stage(cfg: DictConfig, rd: RunDir) -> dict[str, Any]:
     """Build (or reuse) the PopAlign dataset; returns the stage manifest."""
     from w2s.assets import resolve_model_path
-    from w2s.backends.openrlhf import check_loads, write_pair_rows
+    from w2s.backends.data import check_loads, write_pair_rows
 
     stage_dir = rd.stage_dir(None, "popalign")
-    done = rd.finished(stage_dir, KEYS_POPALIGN)
+    inputs = {"prompts": source_file(cfg.popalign.prompts.path)}
+    done = rd.finished(stage_dir, KEYS_POPALIGN, inputs)
     if done:
         say(f"popalign: dataset already built ({rd.output(done, 'popalign')})")
         return done
@@ -307,7 +308,7 @@ def build_stage(cfg: DictConfig, rd: RunDir) -> dict[str, Any]:
     jobs = select_jobs(prompts, cfg)
     say(f"popalign: {len(prompts)} prompts, {len(jobs)} pairs to build with "
         + ", ".join(f"{n} ({sum(j.builder.name == n for j in jobs)})" for n in p.strategies))
-    with rd.stage(stage_dir, KEYS_POPALIGN, round_index=None, name="popalign") as rec:
+    with rd.stage(stage_dir, KEYS_POPALIGN, round_index=None, name="popalign", inputs=inputs) as rec:
         t0 = time.time()
         build = Build(cfg, rd, stage_dir)
         build.run(jobs)
@@ -323,7 +324,8 @@ def build_stage(cfg: DictConfig, rd: RunDir) -> dict[str, Any]:
         write_jsonl(out, kept)
         write_pair_rows(pairs, [(r["prompt"], r["chosen"], r["rejected"]) for r in kept])
         max_len = int(p.filter.max_len) or int(cfg.train.dpo.max_len)
-        loadable = check_loads(str(pairs), policy_tok, "dpo", chat=True, max_len=max_len)
+        loadable = check_loads(str(pairs), policy_tok, "dpo", chat=True, max_len=max_len,
+                               trust_remote_code=bool(cfg.model.strong.trust_remote_code))
         rec["outputs"].update({"popalign": out, "train": pairs})
         if p.output.write_dropped:
             write_jsonl(stage_dir / "dropped.jsonl", dropped)
@@ -350,12 +352,13 @@ def train_stage(cfg: DictConfig, rd: RunDir, data: Path) -> dict[str, Any]:
     from w2s.assets import resolve_model_path
 
     stage_dir = rd.stage_dir(None, "popalign-train")
-    done = rd.finished(stage_dir, KEYS_TRAIN)
+    policy = resolve_model_path(cfg.model.strong.path, progress=say)
+    inputs = {"data": data, "policy": policy}
+    done = rd.finished(stage_dir, KEYS_TRAIN, inputs)
     if done:
         say(f"popalign train: already trained ({rd.output(done, 'policy')})")
         return done
-    with rd.stage(stage_dir, KEYS_TRAIN, round_index=None, name="popalign-train", inputs={"data": data}) as rec:
-        policy = resolve_model_path(cfg.model.strong.path, progress=say)
+    with rd.stage(stage_dir, KEYS_TRAIN, round_index=None, name="popalign-train", inputs=inputs) as rec:
         out = stage_dir / "policy"
         say(f"popalign train: DPO of {policy} on {data}")
         result = Loop(cfg, rd).train("train_dpo", cfg.train.dpo, policy, policy, str(data), str(out),

@@ -17,23 +17,23 @@ class GeneratorWorker(RoleActorMixin):
         from w2s.generation import make_generator
 
         self.sampling = OmegaConf.create(sampling_cfg)
+        self.prompt_template = str(model_cfg.get("prompt_template", "") or "")  # empty: the chat template
         self.generator = make_generator(model_path, OmegaConf.create(model_cfg), self.sampling)
 
     def generate(self, prompts: list[str], seed: int) -> list[Generation]:
-        """Answer user prompts (the chat template is applied here): text and token counts per prompt."""
+        """Answer user prompts (the chat or prompt template is applied here): text and token counts per prompt."""
         from w2s.generation import render_chat
 
-        rendered = [render_chat(self.generator.tokenizer, p) for p in prompts]
+        rendered = [render_chat(self.generator.tokenizer, p, template=self.prompt_template) for p in prompts]
         return self.generator.generate(rendered, self.sampling, seed=seed)
 
     def render_conversations(self, conversations: list[list[dict[str, str]]]) -> list[str]:
-        """Full message lists (system, few-shot or second turns) rendered with the tokenizer's chat template."""
-        from w2s.generation.chat import render_chat
+        """Full message lists (system, few-shot or second turns) rendered with the tokenizer's chat template
+        (a prompt template renders single user turns only)."""
+        from w2s.generation.chat import render_conversation
 
-        tok = self.generator.tokenizer
-        if not getattr(tok, "chat_template", None):
-            render_chat(tok, "")  # raises the usual "no chat template" error
-        return [tok.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
+        return [render_conversation(self.generator.tokenizer, c, template=self.prompt_template)
+                for c in conversations]
 
     def generate_chat(self, conversations: list[list[dict[str, str]]], seed: int) -> list[Generation]:
         """Answer whole conversations (each ends with a user turn) rendered with the chat template."""

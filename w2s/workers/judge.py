@@ -13,7 +13,12 @@ class JudgeWorker(RoleActorMixin):
     def __init__(self, judge_cfg: dict[str, Any]):
         from w2s.eval.judges import make_judge
 
+        # Ray exposes the GPU this actor reserved (cluster.judge) through CUDA_VISIBLE_DEVICES: the judge runs there.
         self.judge = make_judge(OmegaConf.create(judge_cfg))
+
+    def device(self) -> str:
+        """Where the judge model runs (``cuda`` or ``cpu``)."""
+        return self.judge.device
 
     def score(self, rows: list[tuple[str, str, str]]) -> list[float]:
         """Score (prompt, answer, reference) triples; higher is better."""

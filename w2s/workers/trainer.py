@@ -3,16 +3,26 @@
 Rank 0 picks the rendezvous address (its node's IP and a free port); every rank then exports
 MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE/LOCAL_RANK and calls the same backend function, which hands them
 to DeepSpeed (gloo on CPU, NCCL on GPU). On a machine without CUDA the CPU compatibility layer is applied.
+
+:func:`run_on_trainers` is the one way w2s trains: the loop's stages and ``w2s aligner train`` both go
+through it, so every training run gets the ``cluster.trainer`` world and the model section's attention kernel
+and ``trust_remote_code``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from w2s.cluster import RoleActorMixin, free_port
+from w2s.cluster import RoleActorMixin, RoleGroup, free_port, wait_all
+from w2s.controller.rundir import to_plain
+
+# Backend functions that train the strong policy (or a reward model from it): they load model.strong's kind of
+# model, so they get its attention kernel and remote-code flag. train_aligner reads model.aligner itself.
+POLICY_FUNCTIONS = ("train_sft", "train_dpo", "train_reward_model")
 
 
 class TrainerWorker(RoleActorMixin):
@@ -47,3 +57,52 @@ class TrainerWorker(RoleActorMixin):
             fn = getattr(openrlhf, function)
         result = fn(OmegaConf.create(cfg), *args, **kwargs)
         return dataclasses.asdict(result) if dataclasses.is_dataclass(result) else dict(result)
+
+
+def model_kwargs(cfg: Any, function: str) -> dict[str, Any]:
+    """The model-section arguments a training function needs: for the policy trainers, ``model.strong``'s
+    attention kernel and ``trust_remote_code`` (the backend falls back to sdpa without CUDA)."""
+    if function not in POLICY_FUNCTIONS:
+        return {}
+    model = cfg.model.strong
+    return {"attn_implementation": str(model.attn_implementation),
+            "trust_remote_code": bool(model.trust_remote_code)}
+
+
+def run_on_trainers(cfg: Any, function: str, section: Any, *args: Any,
+                    group: Callable[[], RoleGroup] | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Run a training function on the ``cluster.trainer`` ranks as one torch.distributed world.
+
+    Ray must be started or joined (:class:`w2s.cluster.RayCluster`). The ranks rendezvous at rank 0, join
+    the world, then all call ``function(section, *args, **kwargs)``; rank 0's result comes back.
+
+    Args:
+        cfg: The whole config (``cluster`` for the group, ``model.strong`` for the policy trainers).
+        function: ``train_sft``, ``train_dpo``, ``train_reward_model`` or ``train_aligner``.
+        section: The config section handed to the function (e.g. ``cfg.train.dpo``, or ``cfg`` itself).
+        *args: Positional arguments after the section (model paths, data file, output directory).
+        group: Builds the trainer :class:`RoleGroup` (the loop's records its placements); default: a plain one.
+        **kwargs: Keyword arguments of the function; they override the model-section defaults.
+
+    Returns:
+        Rank 0's result as a dict (a :class:`w2s.backends.openrlhf.TrainResult` as a dict, or the Aligner's
+        metadata), with ``world_size`` the number of ranks that trained.
+    """
+    c = cfg.cluster
+    timeout, liveness = float(c.rpc_timeout_s), float(c.liveness_timeout_s)
+
+    def default_group() -> RoleGroup:
+        return RoleGroup("trainer", TrainerWorker, c.trainer, strategy=c.placement_strategy, timeout_s=timeout,
+                         liveness_s=liveness, start_timeout_s=float(c.start_timeout_s))
+
+    kwargs = {**model_kwargs(cfg, function), **kwargs}
+    with (group or default_group)() as g:
+        addr, port = wait_all([g.actors[0].actor.rendezvous.remote()], g.actors[:1], what="trainer rendezvous",
+                              timeout_s=timeout, liveness_s=liveness)[0]
+        world = len(g.actors)
+        wait_all([a.actor.join.remote(addr, port, a.rank, world) for a in g.actors], g.actors,
+                 what="trainer join", timeout_s=timeout, liveness_s=liveness)
+        results = g.call_all("run", function, to_plain(section), *args, what=f"trainer {function}", **kwargs)
+    result = results[0]
+    result.setdefault("world_size", world)
+    return result
