@@ -358,8 +358,12 @@ class Loop:
                     say(f"round {k} data: {len(extra)} extra pairs from {self.cfg.train.dpo.extra_pairs}")
                 n = write_pair_rows(path, pairs)
             if n == 0:
-                raise DataError(f"round {k}: every pair was dropped ({dropped}); the Aligner copied the answers. "
-                                "Lower train.dpo.min_pair_distance, check the Aligner, or use train.method=sft")
+                truncated = dropped.get("truncated_correction", 0) + dropped.get("truncated_answer", 0)
+                fix = ("most answers or corrections were cut off at max_new_tokens: raise generate.max_new_tokens and "
+                       "correct.max_new_tokens, or set loop.on_truncated=keep" if 2 * truncated >= len(rows) +
+                       truncated else "the Aligner copied the answers: lower train.dpo.min_pair_distance, check the "
+                       "Aligner, or use train.method=sft")
+                raise DataError(f"round {k}: every {method} row was dropped ({dropped}); {fix}")
             from w2s.assets import resolve_model_path
 
             kind = {"sft": "sft", "dpo": "dpo", "rlhf": "rm"}[method]
