@@ -198,8 +198,7 @@ def _free_port() -> int:
 def test_two_ranks_train_dpo_together(tiny_weak, data_dir, tmp_path):
     code = textwrap.dedent("""
         import json, sys
-        from w2s.backends import data as data_files
-from w2s.backends import openrlhf as backend
+        from w2s.backends import openrlhf as backend
         from w2s.config.schema import DPOConfig
         cfg = DPOConfig(max_len=96, micro_batch_samples_per_device=2, global_batch_samples=8, zero_stage=2)
         cfg.optim.lr = 2e-3

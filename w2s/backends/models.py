@@ -1,8 +1,8 @@
 """What the trainers need to know about a model before loading it: its attention kernel, whether it ships code,
 how long a sequence it takes.
 
-OpenRLHF loads every model with ``trust_remote_code=True`` (its ``Actor``, reward model and tokenizer helpers
-hard-code it), so a model directory that ships its own Python code (an ``auto_map`` entry in ``config.json``)
+OpenRLHF enables remote code for every model it loads (its ``Actor``, reward model and tokenizer helpers
+hard-code the flag on), so a model directory that ships its own Python code (an ``auto_map`` entry in ``config.json``)
 would run that code whatever the recipe says. w2s therefore refuses such a model unless the model section sets
 ``trust_remote_code: true``: :func:`w2s.config.validate.validate` refuses it before anything starts (for local
 model directories named in the recipe), and :func:`guard_remote_code` refuses it again right before training
