@@ -157,6 +157,8 @@ def test_template_echo_is_cut_from_corrections():
     quoted = "In the transcript the ASSISTANT: line is the bot, and ##Answer: marks the key."
     assert strip_template_echo(quoted) == (quoted, False)
     assert strip_template_echo("Fine.\n  ASSISTANT: more") == ("Fine.\n", True)
+    assert strip_template_echo("I have done this for years, and\n##Cor") == ("I have done this for years, and\n", True)
+    assert strip_template_echo("A list:\n- item\n- US") == ("A list:\n- item\n- US", False)  # not a line start
 
 
 def test_a_second_writer_of_the_same_output_is_refused(corrector, answers, tmp_path):

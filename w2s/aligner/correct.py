@@ -77,9 +77,16 @@ _ECHO = re.compile("|".join([*map(re.escape, TEMPLATE_ECHO_ANYWHERE),
 
 
 def strip_template_echo(text: str) -> tuple[str, bool]:
-    """``text`` cut where the Aligner starts echoing its prompt template; and whether it was cut."""
+    """``text`` cut where the Aligner starts echoing its prompt template; and whether it was cut. A last line that
+    is the start of a marker ("\n##Cor", the token limit reached mid-echo) is cut too."""
     m = _ECHO.search(text)
-    return (text[:m.start()], True) if m else (text, False)
+    if m:
+        return text[:m.start()], True
+    head, sep, last = text.rpartition("\n")
+    tail = last.strip()
+    if sep and len(tail) >= 3 and any(marker.startswith(tail) for marker in TEMPLATE_ECHO_LINE_START):
+        return head + sep, True
+    return text, False
 
 
 class Corrector:
