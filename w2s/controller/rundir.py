@@ -52,11 +52,6 @@ def read_state(path: Path) -> dict[str, Any]:
                           "is redone; run.json: the run's attempt history is lost) and re-run") from None
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, or of a folder's files (names and contents, in sorted order)."""
-    return HashCache(None).sha256(Path(path))
-
-
 class HashCache:
     """sha256 of files and folders, remembered by (size, mtime) in a JSON file, so that verifying the inputs and
     outputs of finished stages on every resume reads only what changed (a model folder is hashed once)."""
