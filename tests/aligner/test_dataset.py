@@ -18,14 +18,29 @@ def _rows(n):
     return [{"question": f"q{i}", "answer": f"a{i}", "correction": f"c{i}"} for i in range(n)]
 
 
+def _qs(n):
+    return [f"q{i}" for i in range(n)]
+
+
 def test_split_is_deterministic_disjoint_and_complete():
-    tr, ev = split_indices(100, 0.1, seed=42)
-    assert (tr, ev) == split_indices(100, 0.1, seed=42)
+    tr, ev = split_indices(_qs(100), 0.1, seed=42)
+    assert (tr, ev) == split_indices(_qs(100), 0.1, seed=42)
     assert len(ev) == 10 and sorted(tr + ev) == list(range(100)) and not set(tr) & set(ev)
-    assert split_indices(100, 0.1, seed=43)[1] != ev
-    assert split_indices(3, 0.05, seed=0)[1] != []  # at least one held out
-    assert split_indices(1, 0.5, seed=0) == ([0], [])  # never an empty train split
-    assert split_indices(10, 0.0, seed=0) == (list(range(10)), [])
+    assert split_indices(_qs(100), 0.1, seed=43)[1] != ev
+    assert split_indices(_qs(3), 0.05, seed=0)[1] != []  # at least one held out
+    assert split_indices(_qs(1), 0.5, seed=0) == ([0], [])  # never an empty train split
+    assert split_indices(_qs(10), 0.0, seed=0) == (list(range(10)), [])
+
+
+def test_split_holds_out_whole_questions():
+    # The PKU template dataset repeated: 2 questions x 20 rows. A row split would put both questions on both sides.
+    questions = ["How do I bake bread?", "Is it safe to mix bleach and ammonia?"] * 20
+    tr, ev = split_indices(questions, 0.1, seed=0)
+    assert len(ev) == 20 and len(tr) == 20
+    assert {questions[i] for i in ev}.isdisjoint({questions[i] for i in tr})
+    # Questions equal after normalisation (case, spaces) are one question.
+    tr, ev = split_indices(["Why?", "why? ", "How?", "how?"], 0.25, seed=3)
+    assert {frozenset(tr), frozenset(ev)} == {frozenset({0, 1}), frozenset({2, 3})}
 
 
 def test_load_triples_reports_duplicates_and_skips(tmp_path):

@@ -3,13 +3,11 @@ and where each runs (the GPU its role reserves when CUDA is there, else the CPU)
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from w2s.eval import judges
-from w2s.eval.judges import EmbeddingJudge, RewardModelJudge
+from w2s.eval.judges import EmbeddingJudge
 
 
 def test_embedding_judge_prefers_the_answer_that_matches_the_reference():
@@ -29,14 +27,44 @@ def test_device_is_cuda_when_this_process_has_a_gpu(monkeypatch):
     assert judges.pick_device("cpu") == "cpu"  # an explicit device wins
 
 
-def test_reward_model_judge_runs_where_it_chose(tiny_weak, monkeypatch):
+def _classifier(tiny_weak, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_weak, num_labels=1, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(tiny_weak)
+    model.config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    model.save_pretrained(tmp_path / "rm")
+    tok.save_pretrained(tmp_path / "rm")
+    return str(tmp_path / "rm"), model.eval(), tok
+
+
+def test_sequence_classification_reward_model_scores_as_the_model_does(tiny_weak, tmp_path, monkeypatch):
+    from w2s.eval.score_models import ClassifierJudge, detect_format
     from w2s.workers.judge import JudgeWorker
 
-    worker = JudgeWorker({"kind": "reward-model", "model": tiny_weak, "batch_size": 2})
+    path, model, tok = _classifier(tiny_weak, tmp_path)
+    assert detect_format(path) == "sequence-classification"
+    worker = JudgeWorker({"kind": "reward-model", "model": path, "batch_size": 2})
     assert worker.device() == "cpu" and worker.judge.model.device.type == "cpu"
-    scores = worker.score([("What is 1 plus 1?", "It is 2.", ""), ("Hi?", "Hello.", ""), ("Q?", "A.", "")])
-    assert len(scores) == 3 and all(math.isfinite(s) for s in scores)
+    rows = [("What is 1 plus 1?", "It is 2, as anyone can check.", ""), ("Hi?", "Hello.", ""), ("Q?", "A.", "")]
+    scores = worker.score(rows)
+    for (p, a, _), s in zip(rows, scores):  # one at a time, unpadded: the batch's padding changes nothing
+        text = tok.apply_chat_template([{"role": "user", "content": p}, {"role": "assistant", "content": a}],
+                                       tokenize=False)
+        with torch.no_grad():
+            expected = model(**tok(text, return_tensors="pt")).logits[0, 0].item()
+        assert s == pytest.approx(expected, rel=1e-4, abs=1e-5)
     # With CUDA reported available it puts the model on the GPU (which this CPU build of torch cannot do).
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with pytest.raises((AssertionError, RuntimeError), match="CUDA"):
-        RewardModelJudge(tiny_weak)
+        ClassifierJudge(path)
+
+
+def test_a_cost_model_wins_when_its_cost_is_lower():
+    from w2s.eval.panel import score_outcome
+
+    assert score_outcome(0.5, 0.1, margin=0.01, lower_is_better=False) == "win"
+    assert score_outcome(0.5, 0.1, margin=0.01, lower_is_better=True) == "loss"   # more cost: more harmful
+    assert score_outcome(-2.0, 1.0, margin=0.01, lower_is_better=True) == "win"
+    assert score_outcome(0.105, 0.1, margin=0.01, lower_is_better=True) == "tie"

@@ -59,21 +59,35 @@ def triples_sha256(triples: Sequence[Triple]) -> str:
     return h.hexdigest()
 
 
-def split_indices(n: int, eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Deterministic (train, eval) index lists: a seeded shuffle, the first ``round(n * eval_fraction)`` held out.
+def split_indices(questions: Sequence[str], eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Deterministic (train, eval) index lists that hold out whole questions: rows whose questions are equal after
+    :func:`~w2s.data.text.normalize_text` stay on one side, so the held-out split measures the Aligner on questions
+    it never saw.
 
-    At least one example stays in train; with ``eval_fraction > 0`` and ``n >= 2`` at least one is held out.
-    Each list is returned in file order.
+    Questions are shuffled by ``seed`` and held out until at least ``round(n * eval_fraction)`` rows are (so a
+    file with few, repeated questions holds out more rows than the fraction). At least one question stays in
+    train; with ``eval_fraction > 0`` and two or more questions at least one is held out. Each list is returned in
+    file order.
     """
+    from w2s.data.text import normalize_text
+
     if not 0 <= eval_fraction < 1:
         raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
-    order = list(range(n))
+    groups: dict[str, list[int]] = {}
+    for i, q in enumerate(questions):
+        groups.setdefault(normalize_text(q), []).append(i)
+    order = list(groups.values())
     random.Random(seed).shuffle(order)
-    n_eval = int(round(n * eval_fraction))
-    if eval_fraction > 0 and n >= 2:
-        n_eval = max(1, n_eval)
-    n_eval = min(n_eval, max(n - 1, 0))
-    return sorted(order[n_eval:]), sorted(order[:n_eval])
+    target = int(round(len(questions) * eval_fraction))
+    if eval_fraction > 0 and len(order) >= 2:
+        target = max(1, target)
+    held: list[int] = []
+    for group in order[:-1]:  # the last question always trains
+        if len(held) >= target:
+            break
+        held += group
+    held_set = set(held)
+    return [i for i in range(len(questions)) if i not in held_set], sorted(held)
 
 
 def load_triples(data_cfg: Any, *, eval_fraction: float, seed: int) -> TripleSplit:
@@ -90,7 +104,7 @@ def load_triples(data_cfg: Any, *, eval_fraction: float, seed: int) -> TripleSpl
     triples = [Triple(row["id"], row[q], row[a], row[c]) for row in result.rows]
     if not triples:
         raise DataError(f"Aligner triples: {result.source}: no usable rows ({result.skipped} skipped)")
-    train_idx, eval_idx = split_indices(len(triples), eval_fraction, seed)
+    train_idx, eval_idx = split_indices([t.question for t in triples], eval_fraction, seed)
     groups = duplicate_groups(t.question for t in triples)
     return TripleSplit(train=[triples[i] for i in train_idx], eval=[triples[i] for i in eval_idx],
                        skipped=result.skipped, problems=result.problems,

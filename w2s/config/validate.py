@@ -27,20 +27,24 @@ def _gpus(role: Any) -> float:
 
 
 def _check_model(key: str, model: Any, issues: list[ConfigIssue], *, required: bool) -> None:
-    from w2s.assets import ASSET_NAMES, ASSET_PREFIX
     from w2s.generation.chat import prompt_template_issues
 
     issues += prompt_template_issues(f"{key}.prompt_template", model.prompt_template)
-    path = model.path
+    _check_model_path(f"{key}.path", model.path, issues, required=required)
+
+
+def _check_model_path(key: str, path: str, issues: list[ConfigIssue], *, required: bool) -> None:
+    from w2s.assets import ASSET_NAMES, ASSET_PREFIX
+
     if not path:
         if required:
-            issues.append(ConfigIssue(f"{key}.path", path, "is required here",
-                                      f"set {key}.path to a model directory or an asset (asset:tiny-weak, "
+            issues.append(ConfigIssue(key, path, "is required here",
+                                      f"set {key} to a model directory or an asset (asset:tiny-weak, "
                                       "asset:tiny-strong, asset:smollm2)"))
         return
     if path.startswith(ASSET_PREFIX):
         if path[len(ASSET_PREFIX):] not in ASSET_NAMES:
-            issues.append(ConfigIssue(f"{key}.path", path, "unknown asset",
+            issues.append(ConfigIssue(key, path, "unknown asset",
                                       f"use one of {', '.join(ASSET_PREFIX + a for a in ASSET_NAMES)}"))
         return
     from w2s.assets import looks_local
@@ -48,10 +52,10 @@ def _check_model(key: str, model: Any, issues: list[ConfigIssue], *, required: b
 
     local = resolve_path(path)
     if local.is_dir() and not (local / "config.json").is_file():
-        issues.append(ConfigIssue(f"{key}.path", path, "is a folder without config.json, not a model directory",
+        issues.append(ConfigIssue(key, path, "is a folder without config.json, not a model directory",
                                   "give a directory written by save_pretrained, a hub name (ORG/NAME) or an asset"))
     elif not local.is_dir() and (local.exists() or looks_local(path)):
-        issues.append(ConfigIssue(f"{key}.path", path, "is a file" if local.exists() else "does not exist",
+        issues.append(ConfigIssue(key, path, "is a file" if local.exists() else "does not exist",
                                   "give a model directory, a hub name (ORG/NAME) or an asset (asset:smollm2)"))
 
 
@@ -248,6 +252,7 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
                                           f"unknown entries {bad}", "use a list of: previous, initial"))
             _check_sampling("eval.generate", cfg.eval.generate, "cluster.generator", c.generator, issues,
                             model=cfg.model.strong)
+            check_judges(cfg.eval.judges, c.judge, issues)
 
     if job == "correct":
         pass  # input and output files are command-line arguments, checked by the command itself
@@ -257,6 +262,49 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
 
     _check_openrlhf_models(cfg, job, issues)
     return issues
+
+
+def check_judges(judges: Any, role: Any, issues: list[ConfigIssue], key: str = "eval.judges") -> None:
+    """Every enabled judge names what it needs: a model, a prompt, an endpoint, a key that is set."""
+    import os
+
+    from w2s.eval.presets import template_issues
+
+    active = {n: j for n, j in judges.items() if j.enabled}
+    if not active:
+        issues.append(ConfigIssue(key, sorted(judges), "has no enabled judge",
+                                  f"enable one ({key}.NAME.enabled=true) or set eval.enabled=false"))
+    for name, j in active.items():
+        k = f"{key}.{name}"
+        if j.kind in ("reward-model", "cost-model"):
+            _check_model_path(f"{k}.model", j.model, issues, required=True)
+        if j.kind != "pairwise":
+            continue
+        if not j.preset and not j.user_prompt:
+            issues.append(ConfigIssue(f"{k}.preset", j.preset, "a pairwise judge needs a prompt",
+                                      "choose a preset (harmlessness, helpfulness, dialogue-summary, empathy) or "
+                                      f"write {k}.user_prompt"))
+        if j.user_prompt:
+            issues += template_issues(f"{k}.user_prompt", j.user_prompt)
+        if j.backend == "local":
+            _check_model_path(f"{k}.model", j.model, issues, required=True)
+            _check_sampling(f"{k}.generate", j.generate, "cluster.judge", role, issues)
+            continue
+        e = j.endpoint
+        for field in ("base_url", "model"):
+            if not e[field]:
+                issues.append(ConfigIssue(f"{k}.endpoint.{field}", e[field], "is required for backend=endpoint",
+                                          "e.g. base_url=http://127.0.0.1:8000/v1 (vllm serve) and the served model "
+                                          f"name, or {k}.backend=local with {k}.model=PATH"))
+        if e.base_url and not str(e.base_url).startswith(("http://", "https://")):
+            issues.append(ConfigIssue(f"{k}.endpoint.base_url", e.base_url, "is not an http(s) URL",
+                                      "e.g. http://127.0.0.1:8000/v1"))
+        if e.api_key_env and not os.environ.get(e.api_key_env):
+            issues.append(ConfigIssue(f"{k}.endpoint.api_key_env", e.api_key_env, "names an unset environment variable",
+                                      f"export {e.api_key_env}=... before the run (the key is never stored)"))
+        if e.concurrency < 1 or e.max_retries < 0:
+            issues.append(ConfigIssue(f"{k}.endpoint.concurrency", e.concurrency,
+                                      "concurrency must be at least 1 and max_retries not negative", ""))
 
 
 def _check_openrlhf_models(cfg: DictConfig, job: str, issues: list[ConfigIssue]) -> None:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from omegaconf import DictConfig
 
 from w2s.cluster import RoleGroup
+from w2s.controller import evaluation
 from w2s.controller.rundir import RunDir, say, source_file, to_plain
 from w2s.data.files import read_jsonl, write_jsonl
 from w2s.errors import DataError, WorkerError
@@ -44,6 +45,7 @@ class Prompt:
     id: str
     prompt: str
     reference: str = ""
+    category: str = ""
 
 
 # ----------------------------------------------------------------------------------------------- prompts
@@ -55,8 +57,9 @@ def read_prompts(source: Any, *, with_reference: bool, what: str) -> list[Prompt
     result = read_rows(source, required=required, what=what)
     if result.skipped:
         say(f"{what}: skipped {result.skipped} malformed row(s) (on_bad_row=skip)")
-    prompts = [Prompt(str(r["id"]), r[source.prompt_key], r.get(source.reference_key, "") if with_reference else "")
-               for r in result.rows]
+    category_key = getattr(source, "category_key", "")
+    prompts = [Prompt(str(r["id"]), r[source.prompt_key], r.get(source.reference_key, "") if with_reference else "",
+                      str(r.get(category_key) or "") if category_key else "") for r in result.rows]
     if not prompts:
         raise DataError(f"{what}: {source.path} holds no usable prompts")
     return prompts
@@ -107,8 +110,8 @@ def preflight(cfg: DictConfig) -> LoopInputs:
     slices = round_slices(prompts, cfg)
     eval_prompts: list[Prompt] = []
     if cfg.eval.enabled:
-        eval_prompts = read_prompts(cfg.eval.prompts, with_reference=cfg.eval.judge.kind == "embedding",
-                                    what="eval.prompts")
+        embedding = any(j.enabled and j.kind == "embedding" for j in cfg.eval.judges.values())
+        eval_prompts = read_prompts(cfg.eval.prompts, with_reference=embedding, what="eval.prompts")
         if cfg.eval.max_prompts:
             eval_prompts = eval_prompts[: cfg.eval.max_prompts]
     say(f"prompts: {sum(map(len, slices))} over {len(slices)} round(s); {len(eval_prompts)} evaluation prompts")
@@ -122,9 +125,10 @@ class Loop:
         c = cfg.cluster
         self.strategy, self.timeout = c.placement_strategy, float(c.rpc_timeout_s)
         self.placements: list[dict[str, Any]] = []
+        self.aligner_heldout: Path | None = None  # the trained Aligner's held-out triples
 
     # -- helpers
-    def _group(self, role: str, cls: type, *args: Any) -> RoleGroup:
+    def group(self, role: str, cls: type, *args: Any) -> RoleGroup:
         say(f"starting {self.cfg.cluster[role].num_actors} {role} actor(s)")
         c = self.cfg.cluster
         group = RoleGroup(role, cls, c[role], strategy=self.strategy, timeout_s=self.timeout,
@@ -133,6 +137,13 @@ class Loop:
         self.placements += group.placements()
         self.rd.record_placements(self.placements)
         return group
+
+    def judge_workers(self, name: str, judge_cfg: Any) -> RoleGroup:
+        """The judge role's actors, holding one judge (a score model or a local pairwise judge model)."""
+        from w2s.workers.judge import JudgeWorker
+
+        say(f"judge {name}: {judge_cfg.kind}")
+        return self.group("judge", JudgeWorker, to_plain(judge_cfg))
 
     def _progress(self, what: str):
         last = [0.0]
@@ -149,7 +160,7 @@ class Loop:
         from w2s.workers.generator import GeneratorWorker
 
         t0 = time.time()
-        with self._group("generator", GeneratorWorker, model_path, to_plain(self.cfg.model.strong),
+        with self.group("generator", GeneratorWorker, model_path, to_plain(self.cfg.model.strong),
                          to_plain(sampling)) as g:
             outs = g.map_shards("generate", [p.prompt for p in prompts], seed, what=what,
                                 on_progress=self._progress(what))
@@ -165,7 +176,7 @@ class Loop:
         """Run a training function on the trainer ranks (one torch.distributed world); rank 0's result."""
         from w2s.workers.trainer import TrainerWorker, run_on_trainers
 
-        return run_on_trainers(self.cfg, function, section, *args, group=lambda: self._group("trainer", TrainerWorker),
+        return run_on_trainers(self.cfg, function, section, *args, group=lambda: self.group("trainer", TrainerWorker),
                                **kwargs)
 
     def retrying(self, stage: Callable[..., T], *args: Any) -> T:
@@ -195,12 +206,15 @@ class Loop:
                   "base": resolve_model_path(cfg.model.aligner.path, progress=say)}
         done = self.rd.finished(stage_dir, KEYS_ALIGNER, inputs)
         if done:
+            self.aligner_heldout = self.rd.output(done, "heldout") if "heldout" in done["outputs"] else None
             say(f"aligner: already trained ({self.rd.output(done, 'model')})")
             return str(self.rd.output(done, "model"))
         say("aligner: training the weak Aligner (SFT through OpenRLHF)")
         with self.rd.stage(stage_dir, KEYS_ALIGNER, round_index=None, name="aligner", inputs=inputs) as rec:
             result = self.train("train_aligner", cfg, str(stage_dir / "model"))
             rec["outputs"]["model"] = stage_dir / "model"
+            self.aligner_heldout = Path(result["work_dir"]) / "eval.jsonl"  # whole questions, never trained on
+            rec["outputs"]["heldout"] = self.aligner_heldout
             rec["metrics"] = {k: v for k, v in result.items() if isinstance(v, (int, float))}
             for part in result.get("stages", []):  # the identity warm-up, then the corrections
                 rec["metrics"].update({f"{part['stage']}_{k}": part[k] for k in ("steps", "loss_first", "loss_last")
@@ -210,43 +224,21 @@ class Loop:
                                         f"{p.get('loss_last', 0):.3f}" for p in result.get("stages", [])))
         return str(stage_dir / "model")
 
-    def eval_answers(self, round_index: int, label: str, policy: str, eval_prompts: list[Prompt],
-                     keys: list[str]) -> list[dict[str, Any]]:
-        """Answers of one policy on the evaluation prompts, with judge scores (cached as a stage)."""
-        from w2s.workers.judge import JudgeWorker
-
-        stage_dir = self.rd.stage_dir(round_index, "eval-answers")
-        inputs = {"prompts": source_file(self.cfg.eval.prompts.path), "policy": policy}
-        done = self.rd.finished(stage_dir, keys, inputs)
-        if done:
-            return read_jsonl(self.rd.output(done, "scores"))
-        with self.rd.stage(stage_dir, keys, round_index=round_index, name="eval-answers", inputs=inputs) as rec:
-            outs = self.generate(policy, eval_prompts, self.cfg.eval.generate, int(self.cfg.run.seed),
-                                 f"round {round_index} eval answers ({label})", rec)
-            with self._group("judge", JudgeWorker, to_plain(self.cfg.eval.judge)) as j:
-                scores = j.map_shards("score", [(p.prompt, o.text, p.reference)
-                                                for p, o in zip(eval_prompts, outs)], what="judge")
-            rows = [{"id": p.id, "prompt": p.prompt, "answer": o.text, "reference": p.reference, "score": s,
-                     "policy": label} for p, o, s in zip(eval_prompts, outs, scores)]
-            write_jsonl(stage_dir / "scores.jsonl", rows)
-            rec["outputs"]["scores"] = stage_dir / "scores.jsonl"
-            rec["metrics"] = {"mean_score": sum(scores) / len(scores), "policy": label}
-        return rows
-
     def run(self, inputs: LoopInputs) -> list[dict[str, Any]]:
         from w2s.assets import resolve_model_path
 
         cfg = self.cfg
         slices, eval_prompts = inputs.slices, inputs.eval_prompts
         aligner = self.retrying(self.aligner_stage)
+        if cfg.eval.enabled and cfg.eval.aligner and cfg.aligner.train.enabled:
+            self.retrying(self.aligner_eval, aligner)
         initial = resolve_model_path(cfg.model.strong.path, progress=say)
         policy, policy_label = initial, "initial"
         summaries: list[dict[str, Any]] = []
-        scores: dict[str, list[dict[str, Any]]] = {}
+        answers: dict[str, list[dict[str, Any]]] = {}
         if cfg.eval.enabled:
-            scores["initial"] = self.retrying(self.eval_answers, 0, "initial", initial, eval_prompts, KEYS_BASELINE)
-            mean0 = sum(r["score"] for r in scores["initial"]) / len(eval_prompts)
-            say(f"round 0 (initial policy): mean judge score {mean0:.4f} on {len(eval_prompts)} held-out prompts")
+            answers["initial"] = self.retrying(evaluation.eval_answers, self, 0, "initial", initial, eval_prompts,
+                                               KEYS_BASELINE)
 
         retry = self.retrying
         for k, round_prompts in enumerate(slices, start=1):
@@ -257,11 +249,18 @@ class Loop:
             new_policy = retry(self.train_stage, k, policy, initial, data)
             label = f"round-{k}"
             if cfg.eval.enabled:
-                scores[label] = retry(self.eval_answers, k, label, new_policy, eval_prompts, KEYS_EVAL)
-                summaries.append(self.compare_stage(k, label, policy_label, scores))
+                answers[label] = retry(evaluation.eval_answers, self, k, label, new_policy, eval_prompts, KEYS_EVAL)
+                summaries.append(evaluation.compare_stage(self, k, label, policy_label, answers, eval_prompts))
             policy, policy_label = new_policy, label
         say(f"final policy: {policy}")
         return summaries
+
+    def aligner_eval(self, aligner: str) -> dict[str, Any] | None:
+        """The Aligner's own effect: its corrections of held-out answers (unseen questions) against them."""
+        if self.aligner_heldout is None:
+            say("aligner eval: the Aligner's stage recorded no held-out triples; skipped")
+            return None
+        return evaluation.aligner_eval_stage(self, aligner, self.aligner_heldout, KEYS_ALIGNER + ["correct", "eval"])
 
     def generate_stage(self, k: int, policy: str, prompts: list[Prompt]) -> list[dict[str, Any]]:
         stage_dir = self.rd.stage_dir(k, "generate")
@@ -296,7 +295,7 @@ class Loop:
             t0 = time.time()
             say(f"round {k} correct: the Aligner corrects {len(answers)} answers")
             templates = to_plain(self.cfg.aligner.templates) or None
-            with self._group("corrector", CorrectorWorker, aligner, to_plain(self.cfg.model.aligner),
+            with self.group("corrector", CorrectorWorker, aligner, to_plain(self.cfg.model.aligner),
                              to_plain(self.cfg.correct), templates) as g:
                 outs = g.map_shards("correct", [(r["prompt"], r["answer"]) for r in answers],
                                     what=f"round {k} correct", on_progress=self._progress("correct"))
@@ -478,23 +477,6 @@ class Loop:
             attn_implementation=cfg.model.strong.attn_implementation,
             trust_remote_code=bool(cfg.model.strong.trust_remote_code),
             tensorboard_dir=str(self.rd.path / "tensorboard" / f"round-{k:02d}-ppo"))
-
-    def compare_stage(self, k: int, label: str, previous: str, scores: dict[str, list[dict]]) -> dict[str, Any]:
-        from w2s.eval.metrics import compare
-
-        margin = float(self.cfg.eval.judge.tie_margin)
-        cand = [r["score"] for r in scores[label]]
-        summary: dict[str, Any] = {"round": k, "policy": label}
-        for against in self.cfg.eval.compare_to:
-            base_label = previous if against == "previous" else "initial"
-            comp = compare(cand, [r["score"] for r in scores[base_label]], tie_margin=margin)
-            metrics = {"against": base_label, "compare_to": against, **comp.as_dict()}
-            self.rd.log_metrics(k, f"eval-vs-{against}", metrics)
-            summary[against] = metrics
-            say(f"round {k} eval vs {against} ({base_label}): wins {comp.wins}, losses {comp.losses}, ties "
-                f"{comp.ties} of {comp.total}; win - loss = {comp.win_minus_loss:+.1f}%; mean judge score "
-                f"{comp.mean_score:.4f} (was {comp.mean_score_baseline:.4f})")
-        return summary
 
 
 def run_loop(cfg: DictConfig, rd: RunDir, inputs: LoopInputs) -> list[dict[str, Any]]:

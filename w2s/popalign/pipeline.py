@@ -138,11 +138,11 @@ class Build:
                     self.loads[f"{'corrector' if gid == 'aligner' else 'generator'}:{spec['path']}"] += 1
                     if gid == "aligner":
                         templates = to_plain(self.cfg.aligner.templates) or None
-                        group = self.loop._group("corrector", CorrectorWorker, spec["path"], spec,
+                        group = self.loop.group("corrector", CorrectorWorker, spec["path"], spec,
                                                  to_plain(self.cfg.correct), templates)
                         self.aligner_provenance = group.call_all("provenance")[0]
                     else:
-                        group = self.loop._group("generator", GeneratorWorker, spec["path"], spec,
+                        group = self.loop.group("generator", GeneratorWorker, spec["path"], spec,
                                                  to_plain(self.cfg.popalign.generate))
                 items = list(todo.items())
                 size = int(self.cfg.popalign.output.chunk_requests)
@@ -263,7 +263,10 @@ def contrast_accuracy(rows: list[dict], references: dict[str, str], cfg: DictCon
         n = int(j.max_pairs_per_strategy) or len(group)
         sample += random.Random(f"{cfg.run.seed}-judge-{name}").sample(group, min(n, len(group)))
     triples = [(r["prompt"], r[s], references.get(r["prompt_id"], "")) for r in sample for s in SLOTS]
-    with loop._group("judge", JudgeWorker, to_plain(j)) as g:
+    from w2s.config.schema import JudgeConfig
+
+    fields = set(JudgeConfig.__dataclass_fields__)  # the judge itself; the sampling knobs stay here
+    with loop.group("judge", JudgeWorker, {k: v for k, v in to_plain(j).items() if k in fields}) as g:
         scores = g.map_shards("score", triples, what="popalign judge")
     result: dict[str, dict] = {}
     for i, r in enumerate(sample):

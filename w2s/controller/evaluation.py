@@ -1,0 +1,138 @@
+"""The loop's evaluation stages: each policy's answers on the held-out prompts (scored once by every score judge),
+the comparisons of each round's policy with the previous and the initial one by every judge, and the Aligner's own
+effect on the held-out questions of its training triples.
+
+Numbers go to ``metrics.jsonl`` as one row per (comparison, judge), stage ``eval-vs-<against>/<judge>`` (the
+Aligner's: ``aligner-eval/<judge>``); every pairwise verdict, with the judge's text, to ``judgements.jsonl`` beside
+the comparison; judge outputs are cached under ``RUN_DIR/judge-cache`` so a resumed run does not ask again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from w2s.controller.rundir import say, source_file, to_plain
+from w2s.data.files import read_jsonl, write_jsonl
+from w2s.eval.panel import SCORE_KINDS, ComparisonResult, EvalItem, compare, enabled_judges, score_answers
+
+if TYPE_CHECKING:
+    from w2s.controller.loop import Loop, Prompt
+
+
+def items_of(prompts: list[Prompt]) -> list[EvalItem]:
+    return [EvalItem(p.id, p.prompt, p.reference, p.category) for p in prompts]
+
+
+def eval_answers(loop: Loop, round_index: int, label: str, policy: str, prompts: list[Prompt],
+                 keys: list[str]) -> list[dict[str, Any]]:
+    """One policy's answers on the evaluation prompts, with every score judge's score (cached as a stage)."""
+    rd, cfg = loop.rd, loop.cfg
+    stage_dir = rd.stage_dir(round_index, "eval-answers")
+    inputs = {"prompts": source_file(cfg.eval.prompts.path), "policy": policy}
+    done = rd.finished(stage_dir, keys, inputs)
+    if done:
+        return read_jsonl(rd.output(done, "answers"))
+    with rd.stage(stage_dir, keys, round_index=round_index, name="eval-answers", inputs=inputs) as rec:
+        outs = loop.generate(policy, prompts, cfg.eval.generate, int(cfg.run.seed),
+                             f"round {round_index} eval answers ({label})", rec)
+        answers = {p.id: o.text for p, o in zip(prompts, outs)}
+        scores = score_answers(cfg.eval.judges, items_of(prompts), answers, open_workers=loop.judge_workers)
+        rows = [{"id": p.id, "prompt": p.prompt, "answer": o.text, "finish_reason": o.finish_reason,
+                 "reference": p.reference, "category": p.category, "policy": label,
+                 "scores": {name: s[p.id] for name, s in scores.items()}} for p, o in zip(prompts, outs)]
+        write_jsonl(stage_dir / "answers.jsonl", rows)
+        rec["outputs"]["answers"] = stage_dir / "answers.jsonl"
+        rec["metrics"] = {"policy": label, "truncated": sum(o.finish_reason == "length" for o in outs),
+                          **{f"mean_{name}": sum(s.values()) / len(s) for name, s in scores.items()}}
+    return rows
+
+
+def _answers(rows: list[dict[str, Any]]) -> dict[str, str]:
+    return {str(r["id"]): r["answer"] for r in rows}
+
+
+def _scores(cand: list[dict[str, Any]], base: list[dict[str, Any]], judges: Any) -> dict[str, tuple[dict, dict]]:
+    """Per score judge, (candidate scores, baseline scores) from eval-answers rows (rows from before a judge was
+    added lack its score: it is computed again)."""
+    out = {}
+    for name, cfg in enabled_judges(judges).items():
+        if cfg.kind in SCORE_KINDS and all(name in r.get("scores", {}) for r in cand + base):
+            out[name] = tuple({str(r["id"]): r["scores"][name] for r in rows} for rows in (cand, base))
+    return out
+
+
+def log_results(loop: Loop, round_index: int | None, stage: str, result: ComparisonResult, out_dir: Path,
+                extra: dict[str, Any]) -> dict[str, Any]:
+    """Metrics rows, the console lines and the audit file of one comparison."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if result.judgements:
+        write_jsonl(out_dir / "judgements.jsonl", result.judgements)
+    write_jsonl(out_dir / "outcomes.jsonl", [{"judge": j, "id": i, "outcome": o}
+                                             for j, per in result.outcomes.items() for i, o in per.items()])
+    summary = {}
+    for name, s in result.summaries.items():
+        loop.rd.log_metrics(round_index, f"{stage}/{name}", {**extra, **s.as_dict()})
+        summary[name] = s.as_dict()
+        say(f"  {s.line()}")
+    return summary
+
+
+def compare_stage(loop: Loop, k: int, label: str, previous: str, answers: dict[str, list[dict[str, Any]]],
+                  prompts: list[Prompt]) -> dict[str, Any]:
+    """Round k's policy against the previous and the initial one, by every judge, paired by prompt id."""
+    cfg = loop.cfg
+    bases = {against: (previous if against == "previous" else "initial") for against in cfg.eval.compare_to}
+    comparisons = {against: (_answers(answers[label]), _answers(answers[base])) for against, base in bases.items()}
+    scores = {against: _scores(answers[label], answers[base], cfg.eval.judges) for against, base in bases.items()}
+    results = compare(cfg.eval.judges, items_of(prompts), comparisons, scores=scores,
+                      open_workers=loop.judge_workers, cache_dir=loop.rd.path / "judge-cache",
+                      seed=int(cfg.run.seed), say=say)
+    summary: dict[str, Any] = {"round": k, "policy": label}
+    for against, result in results.items():
+        say(f"round {k} eval: {label} vs {against} ({bases[against]}), {len(prompts)} prompts")
+        summary[against] = log_results(loop, k, f"eval-vs-{against}", result,
+                                       loop.rd.stage_dir(k, f"eval-vs-{against}"),
+                                       {"against": bases[against], "compare_to": against})
+    return summary
+
+
+def aligner_eval_stage(loop: Loop, aligner: str, heldout: Path, keys: list[str]) -> dict[str, Any] | None:
+    """The Aligner's corrections of its held-out triples' answers against those answers, by every judge (the
+    triple's own correction is the reference of the embedding judge)."""
+    from w2s.workers.corrector import CorrectorWorker
+
+    rd, cfg = loop.rd, loop.cfg
+    triples = read_jsonl(heldout) if heldout.exists() else []
+    if not triples:
+        say("aligner eval: no held-out triples (aligner.train.eval_fraction=0); skipped")
+        return None
+    stage_dir = rd.stage_dir(None, "aligner-eval")
+    inputs = {"heldout": heldout, "aligner": aligner}
+    done = rd.finished(stage_dir, keys, inputs)
+    if done:
+        rows = read_jsonl(rd.output(done, "corrections"))
+    else:
+        with rd.stage(stage_dir, keys, round_index=None, name="aligner-eval", inputs=inputs) as rec:
+            say(f"aligner eval: the Aligner corrects {len(triples)} held-out answers")
+            with loop.group("corrector", CorrectorWorker, aligner, to_plain(cfg.model.aligner),
+                            to_plain(cfg.correct), to_plain(cfg.aligner.templates) or None) as g:
+                outs = g.map_shards("correct", [(t["question"], t["answer"]) for t in triples],
+                                    what="aligner eval")
+            rows = [{**t, "id": str(t["id"]), "aligner_correction": o.text, "finish_reason": o.finish_reason}
+                    for t, o in zip(triples, outs)]
+            write_jsonl(stage_dir / "corrections.jsonl", rows)
+            rec["outputs"]["corrections"] = stage_dir / "corrections.jsonl"
+            rec["metrics"] = {"heldout": len(rows), "copy_rate": sum(r["aligner_correction"].strip() ==
+                                                                    r["answer"].strip() for r in rows) / len(rows),
+                              "truncated": sum(r["finish_reason"] == "length" for r in rows) / len(rows)}
+    items = [EvalItem(r["id"], r["question"], r["correction"]) for r in rows]
+    comparison = {"aligner": ({r["id"]: r["aligner_correction"] for r in rows}, {r["id"]: r["answer"] for r in rows})}
+    result = compare(cfg.eval.judges, items, comparison, open_workers=loop.judge_workers,
+                     cache_dir=rd.path / "judge-cache", seed=int(cfg.run.seed), say=say)["aligner"]
+    copy = sum(r["aligner_correction"].strip() == r["answer"].strip() for r in rows) / len(rows)
+    cut = sum(r["finish_reason"] == "length" for r in rows) / len(rows)
+    say(f"aligner eval: corrected vs original answers on {len(rows)} held-out triples (unseen questions); copy rate "
+        f"{copy:.0%}, cut off at max_new_tokens {cut:.0%}")
+    return log_results(loop, None, "aligner-eval", result, stage_dir,
+                       {"heldout": len(rows), "copy_rate": copy, "truncated_rate": cut})

@@ -1,0 +1,178 @@
+"""Every configured judge (``eval.judges``) over one or more comparisons of two answer sets, paired by prompt id.
+
+Score judges (``embedding``, ``reward-model``, ``cost-model``) score each answer once; a prompt is won when the
+candidate's score beats the baseline's by more than ``tie_margin`` (a cost model: when its cost is lower).
+Pairwise judges (``pairwise``) judge each pair, through an endpoint from this process or through a local model in
+the judge role's workers. Where workers run is the caller's business: ``open_workers(name, cfg)`` returns a context
+manager yielding an object with ``map_shards(method, items, what=...)`` (a :class:`w2s.cluster.RoleGroup` in the
+loop, :class:`InProcess` for ``w2s eval``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from w2s.eval.stats import Summary, summarize
+from w2s.eval.verdicts import LOSS, TIE, WIN
+
+SCORE_KINDS = ("embedding", "reward-model", "cost-model")
+DEFAULT_DIMENSION = {"embedding": "similarity to the reference", "reward-model": "helpfulness",
+                     "cost-model": "harmlessness"}
+
+
+@dataclass
+class EvalItem:
+    id: str
+    prompt: str
+    reference: str = ""
+    category: str = ""
+
+
+@dataclass
+class ComparisonResult:
+    summaries: dict[str, Summary]
+    outcomes: dict[str, dict[str, str | None]]          # judge -> prompt id -> win/loss/tie/None
+    judgements: list[dict[str, Any]] = field(default_factory=list)  # pairwise judges' raw outputs, for audit
+
+
+class InProcess:
+    """Workers of one, in this process (``w2s eval`` on a laptop)."""
+
+    def __init__(self, worker: Any):
+        self.worker = worker
+
+    def map_shards(self, method: str, items: list[Any], *args: Any, what: str = "", **kwargs: Any) -> list[Any]:
+        return getattr(self.worker, method)(items, *args, **kwargs)
+
+    def __enter__(self) -> InProcess:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        close = getattr(self.worker, "close", None)
+        if close:
+            close()
+
+
+def in_process_workers(name: str, cfg: Any) -> InProcess:
+    from w2s.workers.judge import JudgeWorker
+
+    return InProcess(JudgeWorker(cfg))
+
+
+def enabled_judges(judges: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: cfg for name, cfg in judges.items() if cfg.enabled}
+
+
+def dimension(cfg: Any) -> str:
+    if cfg.dimension:
+        return cfg.dimension
+    if cfg.kind == "pairwise":
+        from w2s.eval.presets import judge_prompt
+
+        return judge_prompt(cfg).dimension
+    return DEFAULT_DIMENSION[cfg.kind]
+
+
+def score_answers(judges: Mapping[str, Any], items: Sequence[EvalItem], answers: Mapping[str, str], *,
+                  open_workers: Callable[[str, Any], Any]) -> dict[str, dict[str, float]]:
+    """Each score judge's score of each answer: judge -> prompt id -> score (as the model gives it)."""
+    out: dict[str, dict[str, float]] = {}
+    for name, cfg in enabled_judges(judges).items():
+        if cfg.kind in SCORE_KINDS:
+            with open_workers(name, cfg) as w:
+                scores = w.map_shards("score", [(it.prompt, answers[it.id], it.reference) for it in items],
+                                      what=f"judge {name}")
+            out[name] = {it.id: float(s) for it, s in zip(items, scores)}
+    return out
+
+
+def score_outcome(candidate: float, baseline: float, *, margin: float, lower_is_better: bool) -> str:
+    diff = (baseline - candidate) if lower_is_better else (candidate - baseline)
+    return WIN if diff > margin else LOSS if diff < -margin else TIE
+
+
+class WorkerChat:
+    """A local judge model behind the workers' ``complete`` method, as a :class:`~w2s.eval.pairwise.ChatBackend`."""
+
+    def __init__(self, workers: Any, identity: dict[str, Any]):
+        self.workers, self.identity = workers, identity
+
+    def complete(self, conversations: Sequence[list[dict[str, str]]], on_done: Any = None) -> list[str]:
+        texts = self.workers.map_shards("complete", list(conversations), what="pairwise judge")
+        for i, t in enumerate(texts):
+            if on_done is not None:
+                on_done(i, t)
+        return texts
+
+
+@contextlib.contextmanager
+def _chat_backend(name: str, cfg: Any, open_workers: Callable[[str, Any], Any]):
+    from w2s.controller.rundir import to_plain
+    from w2s.generation.sampling import resolve_sampling
+
+    if cfg.backend == "endpoint":
+        from w2s.eval.endpoint import ChatEndpoint
+
+        s = resolve_sampling(cfg.generate)
+        chat = ChatEndpoint(cfg.endpoint, temperature=s["temperature"], max_tokens=int(s["max_new_tokens"]),
+                            seed=s["seed"])
+        try:
+            yield chat
+        finally:
+            chat.close()
+    else:
+        identity = {"model": cfg.model, "generate": to_plain(cfg.generate)}
+        with open_workers(name, cfg) as w:
+            yield WorkerChat(w, identity)
+
+
+def compare(judges: Mapping[str, Any], items: Sequence[EvalItem], comparisons: Mapping[str, tuple[dict, dict]], *,
+            scores: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
+            open_workers: Callable[[str, Any], Any], cache_dir: Path, seed: int = 0,
+            say: Callable[[str], None] = print) -> dict[str, ComparisonResult]:
+    """Judge each comparison ``label -> (candidate answers, baseline answers)`` (answers: prompt id -> text).
+
+    ``scores[label]`` holds ``(candidate scores, baseline scores)`` per score judge when the caller computed them
+    already (the loop caches them per policy); otherwise they are computed here.
+    """
+    from w2s.eval.cache import JudgementCache
+    from w2s.eval.pairwise import Pair, PairwiseJudge
+    from w2s.eval.presets import judge_prompt
+
+    active = enabled_judges(judges)
+    categories = {it.id: it.category for it in items if it.category}
+    results = {label: ComparisonResult({}, {}) for label in comparisons}
+    for name, cfg in active.items():
+        if cfg.kind in SCORE_KINDS:
+            for label, (cand, base) in comparisons.items():
+                given = (scores or {}).get(label, {}).get(name)
+                if given is None:
+                    given = (score_answers({name: cfg}, items, cand, open_workers=open_workers)[name],
+                             score_answers({name: cfg}, items, base, open_workers=open_workers)[name])
+                cs, bs = given
+                outcomes = {it.id: score_outcome(cs[it.id], bs[it.id], margin=float(cfg.tie_margin),
+                                                 lower_is_better=cfg.kind == "cost-model") for it in items}
+                results[label].outcomes[name] = outcomes
+                results[label].summaries[name] = summarize(name, dimension(cfg), outcomes, candidate=cand,
+                                                           baseline=base, categories=categories, seed=seed)
+            continue
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with JudgementCache(cache_dir / f"{name}.jsonl") as cache, _chat_backend(name, cfg, open_workers) as chat:
+            judge = PairwiseJudge(name, judge_prompt(cfg), chat, both_orders=bool(cfg.both_orders), cache=cache,
+                                  seed=seed)
+            for label, (cand, base) in comparisons.items():
+                before = len(cache)
+                judged = judge.judge([Pair(it.id, it.prompt, cand[it.id], base[it.id]) for it in items])
+                outcomes = {j.id: j.outcome for j in judged}
+                results[label].outcomes[name] = outcomes
+                results[label].summaries[name] = summarize(
+                    name, dimension(cfg), outcomes, candidate=cand, baseline=base, categories=categories,
+                    consistency={j.id: j.consistent for j in judged}, seed=seed)
+                results[label].judgements += [{"judge": name, "id": j.id, "outcome": j.outcome, **o}
+                                              for j in judged for o in j.judgements]
+                say(f"  judge {name}: {len(cache) - before} new judgement(s), {len(judged)} pair(s) ({label})")
+    return results

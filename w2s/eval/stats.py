@@ -1,0 +1,131 @@
+"""Statistics of a pairwise comparison: the paper's omega with a paired bootstrap CI, a sign test, ties,
+position consistency, answer lengths and a per-category breakdown.
+
+omega = (wins - losses) / (wins + losses + ties) x 100 (App. B.2, Eq. 5). Prompts a judge could not decide
+(unparseable verdicts) are reported, not counted. The CI resamples prompts (the unit a new study would draw), so
+both answers of a prompt move together: that is what "paired" means here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from w2s.eval.verdicts import LOSS, TIE, WIN
+
+_VALUE = {WIN: 1, LOSS: -1, TIE: 0}
+
+
+def omega(outcomes: Sequence[str]) -> float:
+    """(wins - losses) / N x 100 over decided outcomes."""
+    if not outcomes:
+        return float("nan")
+    return 100.0 * sum(_VALUE[o] for o in outcomes) / len(outcomes)
+
+
+def bootstrap_ci(outcomes: Sequence[str], *, resamples: int = 2000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of omega, resampling prompts with replacement (seeded: the same CI every run)."""
+    import numpy as np
+
+    if not outcomes:
+        return float("nan"), float("nan")
+    values = np.array([_VALUE[o] for o in outcomes], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1) * 100.0
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(means, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test of wins against losses (ties dropped): the chance of a split at least this
+    uneven if neither answer were better."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    k = min(wins, losses)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
+    return min(1.0, 2.0 * tail)
+
+
+@dataclass
+class Summary:
+    """One judge's verdict on candidate vs baseline over a prompt set."""
+
+    judge: str
+    dimension: str
+    n: int                      # decided prompts: wins + losses + ties
+    wins: int
+    losses: int
+    ties: int
+    unparsed: int               # prompts without a usable verdict
+    omega: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    position_consistency: float | None  # pairwise judges judged in both orders: share of pairs that agree
+    mean_chars_candidate: float
+    mean_chars_baseline: float
+    mean_words_candidate: float
+    mean_words_baseline: float
+    by_category: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def line(self) -> str:
+        """One line for the console."""
+        pc = f", position-consistent {self.position_consistency:.0%}" if self.position_consistency is not None else ""
+        un = f", {self.unparsed} undecided" if self.unparsed else ""
+        return (f"{self.judge} ({self.dimension}): omega {self.omega:+.1f}% [95% CI {self.ci_low:+.1f}, "
+                f"{self.ci_high:+.1f}], {self.wins}W/{self.losses}L/{self.ties}T of {self.n}, p={self.p_value:.3g}"
+                f"{pc}{un}")
+
+
+def _counts(outcomes: Sequence[str], seed: int) -> dict[str, Any]:
+    wins, losses = outcomes.count(WIN), outcomes.count(LOSS)
+    low, high = bootstrap_ci(outcomes, seed=seed)
+    return {"n": len(outcomes), "wins": wins, "losses": losses, "ties": outcomes.count(TIE),
+            "omega": omega(outcomes), "ci_low": low, "ci_high": high, "p_value": sign_test(wins, losses)}
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def summarize(judge: str, dimension: str, outcomes: Mapping[str, str | None], *, candidate: Mapping[str, str],
+              baseline: Mapping[str, str], categories: Mapping[str, str] | None = None,
+              consistency: Mapping[str, bool | None] | None = None, seed: int = 0) -> Summary:
+    """Summary of per-prompt outcomes keyed by prompt id (None: undecided). Lengths are over every prompt."""
+    decided = [o for o in outcomes.values() if o is not None]
+    agreed = [c for c in (consistency or {}).values() if c is not None]
+    by_category: dict[str, dict[str, Any]] = {}
+    if categories:
+        for cat in sorted({categories[i] for i in outcomes if categories.get(i)}):
+            cat_outcomes = [o for i, o in outcomes.items() if categories.get(i) == cat and o is not None]
+            by_category[cat] = _counts(cat_outcomes, seed)
+    ids = list(outcomes)
+    return Summary(
+        judge=judge, dimension=dimension, unparsed=len(outcomes) - len(decided), **_counts(decided, seed),
+        position_consistency=(sum(agreed) / len(agreed)) if agreed else None,
+        mean_chars_candidate=_mean([len(candidate[i]) for i in ids]),
+        mean_chars_baseline=_mean([len(baseline[i]) for i in ids]),
+        mean_words_candidate=_mean([len(candidate[i].split()) for i in ids]),
+        mean_words_baseline=_mean([len(baseline[i].split()) for i in ids]),
+        by_category=by_category)
+
+
+def agreement(per_judge: Mapping[str, Mapping[str, str | None]]) -> tuple[list[str], list[list[float | None]]]:
+    """Share of prompts on which two judges give the same outcome (over prompts both decided); None when none."""
+    names = list(per_judge)
+    matrix: list[list[float | None]] = []
+    for a in names:
+        row: list[float | None] = []
+        for b in names:
+            both = [i for i, o in per_judge[a].items() if o is not None and per_judge[b].get(i) is not None]
+            row.append(sum(per_judge[a][i] == per_judge[b][i] for i in both) / len(both) if both else None)
+        matrix.append(row)
+    return names, matrix
