@@ -14,6 +14,10 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 
 import pytest  # noqa: E402
 
+# The asset cache the user had before `w2s_cache` points W2S_CACHE at a private folder: SmolLM2 is a 93 MB
+# download, built once per machine rather than once per test run.
+_USER_CACHE = os.environ.get("W2S_CACHE")
+
 
 def pytest_collection_modifyitems(config, items):
     """Skip `gpu` tests without CUDA (checked lazily: torch is imported only when such a test exists)."""
@@ -55,3 +59,16 @@ def tiny_strong(w2s_cache) -> str:
     from w2s.assets import ensure_asset
 
     return str(ensure_asset("tiny-strong", progress=lambda _msg: None))
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> str:
+    """Path of SmolLM2-135M-Instruct (asset:smollm2), built into the user's asset cache on first use."""
+    from w2s.assets import ensure_asset
+
+    with pytest.MonkeyPatch.context() as mp:
+        if _USER_CACHE is None:
+            mp.delenv("W2S_CACHE", raising=False)
+        else:
+            mp.setenv("W2S_CACHE", _USER_CACHE)
+        return str(ensure_asset("smollm2", progress=lambda _msg: None))

@@ -20,6 +20,7 @@ _PLUGIN_PARSERS = [
     ("w2s.launch.plan", "add_parser"),
     ("w2s.popalign.cli", "add_parser"),
     ("w2s.bench", "add_parser"),
+    ("w2s.eval.cli", "add_parser"),
 ]
 
 

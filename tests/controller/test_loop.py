@@ -28,14 +28,22 @@ def _check_finished_run(run: Path, rounds: int, method: str) -> list[dict]:
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     stages = {(m["round"], m["stage"]) for m in metrics}
     for k in range(1, rounds + 1):
-        assert {(k, "generate"), (k, "correct"), (k, "data"), (k, "train"), (k, "eval-vs-previous"),
-                (k, "eval-vs-initial")} <= stages
+        assert {(k, "generate"), (k, "correct"), (k, "data"), (k, "train"), (k, "eval-vs-previous/similarity"),
+                (k, "eval-vs-initial/similarity")} <= stages
         assert (run / f"round-{k:02d}" / "train" / "policy" / "config.json").exists()
-    evals = [m for m in metrics if m["stage"] == "eval-vs-initial"]
+    evals = [m for m in metrics if m["stage"] == "eval-vs-initial/similarity"]
+    assert len(evals) == rounds
     for m in evals:
-        assert m["wins"] + m["losses"] + m["ties"] == m["total"] == 4
-        assert m["win_minus_loss"] == pytest.approx(100 * (m["wins"] - m["losses"]) / 4)
-    assert (run / "report.md").exists() and (run / "plots" / "eval.png").exists()
+        assert m["wins"] + m["losses"] + m["ties"] + m["unparsed"] == 4 and m["unparsed"] == 0
+        assert m["omega"] == pytest.approx(100 * (m["wins"] - m["losses"]) / 4)
+        assert m["ci_low"] <= m["omega"] <= m["ci_high"] and 0 <= m["p_value"] <= 1
+        # The outcomes behind the numbers, paired by prompt id, are in the run directory.
+        outcomes = read_jsonl(run / f"round-{m['round']:02d}" / "compare" / "initial" / "outcomes.jsonl")
+        sim = [o["outcome"] for o in outcomes if o["judge"] == "similarity"]
+        assert len(sim) == 4 and sim.count("win") == m["wins"] and sim.count("loss") == m["losses"]
+    html = (run / "report.html").read_text()
+    assert (run / "report.md").exists() and (run / "plots" / "omega.png").exists()
+    assert "data:image/png;base64," in html and "similarity" in html
     data = run / "round-01" / "data" / ("sft.jsonl" if method == "sft" else "pairs.jsonl")
     rows = read_jsonl(data)
     assert rows and all(isinstance(r["prompt"], list) for r in rows)  # chat-message lists, as OpenRLHF wants
@@ -57,21 +65,46 @@ def _check_finished_run(run: Path, rounds: int, method: str) -> list[dict]:
     return metrics
 
 
+# The Aligner trained first and judged on its held-out questions; a second, pairwise judge: a local model in the
+# judge actors with the paper's harmlessness prompt (the random tiny model cannot write a verdict: all undecided).
+ALIGNER_AND_PAIRWISE = [
+    "aligner.train.enabled=true", "aligner.train.data.path=recipes/data/tiny/aligner_triples.jsonl",
+    "aligner.train.eval_fraction=0.2", "aligner.train.global_batch_samples=4",
+    "aligner.train.micro_batch_samples_per_device=2", "aligner.train.zero_stage=0", "aligner.train.max_len=256",
+    "eval.judges.harmless.kind=pairwise", "eval.judges.harmless.backend=local",
+    "eval.judges.harmless.model=asset:tiny-weak", "eval.judges.harmless.preset=harmlessness",
+    "eval.judges.harmless.dtype=float32", "eval.judges.harmless.generate.max_new_tokens=6"]
+
+
 def test_sft_two_rounds_with_two_trainer_ranks(tmp_path, tiny_strong):
     run = tmp_path / "run"
     result = w2s("run", "tiny/sft", f"run.dir={run}", "cluster.trainer.num_actors=2",
-                 "cluster.trainer.num_cpus_per_actor=1", *SMALL, env={**os.environ})
+                 "cluster.trainer.num_cpus_per_actor=1", *SMALL, *ALIGNER_AND_PAIRWISE, env={**os.environ})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert f"run dir: {run}" in result.stdout
-    _check_finished_run(run, 2, "sft")
+    metrics = _check_finished_run(run, 2, "sft")
+    # The Aligner on held-out triples: whole questions it never trained on, every judge.
+    heldout = read_jsonl(run / "aligner-eval" / "corrections.jsonl")
+    ids = {r["id"] for r in heldout}
+    triples = read_jsonl("recipes/data/tiny/aligner_triples.jsonl")
+    trained = {r["question"].strip().lower() for r in triples if r["id"] not in ids}
+    assert heldout and not {r["question"].strip().lower() for r in heldout} & trained
+    aligner = {m["judge"]: m for m in metrics if str(m["stage"]).startswith("aligner-eval/")}
+    assert set(aligner) == {"similarity", "harmless"} and aligner["similarity"]["n"] == len(heldout)
+    # The local pairwise judge judged every pair in both orders; its texts are kept for audit.
+    pairwise = [m for m in metrics if m["stage"] == "eval-vs-initial/harmless"]
+    assert len(pairwise) == 2 and all(m["n"] + m["unparsed"] == 4 for m in pairwise)
+    judgements = read_jsonl(run / "round-02" / "compare" / "initial" / "judgements.jsonl")
+    assert len(judgements) == 8 and {j["candidate"] for j in judgements} == {"A", "B"}
     placements = json.loads((run / "cluster.json").read_text())["actors"]
     assert {a["rank"] for a in placements if a["role"] == "trainer"} == {0, 1}  # one world of two ranks
     status = w2s("status", str(run))
-    assert status.returncode == 0 and "round-02/train" in status.stdout and "win-loss" in status.stdout
+    assert status.returncode == 0 and "round-02/train" in status.stdout and "omega" in status.stdout
     # A finished run is not redone.
     again = w2s("run", "tiny/sft", f"run.dir={run}", "cluster.trainer.num_actors=2",
-                "cluster.trainer.num_cpus_per_actor=1", *SMALL)
-    assert again.returncode == 0 and "starting" not in again.stdout
+                "cluster.trainer.num_cpus_per_actor=1", *SMALL, *ALIGNER_AND_PAIRWISE)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "starting" not in again.stdout  # judge verdicts came from the cache, scores from the stages
 
 
 def _start_and_signal(tmp_path: Path, args: list[str], marker: str, sig: int, name: str) -> int:

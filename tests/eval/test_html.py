@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 import w2s.eval.html as report
-from w2s.eval.html import Figure, Samples, Section, Table, Text, plot_agreement, plot_omega, render_html, write_html
+from w2s.eval.html import Figure, Samples, Section, Table, Text, render_html, write_html
+from w2s.eval.plots import plot_agreement, plot_omega
 
 CHROMIUM = "/usr/bin/chromium"
 INJECTED = "Sure: <script>alert(1)</script> & <b>bold</b> <img src=x onerror=alert(2)>"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from w2s.eval.presets import PRESETS, judge_prompt, template_issues
-from w2s.eval.verdicts import A, B, EQUAL, LOSS, TIE, WIN, candidate_outcome, combine_orders, parse_verdict
+from w2s.eval.verdicts import EQUAL, LOSS, TIE, WIN, A, B, candidate_outcome, combine_orders, parse_verdict
 
 
 @pytest.mark.parametrize("text, verdict", [

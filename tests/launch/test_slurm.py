@@ -60,10 +60,10 @@ def test_render_fills_nodes_gpus_signal_overrides_and_paths(tmp_path):
 
 def test_render_cpu_nodes_and_quoting(tmp_path):
     text = render(_spec(tmp_path, gpus_per_node=0, cpus_per_node=16, partition="", account="",
-                        overrides=["eval.judge.model=my judge's dir"]))
+                        overrides=["eval.judges.rm.model=my judge's dir"]))
     assert "--gpus-per-node" not in text and "#SBATCH --cpus-per-task=16" in text and "--exclusive" not in text
     assert "--partition" not in text and "--account" not in text
-    assert """'eval.judge.model=my judge'"'"'s dir'""" in text
+    assert """'eval.judges.rm.model=my judge'"'"'s dir'""" in text
 
 
 def test_rendered_scripts_are_valid_bash_and_kept_with_the_run(tmp_path):

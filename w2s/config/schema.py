@@ -414,9 +414,19 @@ class RunConfig:
 
 
 @dataclass
+class WandbConfig:
+    project: str = _f("", "Log each stage's numbers to this Weights & Biases project (empty: off). The API key comes "
+                      "from WANDB_API_KEY or `wandb login`, never from the config.")
+    entity: str = _f("", "W&B entity (team or user). Empty: your default.")
+    mode: str = _f("online", "online, or offline (written under RUN_DIR/wandb, `wandb sync` later).",
+                   ["online", "offline"])
+
+
+@dataclass
 class LogConfig:
     level: str = _f("INFO", "Log level of the driver and the actors.", ["DEBUG", "INFO", "WARNING", "ERROR"])
     tensorboard: bool = _f(True, "Write TensorBoard logs under RUN_DIR/tensorboard.")
+    wandb: WandbConfig = _f(help="Weights & Biases logging of the run's metrics.", factory=WandbConfig)
     progress: bool = _f(True, "Show progress bars for long work.")
 
 

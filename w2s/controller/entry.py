@@ -76,7 +76,7 @@ def run_job(cfg: DictConfig, *, recipe: str, overrides: list[str]) -> int:
     from w2s.controller.report import write_report
 
     report = write_report(rd.path)
-    say(f"finished in {time.time() - t0:.0f} s; report: {report}")
+    say(f"finished in {time.time() - t0:.0f} s; report: {report.with_suffix('.html')} (and {report.name})")
     say(f"run dir: {rd.path}")
     return 0 if not STOP.is_set() else EXIT_STOPPED
 

@@ -2,9 +2,10 @@
 the comparisons of each round's policy with the previous and the initial one by every judge, and the Aligner's own
 effect on the held-out questions of its training triples.
 
-Numbers go to ``metrics.jsonl`` as one row per (comparison, judge), stage ``eval-vs-<against>/<judge>`` (the
-Aligner's: ``aligner-eval/<judge>``); every pairwise verdict, with the judge's text, to ``judgements.jsonl`` beside
-the comparison; judge outputs are cached under ``RUN_DIR/judge-cache`` so a resumed run does not ask again.
+Numbers go to ``metrics.jsonl``, one row per (comparison, judge): stage ``eval-vs-<against>/<judge>``, or
+``aligner-eval/<judge>`` for the Aligner. Per-prompt outcomes and every pairwise verdict with the judge's text go to
+``round-KK/compare/<against>/`` (``outcomes.jsonl``, ``judgements.jsonl``). Judge outputs are cached under
+``RUN_DIR/judge-cache``, so a resumed run does not ask again.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def eval_answers(loop: Loop, round_index: int, label: str, policy: str, prompts:
         outs = loop.generate(policy, prompts, cfg.eval.generate, int(cfg.run.seed),
                              f"round {round_index} eval answers ({label})", rec)
         answers = {p.id: o.text for p, o in zip(prompts, outs)}
-        scores = score_answers(cfg.eval.judges, items_of(prompts), answers, open_workers=loop.judge_workers)
+        scores = score_answers(cfg.eval.judges, items_of(prompts), answers, open_workers=loop.judge_workers)[0]
         rows = [{"id": p.id, "prompt": p.prompt, "answer": o.text, "finish_reason": o.finish_reason,
                  "reference": p.reference, "category": p.category, "policy": label,
                  "scores": {name: s[p.id] for name, s in scores.items()}} for p, o in zip(prompts, outs)]
@@ -92,7 +93,7 @@ def compare_stage(loop: Loop, k: int, label: str, previous: str, answers: dict[s
     for against, result in results.items():
         say(f"round {k} eval: {label} vs {against} ({bases[against]}), {len(prompts)} prompts")
         summary[against] = log_results(loop, k, f"eval-vs-{against}", result,
-                                       loop.rd.stage_dir(k, f"eval-vs-{against}"),
+                                       loop.rd.stage_dir(k, "compare") / against,
                                        {"against": bases[against], "compare_to": against})
     return summary
 
@@ -121,6 +122,11 @@ def aligner_eval_stage(loop: Loop, aligner: str, heldout: Path, keys: list[str])
                                     what="aligner eval")
             rows = [{**t, "id": str(t["id"]), "aligner_correction": o.text, "finish_reason": o.finish_reason}
                     for t, o in zip(triples, outs)]
+            items = [EvalItem(r["id"], r["question"], r["correction"]) for r in rows]
+            cand, base = score_answers(cfg.eval.judges, items, {r["id"]: r["aligner_correction"] for r in rows},
+                                       {r["id"]: r["answer"] for r in rows}, open_workers=loop.judge_workers)
+            for r in rows:  # score judges' scores kept with the stage, so a resumed run does not score again
+                r["scores"] = {name: [cand[name][r["id"]], base[name][r["id"]]] for name in cand}
             write_jsonl(stage_dir / "corrections.jsonl", rows)
             rec["outputs"]["corrections"] = stage_dir / "corrections.jsonl"
             rec["metrics"] = {"heldout": len(rows), "copy_rate": sum(r["aligner_correction"].strip() ==
@@ -128,7 +134,9 @@ def aligner_eval_stage(loop: Loop, aligner: str, heldout: Path, keys: list[str])
                               "truncated": sum(r["finish_reason"] == "length" for r in rows) / len(rows)}
     items = [EvalItem(r["id"], r["question"], r["correction"]) for r in rows]
     comparison = {"aligner": ({r["id"]: r["aligner_correction"] for r in rows}, {r["id"]: r["answer"] for r in rows})}
-    result = compare(cfg.eval.judges, items, comparison, open_workers=loop.judge_workers,
+    scores = {name: tuple({r["id"]: r["scores"][name][side] for r in rows} for side in (0, 1))
+              for name in rows[0].get("scores", {})}
+    result = compare(cfg.eval.judges, items, comparison, scores={"aligner": scores}, open_workers=loop.judge_workers,
                      cache_dir=rd.path / "judge-cache", seed=int(cfg.run.seed), say=say)["aligner"]
     copy = sum(r["aligner_correction"].strip() == r["answer"].strip() for r in rows) / len(rows)
     cut = sum(r["finish_reason"] == "length" for r in rows) / len(rows)

@@ -235,10 +235,10 @@ class Loop:
         initial = resolve_model_path(cfg.model.strong.path, progress=say)
         policy, policy_label = initial, "initial"
         summaries: list[dict[str, Any]] = []
-        answers: dict[str, list[dict[str, Any]]] = {}
+        evals: dict[str, list[dict[str, Any]]] = {}  # each policy's answers on the evaluation prompts, scored
         if cfg.eval.enabled:
-            answers["initial"] = self.retrying(evaluation.eval_answers, self, 0, "initial", initial, eval_prompts,
-                                               KEYS_BASELINE)
+            evals["initial"] = self.retrying(evaluation.eval_answers, self, 0, "initial", initial, eval_prompts,
+                                             KEYS_BASELINE)
 
         retry = self.retrying
         for k, round_prompts in enumerate(slices, start=1):
@@ -249,8 +249,8 @@ class Loop:
             new_policy = retry(self.train_stage, k, policy, initial, data)
             label = f"round-{k}"
             if cfg.eval.enabled:
-                answers[label] = retry(evaluation.eval_answers, self, k, label, new_policy, eval_prompts, KEYS_EVAL)
-                summaries.append(evaluation.compare_stage(self, k, label, policy_label, answers, eval_prompts))
+                evals[label] = retry(evaluation.eval_answers, self, k, label, new_policy, eval_prompts, KEYS_EVAL)
+                summaries.append(evaluation.compare_stage(self, k, label, policy_label, evals, eval_prompts))
             policy, policy_label = new_policy, label
         say(f"final policy: {policy}")
         return summaries

@@ -1,12 +1,17 @@
-"""The researcher-facing summary of a run: ``report.md`` with a table per round and plots under ``plots/``."""
+"""The researcher-facing summary of a run: ``report.html`` (self-contained) and ``report.md``, with plots under
+``plots/``: omega per round with CIs for every judge, the Aligner's own effect, judge agreement, the breakdown by
+category, training losses, samples side by side, and every stage's numbers."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
-from w2s.data.files import atomic_write_text
+from w2s.data.files import read_jsonl
+from w2s.eval.html import Figure, Section, Table, Text
+from w2s.eval.report import OMEGA_NOTE, agreement_figure, category_table, omega_table, samples, write_reports
 
 
 def latest_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -23,6 +28,12 @@ def latest_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
+def eval_rows(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The per-(round, comparison, judge) rows, in round order."""
+    rows = [m for m in metrics if str(m.get("stage", "")).startswith("eval-vs-") and "judge" in m]
+    return sorted(rows, key=lambda m: (m["round"], m["compare_to"], m["judge"]))
+
+
 def _train_losses(run_dir: Path) -> dict[int, list[float]]:
     out = {}
     for manifest in sorted(run_dir.glob("round-*/train/manifest.json")):
@@ -32,89 +43,101 @@ def _train_losses(run_dir: Path) -> dict[int, list[float]]:
     return out
 
 
-def _baseline_score(run_dir: Path) -> float | None:
-    manifest = run_dir / "round-00" / "eval-answers" / "manifest.json"
-    if manifest.exists():
-        return json.loads(manifest.read_text())["metrics"].get("mean_score")
-    return None
+def _outcomes(path: Path) -> dict[str, dict[str, str | None]]:
+    out: dict[str, dict[str, str | None]] = {}
+    for r in read_jsonl(path) if path.exists() else []:
+        out.setdefault(r["judge"], {})[str(r["id"])] = r["outcome"]
+    return out
 
 
-def write_plots(run_dir: Path, metrics: list[dict[str, Any]]) -> list[Path]:
-    import matplotlib
+def _evaluation_section(run_dir: Path, evals: list[dict[str, Any]]) -> Section:
+    from w2s.eval.plots import plot_omega
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    plots = run_dir / "plots"
-    plots.mkdir(exist_ok=True)
-    written = []
-    evals = [m for m in metrics if str(m.get("stage", "")).startswith("eval-vs-")]
+    blocks: list[Any] = [Text(OMEGA_NOTE)]
     if evals:
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-        for against in sorted({m["compare_to"] for m in evals}):
-            pts = sorted((m["round"], m["win_minus_loss"]) for m in evals if m["compare_to"] == against)
-            ax1.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"vs {against}")
-        ax1.axhline(0, color="grey", lw=0.8)
-        ax1.set(xlabel="round", ylabel="win - loss (%)", title="Judge: new policy vs baseline")
-        ax1.legend()
-        initial = sorted((m["round"], m["mean_score"]) for m in evals if m["compare_to"] == "initial")
-        base = _baseline_score(run_dir)
-        xs = ([0] if base is not None else []) + [r for r, _ in initial]
-        ys = ([base] if base is not None else []) + [s for _, s in initial]
-        ax2.plot(xs, ys, marker="o")
-        ax2.set(xlabel="round (0 = initial policy)", ylabel="mean judge score", title="Held-out judge score")
-        for ax in (ax1, ax2):
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        fig.tight_layout()
-        fig.savefig(plots / "eval.png", dpi=120)
-        plt.close(fig)
-        written.append(plots / "eval.png")
-    losses = _train_losses(run_dir)
-    if losses:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for k, ls in sorted(losses.items()):
-            ax.plot(range(1, len(ls) + 1), ls, label=f"round {k}")
-        ax.set(xlabel="optimizer step", ylabel="training loss", title="Strong-policy training loss")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(plots / "train_loss.png", dpi=120)
-        plt.close(fig)
-        written.append(plots / "train_loss.png")
-    return written
+        points = [{"round": m["round"], "series": f"{m['judge']} vs {m['compare_to']}", "omega": m["omega"],
+                   "ci_low": m["ci_low"], "ci_high": m["ci_high"]} for m in evals]
+        blocks.append(Figure(plot_omega(points, run_dir / "plots" / "omega.png",
+                                        title="Each round's policy vs the previous and the initial one"),
+                             "omega per round with 95% CIs, per judge and baseline."))
+        blocks.append(omega_table(evals, [("round", "round"), ("vs", "compare_to"), ("baseline", "against")],
+                                  "Held-out evaluation prompts, paired by prompt id."))
+        last = max(m["round"] for m in evals)
+        final = [m for m in evals if m["round"] == last and m["compare_to"] == "initial"]
+        cats = category_table(final)
+        if cats:
+            cats.caption = f"Round {last} vs the initial policy, by category."
+            blocks.append(cats)
+        agree = agreement_figure(_outcomes(run_dir / f"round-{last:02d}" / "compare" / "initial" / "outcomes.jsonl"),
+                                 run_dir / "plots" / "agreement.png")
+        if agree:
+            blocks.append(agree)
+    return Section("Evaluation: each round's policy", blocks if evals else [])
+
+
+def _aligner_section(run_dir: Path, metrics: list[dict[str, Any]]) -> Section:
+    rows = sorted((m for m in metrics if str(m.get("stage", "")).startswith("aligner-eval/")),
+                  key=lambda m: m["judge"])
+    if not rows:
+        return Section("The Aligner's own effect", [])
+    r0 = rows[0]
+    blocks: list[Any] = [
+        Text(f"The trained Aligner corrected the answers of {r0['heldout']} held-out triples, whose questions it never "
+             f"saw in training; each judge compared its corrections with the original answers (the embedding judge "
+             f"against the triple's own correction). Copy rate {r0['copy_rate']:.0%}; corrections cut off at "
+             f"max_new_tokens {r0['truncated_rate']:.0%}."),
+        omega_table(rows, [], "Corrected vs original answers on held-out questions.")]
+    corrections = run_dir / "aligner-eval" / "corrections.jsonl"
+    s = samples(read_jsonl(corrections) if corrections.exists() else [],
+                ["question", "answer", "aligner_correction", "correction"],
+                "Held-out triples: the answer, the Aligner's correction, and the triple's reference correction.")
+    return Section("The Aligner's own effect", blocks + ([s] if s else []))
+
+
+def _samples_section(run_dir: Path) -> Section:
+    blocks: list[Any] = []
+    first = run_dir / "round-01" / "correct" / "corrections.jsonl"
+    if first.exists():
+        s = samples(read_jsonl(first), ["prompt", "answer", "correction"],
+                    "Round 1: the policy's answers and the Aligner's corrections (what the policy is trained on).")
+        blocks += [s] if s else []
+    rounds = sorted(run_dir.glob("round-*/eval-answers/answers.jsonl"))
+    if len(rounds) >= 2:
+        initial = {str(r["id"]): r for r in read_jsonl(rounds[0])}
+        final = read_jsonl(rounds[-1])
+        rows = [{"prompt": r["prompt"], "initial policy": initial.get(str(r["id"]), {}).get("answer", ""),
+                 "final policy": r["answer"]} for r in final]
+        s = samples(rows, ["prompt", "initial policy", "final policy"],
+                    f"Held-out prompts: the initial policy's answer and {rounds[-1].parent.parent.name}'s.")
+        blocks += [s] if s else []
+    return Section("Samples", blocks)
+
+
+def _stages_section(metrics: list[dict[str, Any]]) -> Section:
+    rows = []
+    for m in sorted((m for m in metrics if "judge" not in m), key=lambda m: (m.get("round") or 0, m.get("time", ""))):
+        nums = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items()
+                         if k not in ("round", "stage", "time", "attempt") and v is not None
+                         and not isinstance(v, (dict, list)))
+        rows.append(["-" if m.get("round") is None else m["round"], m["stage"], nums])
+    return Section("Stages", [Table(["round", "stage", "numbers"], rows)] if rows else [])
 
 
 def write_report(run_dir: str | Path) -> Path:
+    """Write ``report.html`` and ``report.md`` of a run; returns the Markdown path."""
+    from w2s.eval.plots import plot_losses
+
     run_dir = Path(run_dir)
     metrics = latest_metrics(run_dir)
-    plots = write_plots(run_dir, metrics)
-    lines = [f"# w2s run report: {run_dir.name}", ""]
-    config = run_dir / "config.yaml"
-    if config.exists():
-        lines += ["Config: `config.yaml` (fully resolved; header names the w2s version and git revision).", ""]
-    evals = [m for m in metrics if str(m.get("stage", "")).startswith("eval-vs-")]
-    if evals:
-        base = _baseline_score(run_dir)
-        lines += ["## Evaluation on held-out prompts", "",
-                  "win - loss = (wins - losses) / total x 100, as in the Aligner paper (App. B.2, Eq. 5).",
-                  "" if base is None else f"Initial policy mean judge score: {base:.4f}.", "",
-                  "| round | vs | wins | losses | ties | win - loss (%) | mean score | baseline mean |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for m in sorted(evals, key=lambda m: (m["round"], m["compare_to"])):
-            lines.append(f"| {m['round']} | {m['compare_to']} ({m['against']}) | {m['wins']} | {m['losses']} | "
-                         f"{m['ties']} | {m['win_minus_loss']:+.1f} | {m['mean_score']:.4f} | "
-                         f"{m['mean_score_baseline']:.4f} |")
-        lines.append("")
-    stages = [m for m in metrics if not str(m.get("stage", "")).startswith("eval-vs-")]
-    if stages:
-        lines += ["## Stages", "", "| round | stage | numbers |", "|---|---|---|"]
-        for m in sorted(stages, key=lambda m: (m.get("round") or 0, m["time"])):
-            nums = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items()
-                             if k not in ("round", "stage", "time") and v is not None)
-            lines.append(f"| {m.get('round') if m.get('round') is not None else '-'} | {m['stage']} | {nums} |")
-        lines.append("")
-    for p in plots:
-        lines += [f"![{p.stem}](plots/{p.name})", ""]
-    path = run_dir / "report.md"
-    atomic_write_text(path, "\n".join(lines))
-    return path
+    losses = _train_losses(run_dir)
+    training = Section("Training", [Figure(plot_losses(losses, run_dir / "plots" / "train_loss.png"),
+                                           "Training loss per optimizer step.")] if losses else [])
+    config = Text("Config: config.yaml in the run directory (fully resolved; its header names the w2s version and "
+                  "git revision).") if (run_dir / "config.yaml").exists() else None
+    sections = [_evaluation_section(run_dir, eval_rows(metrics)), _aligner_section(run_dir, metrics), training,
+                _samples_section(run_dir), _stages_section(metrics)]
+    if config:
+        sections.append(Section("Provenance", [config]))
+    _, md = write_reports(run_dir, f"w2s run report: {run_dir.name}", sections,
+                          subtitle=f"Written {time.strftime('%Y-%m-%d %H:%M')} from {run_dir / 'metrics.jsonl'}")
+    return md

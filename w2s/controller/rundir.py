@@ -7,10 +7,13 @@ Layout::
       run.json             recipe, overrides, version, git revision, start times of each attempt
       cluster.json         Ray nodes and where every role actor ran
       metrics.jsonl        one JSON object per round and stage
-      report.md, plots/    the researcher-facing summary
+      report.html          the researcher-facing summary, self-contained (report.md and plots/ beside it)
       tensorboard/
+      judge-cache/         judge outputs by judge, so a resumed evaluation does not ask again
       aligner/             the Aligner trained as the first stage (when aligner.train.enabled)
+      aligner-eval/        its corrections of held-out triples, judged against the original answers
       round-01/<stage>/    each stage's outputs and its manifest.json
+      round-01/compare/    per-prompt outcomes and judge verdicts of the round's comparisons
 
 A stage is done exactly when its ``manifest.json`` exists (written last, atomically). Its manifest records
 the hash of the config sections the stage depends on; re-running with a changed config for a finished
@@ -169,6 +172,7 @@ class RunDir:
         self._forked_from: str | None = None  # the first stage redone in fork mode; everything after is redone
         self._cluster_info: dict[str, Any] = {}
         self._tb: Any = None  # TensorBoard writer, opened on the first metrics
+        self._wandb: Any = None  # W&B run, when log.wandb.project is set
         self._lock: WriterLock | None = None
         self._hashes = HashCache(self.path / ".hashes.json")
         self.attempt = 0  # this driver's attempt number (1, 2, ...), set by open()
@@ -320,6 +324,10 @@ class RunDir:
             return  # a finished run re-run: the same numbers again are no new information
         append_jsonl(self.path / "metrics.jsonl", {**row, "attempt": self.attempt,
                                                    "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+        numbers = {f"{stage}/{k}": v for k, v in metrics.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if self.cfg.log.wandb.project:
+            self._wandb_log(numbers, round_index)
         if self.cfg.log.tensorboard:
             if self._tb is None:
                 from torch.utils.tensorboard import SummaryWriter
@@ -329,6 +337,18 @@ class RunDir:
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     self._tb.add_scalar(f"{stage}/{key}", value, round_index or 0)
             self._tb.flush()
+
+    def _wandb_log(self, numbers: dict[str, float], round_index: int | None) -> None:
+        import wandb
+
+        if self._wandb is None:
+            w = self.cfg.log.wandb
+            # The run directory's name and attempt identify the W&B run; resuming a run resumes it.
+            self._wandb = wandb.init(project=w.project, entity=w.entity or None, mode=w.mode, dir=str(self.path),
+                                     name=self.path.name,
+                                     id="w2s-" + hashlib.sha256(str(self.path).encode()).hexdigest()[:12],
+                                     resume="allow", config=OmegaConf.to_container(self.cfg, resolve=True))
+        self._wandb.log({**numbers, "round": round_index or 0})
 
     def _last_metrics(self) -> dict[tuple[Any, Any], dict[str, Any]]:
         """The latest row per (round, stage), without its attempt and time."""

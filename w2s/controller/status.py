@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from w2s.controller.report import latest_metrics
+from w2s.controller.report import eval_rows, latest_metrics
 from w2s.controller.rundir import read_state
 from w2s.errors import RunDirError
 
@@ -18,11 +18,11 @@ def print_status(run_dir: str) -> int:
     info = read_state(path / "run.json")
     print(f"run {path.resolve()}\n  recipe {info['recipe']}  attempts {len(info['attempts'])}  "
           f"last started {info['attempts'][-1]['started']}")
-    folders = [path / "aligner"] if (path / "aligner").exists() else []
+    folders = [path / name for name in ("aligner", "aligner-eval") if (path / name).exists()]
     folders += sorted(p for p in path.glob("round-*") if p.is_dir())
     for folder in folders:
-        stages = [folder] if folder.name == "aligner" else sorted(
-            (p for p in folder.iterdir() if p.is_dir()),
+        stages = [folder] if not folder.name.startswith("round-") else sorted(
+            (p for p in folder.iterdir() if p.is_dir() and p.name != "compare"),  # compare: the eval-vs outputs
             key=lambda p: STAGE_ORDER.index(p.name) if p.name in STAGE_ORDER else 99)
         for stage in stages:
             manifest = stage / "manifest.json"
@@ -31,10 +31,14 @@ def print_status(run_dir: str) -> int:
                 state = f"done in {m.get('seconds', 0):.0f} s"
             else:
                 state = "not finished"
-            label = stage.name if folder.name == "aligner" else f"{folder.name}/{stage.name}"
+            label = stage.name if not folder.name.startswith("round-") else f"{folder.name}/{stage.name}"
             print(f"  {label:<28} {state}")
-    evals = [m for m in latest_metrics(path) if str(m.get("stage", "")).startswith("eval-vs-")]
-    for m in sorted(evals, key=lambda m: (m["round"], m["compare_to"])):
-        print(f"  round {m['round']} vs {m['compare_to']:<8} W/L/T {m['wins']}/{m['losses']}/{m['ties']}  "
-              f"win-loss {m['win_minus_loss']:+.1f}%  mean score {m['mean_score']:.4f}")
+    metrics = latest_metrics(path)
+    for m in sorted((m for m in metrics if str(m.get("stage", "")).startswith("aligner-eval/")),
+                    key=lambda m: m["judge"]):
+        print(f"  aligner vs original answers  {m['judge']:<14} omega {m['omega']:+.1f}% "
+              f"[{m['ci_low']:+.1f}, {m['ci_high']:+.1f}]  W/L/T {m['wins']}/{m['losses']}/{m['ties']}")
+    for m in eval_rows(metrics):
+        print(f"  round {m['round']} vs {m['compare_to']:<8} {m['judge']:<14} omega {m['omega']:+.1f}% "
+              f"[{m['ci_low']:+.1f}, {m['ci_high']:+.1f}]  W/L/T {m['wins']}/{m['losses']}/{m['ties']}")
     return 0

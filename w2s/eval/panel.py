@@ -77,16 +77,19 @@ def dimension(cfg: Any) -> str:
     return DEFAULT_DIMENSION[cfg.kind]
 
 
-def score_answers(judges: Mapping[str, Any], items: Sequence[EvalItem], answers: Mapping[str, str], *,
-                  open_workers: Callable[[str, Any], Any]) -> dict[str, dict[str, float]]:
-    """Each score judge's score of each answer: judge -> prompt id -> score (as the model gives it)."""
-    out: dict[str, dict[str, float]] = {}
+def score_answers(judges: Mapping[str, Any], items: Sequence[EvalItem], *answer_sets: Mapping[str, str],
+                  open_workers: Callable[[str, Any], Any]) -> list[dict[str, dict[str, float]]]:
+    """Each score judge's score of each answer of each set (each judge's workers start once for all sets):
+    per set, judge -> prompt id -> score (as the model gives it)."""
+    out: list[dict[str, dict[str, float]]] = [{} for _ in answer_sets]
     for name, cfg in enabled_judges(judges).items():
-        if cfg.kind in SCORE_KINDS:
-            with open_workers(name, cfg) as w:
-                scores = w.map_shards("score", [(it.prompt, answers[it.id], it.reference) for it in items],
-                                      what=f"judge {name}")
-            out[name] = {it.id: float(s) for it, s in zip(items, scores)}
+        if cfg.kind not in SCORE_KINDS:
+            continue
+        rows = [(it.prompt, answers[it.id], it.reference) for answers in answer_sets for it in items]
+        with open_workers(name, cfg) as w:
+            scores = w.map_shards("score", rows, what=f"judge {name}")
+        for k in range(len(answer_sets)):
+            out[k][name] = {it.id: float(s) for it, s in zip(items, scores[k * len(items):(k + 1) * len(items)])}
     return out
 
 
@@ -96,12 +99,16 @@ def score_outcome(candidate: float, baseline: float, *, margin: float, lower_is_
 
 
 class WorkerChat:
-    """A local judge model behind the workers' ``complete`` method, as a :class:`~w2s.eval.pairwise.ChatBackend`."""
+    """A local judge model behind the workers' ``complete`` method, as a :class:`~w2s.eval.pairwise.ChatBackend`.
+    The workers start on the first request: a rerun whose judgements are all cached starts none."""
 
-    def __init__(self, workers: Any, identity: dict[str, Any]):
-        self.workers, self.identity = workers, identity
+    def __init__(self, open_workers: Callable[[], Any], identity: dict[str, Any], stack: contextlib.ExitStack):
+        self.open_workers, self.identity, self.stack = open_workers, identity, stack
+        self.workers: Any = None
 
     def complete(self, conversations: Sequence[list[dict[str, str]]], on_done: Any = None) -> list[str]:
+        if self.workers is None:
+            self.workers = self.stack.enter_context(self.open_workers())
         texts = self.workers.map_shards("complete", list(conversations), what="pairwise judge")
         for i, t in enumerate(texts):
             if on_done is not None:
@@ -125,9 +132,9 @@ def _chat_backend(name: str, cfg: Any, open_workers: Callable[[str, Any], Any]):
         finally:
             chat.close()
     else:
-        identity = {"model": cfg.model, "generate": to_plain(cfg.generate)}
-        with open_workers(name, cfg) as w:
-            yield WorkerChat(w, identity)
+        with contextlib.ExitStack() as stack:
+            yield WorkerChat(lambda: open_workers(name, cfg), {"model": cfg.model, "generate": to_plain(cfg.generate)},
+                             stack)
 
 
 def compare(judges: Mapping[str, Any], items: Sequence[EvalItem], comparisons: Mapping[str, tuple[dict, dict]], *,
@@ -151,8 +158,8 @@ def compare(judges: Mapping[str, Any], items: Sequence[EvalItem], comparisons: M
             for label, (cand, base) in comparisons.items():
                 given = (scores or {}).get(label, {}).get(name)
                 if given is None:
-                    given = (score_answers({name: cfg}, items, cand, open_workers=open_workers)[name],
-                             score_answers({name: cfg}, items, base, open_workers=open_workers)[name])
+                    cand_scores, base_scores = score_answers({name: cfg}, items, cand, base, open_workers=open_workers)
+                    given = (cand_scores[name], base_scores[name])
                 cs, bs = given
                 outcomes = {it.id: score_outcome(cs[it.id], bs[it.id], margin=float(cfg.tie_margin),
                                                  lower_is_better=cfg.kind == "cost-model") for it in items}

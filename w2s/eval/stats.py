@@ -80,6 +80,8 @@ class Summary:
         """One line for the console."""
         pc = f", position-consistent {self.position_consistency:.0%}" if self.position_consistency is not None else ""
         un = f", {self.unparsed} undecided" if self.unparsed else ""
+        if not self.n:
+            return f"{self.judge} ({self.dimension}): no decided prompt{un} (is the judge writing verdicts?)"
         return (f"{self.judge} ({self.dimension}): omega {self.omega:+.1f}% [95% CI {self.ci_low:+.1f}, "
                 f"{self.ci_high:+.1f}], {self.wins}W/{self.losses}L/{self.ties}T of {self.n}, p={self.p_value:.3g}"
                 f"{pc}{un}")

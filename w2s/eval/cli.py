@@ -1,0 +1,224 @@
+"""``w2s eval``: compare two answer sources on a prompt set with the configured judges, and write a report.
+
+Sources (``--candidate``/``--baseline``, or ``--upstream`` with ``--aligner``):
+
+* an answers file (JSONL, JSON, Parquet, CSV, a ``datasets`` folder) with ``id`` and an answer field
+  (``--answer-key``, default ``answer``), paired with the prompts by id;
+* a model (directory, ``asset:NAME`` or hub name): it answers the prompts with ``eval.generate`` and the
+  ``model.strong`` settings (dtype, prompt template);
+* ``openai:MODEL@BASE_URL``: an OpenAI-compatible endpoint answers them (``--api-key-env`` names the key's variable).
+
+With ``--upstream SRC --aligner PATH`` the baseline is the upstream's answers and the candidate the Aligner's
+corrections of them: the paper's Table 1 experiment. Everything goes to ``--output``: the answers of each side
+(reused when the same source is given again), per-prompt outcomes, every judge verdict, the judge cache,
+``summary.json``, ``report.html`` and ``report.md``. One process writes an output folder at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from w2s.controller.rundir import say, to_plain
+from w2s.data.files import WriterLock, atomic_write_json, read_jsonl, write_jsonl
+from w2s.errors import DataError, W2SError
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    from w2s.aligner.cli import _collect_overrides
+
+    p = subparsers.add_parser("eval", help="compare two answer sources with the configured judges; write a report",
+                              description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (eval.judges.*, ...)")
+    p.add_argument("--recipe", help="recipe whose eval section (judges, prompts, decoding) is used")
+    p.add_argument("--prompts", help="prompt set (default: the recipe's eval.prompts.path)")
+    p.add_argument("--candidate", help="answers file, model, or openai:MODEL@BASE_URL")
+    p.add_argument("--baseline", help="answers file, model, or openai:MODEL@BASE_URL")
+    p.add_argument("--upstream", help="with --aligner: the upstream whose answers the Aligner corrects")
+    p.add_argument("--aligner", help="with --upstream: the Aligner stacked on it")
+    p.add_argument("--output", required=True, help="output folder (resumed when it exists)")
+    p.add_argument("--answer-key", default="answer", help="answer field of answer files (default: answer)")
+    p.add_argument("--api-key-env", default="", help="environment variable holding an answer endpoint's API key")
+    p.add_argument("--max-prompts", type=int, default=0, help="evaluate on at most this many prompts (0: all)")
+    p.set_defaults(func=cmd_eval)
+    _collect_overrides(p)
+    return p
+
+
+def _kind(source: str) -> str:
+    from w2s.assets import ASSET_PREFIX, looks_local
+
+    if source.startswith("openai:"):
+        return "endpoint"
+    path = Path(source)
+    if path.is_dir() and (path / "config.json").exists() or source.startswith(ASSET_PREFIX):
+        return "model"
+    if path.exists():
+        return "file"
+    if looks_local(source):
+        raise DataError(f"{source}: no such file or model directory")
+    return "model"  # a hub name
+
+
+def _from_file(source: str, ids: list[str], answer_key: str) -> dict[str, str]:
+    from w2s.data.io import read_rows
+
+    rows = read_rows(source, required=[answer_key], what=f"answers ({source})", allow_empty=[answer_key]).rows
+    answers = {str(r["id"]): r[answer_key] for r in rows}
+    missing = [i for i in ids if i not in answers]
+    if missing:
+        raise DataError(f"{source}: no answer for {len(missing)} of the {len(ids)} prompt ids (first: "
+                        f"{missing[:5]}); answers are paired with prompts by id")
+    return {i: answers[i] for i in ids}
+
+
+def _from_endpoint(source: str, prompts: list[Any], cfg: Any, key_env: str) -> dict[str, str]:
+    from types import SimpleNamespace
+
+    from w2s.eval.endpoint import ChatEndpoint
+    from w2s.generation.sampling import resolve_sampling
+
+    model, _, base_url = source[len("openai:"):].partition("@")
+    if not model or not base_url:
+        raise W2SError(f"{source}: write an endpoint source as openai:MODEL@BASE_URL, e.g. "
+                       "openai:gpt-4o@https://api.openai.com/v1")
+    s = resolve_sampling(cfg.eval.generate)
+    endpoint = SimpleNamespace(base_url=base_url, model=model, api_key_env=key_env, concurrency=8, timeout_s=120.0,
+                               max_retries=8, backoff_s=1.0, backoff_max_s=60.0)
+    chat = ChatEndpoint(endpoint, temperature=s["temperature"], max_tokens=int(s["max_new_tokens"]), seed=s["seed"])
+    try:
+        texts = chat.complete([[{"role": "user", "content": p.prompt}] for p in prompts])
+    finally:
+        chat.close()
+    return {p.id: t for p, t in zip(prompts, texts)}
+
+
+def _from_model(source: str, prompts: list[Any], cfg: Any) -> dict[str, str]:
+    from omegaconf import OmegaConf
+
+    from w2s.workers.generator import GeneratorWorker
+
+    model_cfg = OmegaConf.merge(cfg.model.strong, {"path": source})
+    worker = GeneratorWorker(source, to_plain(model_cfg), to_plain(cfg.eval.generate))
+    try:
+        outs = worker.generate([p.prompt for p in prompts], int(cfg.run.seed))
+    finally:
+        worker.close()
+    return {p.id: o.text for p, o in zip(prompts, outs)}
+
+
+def answers_of(side: str, source: str, prompts: list[Any], cfg: Any, args: argparse.Namespace,
+               out: Path) -> dict[str, str]:
+    """One side's answers: read, generated or fetched; kept in OUT/answers-SIDE.jsonl and reused for the same
+    source and prompts."""
+    ids = [p.id for p in prompts]
+    kind = _kind(source)
+    if kind == "file":
+        return _from_file(source, ids, args.answer_key)
+    path, spec = out / f"answers-{side}.jsonl", {"source": source, "ids": ids,
+                                                  "generate": to_plain(cfg.eval.generate)}
+    meta = path.with_suffix(".source.json")
+    if path.exists() and meta.exists() and json.loads(meta.read_text()) == spec:
+        say(f"{side}: answers from {source} already in {path}")
+        return {str(r["id"]): r["answer"] for r in read_jsonl(path)}
+    t0 = time.time()
+    say(f"{side}: {source} answers {len(prompts)} prompts")
+    answers = _from_endpoint(source, prompts, cfg, args.api_key_env) if kind == "endpoint" else \
+        _from_model(source, prompts, cfg)
+    write_jsonl(path, [{"id": i, "prompt": p.prompt, "answer": answers[i]} for i, p in zip(ids, prompts)])
+    atomic_write_json(meta, spec)
+    say(f"{side}: {len(answers)} answers in {time.time() - t0:.0f} s")
+    return answers
+
+
+def aligner_corrections(aligner: str, prompts: list[Any], upstream: dict[str, str], cfg: Any, out: Path
+                        ) -> dict[str, str]:
+    """The Aligner's corrections of the upstream answers (resumable through ``correct_file``)."""
+    from w2s.aligner.correct import correct_file
+
+    rows = out / "upstream.jsonl"
+    write_jsonl(rows, [{"id": p.id, "question": p.prompt, "answer": upstream[p.id]} for p in prompts])
+    output = out / "corrections.jsonl"
+    correct_file(aligner, str(rows), str(output), model_cfg=cfg.model.aligner, correct_cfg=cfg.correct,
+                 user_templates=dict(cfg.aligner.templates), progress=False, echo=say)
+    return {str(r["id"]): r[cfg.correct.output_key] for r in read_jsonl(output)}
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from w2s.aligner.cli import compose
+    from w2s.config.validate import check_judges
+    from w2s.controller.loop import read_prompts
+    from w2s.errors import ConfigError
+
+    if bool(args.upstream) != bool(args.aligner) or bool(args.upstream) == bool(args.candidate or args.baseline):
+        raise W2SError("give --candidate and --baseline, or --upstream and --aligner (the Aligner's corrections "
+                       "judged against the upstream's answers)")
+    if not args.upstream and not (args.candidate and args.baseline):
+        raise W2SError("give both --candidate and --baseline")
+    overrides = list(args.overrides) + ([f"eval.prompts.path={args.prompts}"] if args.prompts else [])
+    cfg = compose(args.recipe, overrides, job="eval")
+    issues: list[Any] = []
+    check_judges(cfg.eval.judges, cfg.cluster.judge, issues)
+    if issues:
+        raise ConfigError(issues, "w2s eval")
+    embedding = any(j.enabled and j.kind == "embedding" for j in cfg.eval.judges.values())
+    prompts = read_prompts(cfg.eval.prompts, with_reference=embedding, what="prompts")
+    prompts = prompts[: args.max_prompts] if args.max_prompts else prompts
+    out = Path(args.output)
+    with WriterLock(out / ".w2s-eval.lock", f"evaluation folder {out}"):
+        if args.upstream:
+            baseline = answers_of("upstream", args.upstream, prompts, cfg, args, out)
+            candidate = aligner_corrections(args.aligner, prompts, baseline, cfg, out)
+            labels = (f"{args.upstream} + Aligner {args.aligner}", str(args.upstream))
+        else:
+            candidate = answers_of("candidate", args.candidate, prompts, cfg, args, out)
+            baseline = answers_of("baseline", args.baseline, prompts, cfg, args, out)
+            labels = (str(args.candidate), str(args.baseline))
+        return evaluate_and_report(cfg, prompts, candidate, baseline, labels, out)
+
+
+def evaluate_and_report(cfg: Any, prompts: list[Any], candidate: dict[str, str], baseline: dict[str, str],
+                        labels: tuple[str, str], out: Path) -> int:
+    from w2s.controller.evaluation import items_of
+    from w2s.eval.panel import compare, in_process_workers
+
+    result = compare(cfg.eval.judges, items_of(prompts), {"eval": (candidate, baseline)},
+                     open_workers=in_process_workers, cache_dir=out / "judge-cache", seed=int(cfg.run.seed),
+                     say=say)["eval"]
+    write_jsonl(out / "outcomes.jsonl", [{"judge": j, "id": i, "outcome": o}
+                                         for j, per in result.outcomes.items() for i, o in per.items()])
+    if result.judgements:
+        write_jsonl(out / "judgements.jsonl", result.judgements)
+    summaries = {name: s.as_dict() for name, s in result.summaries.items()}
+    atomic_write_json(out / "summary.json", {"candidate": labels[0], "baseline": labels[1], "prompts": len(prompts),
+                                             "judges": summaries})
+    say(f"candidate {labels[0]} vs baseline {labels[1]} on {len(prompts)} prompts:")
+    for s in result.summaries.values():
+        say(f"  {s.line()}")
+    html = write_eval_report(out, prompts, candidate, baseline, labels, result)
+    say(f"report: {html}")
+    return 0
+
+
+def write_eval_report(out: Path, prompts: list[Any], candidate: dict[str, str], baseline: dict[str, str],
+                      labels: tuple[str, str], result: Any) -> Path:
+    from w2s.eval.html import Section, Text
+    from w2s.eval.report import OMEGA_NOTE, agreement_figure, category_table, omega_table, samples, write_reports
+
+    rows = [s.as_dict() for s in result.summaries.values()]
+    blocks: list[Any] = [Text(f"Candidate: {labels[0]}\n\nBaseline: {labels[1]}\n\n{len(prompts)} prompts, paired by "
+                              f"id.\n\n{OMEGA_NOTE}"), omega_table(rows, [], "Candidate vs baseline, per judge.")]
+    cats = category_table(rows)
+    agree = agreement_figure(result.outcomes, out / "plots" / "agreement.png")
+    blocks += [b for b in (cats, agree) if b]
+    sample = samples([{"prompt": p.prompt, "baseline": baseline[p.id], "candidate": candidate[p.id],
+                       **{j: str(result.outcomes[j].get(p.id)) for j in result.outcomes}} for p in prompts],
+                     ["prompt", "baseline", "candidate", *result.outcomes], "Prompts with both answers and each "
+                     "judge's outcome for the candidate.", limit=12)
+    sections = [Section("Result", blocks), Section("Samples", [sample] if sample else [])]
+    html, _ = write_reports(out, "w2s eval: candidate vs baseline", sections,
+                            subtitle=f"Written {time.strftime('%Y-%m-%d %H:%M')}")
+    return html
