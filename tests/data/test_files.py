@@ -74,3 +74,16 @@ def test_two_drivers_on_one_run_dir(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    import os
+
+    from w2s.data.files import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "report.html", "<p>hi</p>")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o644  # readable by a web server or a colleague

@@ -34,7 +34,7 @@ def test_two_answer_files_paired_by_id(tmp_path):
     assert set(s["by_category"]) == {p["category"] for p in prompts}
     assert "similarity (similarity to the reference): omega +100.0%" in result.stdout
     html = (out / "report.html").read_text()
-    assert "I like turtles." in html and "omega" in html and (out / "report.md").exists()
+    assert "I like turtles." in html and "ω (%)" in html and (out / "report.md").exists()
     # The baseline swapped in: the same prompts, every outcome reversed.
     swapped = w2s("--prompts", EVAL, "--candidate", str(base), "--baseline", str(cand), "--output",
                   str(tmp_path / "swapped"), "--max-prompts", "6")

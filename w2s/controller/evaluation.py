@@ -32,7 +32,7 @@ def eval_answers(loop: Loop, round_index: int, label: str, policy: str, prompts:
     stage_dir = rd.stage_dir(round_index, "eval-answers")
     inputs = {"prompts": source_file(cfg.eval.prompts.path), "policy": policy}
     done = rd.finished(stage_dir, keys, inputs)
-    if done:
+    if done and "answers" in done["outputs"]:  # (a run of an older w2s kept "scores" only: answered again)
         return read_jsonl(rd.output(done, "answers"))
     with rd.stage(stage_dir, keys, round_index=round_index, name="eval-answers", inputs=inputs) as rec:
         outs = loop.generate(policy, prompts, cfg.eval.generate, int(cfg.run.seed),

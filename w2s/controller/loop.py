@@ -54,7 +54,14 @@ def read_prompts(source: Any, *, with_reference: bool, what: str) -> list[Prompt
     from w2s.data.io import read_rows
 
     required = [source.prompt_key] + ([source.reference_key] if with_reference else [])
-    result = read_rows(source, required=required, what=what)
+    try:
+        result = read_rows(source, required=required, what=what)
+    except DataError as e:
+        if with_reference and source.reference_key in str(e):
+            raise DataError(f"{e} (the embedding judge compares answers with a reference answer per prompt; without "
+                            "references, turn it off: eval.judges.similarity.enabled=false, and use another judge)"
+                            ) from None
+        raise
     if result.skipped:
         say(f"{what}: skipped {result.skipped} malformed row(s) (on_bad_row=skip)")
     category_key = getattr(source, "category_key", "")

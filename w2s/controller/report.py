@@ -59,7 +59,7 @@ def _evaluation_section(run_dir: Path, evals: list[dict[str, Any]]) -> Section:
                    "ci_low": m["ci_low"], "ci_high": m["ci_high"]} for m in evals]
         blocks.append(Figure(plot_omega(points, run_dir / "plots" / "omega.png",
                                         title="Each round's policy vs the previous and the initial one"),
-                             "omega per round with 95% CIs, per judge and baseline."))
+                             "ω per round with 95% CIs, per judge and baseline."))
         blocks.append(omega_table(evals, [("round", "round"), ("vs", "compare_to"), ("baseline", "against")],
                                   "Held-out evaluation prompts, paired by prompt id."))
         last = max(m["round"] for m in evals)

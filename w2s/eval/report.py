@@ -14,7 +14,7 @@ from typing import Any
 from w2s.data.files import atomic_write_text
 from w2s.eval.html import Figure, Samples, Section, Table, Text, write_html
 
-OMEGA_NOTE = ("omega = (wins - losses) / N x 100 (the Aligner paper, App. B.2, Eq. 5), with a 95% paired bootstrap "
+OMEGA_NOTE = ("ω = (wins − losses) / N × 100 (the Aligner paper, App. B.2, Eq. 5), with a 95% paired bootstrap "
               "CI over prompts and a two-sided sign test (ties dropped). Pairwise judges judge each pair in both "
               "orders; orders that disagree count as a tie (position consistency: the share that agree). "
               "Undecided: prompts whose verdict could not be parsed, not counted in N.")
@@ -27,7 +27,7 @@ def _pct(x: Any) -> str:
 def omega_table(rows: Sequence[Mapping[str, Any]], label_columns: Sequence[tuple[str, str]], caption: str = ""
                 ) -> Table:
     """One row per (comparison, judge): ``label_columns`` are (header, key) pairs naming the comparison."""
-    columns = [h for h, _ in label_columns] + ["judge", "dimension", "omega %", "95% CI", "W", "L", "T", "N",
+    columns = [h for h, _ in label_columns] + ["judge", "dimension", "ω (%)", "95% CI", "W", "L", "T", "N",
                                                "undecided", "p", "position-consistent", "words (cand / base)"]
     out = []
     for r in rows:
@@ -49,7 +49,7 @@ def category_table(rows: Sequence[Mapping[str, Any]]) -> Table | None:
                         c["wins"], c["losses"], c["ties"], c["n"]])
     if not out:
         return None
-    return Table(["judge", "category", "omega %", "95% CI", "W", "L", "T", "N"], out, "By category of the prompts.")
+    return Table(["judge", "category", "ω (%)", "95% CI", "W", "L", "T", "N"], out, "By category of the prompts.")
 
 
 def agreement_figure(outcomes: Mapping[str, Mapping[str, str | None]], path: Path) -> Figure | None:
