@@ -72,3 +72,19 @@ def smollm2() -> str:
         else:
             mp.setenv("W2S_CACHE", _USER_CACHE)
         return str(ensure_asset("smollm2", progress=lambda _msg: None))
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_model(tiny_weak, tmp_path_factory) -> str:
+    """A one-label sequence-classification reward model on the tiny Llama (random, seeded head), saved once."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny-rm")
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_weak, num_labels=1, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(tiny_weak)
+    model.config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)

@@ -105,6 +105,30 @@ def test_cli_print_config_recipes_and_explain(capsys):
     assert main(["explain", "train.dpo.reference"]) == 0
     assert "initial" in capsys.readouterr().out
     assert main(["explain", "train.dpo.refrence"]) == 2
+    capsys.readouterr()
+    # Entries by name (eval.judges.NAME): any name, the entry's fields.
+    assert main(["explain", "eval.judges"]) == 0
+    assert "eval.judges.NAME (JudgeConfig by name; defined: ['similarity'])" in capsys.readouterr().out
+    assert main(["explain", "eval.judges.harmless.preset"]) == 0
+    assert "eval.judges.harmless.preset (str, default '')  one of" in capsys.readouterr().out
+    assert main(["explain", "eval.judges.harmless.prset"]) == 2
+    assert "did you mean eval.judges.harmless.preset?" in capsys.readouterr().err
+
+
+def test_validate_checks_every_judge_at_once(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny/sft", ["eval.judges.x.kind=pairwise", "eval.judges.x.user_prompt={prompt} {responseA}",
+                                 "eval.judges.rm.kind=cost-model", "eval.judges.g.kind=pairwise",
+                                 "eval.judges.g.preset=helpfulness", "eval.judges.g.endpoint.base_url=localhost:8000",
+                                 "eval.judges.g.endpoint.model=m", "eval.judges.g.endpoint.api_key_env=W2S_UNSET_KEY",
+                                 "eval.judges.similarity.enabled=false"])
+    keys = {i.key for i in e.value.issues}
+    assert {"eval.judges.x.user_prompt", "eval.judges.x.endpoint.base_url", "eval.judges.rm.model",
+            "eval.judges.g.endpoint.base_url", "eval.judges.g.endpoint.api_key_env"} <= keys
+    with pytest.raises(ConfigError, match="has no enabled judge"):
+        load_config("tiny/sft", ["eval.judges.similarity.enabled=false"])
+    with pytest.raises(ConfigError, match="did you mean eval.judges"):
+        load_config("tiny/sft", ["eval.judge.kind=embedding"])  # the old single-judge key
 
 
 def test_validate_stays_light():

@@ -27,23 +27,15 @@ def test_device_is_cuda_when_this_process_has_a_gpu(monkeypatch):
     assert judges.pick_device("cpu") == "cpu"  # an explicit device wins
 
 
-def _classifier(tiny_weak, tmp_path):
+def test_sequence_classification_reward_model_scores_as_the_model_does(tiny_reward_model, monkeypatch):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_weak, num_labels=1, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(tiny_weak)
-    model.config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    model.save_pretrained(tmp_path / "rm")
-    tok.save_pretrained(tmp_path / "rm")
-    return str(tmp_path / "rm"), model.eval(), tok
-
-
-def test_sequence_classification_reward_model_scores_as_the_model_does(tiny_weak, tmp_path, monkeypatch):
     from w2s.eval.score_models import ClassifierJudge, detect_format
     from w2s.workers.judge import JudgeWorker
 
-    path, model, tok = _classifier(tiny_weak, tmp_path)
+    path = tiny_reward_model
+    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(path)
     assert detect_format(path) == "sequence-classification"
     worker = JudgeWorker({"kind": "reward-model", "model": path, "batch_size": 2})
     assert worker.device() == "cpu" and worker.judge.model.device.type == "cpu"

@@ -13,16 +13,17 @@ from w2s.data.files import read_jsonl
 
 ARGS = ["popalign.max_prompts=4", "popalign.strategies=[prefix,demon,elicitive,nparam,leaderboard,refine,aligner]",
         "popalign.prefix.weight=0.5", "popalign.generate.max_new_tokens=10", "correct.max_new_tokens=10",
-        "popalign.judge.enabled=true", "popalign.judge.model=asset:tiny-weak"]
+        "popalign.judge.enabled=true"]
 
 
 def w2s(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "w2s.cli", *args], capture_output=True, text=True, timeout=600)
 
 
-def test_seven_strategy_build_then_dpo_then_resume(tmp_path, tiny_strong, tiny_weak):
+def test_seven_strategy_build_then_dpo_then_resume(tmp_path, tiny_strong, tiny_weak, tiny_reward_model):
     run = tmp_path / "run"
-    result = w2s("popalign", "tiny/popalign", f"run.dir={run}", *ARGS)
+    args = [*ARGS, f"popalign.judge.model={tiny_reward_model}"]  # a real (tiny, random) reward model
+    result = w2s("popalign", "tiny/popalign", f"run.dir={run}", *args)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     manifest = json.loads((run / "popalign" / "manifest.json").read_text())
     outputs = {name: rec["path"] for name, rec in manifest["outputs"].items()}
@@ -80,7 +81,7 @@ def test_seven_strategy_build_then_dpo_then_resume(tmp_path, tiny_strong, tiny_w
     assert {"popalign", "popalign-prefix", "popalign-train"} <= {m["stage"] for m in metrics}
 
     # A finished dataset is not rebuilt, and no model is loaded again.
-    again = w2s("popalign", "tiny/popalign", f"run.dir={run}", *ARGS)
+    again = w2s("popalign", "tiny/popalign", f"run.dir={run}", *args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "popalign: loading" not in again.stdout and "dataset already built" in again.stdout
     print(f"popalign: {manifest['metrics']}, DPO losses {train['losses'][0]:.4f} -> {train['losses'][-1]:.4f}")

@@ -523,8 +523,9 @@ class PopAlignFilterConfig:
 class PopAlignJudgeConfig(JudgeConfig):
     enabled: bool = _f(False, "Measure contrast accuracy: the share of pairs where the judge scores chosen above "
                        "rejected, per strategy (the paper's Table 2 used GPT-4 and PairRM on 200 pairs).")
-    kind: str = _f("reward-model", "reward-model (needs no references; model = a sequence-classification reward "
-                   "model) or embedding (needs a reference answer per prompt, popalign.prompts.reference_key).",
+    kind: str = _f("reward-model", "reward-model (needs no references; model = a reward model in OpenRLHF's or "
+                   "safe-rlhf's format, or a transformers classifier) or embedding (needs a reference answer per "
+                   "prompt, popalign.prompts.reference_key).",
                    ["embedding", "reward-model"])
     max_pairs_per_strategy: int = _f(200, "Pairs judged per strategy (0: all), a seeded sample.")
 

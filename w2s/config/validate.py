@@ -400,7 +400,8 @@ def _check_popalign(cfg: DictConfig, trainer_ranks: int, issues: list[ConfigIssu
                                   "e.g. 256"))
     if p.judge.enabled and p.judge.kind == "reward-model" and not p.judge.model:
         issues.append(ConfigIssue("popalign.judge.model", p.judge.model, "is required for a reward-model judge",
-                                  "set popalign.judge.model to a sequence-classification reward model, or "
+                                  "set popalign.judge.model to a reward model (OpenRLHF, safe-rlhf or a transformers "
+                                  "classifier), or "
                                   "popalign.judge.kind=embedding with reference answers in the prompt file"))
     if p.train_dpo:
         _check_trainer("train.dpo", cfg.train.dpo, trainer_ranks, issues)
