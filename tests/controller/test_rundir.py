@@ -175,3 +175,19 @@ def test_metrics_rows_carry_the_attempt_and_are_not_repeated_by_reruns(tmp_path)
         (1, "generate", 1), (1, "eval-vs-initial", 1), (2, "generate", 1)]
     again._drop_metrics_from(1, "train")  # a fork redoing round 1's train: its rows and every later one go
     assert [(r["round"], r["stage"]) for r in again.metrics()] == [(1, "generate")]
+
+
+def test_metrics_go_to_weights_and_biases_when_a_project_is_set(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # tests/conftest.py disables W&B everywhere else
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    rd = RunDir(tmp_path / "run", _cfg("log.tensorboard=false", "log.wandb.project=w2s-test", "log.wandb.mode=offline"))
+    rd.open(recipe="tiny/dpo", overrides=[])
+    rd.log_metrics(1, "eval-vs-initial/similarity", {"omega": 12.5, "judge": "similarity", "by_category": {}})
+    rd.log_metrics(2, "eval-vs-initial/similarity", {"omega": 37.5, "judge": "similarity", "by_category": {}})
+    rd._wandb.finish()
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))  # the run W&B would sync, under the run directory
+    # The run file holds the logged history as protobuf records: the keys and JSON values appear verbatim.
+    data = next(runs[0].glob("*.wandb")).read_bytes()
+    assert b"eval-vs-initial/similarity/omega" in data and b"12.5" in data and b"37.5" in data
+    assert b"by_category" not in data  # only numbers are logged
