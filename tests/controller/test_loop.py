@@ -95,7 +95,9 @@ def test_sft_two_rounds_with_two_trainer_ranks(tmp_path, tiny_strong):
     pairwise = [m for m in metrics if m["stage"] == "eval-vs-initial/harmless"]
     assert len(pairwise) == 2 and all(m["n"] + m["unparsed"] == 4 for m in pairwise)
     judgements = read_jsonl(run / "round-02" / "compare" / "initial" / "judgements.jsonl")
-    assert len(judgements) == 8 and {j["candidate"] for j in judgements} == {"A", "B"}
+    identical = sum(bool(j.get("identical_answers")) for j in judgements)  # a tie without asking
+    assert len(judgements) - identical == 2 * (4 - identical) and identical < 4
+    assert {j["candidate"] for j in judgements if not j.get("identical_answers")} == {"A", "B"}
     placements = json.loads((run / "cluster.json").read_text())["actors"]
     assert {a["rank"] for a in placements if a["role"] == "trainer"} == {0, 1}  # one world of two ranks
     status = w2s("status", str(run))

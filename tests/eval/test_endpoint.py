@@ -156,3 +156,11 @@ def test_single_order_draws_the_position_per_prompt(server):
     assert chat.requests_sent == 40 and 10 < positions.count("A") < 30  # neither position always
     # The judge always names A: the candidate wins exactly where it was A.
     assert all((j.outcome == "win") == (j.judgements[0]["candidate"] == "A") for j in judged)
+
+
+def test_identical_answers_are_a_tie_without_asking(server):
+    chat = ChatEndpoint(_cfg(server.url))
+    judged = PairwiseJudge("h", PRESETS["helpfulness"], chat).judge([Pair("1", "q", "same text ", "same text"),
+                                                                    Pair("2", "q", "good", "bad")])
+    assert chat.requests_sent == 2  # both orders of the second pair only
+    assert judged[0].outcome == "tie" and judged[0].judgements[0]["identical_answers"]

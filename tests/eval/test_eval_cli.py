@@ -32,7 +32,7 @@ def test_two_answer_files_paired_by_id(tmp_path):
     assert (s["wins"], s["losses"], s["n"]) == (6, 0, 6) and s["omega"] == 100.0
     assert (s["ci_low"], s["ci_high"]) == (100.0, 100.0) and s["p_value"] == 2 / 2 ** 6
     assert set(s["by_category"]) == {p["category"] for p in prompts}
-    assert "similarity (similarity to the reference): omega +100.0%" in result.stdout
+    assert "similarity (reference match): omega +100.0%" in result.stdout
     html = (out / "report.html").read_text()
     assert "I like turtles." in html and "ω (%)" in html and (out / "report.md").exists()
     # The baseline swapped in: the same prompts, every outcome reversed.

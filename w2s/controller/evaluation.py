@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from w2s.controller.rundir import say, source_file, to_plain
 from w2s.data.files import read_jsonl, write_jsonl
-from w2s.eval.panel import SCORE_KINDS, ComparisonResult, EvalItem, compare, enabled_judges, score_answers
+from w2s.eval.panel import SCORE_KINDS, ComparisonResult, EvalItem, compare, enabled_judges, fingerprint, score_answers
 
 if TYPE_CHECKING:
     from w2s.controller.loop import Loop, Prompt
@@ -39,9 +39,11 @@ def eval_answers(loop: Loop, round_index: int, label: str, policy: str, prompts:
                              f"round {round_index} eval answers ({label})", rec)
         answers = {p.id: o.text for p, o in zip(prompts, outs)}
         scores = score_answers(cfg.eval.judges, items_of(prompts), answers, open_workers=loop.judge_workers)[0]
+        judged_by = {name: fingerprint(cfg.eval.judges[name]) for name in scores}
         rows = [{"id": p.id, "prompt": p.prompt, "answer": o.text, "finish_reason": o.finish_reason,
                  "reference": p.reference, "category": p.category, "policy": label,
-                 "scores": {name: s[p.id] for name, s in scores.items()}} for p, o in zip(prompts, outs)]
+                 "scores": {name: s[p.id] for name, s in scores.items()}, "judged_by": judged_by}
+                for p, o in zip(prompts, outs)]
         write_jsonl(stage_dir / "answers.jsonl", rows)
         rec["outputs"]["answers"] = stage_dir / "answers.jsonl"
         rec["metrics"] = {"policy": label, "truncated": sum(o.finish_reason == "length" for o in outs),
@@ -54,11 +56,12 @@ def _answers(rows: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def _scores(cand: list[dict[str, Any]], base: list[dict[str, Any]], judges: Any) -> dict[str, tuple[dict, dict]]:
-    """Per score judge, (candidate scores, baseline scores) from eval-answers rows (rows from before a judge was
-    added lack its score: it is computed again)."""
+    """Per score judge, (candidate scores, baseline scores) stored with the answers by this very judge (a judge
+    added or changed since is left out: it scores the answers again)."""
     out = {}
     for name, cfg in enabled_judges(judges).items():
-        if cfg.kind in SCORE_KINDS and all(name in r.get("scores", {}) for r in cand + base):
+        fp = fingerprint(cfg)
+        if cfg.kind in SCORE_KINDS and all(r.get("judged_by", {}).get(name) == fp for r in cand + base):
             out[name] = tuple({str(r["id"]): r["scores"][name] for r in rows} for rows in (cand, base))
     return out
 
@@ -125,8 +128,10 @@ def aligner_eval_stage(loop: Loop, aligner: str, heldout: Path, keys: list[str])
             items = [EvalItem(r["id"], r["question"], r["correction"]) for r in rows]
             cand, base = score_answers(cfg.eval.judges, items, {r["id"]: r["aligner_correction"] for r in rows},
                                        {r["id"]: r["answer"] for r in rows}, open_workers=loop.judge_workers)
+            judged_by = {name: fingerprint(cfg.eval.judges[name]) for name in cand}
             for r in rows:  # score judges' scores kept with the stage, so a resumed run does not score again
                 r["scores"] = {name: [cand[name][r["id"]], base[name][r["id"]]] for name in cand}
+                r["judged_by"] = judged_by
             write_jsonl(stage_dir / "corrections.jsonl", rows)
             rec["outputs"]["corrections"] = stage_dir / "corrections.jsonl"
             rec["metrics"] = {"heldout": len(rows), "copy_rate": sum(r["aligner_correction"].strip() ==
@@ -135,7 +140,8 @@ def aligner_eval_stage(loop: Loop, aligner: str, heldout: Path, keys: list[str])
     items = [EvalItem(r["id"], r["question"], r["correction"]) for r in rows]
     comparison = {"aligner": ({r["id"]: r["aligner_correction"] for r in rows}, {r["id"]: r["answer"] for r in rows})}
     scores = {name: tuple({r["id"]: r["scores"][name][side] for r in rows} for side in (0, 1))
-              for name in rows[0].get("scores", {})}
+              for name, j in enabled_judges(cfg.eval.judges).items()
+              if all(r.get("judged_by", {}).get(name) == fingerprint(j) for r in rows)}
     result = compare(cfg.eval.judges, items, comparison, scores={"aligner": scores}, open_workers=loop.judge_workers,
                      cache_dir=rd.path / "judge-cache", seed=int(cfg.run.seed), say=say)["aligner"]
     copy = sum(r["aligner_correction"].strip() == r["answer"].strip() for r in rows) / len(rows)

@@ -31,13 +31,16 @@ T = TypeVar("T")
 
 # The config sections each stage depends on (a change to them invalidates the finished stage).
 KEYS_ALIGNER = ["model.aligner", "aligner", "run.seed"]
-KEYS_BASELINE = ["model.strong", "eval", "run.seed"]
+# Evaluation answers depend on the prompts and the decoding, not on the judges: a judge added to a finished run
+# scores the kept answers (each score is stored with its judge's fingerprint, see w2s.controller.evaluation).
+KEYS_EVAL_ANSWERS = ["eval.prompts", "eval.max_prompts", "eval.generate"]
+KEYS_BASELINE = ["model.strong", "run.seed"] + KEYS_EVAL_ANSWERS
 KEYS_GENERATE = ["model.strong", "generate", "loop", "run.seed"]
 KEYS_CORRECT = KEYS_GENERATE + ["model.aligner", "aligner", "correct"]
 KEYS_DATA = KEYS_CORRECT + ["train.method", "train.dpo.min_pair_distance", "train.dpo.pair_source",
                              "train.dpo.extra_pairs", "train.dpo.extra_pairs_per_round"]
 KEYS_TRAIN = KEYS_CORRECT + ["train"]
-KEYS_EVAL = KEYS_TRAIN + ["eval"]
+KEYS_EVAL = KEYS_TRAIN + KEYS_EVAL_ANSWERS
 
 
 @dataclass
@@ -267,7 +270,7 @@ class Loop:
         if self.aligner_heldout is None:
             say("aligner eval: the Aligner's stage recorded no held-out triples; skipped")
             return None
-        return evaluation.aligner_eval_stage(self, aligner, self.aligner_heldout, KEYS_ALIGNER + ["correct", "eval"])
+        return evaluation.aligner_eval_stage(self, aligner, self.aligner_heldout, KEYS_ALIGNER + ["correct"])
 
     def generate_stage(self, k: int, policy: str, prompts: list[Prompt]) -> list[dict[str, Any]]:
         stage_dir = self.rd.stage_dir(k, "generate")

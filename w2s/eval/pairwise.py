@@ -2,7 +2,7 @@
 
 Each pair is judged in both orders by default (candidate as responseA, then as responseB): the paper does not
 control for position bias, w2s does. Orders that disagree make a tie and lower the reported position-consistency
-rate. With ``both_orders=false`` the paper's single judgement is made, the candidate's position drawn per prompt
+rate. Two identical answers are a tie without a judgement. With ``both_orders=false`` the paper's single judgement is made, the candidate's position drawn per prompt
 from the seed so that neither position is favoured on average.
 
 The judge model is behind a :class:`ChatBackend`: an OpenAI-compatible endpoint (:mod:`w2s.eval.endpoint`) or a
@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from w2s.eval.cache import JudgementCache, cache_key
 from w2s.eval.presets import PairwisePrompt
-from w2s.eval.verdicts import candidate_outcome, combine_orders, parse_verdict
+from w2s.eval.verdicts import TIE, candidate_outcome, combine_orders, parse_verdict
 
 
 class ChatBackend(Protocol):
@@ -62,6 +62,8 @@ class PairwiseJudge:
         """Judge every pair (cached judgements are not asked again)."""
         jobs = []  # (pair index, candidate is A, messages, cache key)
         for i, p in enumerate(pairs):
+            if p.candidate.strip() == p.baseline.strip():
+                continue  # the same answer twice (an Aligner that copied): a tie, without asking
             for cand_a in self._orders(p):
                 a, b = (p.candidate, p.baseline) if cand_a else (p.baseline, p.candidate)
                 messages = self.prompt.render(p.prompt, a, b)
@@ -84,6 +86,10 @@ class PairwiseJudge:
                                 "outcome": candidate_outcome(verdict, candidate_is_a=cand_a, picks=self.prompt.picks)})
         results = []
         for p, js in zip(pairs, per_pair):
+            if not js:
+                results.append(PairJudgement(p.id, TIE, None, [{"candidate": None, "verdict": None, "text": "",
+                                                                "outcome": TIE, "identical_answers": True}]))
+                continue
             if len(js) == 2:
                 outcome, consistent = combine_orders(js[0]["outcome"], js[1]["outcome"])
             else:

@@ -20,7 +20,7 @@ from w2s.eval.stats import Summary, summarize
 from w2s.eval.verdicts import LOSS, TIE, WIN
 
 SCORE_KINDS = ("embedding", "reward-model", "cost-model")
-DEFAULT_DIMENSION = {"embedding": "similarity to the reference", "reward-model": "helpfulness",
+DEFAULT_DIMENSION = {"embedding": "reference match", "reward-model": "helpfulness",
                      "cost-model": "harmlessness"}
 
 
@@ -65,6 +65,17 @@ def in_process_workers(name: str, cfg: Any) -> InProcess:
 
 def enabled_judges(judges: Mapping[str, Any]) -> dict[str, Any]:
     return {name: cfg for name, cfg in judges.items() if cfg.enabled}
+
+
+def fingerprint(cfg: Any) -> str:
+    """What decides a judge's scores (its whole config), short: stored with each score so that a changed judge
+    under the same name scores again."""
+    import hashlib
+    import json
+
+    from w2s.controller.rundir import to_plain
+
+    return hashlib.sha256(json.dumps(to_plain(cfg), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def dimension(cfg: Any) -> str:
