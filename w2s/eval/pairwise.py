@@ -2,8 +2,9 @@
 
 Each pair is judged in both orders by default (candidate as responseA, then as responseB): the paper does not
 control for position bias, w2s does. Orders that disagree make a tie and lower the reported position-consistency
-rate. Two identical answers are a tie without a judgement. With ``both_orders=false`` the paper's single judgement is made, the candidate's position drawn per prompt
-from the seed so that neither position is favoured on average.
+rate. Two identical answers are a tie without a judgement. With ``both_orders=false`` the paper's single
+judgement is made, the candidate's position drawn per prompt from the seed so that neither position is favoured
+on average.
 
 The judge model is behind a :class:`ChatBackend`: an OpenAI-compatible endpoint (:mod:`w2s.eval.endpoint`) or a
 local model in the judge role's actors. Raw judge outputs are cached on disk (:mod:`w2s.eval.cache`) and written
