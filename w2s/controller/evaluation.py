@@ -18,7 +18,8 @@ from w2s.data.files import read_jsonl, write_jsonl
 from w2s.eval.panel import SCORE_KINDS, ComparisonResult, EvalItem, compare, enabled_judges, fingerprint, score_answers
 
 if TYPE_CHECKING:
-    from w2s.controller.loop import Loop, Prompt
+    from w2s.controller.loop import Loop
+    from w2s.data.prompts import Prompt
 
 
 def items_of(prompts: list[Prompt]) -> list[EvalItem]:

@@ -23,6 +23,7 @@ from w2s.cluster import RoleGroup
 from w2s.controller import evaluation
 from w2s.controller.rundir import RunDir, say, source_file, to_plain
 from w2s.data.files import read_jsonl, write_jsonl
+from w2s.data.prompts import Prompt, read_prompts
 from w2s.errors import DataError, WorkerError
 from w2s.generation import Generation
 
@@ -41,38 +42,6 @@ KEYS_DATA = KEYS_CORRECT + ["train.method", "train.dpo.min_pair_distance", "trai
                              "train.dpo.extra_pairs", "train.dpo.extra_pairs_per_round"]
 KEYS_TRAIN = KEYS_CORRECT + ["train"]
 KEYS_EVAL = KEYS_TRAIN + KEYS_EVAL_ANSWERS
-
-
-@dataclass
-class Prompt:
-    id: str
-    prompt: str
-    reference: str = ""
-    category: str = ""
-
-
-# ----------------------------------------------------------------------------------------------- prompts
-def read_prompts(source: Any, *, with_reference: bool, what: str) -> list[Prompt]:
-    """Prompts (and reference answers) from a prompt file; malformed rows name file, line and field."""
-    from w2s.data.io import read_rows
-
-    required = [source.prompt_key] + ([source.reference_key] if with_reference else [])
-    try:
-        result = read_rows(source, required=required, what=what)
-    except DataError as e:
-        if with_reference and source.reference_key in str(e):
-            raise DataError(f"{e} (the embedding judge compares answers with a reference answer per prompt; without "
-                            "references, turn it off: eval.judges.similarity.enabled=false, and use another judge)"
-                            ) from None
-        raise
-    if result.skipped:
-        say(f"{what}: skipped {result.skipped} malformed row(s) (on_bad_row=skip)")
-    category_key = getattr(source, "category_key", "")
-    prompts = [Prompt(str(r["id"]), r[source.prompt_key], r.get(source.reference_key, "") if with_reference else "",
-                      str(r.get(category_key) or "") if category_key else "") for r in result.rows]
-    if not prompts:
-        raise DataError(f"{what}: {source.path} holds no usable prompts")
-    return prompts
 
 
 def round_slices(prompts: list[Prompt], cfg: DictConfig) -> list[list[Prompt]]:
@@ -116,12 +85,12 @@ class LoopInputs:
 
 def preflight(cfg: DictConfig) -> LoopInputs:
     """Read and check every prompt file before any actor starts (bad rows name file, line and field)."""
-    prompts = read_prompts(cfg.loop.prompts, with_reference=False, what="loop.prompts")
+    prompts = read_prompts(cfg.loop.prompts, with_reference=False, what="loop.prompts", echo=say)
     slices = round_slices(prompts, cfg)
     eval_prompts: list[Prompt] = []
     if cfg.eval.enabled:
         embedding = any(j.enabled and j.kind == "embedding" for j in cfg.eval.judges.values())
-        eval_prompts = read_prompts(cfg.eval.prompts, with_reference=embedding, what="eval.prompts")
+        eval_prompts = read_prompts(cfg.eval.prompts, with_reference=embedding, what="eval.prompts", echo=say)
         if cfg.eval.max_prompts:
             eval_prompts = eval_prompts[: cfg.eval.max_prompts]
     say(f"prompts: {sum(map(len, slices))} over {len(slices)} round(s); {len(eval_prompts)} evaluation prompts")

@@ -150,7 +150,7 @@ def aligner_corrections(aligner: str, prompts: list[Any], upstream: dict[str, st
 def cmd_eval(args: argparse.Namespace) -> int:
     from w2s.aligner.cli import compose
     from w2s.config.validate import check_judges
-    from w2s.controller.loop import read_prompts
+    from w2s.data.prompts import read_prompts
     from w2s.errors import ConfigError
 
     if bool(args.upstream) != bool(args.aligner) or bool(args.upstream) == bool(args.candidate or args.baseline):
@@ -165,7 +165,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if issues:
         raise ConfigError(issues, "w2s eval")
     embedding = any(j.enabled and j.kind == "embedding" for j in cfg.eval.judges.values())
-    prompts = read_prompts(cfg.eval.prompts, with_reference=embedding, what="prompts")
+    prompts = read_prompts(cfg.eval.prompts, with_reference=embedding, what="prompts", echo=say)
     prompts = prompts[: args.max_prompts] if args.max_prompts else prompts
     out = Path(args.output)
     with WriterLock(out / ".w2s-eval.lock", f"evaluation folder {out}"):

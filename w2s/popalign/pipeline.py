@@ -24,9 +24,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from w2s.controller.loop import Loop, read_prompts
+from w2s.controller.loop import Loop
 from w2s.controller.rundir import RunDir, say, source_file, to_plain
 from w2s.data.files import append_jsonl, read_jsonl, write_jsonl
+from w2s.data.prompts import read_prompts
 from w2s.errors import DataError
 from w2s.popalign.strategies import CHOSEN, REJECTED, SLOTS, PairJob, ParseError, Request, make_builder
 
@@ -305,7 +306,7 @@ def build_stage(cfg: DictConfig, rd: RunDir) -> dict[str, Any]:
         return done
     p = cfg.popalign
     with_ref = bool(p.judge.enabled) and p.judge.kind == "embedding"
-    prompts = read_prompts(p.prompts, with_reference=with_ref, what="popalign.prompts")
+    prompts = read_prompts(p.prompts, with_reference=with_ref, what="popalign.prompts", echo=say)
     if p.max_prompts:
         prompts = prompts[: int(p.max_prompts)]
     jobs = select_jobs(prompts, cfg)
