@@ -102,6 +102,12 @@ def compare_stage(loop: Loop, k: int, label: str, previous: str, answers: dict[s
     return summary
 
 
+def _heldout_sides(rows: list[dict[str, Any]]) -> tuple[list[EvalItem], dict[str, str], dict[str, str]]:
+    """Items (the triple's correction as reference), the Aligner's corrections, the original answers."""
+    return ([EvalItem(r["id"], r["question"], r["correction"]) for r in rows],
+            {r["id"]: r["aligner_correction"] for r in rows}, {r["id"]: r["answer"] for r in rows})
+
+
 def aligner_eval_stage(loop: Loop, aligner: str, heldout: Path, keys: list[str]) -> dict[str, Any] | None:
     """The Aligner's corrections of its held-out triples' answers against those answers, by every judge (the
     triple's own correction is the reference of the embedding judge)."""
@@ -126,26 +132,22 @@ def aligner_eval_stage(loop: Loop, aligner: str, heldout: Path, keys: list[str])
                                     what="aligner eval")
             rows = [{**t, "id": str(t["id"]), "aligner_correction": o.text, "finish_reason": o.finish_reason}
                     for t, o in zip(triples, outs)]
-            items = [EvalItem(r["id"], r["question"], r["correction"]) for r in rows]
-            cand, base = score_answers(cfg.eval.judges, items, {r["id"]: r["aligner_correction"] for r in rows},
-                                       {r["id"]: r["answer"] for r in rows}, open_workers=loop.judge_workers)
+            cand, base = score_answers(cfg.eval.judges, *_heldout_sides(rows), open_workers=loop.judge_workers)
             judged_by = {name: fingerprint(cfg.eval.judges[name]) for name in cand}
             for r in rows:  # score judges' scores kept with the stage, so a resumed run does not score again
                 r["scores"] = {name: [cand[name][r["id"]], base[name][r["id"]]] for name in cand}
                 r["judged_by"] = judged_by
             write_jsonl(stage_dir / "corrections.jsonl", rows)
             rec["outputs"]["corrections"] = stage_dir / "corrections.jsonl"
-            rec["metrics"] = {"heldout": len(rows), "copy_rate": sum(r["aligner_correction"].strip() ==
-                                                                    r["answer"].strip() for r in rows) / len(rows),
-                              "truncated": sum(r["finish_reason"] == "length" for r in rows) / len(rows)}
-    items = [EvalItem(r["id"], r["question"], r["correction"]) for r in rows]
-    comparison = {"aligner": ({r["id"]: r["aligner_correction"] for r in rows}, {r["id"]: r["answer"] for r in rows})}
+            rec["metrics"] = {"heldout": len(rows)}
+    items, corrections, answers = _heldout_sides(rows)
     scores = {name: tuple({r["id"]: r["scores"][name][side] for r in rows} for side in (0, 1))
               for name, j in enabled_judges(cfg.eval.judges).items()
               if all(r.get("judged_by", {}).get(name) == fingerprint(j) for r in rows)}
-    result = compare(cfg.eval.judges, items, comparison, scores={"aligner": scores}, open_workers=loop.judge_workers,
-                     cache_dir=rd.path / "judge-cache", seed=int(cfg.run.seed), say=say)["aligner"]
-    copy = sum(r["aligner_correction"].strip() == r["answer"].strip() for r in rows) / len(rows)
+    result = compare(cfg.eval.judges, items, {"aligner": (corrections, answers)}, scores={"aligner": scores},
+                     open_workers=loop.judge_workers, cache_dir=rd.path / "judge-cache", seed=int(cfg.run.seed),
+                     say=say)["aligner"]
+    copy = sum(corrections[i].strip() == answers[i].strip() for i in answers) / len(rows)
     cut = sum(r["finish_reason"] == "length" for r in rows) / len(rows)
     say(f"aligner eval: corrected vs original answers on {len(rows)} held-out triples (unseen questions); copy rate "
         f"{copy:.0%}, cut off at max_new_tokens {cut:.0%}")
