@@ -21,6 +21,7 @@ _PLUGIN_PARSERS = [
     ("w2s.popalign.cli", "add_parser"),
     ("w2s.bench", "add_parser"),
     ("w2s.eval.cli", "add_parser"),
+    ("w2s.interpret.cli", "add_parser"),
 ]
 
 
@@ -67,6 +68,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from w2s.controller.entry import run_job
 
     cfg = load_config(args.recipe, args.overrides)
+    if cfg.job == "interpret":  # in this process, into RUN_DIR/interpret: no run of its own
+        from w2s.interpret.cli import cmd_interpret
+
+        for what in ("lat", "control"):
+            cmd_interpret(argparse.Namespace(recipe=args.recipe, overrides=list(args.overrides), aligner=None,
+                                             output=None, what=what))
+        return 0
     return run_job(cfg, recipe=str(find_recipe(args.recipe)), overrides=list(args.overrides))
 
 

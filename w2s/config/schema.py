@@ -430,6 +430,37 @@ class LogConfig:
     progress: bool = _f(True, "Show progress bars for long work.")
 
 
+# ----------------------------------------------------------------------------------------------- interpret
+@dataclass
+class InterpretControlConfig:
+    alphas: list[float] = _f(help="Control coefficients (the paper's Fig. 4c: -1.00 to 0.50 in steps of 0.25).",
+                             factory=lambda: [-1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5])
+    layers: list[int] = _f(help="Layers whose output gets alpha x V_c added (0-based). Empty: the quarter of the "
+                           "layers whose reading vector separates best on held-out pairs (w2s's choice; the paper "
+                           "does not say).", factory=list)
+    scale: str = _f("diff-norm", "What alpha = 1 means: diff-norm (one average correction step: the mean norm of the "
+                    "correction-minus-copy differences, split evenly over the control layers; w2s's choice) or unit "
+                    "(the unit vector, split likewise).", ["diff-norm", "unit"])
+    max_pairs: int = _f(32, "(question, answer) pairs corrected at every alpha (0: all).")
+    base_model: bool = _f(True, "Also steer the base model the Aligner was trained from (the paper's Llama2-7B "
+                          "experiment), with the Aligner's prompt.")
+
+
+@dataclass
+class InterpretConfig:
+    pairs: TripleDataConfig = _f(help="(question, answer) pairs to correct and read (a correction field is not "
+                                 "needed).", factory=TripleDataConfig)
+    max_pairs: int = _f(64, "Pairs used to find the reading vector (0: all).")
+    tokens: int = _f(20, "Generated tokens read per stimulus (the paper's Fig. 4: the first 20).")
+    heldout_fraction: float = _f(0.5, "Share of the pairs held out to score how well each layer separates the "
+                                 "two conditions.")
+    band: list[int] = _f(help="Optional [first, last] layers (inclusive) of one extra reading vector for the band.",
+                         factory=list)
+    generate: SamplingConfig = _f(help="Decoding of the Aligner's corrections (greedy: the stimuli are then "
+                                  "deterministic).", factory=lambda: SamplingConfig(preset="greedy", max_new_tokens=64))
+    control: InterpretControlConfig = _f(help="Representation control.", factory=InterpretControlConfig)
+
+
 # ----------------------------------------------------------------------------------------------- popalign
 # PopAlign (arXiv 2410.13785). Apart from the strategy names, the paper's details used as defaults below come from
 # secondary summaries and are unverified; w2s/popalign/README.md says which.
@@ -568,14 +599,15 @@ class PopAlignConfig:
 
 
 # ----------------------------------------------------------------------------------------------- root
-JOBS = ["loop", "aligner", "popalign"]
+JOBS = ["loop", "aligner", "popalign", "interpret"]
 
 
 @dataclass
 class W2SConfig:
     job: str = _f("loop", "What `w2s run` does with this recipe: loop (the weak-to-strong rounds, training the Aligner "
                   "first when aligner.train.enabled), aligner (train an Aligner only), popalign (build a PopAlign "
-                  "preference dataset).", JOBS)
+                  "preference dataset), interpret (LAT scans, then representation control, of model.aligner.path).",
+                  JOBS)
     model: ModelsConfig = _f(help="The strong policy and the weak Aligner.", factory=ModelsConfig)
     aligner: AlignerConfig = _f(help="Training the Aligner and its prompt templates.", factory=AlignerConfig)
     generate: GenerateConfig = _f(help="Strong-policy generation.", factory=GenerateConfig)
@@ -588,3 +620,5 @@ class W2SConfig:
     log: LogConfig = _f(help="Logging.", factory=LogConfig)
     popalign: PopAlignConfig = _f(help="Building a PopAlign preference dataset (job: popalign).",
                                   factory=PopAlignConfig)
+    interpret: InterpretConfig = _f(help="Aligner interpretability: reading vectors, LAT scans, representation "
+                                    "control (`w2s interpret`).", factory=InterpretConfig)

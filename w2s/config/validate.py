@@ -260,8 +260,31 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
     if job == "popalign":
         _check_popalign(cfg, trainer_ranks, issues)
 
+    if job == "interpret":
+        _check_interpret(cfg.interpret, issues)
+
     _check_openrlhf_models(cfg, job, issues)
     return issues
+
+
+def _check_interpret(i: Any, issues: list[ConfigIssue]) -> None:
+    _check_data("interpret.pairs", i.pairs, issues, required=True)
+    if i.tokens < 1:
+        issues.append(ConfigIssue("interpret.tokens", i.tokens, "must be at least 1", "the paper reads 20"))
+    if not 0 < i.heldout_fraction < 1:
+        issues.append(ConfigIssue("interpret.heldout_fraction", i.heldout_fraction, "must be in (0, 1)", "e.g. 0.5"))
+    if i.band and (len(i.band) != 2 or i.band[0] > i.band[1] or i.band[0] < 0):
+        issues.append(ConfigIssue("interpret.band", list(i.band), "must be [first, last] with first <= last",
+                                  "e.g. interpret.band=[2,8], or [] for none"))
+    if not i.control.alphas:
+        issues.append(ConfigIssue("interpret.control.alphas", [], "needs at least one coefficient",
+                                  "the paper: [-1.0,-0.75,-0.5,-0.25,0.0,0.25,0.5]"))
+    if any(layer < 0 for layer in i.control.layers):
+        issues.append(ConfigIssue("interpret.control.layers", list(i.control.layers), "layers are 0-based indices",
+                                  "or [] for the best-separating quarter"))
+    if i.generate.backend != "transformers":
+        issues.append(ConfigIssue("interpret.generate.backend", i.generate.backend, "reading and steering the residual "
+                                  "stream needs the model in this process", "use transformers"))
 
 
 def check_judges(judges: Any, role: Any, issues: list[ConfigIssue], key: str = "eval.judges") -> None:

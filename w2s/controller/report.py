@@ -136,6 +136,10 @@ def write_report(run_dir: str | Path) -> Path:
                   "git revision).") if (run_dir / "config.yaml").exists() else None
     sections = [_evaluation_section(run_dir, eval_rows(metrics)), _aligner_section(run_dir, metrics), training,
                 _samples_section(run_dir), _stages_section(metrics)]
+    if (run_dir / "interpret").is_dir():  # written by `w2s interpret` into this run directory
+        from w2s.interpret.report import interpret_sections
+
+        sections += interpret_sections(run_dir / "interpret")
     if config:
         sections.append(Section("Provenance", [config]))
     _, md = write_reports(run_dir, f"w2s run report: {run_dir.name}", sections,
