@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from w2s.aligner.dataset import load_triples, split_indices, warmup_subset
 from w2s.config.schema import TripleDataConfig
+from w2s.errors import DataError
 
 
 def _write(tmp_path, rows):
@@ -74,3 +77,36 @@ def test_warmup_subset_copies_answers():
     assert len(warm) == 10 and warm == warmup_subset(train, 0.2, seed=42)
     assert all(t.correction == t.answer == f"a{t.id}" for t in warm)
     assert warmup_subset(train, 0.0, seed=1) == [] and len(warmup_subset(train[:3], 0.01, seed=1)) == 1
+
+
+def test_preference_rows_become_triples_with_identity_rows_for_the_warm_up(tmp_path):
+    rows = [  # PKU-SafeRLHF's layout: two responses, a label, safety flags
+        {"prompt": "q1", "response_0": "bad", "response_1": "good", "safer_response_id": 1,
+         "is_response_0_safe": False, "is_response_1_safe": True},
+        {"prompt": "q2", "response_0": "fine", "response_1": "also fine", "safer_response_id": 0,
+         "is_response_0_safe": True, "is_response_1_safe": True},
+        {"prompt": "q3", "response_0": "right", "response_1": "wrong", "safer_response_id": "0",
+         "is_response_0_safe": True, "is_response_1_safe": False},
+    ]
+    p = _write(tmp_path, rows)
+    cfg = TripleDataConfig(path=str(p), format="preference", question_key="prompt",
+                           response_keys=["response_0", "response_1"], label_key="safer_response_id",
+                           acceptable_keys=["is_response_0_safe", "is_response_1_safe"], identity="acceptable")
+    split = load_triples(cfg, eval_fraction=0.0, seed=0)
+    by_q = {t.question: t for t in split.train}
+    assert (by_q["q1"].answer, by_q["q1"].correction, by_q["q1"].identity) == ("bad", "good", False)
+    assert (by_q["q3"].answer, by_q["q3"].correction) == ("wrong", "right")
+    assert (by_q["q2"].answer, by_q["q2"].correction, by_q["q2"].identity) == ("fine", "fine", True)
+    assert [t.question for t in warmup_subset(split.train, 0.0, seed=0)] == ["q2"]  # identity rows warm up
+    # chosen/rejected rows (HH-RLHF, UltraFeedback), responses as chat messages.
+    p2 = _write(tmp_path, [{"prompt": "q", "chosen": [{"role": "user", "content": "q"},
+                                                      {"role": "assistant", "content": "yes"}],
+                            "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "no"}]}])
+    t = load_triples(TripleDataConfig(path=str(p2), format="preference", question_key="prompt"),
+                     eval_fraction=0.0, seed=0).train[0]
+    assert (t.answer, t.correction) == ("no", "yes")
+    bad = _write(tmp_path, [{"prompt": "q", "response_0": "a", "response_1": "b", "safer_response_id": 2}])
+    with pytest.raises(DataError, match="safer_response_id.*must be 0 or 1"):
+        load_triples(TripleDataConfig(path=str(bad), format="preference", question_key="prompt",
+                                      response_keys=["response_0", "response_1"], label_key="safer_response_id"),
+                     eval_fraction=0.0, seed=0)

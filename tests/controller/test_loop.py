@@ -222,3 +222,31 @@ def test_truncated_answers_and_corrections_do_not_train_the_policy():
     kept, counts = drop_truncated(rows, "sft", "drop")  # SFT trains on the correction alone
     assert [r["id"] for r in kept] == ["ok", "cut-answer"] and counts["truncated_correction"] == 1
     assert drop_truncated(rows, "dpo", "keep") == (rows, {})
+
+
+def test_a_new_aligner_each_round_from_preference_pairs(tmp_path, tiny_strong, tiny_weak):
+    """The paper's §4 on the tiny models: Aligner_k trained on round k's PKU-SafeRLHF-style rows (Aligner_2 from
+    Aligner_1), each judged on its held-out questions and used to correct its own round."""
+    run = tmp_path / "run"
+    args = ["run", "tiny/per-round", f"run.dir={run}", "loop.prompts_per_round=4", "eval.max_prompts=4"]
+    result = w2s(*args)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for k in (1, 2):
+        aligner = run / f"round-{k:02d}" / "aligner"
+        manifest = json.loads((aligner / "manifest.json").read_text())
+        assert manifest["inputs"]["triples"]["path"].endswith(f"preference_round{k}.jsonl")
+        correct = json.loads((run / f"round-{k:02d}" / "correct" / "manifest.json").read_text())
+        assert correct["inputs"]["aligner"]["path"] == f"round-{k:02d}/aligner/model"  # its own round's Aligner
+        meta = json.loads((aligner / "model" / "w2s_aligner.json").read_text())
+        rows = read_jsonl(f"recipes/data/tiny/preference_round{k}.jsonl")
+        heldout = {r["id"] for r in read_jsonl(aligner / "model.work" / "eval.jsonl")}
+        both_safe = [r for r in rows if r["is_response_0_safe"] and r["is_response_1_safe"] and r["id"] not in heldout]
+        assert meta["sizes"]["warmup"] == len(both_safe) > 0  # acceptable pairs are the identity warm-up
+        assert meta["sizes"]["train"] == len(rows) - len(heldout)
+    base2 = json.loads((run / "round-02" / "aligner" / "manifest.json").read_text())["inputs"]["base"]
+    assert base2["path"] == "round-01/aligner/model"  # aligner.per_round_init: previous
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    stages = {(m["round"], m["stage"]) for m in metrics}
+    assert stages >= {(k, s) for k in (1, 2) for s in ("aligner", "aligner-eval/similarity")}
+    again = w2s(*args)
+    assert again.returncode == 0 and "training the weak Aligner" not in again.stdout

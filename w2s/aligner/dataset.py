@@ -21,6 +21,7 @@ class Triple:
     question: str
     answer: str
     correction: str
+    identity: bool = False  # a preference row kept as an identity row for the warm-up (answer == correction)
 
 
 @dataclass
@@ -99,9 +100,16 @@ def load_triples(data_cfg: Any, *, eval_fraction: float, seed: int) -> TripleSpl
     from w2s.errors import DataError
 
     q, a, c = data_cfg.question_key, data_cfg.answer_key, data_cfg.correction_key
-    result = read_rows(data_cfg, required={"question": q, "answer": a, "correction": c}, what="Aligner triples",
-                       allow_empty=())
-    triples = [Triple(row["id"], row[q], row[a], row[c]) for row in result.rows]
+    if getattr(data_cfg, "format", "triples") == "preference":
+        from w2s.aligner.preference import preference_to_triple
+
+        result = read_rows(data_cfg, required={"question": q}, what="Aligner preference rows")
+        triples = [Triple(row["id"], *preference_to_triple(row, data_cfg, f"{result.source}: row {row['id']}"))
+                   for row in result.rows]
+    else:
+        result = read_rows(data_cfg, required={"question": q, "answer": a, "correction": c}, what="Aligner triples",
+                           allow_empty=())
+        triples = [Triple(row["id"], row[q], row[a], row[c]) for row in result.rows]
     if not triples:
         raise DataError(f"Aligner triples: {result.source}: no usable rows ({result.skipped} skipped)")
     train_idx, eval_idx = split_indices([t.question for t in triples], eval_fraction, seed)
@@ -113,12 +121,16 @@ def load_triples(data_cfg: Any, *, eval_fraction: float, seed: int) -> TripleSpl
 
 
 def warmup_subset(train: Sequence[Triple], fraction: float, seed: int) -> list[Triple]:
-    """The identity warm-up rows: a seeded ``fraction`` of train, each with the answer as its own target."""
-    if fraction <= 0:
-        return []
-    n = max(1, int(round(len(train) * min(fraction, 1.0))))
-    chosen = sorted(random.Random(seed + 1).sample(range(len(train)), n))
-    return [Triple(train[i].id, train[i].question, train[i].answer, train[i].answer) for i in chosen]
+    """The identity warm-up rows: the identity rows of a preference dataset, plus a seeded ``fraction`` of the
+    correction rows, each with the answer as its own target."""
+    identity = [t for t in train if t.identity]
+    corrections = [t for t in train if not t.identity]
+    if fraction <= 0 or not corrections:
+        return identity
+    n = max(1, int(round(len(corrections) * min(fraction, 1.0))))
+    chosen = sorted(random.Random(seed + 1).sample(range(len(corrections)), n))
+    return identity + [Triple(corrections[i].id, corrections[i].question, corrections[i].answer,
+                              corrections[i].answer) for i in chosen]
 
 
 def sft_pairs(triples: Sequence[Triple], render_prompt: Callable[[str, str], str]) -> list[tuple[str, str]]:

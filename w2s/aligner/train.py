@@ -117,8 +117,14 @@ def train_aligner(cfg: Any, output_dir: str | os.PathLike, *, progress: bool = T
     backend = _backend()
     chat = template.chat
     warm = warmup_subset(split.train, float(a.warmup_fraction), seed)
+    main = [t for t in split.train if not t.identity]  # identity rows of preference data train the warm-up only
+    if not main:
+        from w2s.errors import DataError
+
+        raise DataError(f"Aligner triples ({split.source}): every training row is an identity row; there is nothing "
+                        "to correct (aligner.train.data.identity)")
     rendered_main = [(render(template, t.question, t.answer, instruction, tokenizer=tokenizer), t.correction)
-                     for t in split.train]
+                     for t in main]
     overlong = count_overlong(rendered_main, tokenizer, int(a.max_len))
     if overlong:
         echo(f"  {overlong} training examples exceed max_len={a.max_len} tokens and will be {a.overlong}"
@@ -141,12 +147,12 @@ def train_aligner(cfg: Any, output_dir: str | os.PathLike, *, progress: bool = T
         stages.append(_stage("warmup", start_model, result, len(warm)))
         start_model = str(warm_dir)
     main_data = work / "train_sft.jsonl"
-    backend.write_sft_rows(main_data, pairs(split.train), chat=chat)
-    echo(f"correction SFT: {len(split.train)} (question, answer) -> correction rows, from {start_model}")
+    backend.write_sft_rows(main_data, pairs(main), chat=chat)
+    echo(f"correction SFT: {len(main)} (question, answer) -> correction rows, from {start_model}")
     result = backend.train_sft(a, start_model, str(main_data), str(out), seed=seed, chat=chat,
                                tensorboard_dir=_sub(tensorboard_dir, "correction"), attn_implementation=attn,
                                trust_remote_code=trust)
-    stages.append(_stage("correction", start_model, result, len(split.train)))
+    stages.append(_stage("correction", start_model, result, len(main)))
     if warm and not keep_warmup and rank0:  # every rank is past the final save's barrier: nobody reads it now
         shutil.rmtree(work / "warmup", ignore_errors=True)
 

@@ -78,9 +78,24 @@ class PromptDataConfig(DataSourceConfig):
 
 @dataclass
 class TripleDataConfig(DataSourceConfig):
-    question_key: str = _f("question", "Field holding the question.")
+    format: str = _f("triples", "triples: (question, answer, correction) rows; preference: (prompt, chosen, rejected) "
+                     "rows as in PKU-SafeRLHF, HH-RLHF or UltraFeedback, read as question = prompt, answer = "
+                     "rejected, correction = chosen.", ["triples", "preference"])
+    question_key: str = _f("question", "Field holding the question (the prompt of a preference row).")
     answer_key: str = _f("answer", "Field holding the upstream model's answer.")
     correction_key: str = _f("correction", "Field holding the corrected answer.")
+    chosen_key: str = _f("chosen", "Preference rows: the preferred response (text, or a chat-message list whose last "
+                         "message is the response).")
+    rejected_key: str = _f("rejected", "Preference rows: the other response.")
+    response_keys: list[str] = _f(help="Preference rows with two responses and a label instead of chosen/rejected "
+                                  "(PKU-SafeRLHF: [response_0, response_1]).", factory=list)
+    label_key: str = _f("", "With response_keys: the field holding the index of the preferred response "
+                        "(PKU-SafeRLHF: better_response_id for helpfulness, safer_response_id for harmlessness).")
+    acceptable_keys: list[str] = _f(help="With response_keys: boolean fields saying each response is acceptable "
+                                    "(PKU-SafeRLHF: [is_response_0_safe, is_response_1_safe]).", factory=list)
+    identity: str = _f("none", "Preference rows that become identity rows (answer -> answer) for the warm-up "
+                       "instead of corrections: none, equal (chosen equals rejected), acceptable (both responses "
+                       "acceptable, per acceptable_keys), or both.", ["none", "equal", "acceptable", "both"])
 
 
 # ----------------------------------------------------------------------------------------------- sampling
@@ -273,6 +288,12 @@ class AlignerTrainConfig(TrainerConfig):
 class AlignerConfig:
     train: AlignerTrainConfig = _f(help="Training the Aligner (SFT through OpenRLHF).", factory=AlignerTrainConfig)
     templates: dict[str, AlignerTemplateConfig] = _f(help="User-defined prompt templates by name.", factory=dict)
+    per_round: list[str] = _f(help="A new Aligner each round (the paper's §4): one training set per round, in order; "
+                              "round k trains Aligner_k on the k-th (read with aligner.train.data's format and keys, "
+                              "e.g. format=preference for PKU-SafeRLHF's rounds) before its correct stage. Empty: one "
+                              "Aligner for every round.", factory=list)
+    per_round_init: str = _f("base", "Where Aligner_k starts: base (model.aligner.path) or previous (Aligner_{k-1}).",
+                             ["base", "previous"])
 
 
 # ----------------------------------------------------------------------------------------------- loop and eval

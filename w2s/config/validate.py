@@ -6,6 +6,7 @@ Resources are judged from what the recipe requests (``cluster.*``), which is wha
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from omegaconf import DictConfig
@@ -194,7 +195,19 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
         _check_sampling("correct", cfg.correct, "cluster.corrector", c.corrector, issues, model=cfg.model.aligner)
         _check_model("model.aligner", cfg.model.aligner, issues, required=True)
 
-    if job in ("loop", "aligner") and (job == "aligner" or cfg.aligner.train.enabled):
+    per_round = job == "loop" and bool(cfg.aligner.per_round)
+    if per_round:
+        if cfg.aligner.train.enabled:
+            issues.append(ConfigIssue("aligner.train.enabled", True, "trains one Aligner for every round, but "
+                                      "aligner.per_round trains a new one each round", "choose one: "
+                                      "aligner.train.enabled=false, or aligner.per_round=[]"))
+        if len(cfg.aligner.per_round) < cfg.loop.rounds:
+            issues.append(ConfigIssue("aligner.per_round", list(cfg.aligner.per_round),
+                                      f"has {len(cfg.aligner.per_round)} training set(s) for loop.rounds="
+                                      f"{cfg.loop.rounds}", "give one per round"))
+        for i, path in enumerate(cfg.aligner.per_round):
+            _check_data(f"aligner.per_round[{i}]", SimpleNamespace(path=path), issues, required=True)
+    if job in ("loop", "aligner") and (job == "aligner" or cfg.aligner.train.enabled or per_round):
         a = cfg.aligner.train
         if a.template not in templates:
             issues.append(ConfigIssue("aligner.train.template", a.template, "unknown template",
@@ -204,7 +217,8 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
                                       "the paper's best identity warm-up share is 0.2"))
         if not 0 <= a.eval_fraction < 1:
             issues.append(ConfigIssue("aligner.train.eval_fraction", a.eval_fraction, "must be in [0, 1)", ""))
-        _check_data("aligner.train.data", a.data, issues, required=True)
+        if not per_round:
+            _check_data("aligner.train.data", a.data, issues, required=True)
         _check_trainer("aligner.train", a, trainer_ranks, issues)
         _check_model("model.aligner", cfg.model.aligner, issues, required=True)
         _check_attention("model.aligner", cfg.model.aligner, _gpus(c.trainer) + _gpus(c.corrector), issues)
@@ -345,7 +359,7 @@ def _check_openrlhf_models(cfg: DictConfig, job: str, issues: list[ConfigIssue])
         return p if p.is_dir() else None
 
     trained = []  # (key of the path, path, key of the model section, model section)
-    if job == "aligner" or (job == "loop" and cfg.aligner.train.enabled):
+    if job == "aligner" or (job == "loop" and (cfg.aligner.train.enabled or cfg.aligner.per_round)):
         trained.append(("model.aligner.path", cfg.model.aligner.path, "model.aligner", cfg.model.aligner))
     if job == "loop" or (job == "popalign" and cfg.popalign.train_dpo):
         trained.append(("model.strong.path", cfg.model.strong.path, "model.strong", cfg.model.strong))

@@ -108,7 +108,8 @@ def _heldout_sides(rows: list[dict[str, Any]]) -> tuple[list[EvalItem], dict[str
             {r["id"]: r["aligner_correction"] for r in rows}, {r["id"]: r["answer"] for r in rows})
 
 
-def aligner_eval_stage(loop: Loop, aligner: str, heldout: Path, keys: list[str]) -> dict[str, Any] | None:
+def aligner_eval_stage(loop: Loop, aligner: str, heldout: Path, keys: list[str], k: int | None = None
+                       ) -> dict[str, Any] | None:
     """The Aligner's corrections of its held-out triples' answers against those answers, by every judge (the
     triple's own correction is the reference of the embedding judge)."""
     from w2s.workers.corrector import CorrectorWorker
@@ -118,13 +119,13 @@ def aligner_eval_stage(loop: Loop, aligner: str, heldout: Path, keys: list[str])
     if not triples:
         say("aligner eval: no held-out triples (aligner.train.eval_fraction=0); skipped")
         return None
-    stage_dir = rd.stage_dir(None, "aligner-eval")
+    stage_dir = rd.stage_dir(k, "aligner-eval")  # k: the round's own Aligner (aligner.per_round)
     inputs = {"heldout": heldout, "aligner": aligner}
     done = rd.finished(stage_dir, keys, inputs)
     if done:
         rows = read_jsonl(rd.output(done, "corrections"))
     else:
-        with rd.stage(stage_dir, keys, round_index=None, name="aligner-eval", inputs=inputs) as rec:
+        with rd.stage(stage_dir, keys, round_index=k, name="aligner-eval", inputs=inputs) as rec:
             say(f"aligner eval: the Aligner corrects {len(triples)} held-out answers")
             with loop.group("corrector", CorrectorWorker, aligner, to_plain(cfg.model.aligner),
                             to_plain(cfg.correct), to_plain(cfg.aligner.templates) or None) as g:
@@ -151,5 +152,5 @@ def aligner_eval_stage(loop: Loop, aligner: str, heldout: Path, keys: list[str])
     cut = sum(r["finish_reason"] == "length" for r in rows) / len(rows)
     say(f"aligner eval: corrected vs original answers on {len(rows)} held-out triples (unseen questions); copy rate "
         f"{copy:.0%}, cut off at max_new_tokens {cut:.0%}")
-    return log_results(loop, None, "aligner-eval", result, stage_dir,
+    return log_results(loop, k, "aligner-eval", result, stage_dir,
                        {"heldout": len(rows), "copy_rate": copy, "truncated_rate": cut})

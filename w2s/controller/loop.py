@@ -20,7 +20,8 @@ from typing import Any, TypeVar
 from omegaconf import DictConfig
 
 from w2s.cluster import RoleGroup
-from w2s.controller import evaluation
+from w2s.controller import aligners, evaluation
+from w2s.controller.aligners import KEYS_ALIGNER
 from w2s.controller.rundir import RunDir, say, source_file, to_plain
 from w2s.data.files import read_jsonl, write_jsonl
 from w2s.data.prompts import Prompt, read_prompts
@@ -31,7 +32,6 @@ log = logging.getLogger("w2s")
 T = TypeVar("T")
 
 # The config sections each stage depends on (a change to them invalidates the finished stage).
-KEYS_ALIGNER = ["model.aligner", "aligner", "run.seed"]
 # Evaluation answers depend on the prompts and the decoding, not on the judges: a judge added to a finished run
 # scores the kept answers (each score is stored with its judge's fingerprint, see w2s.controller.evaluation).
 KEYS_EVAL_ANSWERS = ["eval.prompts", "eval.max_prompts", "eval.generate"]
@@ -173,44 +173,18 @@ class Loop:
 
     # -- stages
     def aligner_stage(self, *, force: bool = False) -> str:
-        """Train the Aligner first when asked (or forced: `job: aligner`), cached in the run dir; else use
-        model.aligner.path as it is."""
-        from w2s.assets import resolve_model_path
-
-        cfg = self.cfg
-        if not (cfg.aligner.train.enabled or force):
-            return resolve_model_path(cfg.model.aligner.path, progress=say)
-        stage_dir = self.rd.stage_dir(None, "aligner")
-        inputs = {"triples": source_file(cfg.aligner.train.data.path),
-                  "base": resolve_model_path(cfg.model.aligner.path, progress=say)}
-        done = self.rd.finished(stage_dir, KEYS_ALIGNER, inputs)
-        if done:
-            self.aligner_heldout = self.rd.output(done, "heldout") if "heldout" in done["outputs"] else None
-            say(f"aligner: already trained ({self.rd.output(done, 'model')})")
-            return str(self.rd.output(done, "model"))
-        say("aligner: training the weak Aligner (SFT through OpenRLHF)")
-        with self.rd.stage(stage_dir, KEYS_ALIGNER, round_index=None, name="aligner", inputs=inputs) as rec:
-            result = self.train("train_aligner", cfg, str(stage_dir / "model"))
-            rec["outputs"]["model"] = stage_dir / "model"
-            self.aligner_heldout = Path(result["work_dir"]) / "eval.jsonl"  # whole questions, never trained on
-            rec["outputs"]["heldout"] = self.aligner_heldout
-            rec["metrics"] = {k: v for k, v in result.items() if isinstance(v, (int, float))}
-            for part in result.get("stages", []):  # the identity warm-up, then the corrections
-                rec["metrics"].update({f"{part['stage']}_{k}": part[k] for k in ("steps", "loss_first", "loss_last")
-                                       if part.get(k) is not None})
-            self.rd.log_metrics(None, "aligner", rec["metrics"])
-            say("aligner: " + ", ".join(f"{p['stage']} {p.get('steps')} steps, loss {p.get('loss_first', 0):.3f} -> "
-                                        f"{p.get('loss_last', 0):.3f}" for p in result.get("stages", [])))
-        return str(stage_dir / "model")
+        """The Aligner used for every round (see :func:`w2s.controller.aligners.aligner_stage`)."""
+        return aligners.aligner_stage(self, force=force)
 
     def run(self, inputs: LoopInputs) -> list[dict[str, Any]]:
         from w2s.assets import resolve_model_path
 
         cfg = self.cfg
         slices, eval_prompts = inputs.slices, inputs.eval_prompts
-        aligner = self.retrying(self.aligner_stage)
-        if cfg.eval.enabled and cfg.eval.aligner and cfg.aligner.train.enabled:
-            self.retrying(self.aligner_eval, aligner)
+        per_round = bool(cfg.aligner.per_round)  # Aligner_k trained on round k's data (the paper's §4)
+        aligner = "" if per_round else self.retrying(self.aligner_stage)
+        if cfg.eval.enabled and cfg.eval.aligner and cfg.aligner.train.enabled and not per_round:
+            self.retrying(self.aligner_eval, aligner, None)
         initial = resolve_model_path(cfg.model.strong.path, progress=say)
         policy, policy_label = initial, "initial"
         summaries: list[dict[str, Any]] = []
@@ -222,6 +196,10 @@ class Loop:
         retry = self.retrying
         for k, round_prompts in enumerate(slices, start=1):
             say(f"===== round {k}/{len(slices)}: {len(round_prompts)} prompts, policy {policy_label} =====")
+            if per_round:
+                aligner = retry(aligners.round_aligner_stage, self, k, aligner)
+                if cfg.eval.enabled and cfg.eval.aligner:
+                    retry(self.aligner_eval, aligner, k)
             answers = retry(self.generate_stage, k, policy, round_prompts)
             corrections = retry(self.correct_stage, k, aligner, answers)
             data = retry(self.data_stage, k, corrections)
@@ -234,12 +212,12 @@ class Loop:
         say(f"final policy: {policy}")
         return summaries
 
-    def aligner_eval(self, aligner: str) -> dict[str, Any] | None:
+    def aligner_eval(self, aligner: str, k: int | None) -> dict[str, Any] | None:
         """The Aligner's own effect: its corrections of held-out answers (unseen questions) against them."""
         if self.aligner_heldout is None:
             say("aligner eval: the Aligner's stage recorded no held-out triples; skipped")
             return None
-        return evaluation.aligner_eval_stage(self, aligner, self.aligner_heldout, KEYS_ALIGNER + ["correct"])
+        return evaluation.aligner_eval_stage(self, aligner, self.aligner_heldout, KEYS_ALIGNER + ["correct"], k)
 
     def generate_stage(self, k: int, policy: str, prompts: list[Prompt]) -> list[dict[str, Any]]:
         stage_dir = self.rd.stage_dir(k, "generate")

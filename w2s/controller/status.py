@@ -8,7 +8,7 @@ from w2s.controller.report import eval_rows, latest_metrics
 from w2s.controller.rundir import read_state
 from w2s.errors import RunDirError
 
-STAGE_ORDER = ["aligner", "eval-answers", "generate", "correct", "data", "train"]
+STAGE_ORDER = ["aligner", "aligner-eval", "eval-answers", "generate", "correct", "data", "train"]
 
 
 def print_status(run_dir: str) -> int:
@@ -36,7 +36,8 @@ def print_status(run_dir: str) -> int:
     metrics = latest_metrics(path)
     for m in sorted((m for m in metrics if str(m.get("stage", "")).startswith("aligner-eval/")),
                     key=lambda m: m["judge"]):
-        print(f"  aligner vs original answers  {m['judge']:<14} omega {m['omega']:+.1f}% "
+        where = f"round {m['round']} " if m.get("round") else ""
+        print(f"  {where}aligner vs original answers  {m['judge']:<14} omega {m['omega']:+.1f}% "
               f"[{m['ci_low']:+.1f}, {m['ci_high']:+.1f}]  W/L/T {m['wins']}/{m['losses']}/{m['ties']}")
     for m in eval_rows(metrics):
         print(f"  round {m['round']} vs {m['compare_to']:<8} {m['judge']:<14} omega {m['omega']:+.1f}% "

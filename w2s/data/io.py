@@ -1,9 +1,9 @@
 """Read rows of text data from any of the formats w2s accepts, checking required fields as it goes.
 
 Formats: a JSON list of objects, JSON Lines, Parquet, CSV, a folder written by ``datasets.save_to_disk``,
-or ``hub:NAME[:CONFIG]`` (a hub dataset, where a hub is reachable). Every row keeps all its fields; a row
-without an ``id`` gets its position in the file (JSON list index, JSONL line index, Parquet/CSV row
-index), so ids are stable across re-reads and can be used to resume work.
+or ``hub:NAME[@REVISION][:CONFIG][#DATA_DIR]`` (a hub dataset, where a hub is reachable). Every row keeps all
+its fields; a row without an ``id`` gets its position in the file (JSON list index, JSONL line index,
+Parquet/CSV row index), so ids are stable across re-reads and can be used to resume work.
 
 A bad row (missing field, non-string, empty value, malformed JSON line, invalid UTF-8) either stops the
 read with a :class:`~w2s.errors.DataError` naming file, line/row and field (``on_bad_row: error``), or is
@@ -168,12 +168,22 @@ def _load_saved(path: Path, split: str) -> Any:
     return ds
 
 
+def parse_hub_spec(spec: str) -> dict[str, str | None]:
+    """``hub:NAME[@REVISION][:CONFIG][#DATA_DIR]`` as ``load_dataset`` arguments (e.g. the three rounds of
+    PKU-SafeRLHF: ``hub:PKU-Alignment/PKU-SafeRLHF@2d8577a#round0``)."""
+    rest, _, data_dir = spec[len(HUB_PREFIX):].partition("#")
+    rest, _, config = rest.partition(":")
+    name, _, revision = rest.partition("@")
+    return {"path": name, "name": config or None, "revision": revision or None, "data_dir": data_dir or None}
+
+
 def _load_hub(spec: str, split: str) -> Any:
     import datasets
 
-    name, _, config = spec[len(HUB_PREFIX):].partition(":")
+    args = parse_hub_spec(spec)
+    name, config = args["path"], args["name"]
     try:
-        return datasets.load_dataset(name, config or None, split=split)
+        return datasets.load_dataset(**{k: v for k, v in args.items() if v is not None}, split=split)
     except Exception as e:
         raise DataError(f"{spec}: cannot load hub dataset {name!r} (config {config or 'default'}, split {split!r}): "
                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. Without hub access, "

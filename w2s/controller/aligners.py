@@ -1,0 +1,69 @@
+"""The loop's Aligner stages: one Aligner for every round (trained first, or given), or a new Aligner each round
+(``aligner.per_round``: Aligner_k trained on round k's preference data, from the base or from Aligner_{k-1}, as
+the paper's §4 does). Each training is a cached stage; its held-out triples feed the Aligner's own evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import OmegaConf
+
+from w2s.controller.rundir import say, source_file
+
+if TYPE_CHECKING:
+    from w2s.controller.loop import Loop
+
+KEYS_ALIGNER = ["model.aligner", "aligner", "run.seed"]
+
+
+def _train(loop: Loop, cfg: Any, stage_dir: Path, inputs: dict[str, Any], round_index: int | None, what: str) -> str:
+    rd = loop.rd
+    done = rd.finished(stage_dir, KEYS_ALIGNER, inputs)
+    if done:
+        loop.aligner_heldout = rd.output(done, "heldout") if "heldout" in done["outputs"] else None
+        say(f"{what}: already trained ({rd.output(done, 'model')})")
+        return str(rd.output(done, "model"))
+    say(f"{what}: training the weak Aligner on {cfg.aligner.train.data.path} from {cfg.model.aligner.path} (SFT "
+        "through OpenRLHF)")
+    with rd.stage(stage_dir, KEYS_ALIGNER, round_index=round_index, name="aligner", inputs=inputs) as rec:
+        result = loop.train("train_aligner", cfg, str(stage_dir / "model"))
+        rec["outputs"]["model"] = stage_dir / "model"
+        loop.aligner_heldout = Path(result["work_dir"]) / "eval.jsonl"  # whole questions, never trained on
+        rec["outputs"]["heldout"] = loop.aligner_heldout
+        rec["metrics"] = {k: v for k, v in result.items() if isinstance(v, (int, float))}
+        for part in result.get("stages", []):  # the identity warm-up, then the corrections
+            rec["metrics"].update({f"{part['stage']}_{k}": part[k] for k in ("steps", "loss_first", "loss_last")
+                                   if part.get(k) is not None})
+        rd.log_metrics(round_index, "aligner", rec["metrics"])
+        say(f"{what}: " + ", ".join(f"{p['stage']} {p.get('steps')} steps, loss {p.get('loss_first', 0):.3f} -> "
+                                    f"{p.get('loss_last', 0):.3f}" for p in result.get("stages", [])))
+    return str(stage_dir / "model")
+
+
+def aligner_stage(loop: Loop, *, force: bool = False) -> str:
+    """Train the Aligner first when asked (or forced: ``job: aligner``), cached in the run dir; else use
+    model.aligner.path as it is."""
+    from w2s.assets import resolve_model_path
+
+    cfg = loop.cfg
+    if not (cfg.aligner.train.enabled or force):
+        return resolve_model_path(cfg.model.aligner.path, progress=say)
+    inputs = {"triples": source_file(cfg.aligner.train.data.path),
+              "base": resolve_model_path(cfg.model.aligner.path, progress=say)}
+    return _train(loop, cfg, loop.rd.stage_dir(None, "aligner"), inputs, None, "aligner")
+
+
+def round_aligner_stage(loop: Loop, k: int, previous: str) -> str:
+    """Aligner_k: trained on ``aligner.per_round[k - 1]`` (read as ``aligner.train.data`` says), from the base
+    Aligner model or from Aligner_{k-1} (``aligner.per_round_init``)."""
+    from w2s.assets import resolve_model_path
+
+    cfg = loop.cfg
+    data = str(cfg.aligner.per_round[k - 1])
+    init = previous if (cfg.aligner.per_round_init == "previous" and previous) else \
+        resolve_model_path(cfg.model.aligner.path, progress=say)
+    round_cfg = OmegaConf.merge(cfg, {"aligner": {"train": {"data": {"path": data}}},
+                                      "model": {"aligner": {"path": init}}})
+    inputs = {"triples": source_file(data), "base": init}
+    return _train(loop, round_cfg, loop.rd.stage_dir(k, "aligner"), inputs, k, f"round {k} aligner")
