@@ -94,10 +94,14 @@ def test_sft_two_rounds_with_two_trainer_ranks(tmp_path, tiny_strong):
     # The local pairwise judge judged every pair in both orders; its texts are kept for audit.
     pairwise = [m for m in metrics if m["stage"] == "eval-vs-initial/harmless"]
     assert len(pairwise) == 2 and all(m["n"] + m["unparsed"] == 4 for m in pairwise)
-    judgements = read_jsonl(run / "round-02" / "compare" / "initial" / "judgements.jsonl")
-    identical = sum(bool(j.get("identical_answers")) for j in judgements)  # a tie without asking
-    assert len(judgements) - identical == 2 * (4 - identical) and identical < 4
-    assert {j["candidate"] for j in judgements if not j.get("identical_answers")} == {"A", "B"}
+    # Identical answers are a tie without asking (greedy tiny policies often answer the same after training).
+    for path, n in ((run / "aligner-eval" / "judgements.jsonl", len(heldout)),
+                    (run / "round-02" / "compare" / "initial" / "judgements.jsonl", 4)):
+        judgements = read_jsonl(path)
+        identical = sum(bool(j.get("identical_answers")) for j in judgements)
+        assert len(judgements) - identical == 2 * (n - identical)
+    asked = [j for j in read_jsonl(run / "aligner-eval" / "judgements.jsonl") if not j.get("identical_answers")]
+    assert asked and {j["candidate"] for j in asked} == {"A", "B"}
     placements = json.loads((run / "cluster.json").read_text())["actors"]
     assert {a["rank"] for a in placements if a["role"] == "trainer"} == {0, 1}  # one world of two ranks
     status = w2s("status", str(run))
