@@ -3,6 +3,9 @@
 * ``w2s bench generate``: engine start-up, tokens/s, prompts/s and peak memory of the generation backends side by
   side (``--backend transformers,vllm``), the transformers backend at several batch sizes.
 * ``w2s bench train``: samples/s of OpenRLHF's SFT or DPO trainer through w2s's backend (in this process).
+* ``w2s bench aligner``: trains a recipe's Aligner, then its effect: omega with a 95% CI (embedding judge), copy
+  rate and share of corrections cut off at max_new_tokens, on the held-out questions of its triples and on the
+  recipe's evaluation prompts answered by its strong model (a second set, never used to choose the training).
 
 Each prints peak resident memory too (generation: of the whole process tree, vLLM's engine process
 included). Run them on an otherwise idle machine; numbers from a loaded machine mean little.
@@ -153,6 +156,59 @@ def bench_train(args: argparse.Namespace) -> list[dict[str, Any]]:
              "peak_rss_mb": round(peak_rss_mb())}]
 
 
+def bench_aligner(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Train the Aligner of ``args.recipe`` and measure what it does to answers it has never seen."""
+    import subprocess
+    import sys
+
+    from w2s.aligner.cli import compose
+    from w2s.aligner.correct import PROVENANCE_KEY
+    from w2s.controller.rundir import say
+    from w2s.data.files import read_jsonl
+    from w2s.data.prompts import Prompt, read_prompts
+    from w2s.eval.cli import aligner_corrections, answers_of, evaluate_and_report
+
+    cfg = compose(args.recipe, list(args.overrides), job="loop")
+    out = Path(args.output or tempfile.mkdtemp(prefix="w2s-bench-aligner-"))
+    aligner = Path(args.aligner) if args.aligner else out / "aligner"
+    t0 = time.perf_counter()
+    if not args.aligner:  # --aligner: measure decoding changes on an Aligner trained before
+        train = subprocess.run([sys.executable, "-m", "w2s.cli", "aligner", "train", args.recipe, "--output",
+                                str(aligner), *args.overrides], capture_output=True, text=True)
+        if train.returncode != 0:
+            raise RuntimeError(f"aligner training failed:\n{train.stdout[-2000:]}{train.stderr[-2000:]}")
+    train_s = time.perf_counter() - t0
+    heldout = read_jsonl(aligner.with_name(aligner.name + ".work") / "eval.jsonl")
+    sets = {"held-out triples": ([Prompt(str(t["id"]), t["question"], t["correction"]) for t in heldout],
+                                 {str(t["id"]): t["answer"] for t in heldout})}
+    prompts = read_prompts(cfg.eval.prompts, with_reference=True, what="eval.prompts", echo=say)
+    prompts = prompts[: int(cfg.eval.max_prompts) or None]
+    ns = argparse.Namespace(answer_key="answer", api_key_env="")
+    sets["eval prompts"] = (prompts, None)  # answered by the strong model
+    rows = []
+    for name, (items, answers) in sets.items():
+        folder = out / name.replace(" ", "-")
+        folder.mkdir(parents=True, exist_ok=True)
+        t1 = time.perf_counter()
+        if answers is None:
+            answers = answers_of("upstream", cfg.model.strong.path, items, cfg, ns, folder)
+        (folder / "corrections.jsonl").unlink(missing_ok=True)  # a new Aligner at the same path: correct again
+        corrections = aligner_corrections(str(aligner), items, answers, cfg, folder)
+        evaluate_and_report(cfg, items, corrections, answers, ("Aligner corrections", "original answers"), folder)
+        summary = json.loads((folder / "summary.json").read_text())["judges"]["similarity"]
+        reasons = [r[PROVENANCE_KEY]["finish_reason"] for r in read_jsonl(folder / "corrections.jsonl")]
+        rows.append({"set": name, "n": summary["n"], "omega": round(summary["omega"], 1),
+                     "ci95": f"[{summary['ci_low']:+.1f}, {summary['ci_high']:+.1f}]",
+                     "W/L/T": f"{summary['wins']}/{summary['losses']}/{summary['ties']}",
+                     "p": round(summary["p_value"], 4),
+                     "copy_rate": round(sum(corrections[i].strip() == answers[i].strip() for i in answers)
+                                        / len(answers), 3),
+                     "cut_off_rate": round(reasons.count("length") / len(reasons), 3),
+                     "train_s": round(train_s), "eval_s": round(time.perf_counter() - t1)})
+    say(f"benchmark outputs (answers, corrections, reports): {out}")
+    return rows
+
+
 def _print(rows: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
         print(json.dumps(rows))
@@ -165,7 +221,7 @@ def _print(rows: list[dict[str, Any]], as_json: bool) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    rows = bench_generate(args) if args.what == "generate" else bench_train(args)
+    rows = {"generate": bench_generate, "train": bench_train, "aligner": bench_aligner}[args.what](args)
     _print(rows, args.json)
     return 0
 
@@ -179,9 +235,15 @@ def _backends(text: str) -> list[str]:
 
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser("bench", help="measure generation tokens/s or training samples/s",
+    p = subparsers.add_parser("bench", help="measure generation tokens/s, training samples/s, or an Aligner's effect",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["generate", "train"])
+    p.add_argument("what", choices=["generate", "train", "aligner"])
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="aligner: config overrides (aligner.train.*, "
+                   "correct.*) of the recipe")
+    p.add_argument("--recipe", default="quickstart", help="aligner: the recipe whose Aligner is trained")
+    p.add_argument("--output", help="aligner: folder for the Aligner and the evaluations (default: a new temp dir)")
+    p.add_argument("--aligner", help="aligner: measure this trained Aligner instead of training one (its held-out "
+                   "triples are read from ALIGNER.work/eval.jsonl)")
     p.add_argument("--model", default="asset:smollm2", help="model path or asset (default asset:smollm2)")
     p.add_argument("--backend", default=["transformers"], type=_backends,
                    help="generate: comma-separated backends measured side by side (transformers,vllm)")
@@ -195,3 +257,6 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--micro-batch", type=int, default=4, help="train: samples per micro-batch")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_bench)
+    from w2s.aligner.cli import _collect_overrides
+
+    _collect_overrides(p)
