@@ -146,6 +146,15 @@ def test_reward_model_saves_value_head_and_normalisation(tiny_weak, data_dir, tm
     assert result.metrics["reward_std"] == pytest.approx(config["std"])
     weights = _weights(result.output_dir)
     assert weights["score.weight"].shape[0] == 1
+    # What an RLHF round trains is what the reward-model judge reads: it prefers the chosen answers it learnt.
+    from w2s.eval.score_models import ScoreModelJudge, detect_format
+
+    assert detect_format(result.output_dir) == "openrlhf"
+    judge = ScoreModelJudge(result.output_dir)
+    prompts = [p for p, _, _ in PAIRS]
+    chosen = judge.score(prompts, [c for _, c, _ in PAIRS], [])
+    rejected = judge.score(prompts, [r for _, _, r in PAIRS], [])
+    assert sum(c > r for c, r in zip(chosen, rejected)) > len(PAIRS) / 2
     print(f"RM: {result.seconds:.1f} s, losses {result.losses[0]:.3f} -> {result.losses[-1]:.3f}")
 
 
