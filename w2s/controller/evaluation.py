@@ -69,12 +69,8 @@ def _scores(cand: list[dict[str, Any]], base: list[dict[str, Any]], judges: Any)
 
 def log_results(loop: Loop, round_index: int | None, stage: str, result: ComparisonResult, out_dir: Path,
                 extra: dict[str, Any]) -> dict[str, Any]:
-    """Metrics rows, the console lines and the audit file of one comparison."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if result.judgements:
-        write_jsonl(out_dir / "judgements.jsonl", result.judgements)
-    write_jsonl(out_dir / "outcomes.jsonl", [{"judge": j, "id": i, "outcome": o}
-                                             for j, per in result.outcomes.items() for i, o in per.items()])
+    """Metrics rows, the console lines and the audit files of one comparison."""
+    result.write(out_dir)
     summary = {}
     for name, s in result.summaries.items():
         loop.rd.log_metrics(round_index, f"{stage}/{name}", {**extra, **s.as_dict()})

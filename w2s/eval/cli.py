@@ -76,8 +76,7 @@ def _from_file(source: str, ids: list[str], answer_key: str) -> dict[str, str]:
 
 
 def _from_endpoint(source: str, prompts: list[Any], cfg: Any, key_env: str) -> dict[str, str]:
-    from types import SimpleNamespace
-
+    from w2s.config.schema import EndpointConfig
     from w2s.eval.endpoint import ChatEndpoint
     from w2s.generation.sampling import resolve_sampling
 
@@ -86,8 +85,7 @@ def _from_endpoint(source: str, prompts: list[Any], cfg: Any, key_env: str) -> d
         raise W2SError(f"{source}: write an endpoint source as openai:MODEL@BASE_URL, e.g. "
                        "openai:gpt-4o@https://api.openai.com/v1")
     s = resolve_sampling(cfg.eval.generate)
-    endpoint = SimpleNamespace(base_url=base_url, model=model, api_key_env=key_env, concurrency=8, timeout_s=120.0,
-                               max_retries=8, backoff_s=1.0, backoff_max_s=60.0)
+    endpoint = EndpointConfig(base_url=base_url, model=model, api_key_env=key_env)  # its retry defaults
     chat = ChatEndpoint(endpoint, temperature=s["temperature"], max_tokens=int(s["max_new_tokens"]), seed=s["seed"])
     try:
         texts = chat.complete([[{"role": "user", "content": p.prompt}] for p in prompts])
@@ -188,10 +186,7 @@ def evaluate_and_report(cfg: Any, prompts: list[Any], candidate: dict[str, str],
     result = compare(cfg.eval.judges, items_of(prompts), {"eval": (candidate, baseline)},
                      open_workers=in_process_workers, cache_dir=out / "judge-cache", seed=int(cfg.run.seed),
                      say=say)["eval"]
-    write_jsonl(out / "outcomes.jsonl", [{"judge": j, "id": i, "outcome": o}
-                                         for j, per in result.outcomes.items() for i, o in per.items()])
-    if result.judgements:
-        write_jsonl(out / "judgements.jsonl", result.judgements)
+    result.write(out)
     summaries = {name: s.as_dict() for name, s in result.summaries.items()}
     atomic_write_json(out / "summary.json", {"candidate": labels[0], "baseline": labels[1], "prompts": len(prompts),
                                              "judges": summaries})

@@ -38,6 +38,16 @@ class ComparisonResult:
     outcomes: dict[str, dict[str, str | None]]          # judge -> prompt id -> win/loss/tie/None
     judgements: list[dict[str, Any]] = field(default_factory=list)  # pairwise judges' raw outputs, for audit
 
+    def write(self, out_dir: Path) -> None:
+        """``outcomes.jsonl`` (judge, prompt id, outcome) and, for pairwise judges, ``judgements.jsonl``."""
+        from w2s.data.files import write_jsonl
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_jsonl(out_dir / "outcomes.jsonl", [{"judge": j, "id": i, "outcome": o}
+                                                 for j, per in self.outcomes.items() for i, o in per.items()])
+        if self.judgements:
+            write_jsonl(out_dir / "judgements.jsonl", self.judgements)
+
 
 class InProcess:
     """Workers of one, in this process (``w2s eval`` on a laptop)."""
