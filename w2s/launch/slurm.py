@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from w2s.errors import ConfigError, ConfigIssue, W2SError
+from w2s.shipped import SLURM_TEMPLATE_DIR
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "launch" / "slurm"
+TEMPLATE_DIR = SLURM_TEMPLATE_DIR
 TEMPLATE = "w2s.sbatch"
 HELPERS = "ray_cluster.sh"
 _SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d+){0,2}$|^UNLIMITED$|^INFINITE$")
