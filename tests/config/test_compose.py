@@ -148,3 +148,11 @@ def test_a_key_given_twice_in_a_recipe_is_an_error(tmp_path):
                       "    beta: 0.3\n")
     with pytest.raises(ConfigError, match=r"dup.yaml:5.*key 'dpo' appears twice \(lines 3 and 5\)"):
         load_config(str(recipe))
+
+
+def test_exponent_floats_without_a_dot_are_numbers_in_recipes_and_overrides(tmp_path):
+    # YAML 1.1 (PyYAML) reads 1e-3 as a string, which validation would then refuse as "not a float".
+    recipe = tmp_path / "lr.yaml"
+    recipe.write_text(f"defaults: [{RECIPES_DIR / 'tiny' / 'dpo'}]\ntrain:\n  dpo:\n    optim:\n      lr: 5e-7\n")
+    cfg = load_config(str(recipe), ["train.dpo.beta=1E-1", "run.dir=1e3runs"])
+    assert cfg.train.dpo.optim.lr == 5e-7 and cfg.train.dpo.beta == 0.1 and cfg.run.dir == "1e3runs"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -91,6 +92,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# PyYAML follows YAML 1.1, where 1e-3 (no dot) is a string; every researcher writes learning rates that way.
+_UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                       re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                                       list("-+0123456789"))
+
+
 def _read_yaml(path: Path, issues: list[ConfigIssue], chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A recipe with its defaults merged in, as a plain dict."""
     if path in chain:
@@ -153,7 +160,7 @@ def parse_overrides(overrides: list[str]) -> tuple[dict[str, Any], list[ConfigIs
             continue
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw else ""
+            value = yaml.load(raw, Loader=_UniqueKeyLoader) if raw else ""
         except yaml.YAMLError:
             value = raw
         node = out
