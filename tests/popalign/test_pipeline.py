@@ -31,8 +31,17 @@ def test_seven_strategy_build_then_dpo_then_resume(tmp_path, tiny_strong, tiny_w
 
     # Each distinct model was loaded once and served every strategy that needs it.
     assert manifest["model_loads"] == {"generator:asset:tiny-strong": 1, "generator:asset:tiny-weak": 1,
-                                       "corrector:asset:tiny-weak": 1}
-    assert result.stdout.count("popalign: loading") == 3
+                                       "generator:asset:tiny-mid": 1, "corrector:asset:tiny-weak": 1}
+    assert result.stdout.count("popalign: loading") == 4
+
+    # Sampled answers are each strategy's own draw: the generator's answer to a plain query is drawn four times
+    # (nparam's and leaderboard's chosen, refine's and the Aligner contrast's rejected), four different texts.
+    queries = {r["prompt"] for r in read_jsonl(run / outputs["popalign"]) + read_jsonl(run / outputs["dropped"])}
+    plain = {f"<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n": [] for q in queries}
+    for g in read_jsonl(run / "popalign" / "generations.jsonl"):
+        if g["path"] == "asset:tiny-strong" and g["rendered"] in plain:
+            plain[g["rendered"]].append(g["text"])
+    assert len(plain) == 4 and all(len(set(texts)) == len(texts) == 4 for texts in plain.values()), plain
 
     # Weights: prefix on half the prompts, the others on all four; counts add up per strategy and reason.
     counts = manifest["strategies"]
@@ -58,7 +67,7 @@ def test_seven_strategy_build_then_dpo_then_resume(tmp_path, tiny_strong, tiny_w
     models = {n: {s: (r["provenance"]["models"][s]["role"], r["provenance"]["models"][s]["path"])
                   for s in ("chosen", "rejected")} for n, r in by_strategy.items()}
     assert models["nparam"] == {"chosen": ("larger", "asset:tiny-strong"), "rejected": ("smaller", "asset:tiny-weak")}
-    assert models["leaderboard"]["rejected"] == ("lower", "asset:tiny-weak")
+    assert models["leaderboard"]["rejected"] == ("lower", "asset:tiny-mid")
     assert models["aligner"]["chosen"] == ("aligner", "asset:tiny-weak")
     prefix = by_strategy["prefix"]["provenance"]["prompts"]
     assert prefix["chosen"].startswith("<|im_start|>user\n(good response) " + by_strategy["prefix"]["prompt"])

@@ -148,7 +148,7 @@ def test_aligner_contrast_corrects_m_s_answer(workers, tiny_weak):
                           OmegaConf.structured(CorrectConfig(template="aligner-v2", max_new_tokens=8)))
     job = build("aligner", workers, corrector=corrector)
     answer = job.outputs[REJECTED]["text"].strip()
-    assert job.requests[CHOSEN] == Request("aligner", question=QUERY, answer=answer)
+    assert job.requests[CHOSEN] == Request("aligner", question=QUERY, answer=answer, draw="aligner:chosen")
     assert rendered(job)[CHOSEN] == corrector.render(QUERY, answer)
     assert QUERY in rendered(job)[CHOSEN] and answer in rendered(job)[CHOSEN]
 

@@ -106,8 +106,11 @@ class _StepLog:
     more robust than parsing TensorBoard files, which only rank 0 writes and only when a directory is set.
     """
 
-    def __init__(self, trainer: Any, strategy: Any):
+    def __init__(self, trainer: Any, strategy: Any, total_steps: int, global_batch: int):
+        from w2s import progress
+
         self.records: list[dict[str, float]] = []
+        progress.start(total_steps, "steps")
         original = getattr(trainer, "save_logs_and_checkpoints", None)
         if original is None:
             raise W2SError("this OpenRLHF version's trainer has no save_logs_and_checkpoints hook; w2s supports "
@@ -120,6 +123,7 @@ class _StepLog:
                 if key in logs:
                     logs[key] = float(strategy.all_reduce(float(logs[key])))
             self.records.append({k: float(v) for k, v in logs.items() if isinstance(v, (int, float))})
+            progress.update(len(self.records), samples=len(self.records) * global_batch, loss=logs.get("loss_mean"))
             return original(args, global_step, step_bar, logs_dict, client_states)
 
         trainer.save_logs_and_checkpoints = hook
@@ -294,7 +298,7 @@ def _run(kind: Kind, cfg: Any, model_path: str, data_path: str, output_dir: str,
         model, optim, scheduler = strategy.prepare((model, optim_cfg(args, total_steps)))
         trainer = RewardModelTrainer(model=model, optim=optim, eval_dataloader=eval_loader, scheduler=scheduler,
                                      tokenizer=tok, loss=args.model.loss_type, **common)
-    steplog = _StepLog(trainer, strategy)
+    steplog = _StepLog(trainer, strategy, total_steps, global_batch)
     try:
         trainer.fit(args, 0, steps_per_epoch)
         if kind == "rm":

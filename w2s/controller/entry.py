@@ -51,7 +51,7 @@ def run_job(cfg: DictConfig, *, recipe: str, overrides: list[str]) -> int:
 
         inputs = preflight(cfg)
     try:
-        with RayCluster(cfg.cluster) as cluster:
+        with RayCluster(cfg.cluster, actor_logs=str(rd.path / "logs"), log_level=cfg.log.level) as cluster:
             _install_signal_handlers()  # again: ray.init may install its own
             info = cluster.describe()
             rd.record_cluster(info)

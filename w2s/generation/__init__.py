@@ -36,8 +36,8 @@ class Generator(Protocol):
     tokenizer: Any
     truncated_prompts: int  # prompts cut to max_prompt_tokens in the last generate call
 
-    def generate(self, prompts: list[str], sampling_cfg: Any, *, seed: int,
-                 progress: bool = False) -> list[Generation]: ...
+    def generate(self, prompts: list[str], sampling_cfg: Any, *, seed: int, progress: bool = False,
+                 seeds: list[int] | None = None) -> list[Generation]: ...
 
     def close(self) -> None: ...
 

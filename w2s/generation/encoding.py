@@ -69,6 +69,18 @@ def log_truncation(logger: Any, encoded: list[EncodedPrompt], max_prompt_tokens:
     return count
 
 
+def hash_seeds(seeds: list[int]) -> int:
+    """One 63-bit seed from several (a batch's, for engines that draw a batch from one random stream)."""
+    digest = hashlib.sha256(("w2s-batch:" + ",".join(map(str, seeds))).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed for one request from anything that identifies it (a base seed, a cache key, ...)."""
+    digest = hashlib.sha256(("w2s-seed:" + ":".join(map(str, parts))).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
 def request_seeds(seed: int, prompts: list[list[int]]) -> list[int]:
     """A 63-bit seed per prompt from the call's ``seed``, the prompt's token ids and its occurrence index.
 

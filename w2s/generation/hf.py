@@ -24,8 +24,9 @@ from transformers import (
     TopPLogitsWarper,
 )
 
+from w2s import progress as live
 from w2s.generation import Generation
-from w2s.generation.encoding import EncodedPrompt, encode_prompt, eos_token_ids, log_truncation
+from w2s.generation.encoding import EncodedPrompt, encode_prompt, eos_token_ids, hash_seeds, log_truncation
 from w2s.generation.sampling import resolve_sampling
 
 log = logging.getLogger(__name__)
@@ -133,12 +134,14 @@ class HFGenerator:
         return results
 
     def generate(self, prompts: list[str], sampling_cfg: Any, *, seed: int, progress: bool = False,
-                 batch_size: int | None = None) -> list[Generation]:
+                 batch_size: int | None = None, seeds: list[int] | None = None) -> list[Generation]:
         """Complete each rendered prompt; outputs are in input order.
 
         Prompts are batched by length (``batch_prompts_per_actor`` at a time) to waste little padding.
-        Sampling is deterministic for a given ``seed``, prompts and batch size. ``truncated_prompts`` counts
-        the prompts cut to ``max_prompt_tokens`` (also logged).
+        Sampling is deterministic for a given ``seed``, prompts and batch size. With per-prompt ``seeds``
+        (vLLM honours each one), each batch is seeded from its prompts' seeds instead: transformers draws a
+        batch from one random stream, so a draw is reproducible for the same batch. ``truncated_prompts``
+        counts the prompts cut to ``max_prompt_tokens`` (also logged).
         """
         params = resolve_sampling(sampling_cfg)
         size = int(batch_size or params["batch_prompts_per_actor"] or self.default_batch)
@@ -153,12 +156,16 @@ class HFGenerator:
 
             bar = tqdm(total=len(prompts), desc="generate", unit="row", dynamic_ncols=True)
         start, tokens = time.perf_counter(), 0
+        live.start(len(prompts), "rows")
         torch.manual_seed(seed)
         for b in range(0, len(order), size):
             idx = order[b:b + size]
+            if seeds is not None:
+                torch.manual_seed(hash_seeds([seeds[i] for i in idx]))
             for i, gen in zip(idx, self._generate_batch([encoded[i] for i in idx], params), strict=True):
                 results[i] = gen
                 tokens += gen.completion_tokens
+            live.update(b + len(idx), tokens=tokens)
             if bar is not None:
                 bar.update(len(idx))
                 bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - start, 1e-9):.1f}")

@@ -39,6 +39,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from w2s import progress as live
 from w2s.errors import ConfigError, W2SError
 from w2s.generation import Generation
 from w2s.generation.encoding import (
@@ -267,11 +268,13 @@ class VLLMGenerator:
                  f"{self.plan.kv_cache_bytes / GIB:.2f} GiB" if self.plan.kv_cache_bytes else "by vLLM",
                  len(self._engine_procs))
 
-    def generate(self, prompts: list[str], sampling_cfg: Any, *, seed: int, progress: bool = False) -> list[Generation]:
+    def generate(self, prompts: list[str], sampling_cfg: Any, *, seed: int, progress: bool = False,
+                 seeds: list[int] | None = None) -> list[Generation]:
         """Complete each rendered prompt (vLLM schedules its own batches); outputs are in input order.
 
         Sampled completions depend only on ``seed`` and each prompt (see :func:`request_seeds`), not on the
-        other prompts of the call. ``truncated_prompts`` counts the prompts cut to ``max_prompt_tokens``.
+        other prompts of the call; ``seeds`` gives each prompt its own seed instead. ``truncated_prompts``
+        counts the prompts cut to ``max_prompt_tokens``.
 
         Raises:
             W2SError: a prompt plus ``max_new_tokens`` does not fit the engine's context length.
@@ -291,12 +294,15 @@ class VLLMGenerator:
                            f"length {self.max_model_len} (fixed when it started); set "
                            f"max_prompt_tokens <= {max(self.max_model_len - max_new, 1)} or lower max_new_tokens")
         # Greedy decoding draws nothing, so it needs no seeds.
-        seeds = [None] * len(encoded) if params["greedy"] else request_seeds(seed, [e.ids for e in encoded])
+        per_request: list[int | None] = [None] * len(encoded) if params["greedy"] else (
+            list(seeds) if seeds is not None else request_seeds(seed, [e.ids for e in encoded]))
         sampling = [self._vllm.SamplingParams(**sampling_params_kwargs(params, seed=s,
                                                                        stop_token_ids=self.eos_token_ids))
-                    for s in seeds]
+                    for s in per_request]
+        live.start(len(encoded), "rows")
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=e.ids) for e in encoded], sampling,
                                     use_tqdm=progress)
+        live.update(len(outputs), tokens=sum(len(o.outputs[0].token_ids) for o in outputs))
         eos = set(self.eos_token_ids)
         results = []
         for e, out in zip(encoded, outputs, strict=True):

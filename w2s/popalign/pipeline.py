@@ -29,6 +29,7 @@ from w2s.controller.rundir import RunDir, say, source_file, to_plain
 from w2s.data.files import append_jsonl, read_jsonl, write_jsonl
 from w2s.data.prompts import read_prompts
 from w2s.errors import DataError
+from w2s.generation.encoding import derive_seed
 from w2s.popalign.strategies import CHOSEN, REJECTED, SLOTS, PairJob, ParseError, Request, make_builder
 
 KEYS_POPALIGN = ["popalign", "model.strong", "model.aligner", "correct", "aligner.templates", "run.seed"]
@@ -96,9 +97,15 @@ class Build:
         self.loads: Counter[str] = Counter()
 
     def key_of(self, req: Request) -> str:
-        extra = ({"sampling": self.sampling["aligner"], "correct": to_plain(self.cfg.correct),
-                  "templates": to_plain(self.cfg.aligner.templates)} if req.model == "aligner"
-                 else {"sampling": self.sampling["chat"], "seed": self.seed})
+        """The cache key of a request. Greedy answers to one conversation by one model are equal, so they are
+        generated once and shared; sampled ones are each strategy's own draw (its own key and seed)."""
+        if req.model == "aligner":
+            extra = {"sampling": self.sampling["aligner"], "correct": to_plain(self.cfg.correct),
+                     "templates": to_plain(self.cfg.aligner.templates)}
+        else:
+            extra = {"sampling": self.sampling["chat"], "seed": self.seed}
+            if not self.sampling["chat"]["greedy"]:
+                extra["draw"] = req.draw
         data = {**req.key_data(), "model": _model_id(self.specs[req.model]), **extra}
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
@@ -162,7 +169,10 @@ class Build:
         else:
             convs = [r.conversation() for _, r in items]
             rendered = group.map_shards("render_conversations", convs, what=what)
-            outs = group.map_shards("generate_chat", convs, self.seed, what=what)
+            # A seed per request, from the run's seed and the request's key (its prompt, model and draw): a
+            # sample does not depend on which chunk it falls in (on vLLM; transformers seeds each batch).
+            outs = group.map_shards("sample_chat", [(c, derive_seed(self.seed, key)) for c, (key, _) in
+                                                    zip(convs, items)], what=what)
         for (key, req), out, text in zip(items, outs, rendered, strict=True):
             row = {"key": key, "model": req.model, "path": path, "text": out.text, "rendered": text,
                    "finish_reason": out.finish_reason, "prompt_tokens": out.prompt_tokens,

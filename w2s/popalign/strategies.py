@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -47,12 +47,15 @@ class Request:
         model: model role that answers (generator, larger, smaller, higher, lower, aligner).
         messages: the chat conversation, ending with a user turn (chat roles).
         question, answer: the pair the Aligner corrects (role ``aligner``).
+        draw: the strategy and slot a sampled answer is drawn for (``nparam:chosen``): with sampling, each
+            strategy's answer is its own draw, even where two strategies send one model the same conversation.
     """
 
     model: str
     messages: tuple[tuple[tuple[str, str], ...], ...] = ()
     question: str = ""
     answer: str = ""
+    draw: str = ""
 
     @staticmethod
     def chat(model: str, messages: list[Message]) -> Request:
@@ -311,6 +314,7 @@ class PairJob:
         steps = [self.builder.first(self.query)]
         for step in range(2):
             for slot, req in steps[step].items():
+                req = replace(req, draw=f"{self.builder.name}:{slot}")
                 self.requests[slot] = req
                 row = cache.get(key_of(req))
                 if row is None:

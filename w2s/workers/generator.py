@@ -39,6 +39,12 @@ class GeneratorWorker(RoleActorMixin):
         """Answer whole conversations (each ends with a user turn) rendered with the chat template."""
         return self.generator.generate(self.render_conversations(conversations), self.sampling, seed=seed)
 
+    def sample_chat(self, requests: list[tuple[list[dict[str, str]], int]]) -> list[Generation]:
+        """Like :meth:`generate_chat`, with a seed per conversation (see the engines' ``generate``)."""
+        convs = [c for c, _ in requests]
+        return self.generator.generate(self.render_conversations(convs), self.sampling, seed=0,
+                                       seeds=[s for _, s in requests])
+
     def engine(self) -> dict[str, str]:
         """Which engine serves this role (recorded in the stage's provenance)."""
         import importlib.metadata as md
