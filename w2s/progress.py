@@ -15,6 +15,7 @@ from typing import Any
 
 _STATE: dict[str, Any] = {}
 NON_TTY_INTERVAL_S = 30.0
+ENABLED = True  # log.progress: the driver's progress lines
 
 
 def start(total: int | None, unit: str) -> None:
@@ -74,6 +75,8 @@ class LiveLine:
         self.shown = False
 
     def show(self, snapshots: list[dict[str, Any]]) -> None:
+        if not ENABLED:
+            return
         text = describe(snapshots)
         if not text or text == self.last_text:
             return

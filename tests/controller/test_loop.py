@@ -82,6 +82,11 @@ def test_sft_two_rounds_with_two_trainer_ranks(tmp_path, tiny_strong):
                  "cluster.trainer.num_cpus_per_actor=1", *SMALL, *ALIGNER_AND_PAIRWISE, env={**os.environ})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert f"run dir: {run}" in result.stdout
+    # The actors' output (OpenRLHF's step bars, DeepSpeed's banners) is in their log files, not on the console.
+    logs = {p.name: p.read_text() for p in (run / "logs").glob("*.log")}
+    assert {"generator-0.log", "corrector-0.log", "trainer-0.log", "trainer-1.log", "judge-0.log"} <= set(logs)
+    assert "Train step" in logs["trainer-0.log"] and "Train step" not in result.stdout + result.stderr
+    assert len((result.stdout + result.stderr).splitlines()) < 120
     metrics = _check_finished_run(run, 2, "sft")
     # The Aligner on held-out triples: whole questions it never trained on, every judge.
     heldout = read_jsonl(run / "aligner-eval" / "corrections.jsonl")

@@ -445,7 +445,10 @@ class WandbConfig:
 
 @dataclass
 class LogConfig:
-    level: str = _f("INFO", "Log level of the driver and the actors.", ["DEBUG", "INFO", "WARNING", "ERROR"])
+    level: str = _f("INFO", "Log level of the driver and the actors (either case). Below DEBUG, actors write to "
+                    "RUN_DIR/logs/ROLE-RANK.log and the console shows w2s's own lines and one progress line per "
+                    "stage; DEBUG relays everything, library warnings included.",
+                    ["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"])
     tensorboard: bool = _f(True, "Write TensorBoard logs under RUN_DIR/tensorboard.")
     wandb: WandbConfig = _f(help="Weights & Biases logging of the run's metrics.", factory=WandbConfig)
     progress: bool = _f(True, "Show progress bars for long work.")

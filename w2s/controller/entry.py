@@ -36,9 +36,34 @@ def _install_signal_handlers() -> None:
         signal.signal(sig, handler)
 
 
+def quiet_libraries() -> None:
+    """Keep library noise off the driver's console: deprecation warnings and per-call progress bars (model
+    loading, dataset mapping). The actors' own noise goes to RUN_DIR/logs; log.level=DEBUG keeps all of it."""
+    import os
+    import warnings
+
+    for category in (DeprecationWarning, FutureWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category)
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # the light install: nothing to quiet
+        pass
+
+
 def run_job(cfg: DictConfig, *, recipe: str, overrides: list[str]) -> int:
     """Run a validated config's job in its run directory. Returns the process exit status."""
-    logging.basicConfig(level=getattr(logging, cfg.log.level), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    level = str(cfg.log.level).upper()
+    logging.basicConfig(level=getattr(logging, level), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if level != "DEBUG":
+        quiet_libraries()
+    from w2s import progress
+
+    progress.ENABLED = bool(cfg.log.progress)
     run_dir = Path(cfg.run.dir) if cfg.run.dir else default_run_dir(recipe)
     rd = RunDir(run_dir, cfg)
     resumed = rd.open(recipe=recipe, overrides=overrides)
@@ -51,7 +76,7 @@ def run_job(cfg: DictConfig, *, recipe: str, overrides: list[str]) -> int:
 
         inputs = preflight(cfg)
     try:
-        with RayCluster(cfg.cluster, actor_logs=str(rd.path / "logs"), log_level=cfg.log.level) as cluster:
+        with RayCluster(cfg.cluster, actor_logs=str(rd.path / "logs"), log_level=level) as cluster:
             _install_signal_handlers()  # again: ray.init may install its own
             info = cluster.describe()
             rd.record_cluster(info)

@@ -124,15 +124,6 @@ class Loop:
         say(f"judge {name}: {judge_cfg.kind}")
         return self.group("judge", JudgeWorker, to_plain(judge_cfg))
 
-    def _progress(self, what: str):
-        last = [0.0]
-
-        def report(done: int, total: int) -> None:
-            if time.monotonic() - last[0] > 5 or done == total:
-                last[0] = time.monotonic()
-                say(f"  {what}: {done}/{total} shard(s) done")
-        return report
-
     def generate(self, model_path: str, prompts: list[Prompt], sampling: Any, seed: int,
                  what: str, rec: dict[str, Any] | None = None) -> list[Generation]:
         """Answers of ``model_path`` to ``prompts``; the engine that served them goes to ``rec``'s provenance."""
@@ -141,8 +132,7 @@ class Loop:
         t0 = time.time()
         with self.group("generator", GeneratorWorker, model_path, to_plain(self.cfg.model.strong),
                          to_plain(sampling)) as g:
-            outs = g.map_shards("generate", [p.prompt for p in prompts], seed, what=what,
-                                on_progress=self._progress(what))
+            outs = g.map_shards("generate", [p.prompt for p in prompts], seed, what=what)
             engine = g.call_all("engine")[0]
         if rec is not None:
             rec.setdefault("provenance", {})["engine"] = engine
@@ -255,7 +245,7 @@ class Loop:
             with self.group("corrector", CorrectorWorker, aligner, to_plain(self.cfg.model.aligner),
                              to_plain(self.cfg.correct), templates) as g:
                 outs = g.map_shards("correct", [(r["prompt"], r["answer"]) for r in answers],
-                                    what=f"round {k} correct", on_progress=self._progress("correct"))
+                                    what=f"round {k} correct")
                 provenance = g.call_all("provenance")[0]
             rows = [{**r, "correction": o.text, "correction_finish_reason": o.finish_reason}
                     for r, o in zip(answers, outs)]
