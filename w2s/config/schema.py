@@ -375,8 +375,9 @@ class EvalConfig:
     judges: dict[str, JudgeConfig] = _f(help="The judges, by name; all of them judge every comparison. A recipe adds "
                                         "judges; eval.judges.NAME.enabled=false turns one off.",
                                         factory=lambda: {"similarity": JudgeConfig()})
-    aligner: bool = _f(True, "When the run trains its Aligner: also judge the Aligner itself on the held-out "
-                       "questions of its triples (its corrections against the original answers).")
+    aligner: bool = _f(True, "When the run trains its Aligner: also judge the Aligner itself (its corrections "
+                       "against the original answers) on the held-out questions of its triples and on the initial "
+                       "policy's answers to the evaluation prompts.")
     generate: SamplingConfig = _f(help="Decoding for evaluation answers (greedy by default, so rounds compare "
                                   "deterministically).", factory=lambda: SamplingConfig(preset="greedy"))
 

@@ -104,10 +104,13 @@ def _heldout_sides(rows: list[dict[str, Any]]) -> tuple[list[EvalItem], dict[str
             {r["id"]: r["aligner_correction"] for r in rows}, {r["id"]: r["answer"] for r in rows})
 
 
-def aligner_eval_stage(loop: Loop, aligner: str, heldout: Path, keys: list[str], k: int | None = None
+def aligner_eval_stage(loop: Loop, aligner: str, heldout: Path, keys: list[str], k: int | None = None, *,
+                       name: str = "aligner-eval", what: str = "held-out triples (unseen questions)"
                        ) -> dict[str, Any] | None:
-    """The Aligner's corrections of its held-out triples' answers against those answers, by every judge (the
-    triple's own correction is the reference of the embedding judge)."""
+    """The Aligner's corrections of held-out (question, answer, reference) rows against those answers, by every
+    judge (the row's reference correction is the embedding judge's reference). ``name``: the stage; the rows are
+    its held-out triples (``aligner-eval``) or the initial policy's answers to the evaluation prompts
+    (``aligner-eval-prompts``, a second set that no training choice looked at)."""
     from w2s.workers.corrector import CorrectorWorker
 
     rd, cfg = loop.rd, loop.cfg
@@ -115,14 +118,14 @@ def aligner_eval_stage(loop: Loop, aligner: str, heldout: Path, keys: list[str],
     if not triples:
         say("aligner eval: no held-out triples (aligner.train.eval_fraction=0); skipped")
         return None
-    stage_dir = rd.stage_dir(k, "aligner-eval")  # k: the round's own Aligner (aligner.per_round)
+    stage_dir = rd.stage_dir(k, name)  # k: the round's own Aligner (aligner.per_round)
     inputs = {"heldout": heldout, "aligner": aligner}
     done = rd.finished(stage_dir, keys, inputs)
     if done:
         rows = read_jsonl(rd.output(done, "corrections"))
     else:
-        with rd.stage(stage_dir, keys, round_index=k, name="aligner-eval", inputs=inputs) as rec:
-            say(f"aligner eval: the Aligner corrects {len(triples)} held-out answers")
+        with rd.stage(stage_dir, keys, round_index=k, name=name, inputs=inputs) as rec:
+            say(f"aligner eval: the Aligner corrects the answers of {len(triples)} {what}")
             with loop.group("corrector", CorrectorWorker, aligner, to_plain(cfg.model.aligner),
                             to_plain(cfg.correct), to_plain(cfg.aligner.templates) or None) as g:
                 outs = g.map_shards("correct", [(t["question"], t["answer"]) for t in triples],
@@ -146,7 +149,18 @@ def aligner_eval_stage(loop: Loop, aligner: str, heldout: Path, keys: list[str],
                      say=say)["aligner"]
     copy = sum(corrections[i].strip() == answers[i].strip() for i in answers) / len(rows)
     cut = sum(r["finish_reason"] == "length" for r in rows) / len(rows)
-    say(f"aligner eval: corrected vs original answers on {len(rows)} held-out triples (unseen questions); copy rate "
-        f"{copy:.0%}, cut off at max_new_tokens {cut:.0%}")
-    return log_results(loop, k, "aligner-eval", result, stage_dir,
-                       {"heldout": len(rows), "copy_rate": copy, "truncated_rate": cut})
+    say(f"aligner eval: corrected vs original answers on {len(rows)} {what}; copy rate {copy:.0%}, cut off at "
+        f"max_new_tokens {cut:.0%}")
+    return log_results(loop, k, name, result, stage_dir,
+                       {"heldout": len(rows), "set": what, "copy_rate": copy, "truncated_rate": cut})
+
+
+def aligner_eval_prompts(loop: Loop, aligner: str, initial: list[dict[str, Any]], prompts: list[Prompt],
+                         keys: list[str]) -> dict[str, Any] | None:
+    """The Aligner on the initial policy's answers to the evaluation prompts (references as the corrections)."""
+    rows = [{"id": str(p.id), "question": p.prompt, "answer": a["answer"], "correction": p.reference or "",
+             "category": p.category} for p, a in zip(prompts, initial, strict=True)]
+    path = loop.rd.path / "aligner-eval-prompts.jsonl"
+    write_jsonl(path, rows)  # the same rows every time: its hash is the stage's input
+    return aligner_eval_stage(loop, aligner, path, keys, name="aligner-eval-prompts",
+                              what="evaluation prompts as the initial policy answers them")

@@ -182,6 +182,9 @@ class Loop:
         if cfg.eval.enabled:
             evals["initial"] = self.retrying(evaluation.eval_answers, self, 0, "initial", initial, eval_prompts,
                                              KEYS_BASELINE)
+            if cfg.eval.aligner and aligner:
+                self.retrying(evaluation.aligner_eval_prompts, self, aligner, evals["initial"], eval_prompts,
+                              KEYS_ALIGNER + ["correct"] + KEYS_BASELINE)
 
         retry = self.retrying
         for k, round_prompts in enumerate(slices, start=1):

@@ -76,21 +76,24 @@ def _evaluation_section(run_dir: Path, evals: list[dict[str, Any]]) -> Section:
 
 
 def _aligner_section(run_dir: Path, metrics: list[dict[str, Any]]) -> Section:
-    rows = sorted((m for m in metrics if str(m.get("stage", "")).startswith("aligner-eval/")),
-                  key=lambda m: (m.get("round") or 0, m["judge"]))
+    rows = sorted((m for m in metrics if str(m.get("stage", "")).startswith(("aligner-eval/",
+                                                                              "aligner-eval-prompts/"))),
+                  key=lambda m: (m.get("round") or 0, m["stage"], m["judge"]))
     if not rows:
         return Section("The Aligner's own effect", [])
     per_round = any(m.get("round") for m in rows)  # aligner.per_round: Aligner_k judged in round k
     r0 = rows[-1]
+    for m in rows:
+        m.setdefault("set", "held-out triples (unseen questions)")
     blocks: list[Any] = [
-        Text(f"The trained Aligner{' of the last round' if per_round else ''} corrected the answers of "
-             f"{r0['heldout']} held-out triples, whose questions it never "
-             f"saw in training; each judge compared its corrections with the original answers (the embedding judge "
-             f"against the triple's own correction). Copy rate {r0['copy_rate']:.0%}; corrections cut off at "
-             f"max_new_tokens {r0['truncated_rate']:.0%}."),
-        omega_table(rows, [("round", "round")] if per_round else [],
-                    "Corrected vs original answers on held-out questions" + (" (Aligner_k in round k)." if per_round
-                                                                            else "."))]
+        Text(f"The trained Aligner{' of the last round' if per_round else ''} corrected answers it never saw in "
+             "training: those of its held-out triples (whole questions kept out of its training) and, where the run "
+             "evaluates, the initial policy's answers to the evaluation prompts (a second set no training choice "
+             "looked at). Each judge compared the corrections with the original answers (the embedding judge "
+             f"against the reference correction). Copy rate {r0['copy_rate']:.0%}; corrections cut off at "
+             f"max_new_tokens {r0['truncated_rate']:.0%} ({r0['set']})."),
+        omega_table(rows, [("set", "answers corrected")] + ([("round", "round")] if per_round else []),
+                    "Corrected vs original answers" + (" (Aligner_k in round k)." if per_round else "."))]
     found = sorted(run_dir.glob("round-*/aligner-eval/corrections.jsonl")) or [run_dir / "aligner-eval" /
                                                                                "corrections.jsonl"]
     corrections = found[-1]

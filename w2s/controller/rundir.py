@@ -154,8 +154,8 @@ def source_file(path: str) -> str:
 
 
 # The order stages run in within a round (the Aligner before round 1; the eval-vs rows close a round).
-STAGE_RUN_ORDER = ["aligner", "aligner-eval", "popalign", "popalign-train", "generate", "correct", "data", "train",
-                   "eval-answers"]
+STAGE_RUN_ORDER = ["aligner", "aligner-eval", "aligner-eval-prompts", "popalign", "popalign-train", "generate",
+                   "correct", "data", "train", "eval-answers"]
 
 
 def _run_order(round_index: Any, stage: Any) -> tuple[int, int]:

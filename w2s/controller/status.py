@@ -18,7 +18,7 @@ def print_status(run_dir: str) -> int:
     info = read_state(path / "run.json")
     print(f"run {path.resolve()}\n  recipe {info['recipe']}  attempts {len(info['attempts'])}  "
           f"last started {info['attempts'][-1]['started']}")
-    folders = [path / name for name in ("aligner", "aligner-eval") if (path / name).exists()]
+    folders = [path / name for name in ("aligner", "aligner-eval", "aligner-eval-prompts") if (path / name).exists()]
     folders += sorted(p for p in path.glob("round-*") if p.is_dir())
     for folder in folders:
         stages = [folder] if not folder.name.startswith("round-") else sorted(
@@ -34,10 +34,12 @@ def print_status(run_dir: str) -> int:
             label = stage.name if not folder.name.startswith("round-") else f"{folder.name}/{stage.name}"
             print(f"  {label:<28} {state}")
     metrics = latest_metrics(path)
-    for m in sorted((m for m in metrics if str(m.get("stage", "")).startswith("aligner-eval/")),
-                    key=lambda m: m["judge"]):
+    for m in sorted((m for m in metrics if str(m.get("stage", "")).startswith(("aligner-eval/",
+                                                                                "aligner-eval-prompts/"))),
+                    key=lambda m: (m["stage"], m["judge"])):
         where = f"round {m['round']} " if m.get("round") else ""
-        print(f"  {where}aligner vs original answers  {m['judge']:<14} omega {m['omega']:+.1f}% "
+        which = "eval prompts" if m["stage"].startswith("aligner-eval-prompts/") else "held-out triples"
+        print(f"  {where}aligner vs original ({which})  {m['judge']:<14} omega {m['omega']:+.1f}% "
               f"[{m['ci_low']:+.1f}, {m['ci_high']:+.1f}]  W/L/T {m['wins']}/{m['losses']}/{m['ties']}")
     for m in eval_rows(metrics):
         print(f"  round {m['round']} vs {m['compare_to']:<8} {m['judge']:<14} omega {m['omega']:+.1f}% "
