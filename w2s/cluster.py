@@ -24,7 +24,6 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -400,15 +399,14 @@ class RoleGroup:
         return wait_all(refs, self.actors, what=what or f"{self.role}.{method}", timeout_s=self.timeout_s,
                         liveness_s=self.liveness_s)
 
-    def map_shards(self, method: str, items: list[Any], *args: Any, what: str = "",
-                   on_progress: Callable[[int, int], None] | None = None, **kwargs: Any) -> list[Any]:
+    def map_shards(self, method: str, items: list[Any], *args: Any, what: str = "", **kwargs: Any) -> list[Any]:
         """Split ``items`` into contiguous shards, one per actor, call ``method(shard, ...)``; concatenate results."""
         n = len(self.actors)
         bounds = [(len(items) * i // n, len(items) * (i + 1) // n) for i in range(n)]
         refs = [getattr(a.actor, method).remote(items[lo:hi], *args, **kwargs)
                 for a, (lo, hi) in zip(self.actors, bounds)]
         parts = wait_all(refs, self.actors, what=what or f"{self.role}.{method}", timeout_s=self.timeout_s,
-                         liveness_s=self.liveness_s, on_progress=on_progress)
+                         liveness_s=self.liveness_s)
         return [x for part in parts for x in part]
 
     def placements(self) -> list[dict[str, Any]]:
@@ -473,8 +471,7 @@ class _Liveness:
 
 
 def wait_all(refs: list[Any], actors: list[ActorHandle], *, what: str, timeout_s: float,
-             liveness_s: float = DEFAULT_LIVENESS_S, on_progress: Callable[[int, int], None] | None = None,
-             cap_name: str = "") -> list[Any]:
+             liveness_s: float = DEFAULT_LIVENESS_S, cap_name: str = "") -> list[Any]:
     """``ray.get`` of ``refs`` (``refs[i]`` a call on ``actors[i]``), checking every second for a stop request,
     for a hung actor (no ping answered for ``liveness_s``; 0: not checked) and for the optional total cap
     ``timeout_s`` (0: none). The first actor that dies, raises or hangs ends the wait with a WorkerError (a
@@ -502,8 +499,6 @@ def wait_all(refs: list[Any], actors: list[ActorHandle], *, what: str, timeout_s
             for ref in done:
                 i = index[ref]
                 results[i] = _get(ref, actors[i], what)
-            if done and on_progress:
-                on_progress(len(results), len(refs))
             if watch and pending:
                 line.show([watch.progress.get(id(a), {}) for a in actors])
                 stuck = watch.hung([actors[index[r]] for r in pending])

@@ -71,8 +71,7 @@ def log_truncation(logger: Any, encoded: list[EncodedPrompt], max_prompt_tokens:
 
 def hash_seeds(seeds: list[int]) -> int:
     """One 63-bit seed from several (a batch's, for engines that draw a batch from one random stream)."""
-    digest = hashlib.sha256(("w2s-batch:" + ",".join(map(str, seeds))).encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
+    return derive_seed("batch", *seeds)
 
 
 def derive_seed(*parts: Any) -> int:
