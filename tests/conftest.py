@@ -19,6 +19,87 @@ import pytest  # noqa: E402
 _USER_CACHE = os.environ.get("W2S_CACHE")
 
 
+# `make check` sets this: a test that is not marked `slow` and runs longer fails, naming itself, so that the fast
+# tier stays fast as tests are added (the rule is "starts Ray, vLLM, a trainer, a browser or the CLI: slow").
+FAST_LIMIT_S = float(os.environ.get("W2S_FAST_TEST_LIMIT_S") or 0)
+# Processes a test run may leave behind are none: what is still alive this long after the last test fails the run.
+SURVIVOR_GRACE_S = 60.0
+_SERVICE_WORDS = ("ray::", "raylet", "gcs_server", "dashboard/agent", "runtime_env/agent", "vllm", "EngineCore",
+                  "slurmctld", "slurmd", "munged")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if (FAST_LIMIT_S and report.when == "call" and report.passed and "slow" not in item.keywords
+            and report.duration > FAST_LIMIT_S):
+        report.outcome = "failed"
+        report.longrepr = (f"{item.nodeid} took {report.duration:.1f} s, over the fast tier's {FAST_LIMIT_S:.0f} s: "
+                           "mark it @pytest.mark.slow (it starts something heavy) or make it faster")
+
+
+def _service_processes(since: float, tag: str) -> dict[int, str]:
+    """Ray, vLLM and Slurm processes of this test run (they inherit ``tag`` in their environment, wherever they
+    were re-parented) started after ``since``."""
+    import psutil
+
+    found = {}
+    for p in psutil.process_iter(["pid", "create_time", "cmdline", "status"]):
+        info = p.info
+        if (info["create_time"] or 0) < since or info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        cmd = " ".join(info["cmdline"] or [])
+        if not any(w in cmd for w in _SERVICE_WORDS):
+            continue
+        try:
+            if p.environ().get("W2S_TEST_RUN") == tag:
+                found[info["pid"]] = cmd[:160]
+        except psutil.Error:  # gone, or not ours to read
+            pass
+    return found
+
+
+def pytest_sessionstart(session):
+    import time
+
+    session.config._w2s_started = time.time()
+    # Inherited by every process the tests start (and by Ray's, which the driver starts): how survivors are told
+    # from another test run's processes on the same machine.
+    os.environ["W2S_TEST_RUN"] = f"{os.getpid()}-{time.time():.0f}"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run when a test left a process behind: a child of this process, or a Ray, vLLM or Slurm process
+    started during the run, still alive SURVIVOR_GRACE_S after the last test."""
+    import time
+
+    import psutil
+
+    started = getattr(session.config, "_w2s_started", None)
+    if started is None or getattr(session.config, "workerinput", None) is not None:
+        return
+    me = psutil.Process()
+    deadline = time.time() + SURVIVOR_GRACE_S
+    while True:
+        survivors = {}
+        for c in me.children(recursive=True):
+            try:
+                if c.status() != psutil.STATUS_ZOMBIE:
+                    survivors[c.pid] = " ".join(c.cmdline())[:160]
+            except psutil.Error:  # exited while being listed
+                pass
+        survivors.update(_service_processes(started, os.environ["W2S_TEST_RUN"]))
+        survivors.pop(me.pid, None)
+        if not survivors or time.time() > deadline:
+            break
+        time.sleep(2)
+    if survivors:
+        lines = "\n".join(f"  pid {pid}: {cmd}" for pid, cmd in sorted(survivors.items()))
+        print(f"\n{len(survivors)} process(es) survived the test run {SURVIVOR_GRACE_S:.0f} s after its end:\n{lines}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_collection_modifyitems(config, items):
     """Skip `gpu` tests without CUDA (checked lazily: torch is imported only when such a test exists)."""
     gpu_items = [item for item in items if "gpu" in item.keywords]

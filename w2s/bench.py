@@ -6,6 +6,9 @@
 * ``w2s bench aligner``: trains a recipe's Aligner, then its effect: omega with a 95% CI (embedding judge), copy
   rate and share of corrections cut off at max_new_tokens, on the held-out questions of its triples and on the
   recipe's evaluation prompts answered by its strong model (a second set, never used to choose the training).
+* ``w2s bench loop``: runs a recipe (or reads a finished run, ``--run-dir``) and prints, per stage and per round,
+  wall seconds against the part spent in work (generation, correction, optimizer steps, judging, as the role
+  services timed it): the rest is start-up and orchestration. Also how many actor processes each role started.
 
 Each prints peak resident memory too (generation: of the whole process tree, vLLM's engine process
 included). Run them on an otherwise idle machine; numbers from a loaded machine mean little.
@@ -209,6 +212,53 @@ def bench_aligner(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def loop_times(run_dir: Path) -> list[dict[str, Any]]:
+    """Per stage of a run (its manifests), then per round and for the whole run: wall seconds, work seconds and
+    the rest (start-up and orchestration)."""
+    from w2s.controller.rundir import read_state
+
+    manifests = sorted(run_dir.glob("*/manifest.json")) + sorted(run_dir.glob("round-*/*/manifest.json"))
+    rows: list[dict[str, Any]] = []
+    totals: dict[str, list[float]] = {}
+    for path in manifests:
+        m = read_state(path)
+        wall, work = float(m.get("seconds", 0.0)), float(m.get("work_seconds", 0.0))
+        where = str(path.parent.relative_to(run_dir))
+        rows.append(_time_row(where, wall, work))
+        group = where.split("/")[0] if where.startswith("round-") else "before the rounds"
+        for key in (group, "whole run"):
+            t = totals.setdefault(key, [0.0, 0.0])
+            t[0], t[1] = t[0] + wall, t[1] + work
+    return rows + [_time_row(f"{key} (total)", *t) for key, t in totals.items()]
+
+
+def _time_row(where: str, wall: float, work: float) -> dict[str, Any]:
+    other = max(wall - work, 0.0)
+    return {"stage": where, "wall_s": round(wall, 1), "work_s": round(work, 1), "startup_and_orchestration_s":
+            round(other, 1), "startup_share": f"{100 * other / wall:.0f}%" if wall else "-"}
+
+
+def bench_loop(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Run ``args.recipe`` (unless ``--run-dir`` names a finished run) and say where its time went."""
+    import subprocess
+    import sys
+    from collections import Counter
+
+    run_dir = Path(args.run_dir or args.output or tempfile.mkdtemp(prefix="w2s-bench-loop-"))
+    if not args.run_dir:
+        t0 = time.perf_counter()
+        run = subprocess.run([sys.executable, "-m", "w2s.cli", "run", args.recipe, f"run.dir={run_dir}",
+                              *args.overrides])
+        if run.returncode != 0:
+            raise RuntimeError(f"w2s run {args.recipe} failed (exit {run.returncode}); its run dir: {run_dir}")
+        print(f"w2s run {args.recipe}: {time.perf_counter() - t0:.0f} s in all, run dir {run_dir}")
+    cluster = run_dir / "cluster.json"
+    if cluster.exists():
+        started = Counter(a["role"] for a in json.loads(cluster.read_text())["actors"])
+        print("actor processes started: " + ", ".join(f"{role} {n}" for role, n in sorted(started.items())))
+    return loop_times(run_dir)
+
+
 def _print(rows: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
         print(json.dumps(rows))
@@ -221,7 +271,8 @@ def _print(rows: list[dict[str, Any]], as_json: bool) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    rows = {"generate": bench_generate, "train": bench_train, "aligner": bench_aligner}[args.what](args)
+    rows = {"generate": bench_generate, "train": bench_train, "aligner": bench_aligner,
+            "loop": bench_loop}[args.what](args)
     _print(rows, args.json)
     return 0
 
@@ -235,13 +286,16 @@ def _backends(text: str) -> list[str]:
 
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser("bench", help="measure generation tokens/s, training samples/s, or an Aligner's effect",
+    p = subparsers.add_parser("bench", help="measure generation tokens/s, training samples/s, an Aligner's effect, "
+                              "or where a run's time goes",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["generate", "train", "aligner"])
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="aligner: config overrides (aligner.train.*, "
-                   "correct.*) of the recipe")
-    p.add_argument("--recipe", default="quickstart", help="aligner: the recipe whose Aligner is trained")
-    p.add_argument("--output", help="aligner: folder for the Aligner and the evaluations (default: a new temp dir)")
+    p.add_argument("what", choices=["generate", "train", "aligner", "loop"])
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="aligner, loop: config overrides of the recipe")
+    p.add_argument("--recipe", default="quickstart", help="aligner: the recipe whose Aligner is trained; loop: the "
+                   "recipe that runs")
+    p.add_argument("--output", help="aligner: folder for the Aligner and the evaluations; loop: the run dir "
+                   "(default: a new temp dir)")
+    p.add_argument("--run-dir", help="loop: read this finished run instead of running the recipe")
     p.add_argument("--aligner", help="aligner: measure this trained Aligner instead of training one (its held-out "
                    "triples are read from ALIGNER.work/eval.jsonl)")
     p.add_argument("--model", default="asset:smollm2", help="model path or asset (default asset:smollm2)")

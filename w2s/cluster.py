@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -412,15 +413,26 @@ class RoleGroup:
     def placements(self) -> list[dict[str, Any]]:
         return [{"role": a.role, "rank": a.rank, **a.where} for a in self.actors]
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait_s: float = 15.0) -> None:
+        """Kill the actors and remove their placement groups. ``ray.kill`` returns before the processes exit: the
+        actors on this host, and what they started, are waited for (up to ``wait_s``), so that their memory is
+        free when this returns (on other nodes the workers' own ``close`` has stopped their engines)."""
+        import psutil
         import ray
 
+        procs = []
+        for a in self.actors:
+            if a.where.get("hostname") == socket.gethostname() and a.where.get("pid"):
+                with contextlib.suppress(psutil.Error):
+                    p = psutil.Process(int(a.where["pid"]))
+                    procs += [p, *p.children(recursive=True)]
         for a in self.actors:
             try:
                 ray.kill(a.actor, no_restart=True)
             except Exception:  # already dead
                 pass
         remove_placement_groups(self.pgs)
+        psutil.wait_procs(procs, timeout=wait_s)
 
     def __enter__(self) -> RoleGroup:
         return self

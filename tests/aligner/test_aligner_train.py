@@ -130,4 +130,7 @@ def test_tiny_aligner_corrects_a_file(trained_aligner, tmp_path, instruction):
     assert prov["instruction"] == ("" if not instruction else
                                    "Edit the following Question-Answer pair to make it more empathic and helpful:")
     assert prov["generation"]["frequency_penalty"] == 1.2 and prov["aligner"] == str(out)
-    assert stats["rows"] == 6 and 0 <= stats["copy_rate"] <= 1 and stats_path(tmp_path / "corrected.jsonl").exists()
+    # The statistics count what was written: copies are the corrections equal to their answers.
+    copies = sum(r["correction"].strip() == str(r["answer"]).strip() for r in written)
+    assert stats["rows"] == 6 and (stats["copies"], stats["copy_rate"]) == (copies, copies / 6)
+    assert sum(stats["finish_reasons"].values()) == 6 and stats_path(tmp_path / "corrected.jsonl").exists()

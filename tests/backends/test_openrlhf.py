@@ -126,7 +126,7 @@ def test_dpo_moves_the_policy_away_from_the_reference(tiny_weak, data_dir, tmp_p
     assert result.steps == 8 and len(result.losses) == 8 and result.attn_implementation == "eager"
     assert result.losses[0] == pytest.approx(0.6931, abs=0.01)  # policy == reference at the first step
     assert result.losses[-1] < result.losses[0] - 0.05, result.losses
-    assert 0.0 <= result.metrics["acc"] <= 1.0
+    assert result.metrics["acc"] > 0  # some pairs were ranked right (none at the first step: policy == reference)
     assert result.metrics["chosen_reward"] > result.metrics["rejected_reward"]
     _assert_loadable_causal_lm(result.output_dir)
     assert _differs(result.output_dir, tiny_weak)

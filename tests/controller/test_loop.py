@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from w2s.data.files import read_jsonl
+from w2s.eval.stats import sign_test
 
 # Small but complete: 2 rounds of 4 prompts, 4 evaluation prompts.
 SMALL = ["loop.prompts_per_round=4", "eval.max_prompts=4", "generate.max_new_tokens=12",
@@ -36,7 +37,8 @@ def _check_finished_run(run: Path, rounds: int, method: str) -> list[dict]:
     for m in evals:
         assert m["wins"] + m["losses"] + m["ties"] + m["unparsed"] == 4 and m["unparsed"] == 0
         assert m["omega"] == pytest.approx(100 * (m["wins"] - m["losses"]) / 4)
-        assert m["ci_low"] <= m["omega"] <= m["ci_high"] and 0 <= m["p_value"] <= 1
+        assert m["ci_low"] <= m["omega"] <= m["ci_high"] and m["p_value"] == pytest.approx(sign_test(m["wins"],
+                                                                                                      m["losses"]))
         # The outcomes behind the numbers, paired by prompt id, are in the run directory.
         outcomes = read_jsonl(run / f"round-{m['round']:02d}" / "compare" / "initial" / "outcomes.jsonl")
         sim = [o["outcome"] for o in outcomes if o["judge"] == "similarity"]
@@ -78,7 +80,9 @@ ALIGNER_AND_PAIRWISE = [
 
 def test_sft_two_rounds_with_two_trainer_ranks(tmp_path, tiny_strong):
     run = tmp_path / "run"
-    result = w2s("run", "tiny/sft", f"run.dir={run}", "cluster.trainer.num_actors=2",
+    # Six logical CPUs: every role's actors fit side by side (two trainer ranks, two judges), so each stays for
+    # the run.
+    result = w2s("run", "tiny/sft", f"run.dir={run}", "cluster.trainer.num_actors=2", "cluster.num_cpus=6",
                  "cluster.trainer.num_cpus_per_actor=1", *SMALL, *ALIGNER_AND_PAIRWISE, env={**os.environ})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert f"run dir: {run}" in result.stdout
@@ -108,11 +112,15 @@ def test_sft_two_rounds_with_two_trainer_ranks(tmp_path, tiny_strong):
     asked = [j for j in read_jsonl(run / "aligner-eval" / "judgements.jsonl") if not j.get("identical_answers")]
     assert asked and {j["candidate"] for j in asked} == {"A", "B"}
     placements = json.loads((run / "cluster.json").read_text())["actors"]
-    assert {a["rank"] for a in placements if a["role"] == "trainer"} == {0, 1}  # one world of two ranks
+    # One process per role and rank for the whole run (the Aligner's training and both rounds' shared one trainer
+    # world; each judge model has its own actor), each a different process.
+    assert sorted((a["role"], a["rank"]) for a in placements) == [
+        ("corrector", 0), ("generator", 0), ("judge", 0), ("judge", 0), ("trainer", 0), ("trainer", 1)]
+    assert len({a["pid"] for a in placements}) == 6
     status = w2s("status", str(run))
     assert status.returncode == 0 and "round-02/train" in status.stdout and "omega" in status.stdout
     # A finished run is not redone.
-    again = w2s("run", "tiny/sft", f"run.dir={run}", "cluster.trainer.num_actors=2",
+    again = w2s("run", "tiny/sft", f"run.dir={run}", "cluster.trainer.num_actors=2", "cluster.num_cpus=6",
                 "cluster.trainer.num_cpus_per_actor=1", *SMALL, *ALIGNER_AND_PAIRWISE)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert "starting" not in again.stdout  # judge verdicts came from the cache, scores from the stages
@@ -145,9 +153,12 @@ def test_dpo_stopped_then_killed_mid_stage_resumes_without_redoing_finished_stag
     run = tmp_path / "run"
     args = ["run", "tiny/dpo", f"run.dir={run}", *SMALL]
     # Slurm's pre-emption warning: stop at a safe point, exit 143, the unfinished stage is not marked done.
-    assert _start_and_signal(tmp_path, args, "round 1 correct: the Aligner", signal.SIGUSR2, "first") == 143
-    assert (run / "round-01" / "generate" / "manifest.json").exists()
-    assert not (run / "round-01" / "correct" / "manifest.json").exists()
+    # (The generator and corrector stay loaded, so generation and correction take milliseconds on the tiny models:
+    # the signal arrives while the trainer starts.)
+    assert _start_and_signal(tmp_path, args, "round 1 train: dpo", signal.SIGUSR2, "first") == 143
+    assert (run / "round-01" / "data" / "manifest.json").exists()
+    assert not (run / "round-01" / "train" / "manifest.json").exists()
+    assert "stopped during trainer" in (tmp_path / "first.log").read_text()
     # A crash in the middle of training: the driver and everything it started are killed.
     _start_and_signal(tmp_path, args, "round 1 train: dpo", signal.SIGKILL, "second")
     assert not (run / "round-01" / "train" / "manifest.json").exists()
@@ -162,6 +173,14 @@ def test_dpo_stopped_then_killed_mid_stage_resumes_without_redoing_finished_stag
     assert sum(1 for m in metrics if (m["round"], m["stage"]) == (1, "generate")) == 1
     pairs = read_jsonl(run / "round-01" / "data" / "pairs.jsonl")
     assert len({json.dumps(p["prompt"]) for p in pairs}) == len(pairs)  # no duplicated rows
+    # The resumed driver built fresh services and kept them: one process per role for the rest of the run. The
+    # generator started with round 1's policy (its evaluation, then round 2's answers) and took round 2's policy
+    # in place for the last evaluation.
+    placements = json.loads((run / "cluster.json").read_text())["actors"]
+    assert sorted(a["role"] for a in placements) == ["corrector", "generator", "judge", "trainer"]
+    assert result.stdout.count("generator: took") == 1, result.stdout
+    assert all(json.loads(p.read_text())["work_seconds"] > 0 for p in run.glob("round-02/*/manifest.json")
+               if p.parent.name != "data")
 
     # Changing a finished stage's config is refused (exit 1, names the fix)...
     changed = w2s("run", "tiny/dpo", f"run.dir={run}", *SMALL[:-1], "eval.generate.max_new_tokens=11",
@@ -257,5 +276,8 @@ def test_a_new_aligner_each_round_from_preference_pairs(tmp_path, tiny_strong, t
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     stages = {(m["round"], m["stage"]) for m in metrics}
     assert stages >= {(k, s) for k in (1, 2) for s in ("aligner", "aligner-eval/similarity")}
+    # One corrector process for both rounds: Aligner_2 (same base as Aligner_1) was taken in place.
+    placements = json.loads((run / "cluster.json").read_text())["actors"]
+    assert [a["role"] for a in placements].count("corrector") == 1 and "corrector: took" in result.stdout
     again = w2s(*args)
     assert again.returncode == 0 and "training the weak Aligner" not in again.stdout

@@ -19,9 +19,13 @@ def test_two_dpo_rounds_with_vllm_generation_and_correction(tmp_path, tiny_stron
     # Eager engines start in about half the time, which is what a short test wants (the evaluation answers stay
     # on transformers: three more engine start-ups would test nothing new).
     result = w2s("run", "tiny/dpo", f"run.dir={run}", *SMALL, "generate.backend=vllm", "correct.backend=vllm",
-                 "generate.enforce_eager=true", "correct.enforce_eager=true", env={**os.environ})
+                 "generate.enforce_eager=true", "correct.enforce_eager=true", "cluster.num_cpus=6", env={**os.environ})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     _check_finished_run(run, 2, "dpo")
+    # One vLLM engine for both rounds' answers: round 2's policy went into it in place (vLLM's reload_weights).
+    placements = json.loads((run / "cluster.json").read_text())["actors"]
+    assert [a["role"] for a in placements].count("generator") == 2  # the vLLM engine and the evaluation's
+    assert result.stdout.count("generator: took") == 3, result.stdout
     for k in (1, 2):
         answers = read_jsonl(run / f"round-{k:02d}" / "generate" / "answers.jsonl")
         corrections = read_jsonl(run / f"round-{k:02d}" / "correct" / "corrections.jsonl")

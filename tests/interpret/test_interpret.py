@@ -93,7 +93,8 @@ def test_lat_then_control_end_to_end_on_the_tiny_models(tmp_path, tiny_weak):
     assert all(0 <= s <= 1 for s in result["separation"])
     scan = result["cases"]["correction"]["scan"]
     assert len(scan) == n_layers and 1 <= len(scan[0]) <= 6
-    assert set(result["heldout_pairs"]).isdisjoint(set(range(12)) - set(result["heldout_pairs"]))
+    # Separation is measured on held-out pairs: some of the 12, not all (the rest found the reading vectors).
+    assert result["heldout_pairs"] and set(result["heldout_pairs"]) < set(range(12))
     for png in ("lat_correction.png", "lat_copy.png", "separation.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     control = subprocess.run([sys.executable, "-m", "w2s.cli", "interpret", "control", "interpret/quickstart", *args],

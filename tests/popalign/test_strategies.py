@@ -63,7 +63,7 @@ def build(name: str, workers, cfg=None, corrector=None) -> PairJob:
             else:
                 w = workers[req.model]
                 rendered = w.render_conversations([req.conversation()])[0]
-                out = w.generate_chat([req.conversation()], seed=1)[0]
+                out = w.sample_chat([(req.conversation(), 1)])[0]
             cache[key(req)] = {"text": out.text, "rendered": rendered, "model": req.model}
     assert job.done
     return job
@@ -128,8 +128,8 @@ def test_model_level_contrasts_ask_each_model_the_plain_query(workers):
         assert rendered(job) == {CHOSEN: chat(QUERY), REJECTED: chat(QUERY)}
         # Each slot was answered by its own model (random tiny models can sample the same text with one seed).
         for slot, role in ((CHOSEN, chosen), (REJECTED, rejected)):
-            assert job.outputs[slot]["text"] == workers[role].generate_chat([[{"role": "user", "content": QUERY}]],
-                                                                            seed=1)[0].text
+            assert job.outputs[slot]["text"] == workers[role].sample_chat([([{"role": "user", "content": QUERY}], 1)]
+                                                                          )[0].text
 
 
 def test_refine_contrast_asks_m_to_improve_its_own_answer_in_a_second_turn(workers):

@@ -54,6 +54,7 @@ class TrainResult:
         steps: Optimizer steps taken.
         samples: Training samples consumed (steps x global batch).
         seconds: Wall time of the whole call (loading, training, saving).
+        fit_seconds: The part spent in the optimizer loop itself (what ``w2s bench loop`` counts as work).
         losses: Training loss per optimizer step, averaged over ranks, first to last.
         metrics: Final or mean numbers worth logging (row counts, accuracy, rewards, ...).
         world_size: Ranks of the torch.distributed world that trained together.
@@ -64,6 +65,7 @@ class TrainResult:
     steps: int
     samples: int
     seconds: float
+    fit_seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     world_size: int = 1
@@ -300,7 +302,9 @@ def _run(kind: Kind, cfg: Any, model_path: str, data_path: str, output_dir: str,
                                      tokenizer=tok, loss=args.model.loss_type, **common)
     steplog = _StepLog(trainer, strategy, total_steps, global_batch)
     try:
+        fit_start = time.monotonic()
         trainer.fit(args, 0, steps_per_epoch)
+        fit_seconds = time.monotonic() - fit_start
         if kind == "rm":
             strategy._unwrap_model(model).config.value_head_prefix = args.ds.value_head_prefix
         _save(strategy, model, tok, output_dir)
@@ -322,8 +326,8 @@ def _run(kind: Kind, cfg: Any, model_path: str, data_path: str, output_dir: str,
         gc.collect()
     steps = len(steplog.records)
     return TrainResult(output_dir=output_dir, steps=steps, samples=steps * global_batch,
-                       seconds=time.monotonic() - start, losses=steplog.losses, metrics=metrics, world_size=world,
-                       attn_implementation=loaded_attn)
+                       seconds=time.monotonic() - start, fit_seconds=fit_seconds, losses=steplog.losses,
+                       metrics=metrics, world_size=world, attn_implementation=loaded_attn)
 
 
 def train_sft(cfg: Any, model_path: str, data_path: str, output_dir: str, *, seed: int = 42, chat: bool = True,

@@ -27,7 +27,7 @@ def _train(loop: Loop, cfg: Any, stage_dir: Path, inputs: dict[str, Any], round_
     say(f"{what}: training the weak Aligner on {cfg.aligner.train.data.path} from {cfg.model.aligner.path} (SFT "
         "through OpenRLHF)")
     with rd.stage(stage_dir, KEYS_ALIGNER, round_index=round_index, name="aligner", inputs=inputs) as rec:
-        result = loop.train("train_aligner", cfg, str(stage_dir / "model"))
+        result = loop.services.train("train_aligner", cfg, str(stage_dir / "model"))
         rec["outputs"]["model"] = stage_dir / "model"
         loop.aligner_heldout = Path(result["work_dir"]) / "eval.jsonl"  # whole questions, never trained on
         rec["outputs"]["heldout"] = loop.aligner_heldout

@@ -82,18 +82,22 @@ def run_job(cfg: DictConfig, *, recipe: str, overrides: list[str]) -> int:
             rd.record_cluster(info)
             nodes = [n for n in info["nodes"] if n["alive"]]
             say(f"ray: {len(nodes)} node(s) " + ", ".join(f"{n['hostname'] or n['ip']}" for n in nodes))
-            if cfg.job == "loop":
-                from w2s.controller.loop import run_loop
+            from w2s.roles import Services
 
-                run_loop(cfg, rd, inputs)
-            elif cfg.job == "aligner":
-                from w2s.controller.loop import Loop
+            with Services(cfg, on_placed=rd.record_placements) as services:
+                rd.work_clock = lambda: services.work_s
+                if cfg.job == "loop":
+                    from w2s.controller.loop import run_loop
 
-                say(f"aligner: {Loop(cfg, rd).aligner_stage(force=True)}")
-            elif cfg.job == "popalign":
-                from w2s.popalign.pipeline import run_popalign
+                    run_loop(cfg, rd, inputs, services)
+                elif cfg.job == "aligner":
+                    from w2s.controller.loop import Loop
 
-                run_popalign(cfg, rd)
+                    say(f"aligner: {Loop(cfg, rd, services).aligner_stage(force=True)}")
+                elif cfg.job == "popalign":
+                    from w2s.popalign.pipeline import run_popalign
+
+                    run_popalign(cfg, rd, services)
     except StopRequested as e:
         say(f"stopped during {e} after {time.time() - t0:.0f} s; re-run the same command to resume")
         say(f"run dir: {rd.path}")

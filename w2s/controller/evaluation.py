@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from w2s.controller.rundir import say, source_file, to_plain
+from w2s.controller.rundir import say, source_file
 from w2s.data.files import read_jsonl, write_jsonl
 from w2s.eval.panel import SCORE_KINDS, ComparisonResult, EvalItem, compare, enabled_judges, fingerprint, score_answers
 
@@ -39,7 +39,7 @@ def eval_answers(loop: Loop, round_index: int, label: str, policy: str, prompts:
         outs = loop.generate(policy, prompts, cfg.eval.generate, int(cfg.run.seed),
                              f"round {round_index} eval answers ({label})", rec)
         answers = {p.id: o.text for p, o in zip(prompts, outs)}
-        scores = score_answers(cfg.eval.judges, items_of(prompts), answers, open_workers=loop.judge_workers)[0]
+        scores = score_answers(cfg.eval.judges, items_of(prompts), answers, open_workers=loop.services.judge)[0]
         judged_by = {name: fingerprint(cfg.eval.judges[name]) for name in scores}
         rows = [{"id": p.id, "prompt": p.prompt, "answer": o.text, "finish_reason": o.finish_reason,
                  "reference": p.reference, "category": p.category, "policy": label,
@@ -87,7 +87,7 @@ def compare_stage(loop: Loop, k: int, label: str, previous: str, answers: dict[s
     comparisons = {against: (_answers(answers[label]), _answers(answers[base])) for against, base in bases.items()}
     scores = {against: _scores(answers[label], answers[base], cfg.eval.judges) for against, base in bases.items()}
     results = compare(cfg.eval.judges, items_of(prompts), comparisons, scores=scores,
-                      open_workers=loop.judge_workers, cache_dir=loop.rd.path / "judge-cache",
+                      open_workers=loop.services.judge, cache_dir=loop.rd.path / "judge-cache",
                       seed=int(cfg.run.seed), say=say)
     summary: dict[str, Any] = {"round": k, "policy": label}
     for against, result in results.items():
@@ -111,8 +111,6 @@ def aligner_eval_stage(loop: Loop, aligner: str, heldout: Path, keys: list[str],
     judge (the row's reference correction is the embedding judge's reference). ``name``: the stage; the rows are
     its held-out triples (``aligner-eval``) or the initial policy's answers to the evaluation prompts
     (``aligner-eval-prompts``, a second set that no training choice looked at)."""
-    from w2s.workers.corrector import CorrectorWorker
-
     rd, cfg = loop.rd, loop.cfg
     triples = read_jsonl(heldout) if heldout.exists() else []
     if not triples:
@@ -126,13 +124,11 @@ def aligner_eval_stage(loop: Loop, aligner: str, heldout: Path, keys: list[str],
     else:
         with rd.stage(stage_dir, keys, round_index=k, name=name, inputs=inputs) as rec:
             say(f"aligner eval: the Aligner corrects the answers of {len(triples)} {what}")
-            with loop.group("corrector", CorrectorWorker, aligner, to_plain(cfg.model.aligner),
-                            to_plain(cfg.correct), to_plain(cfg.aligner.templates) or None) as g:
-                outs = g.map_shards("correct", [(t["question"], t["answer"]) for t in triples],
-                                    what="aligner eval")
+            outs = loop.services.correct(aligner, [(t["question"], t["answer"]) for t in triples],
+                                         what="aligner eval")[0]
             rows = [{**t, "id": str(t["id"]), "aligner_correction": o.text, "finish_reason": o.finish_reason}
                     for t, o in zip(triples, outs)]
-            cand, base = score_answers(cfg.eval.judges, *_heldout_sides(rows), open_workers=loop.judge_workers)
+            cand, base = score_answers(cfg.eval.judges, *_heldout_sides(rows), open_workers=loop.services.judge)
             judged_by = {name: fingerprint(cfg.eval.judges[name]) for name in cand}
             for r in rows:  # score judges' scores kept with the stage, so a resumed run does not score again
                 r["scores"] = {name: [cand[name][r["id"]], base[name][r["id"]]] for name in cand}
@@ -145,7 +141,7 @@ def aligner_eval_stage(loop: Loop, aligner: str, heldout: Path, keys: list[str],
               for name, j in enabled_judges(cfg.eval.judges).items()
               if all(r.get("judged_by", {}).get(name) == fingerprint(j) for r in rows)}
     result = compare(cfg.eval.judges, items, {"aligner": (corrections, answers)}, scores={"aligner": scores},
-                     open_workers=loop.judge_workers, cache_dir=rd.path / "judge-cache", seed=int(cfg.run.seed),
+                     open_workers=loop.services.judge, cache_dir=rd.path / "judge-cache", seed=int(cfg.run.seed),
                      say=say)["aligner"]
     copy = sum(corrections[i].strip() == answers[i].strip() for i in answers) / len(rows)
     cut = sum(r["finish_reason"] == "length" for r in rows) / len(rows)

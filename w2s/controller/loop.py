@@ -15,18 +15,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from omegaconf import DictConfig
 
-from w2s.cluster import RoleGroup
 from w2s.controller import aligners, evaluation
 from w2s.controller.aligners import KEYS_ALIGNER
-from w2s.controller.rundir import RunDir, say, source_file, to_plain
+from w2s.controller.rundir import RunDir, say, source_file
 from w2s.data.files import read_jsonl, write_jsonl
 from w2s.data.prompts import Prompt, read_prompts
 from w2s.errors import DataError, WorkerError
 from w2s.generation import Generation
+
+if TYPE_CHECKING:
+    from w2s.roles import Services
 
 log = logging.getLogger("w2s")
 T = TypeVar("T")
@@ -99,54 +101,23 @@ def preflight(cfg: DictConfig) -> LoopInputs:
 
 # ----------------------------------------------------------------------------------------------- the driver
 class Loop:
-    def __init__(self, cfg: DictConfig, rd: RunDir):
-        self.cfg, self.rd = cfg, rd
-        c = cfg.cluster
-        self.strategy, self.timeout = c.placement_strategy, float(c.rpc_timeout_s)
-        self.placements: list[dict[str, Any]] = []
+    """The rounds over the run's role services (:class:`w2s.roles.Services`), which keep every model loaded."""
+
+    def __init__(self, cfg: DictConfig, rd: RunDir, services: Services | None = None):
+        self.cfg, self.rd, self.services = cfg, rd, services
         self.aligner_heldout: Path | None = None  # the trained Aligner's held-out triples
-
-    # -- helpers
-    def group(self, role: str, cls: type, *args: Any) -> RoleGroup:
-        say(f"starting {self.cfg.cluster[role].num_actors} {role} actor(s)")
-        c = self.cfg.cluster
-        group = RoleGroup(role, cls, c[role], strategy=self.strategy, timeout_s=self.timeout,
-                          liveness_s=float(c.liveness_timeout_s), start_timeout_s=float(c.start_timeout_s),
-                          init_args=args)
-        self.placements += group.placements()
-        self.rd.record_placements(self.placements)
-        return group
-
-    def judge_workers(self, name: str, judge_cfg: Any) -> RoleGroup:
-        """The judge role's actors, holding one judge (a score model or a local pairwise judge model)."""
-        from w2s.workers.judge import JudgeWorker
-
-        say(f"judge {name}: {judge_cfg.kind}")
-        return self.group("judge", JudgeWorker, to_plain(judge_cfg))
 
     def generate(self, model_path: str, prompts: list[Prompt], sampling: Any, seed: int,
                  what: str, rec: dict[str, Any] | None = None) -> list[Generation]:
         """Answers of ``model_path`` to ``prompts``; the engine that served them goes to ``rec``'s provenance."""
-        from w2s.workers.generator import GeneratorWorker
-
         t0 = time.time()
-        with self.group("generator", GeneratorWorker, model_path, to_plain(self.cfg.model.strong),
-                         to_plain(sampling)) as g:
-            outs = g.map_shards("generate", [p.prompt for p in prompts], seed, what=what)
-            engine = g.call_all("engine")[0]
+        outs, engine = self.services.generate(model_path, [p.prompt for p in prompts], sampling, seed, what=what)
         if rec is not None:
             rec.setdefault("provenance", {})["engine"] = engine
-        tokens = sum(o.completion_tokens for o in outs)
-        say(f"{what}: {len(outs)} answers, {tokens} tokens in {time.time() - t0:.1f} s "
-            f"({tokens / max(time.time() - t0, 1e-9):.1f} tokens/s incl. model load, {engine['backend']})")
+        tokens, secs = sum(o.completion_tokens for o in outs), time.time() - t0
+        say(f"{what}: {len(outs)} answers, {tokens} tokens in {secs:.1f} s ({tokens / max(secs, 1e-9):.1f} tokens/s, "
+            f"{engine['backend']})")
         return outs
-
-    def train(self, function: str, section: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Run a training function on the trainer ranks (one torch.distributed world); rank 0's result."""
-        from w2s.workers.trainer import TrainerWorker, run_on_trainers
-
-        return run_on_trainers(self.cfg, function, section, *args, group=lambda: self.group("trainer", TrainerWorker),
-                               **kwargs)
 
     def retrying(self, stage: Callable[..., T], *args: Any) -> T:
         """Run a stage, rerunning it up to run.max_retries times when one of its actors dies or times out
@@ -159,6 +130,7 @@ class Loop:
                 if attempt == attempts:
                     raise
                 say(f"{stage.__name__} failed ({e}); retry {attempt}/{attempts - 1} (run.max_retries)")
+                self.services.close()  # the failed role's group is gone: every role starts afresh
         raise AssertionError("unreachable")
 
     # -- stages
@@ -234,8 +206,6 @@ class Loop:
 
     def correct_stage(self, k: int, aligner: str, answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
         from w2s.data.text import normalized_edit_distance
-        from w2s.workers.corrector import CorrectorWorker
-
         stage_dir = self.rd.stage_dir(k, "correct")
         inputs = {"answers": self.rd.stage_dir(k, "generate") / "answers.jsonl", "aligner": aligner}
         done = self.rd.finished(stage_dir, KEYS_CORRECT, inputs)
@@ -244,12 +214,8 @@ class Loop:
         with self.rd.stage(stage_dir, KEYS_CORRECT, round_index=k, name="correct", inputs=inputs) as rec:
             t0 = time.time()
             say(f"round {k} correct: the Aligner corrects {len(answers)} answers")
-            templates = to_plain(self.cfg.aligner.templates) or None
-            with self.group("corrector", CorrectorWorker, aligner, to_plain(self.cfg.model.aligner),
-                             to_plain(self.cfg.correct), templates) as g:
-                outs = g.map_shards("correct", [(r["prompt"], r["answer"]) for r in answers],
-                                    what=f"round {k} correct")
-                provenance = g.call_all("provenance")[0]
+            outs, provenance = self.services.correct(aligner, [(r["prompt"], r["answer"]) for r in answers],
+                                                     what=f"round {k} correct")
             rows = [{**r, "correction": o.text, "correction_finish_reason": o.finish_reason}
                     for r, o in zip(answers, outs)]
             write_jsonl(stage_dir / "corrections.jsonl", rows)
@@ -353,11 +319,11 @@ class Loop:
             out = stage_dir / "policy"
             say(f"round {k} train: {method} from {policy}")
             if method == "sft":
-                result = self.train("train_sft", cfg.train.sft, policy, str(data), str(out),
-                                    seed=int(cfg.run.seed) + k, tensorboard_dir=tb)
+                result = self.services.train("train_sft", cfg.train.sft, policy, str(data), str(out),
+                                             seed=int(cfg.run.seed) + k, tensorboard_dir=tb)
             elif method == "dpo":
-                result = self.train("train_dpo", cfg.train.dpo, policy, inputs["reference"], str(data), str(out),
-                                    seed=int(cfg.run.seed) + k, tensorboard_dir=tb)
+                result = self.services.train("train_dpo", cfg.train.dpo, policy, inputs["reference"], str(data),
+                                             str(out), seed=int(cfg.run.seed) + k, tensorboard_dir=tb)
             else:
                 result = self.rlhf(k, policy, data, stage_dir, tb)
                 out = Path(result.pop("policy"))
@@ -382,8 +348,8 @@ class Loop:
         base = rm_cfg.base or policy
         from w2s.assets import resolve_model_path
 
-        result = self.train("train_reward_model", rm_cfg, resolve_model_path(base), str(data), str(rm_out),
-                            seed=int(cfg.run.seed) + k, tensorboard_dir=tb + "-rm")
+        result = self.services.train("train_reward_model", rm_cfg, resolve_model_path(base), str(data),
+                                     str(rm_out), seed=int(cfg.run.seed) + k, tensorboard_dir=tb + "-rm")
         result["policy"] = policy
         if cfg.train.rlhf.ppo_enabled:
             result["policy"] = str(self.ppo(k, policy, rm_out, stage_dir))
@@ -401,6 +367,7 @@ class Loop:
         cmd = self.ppo_command(k, policy, reward_model, stage_dir, ray.get_runtime_context().gcs_address,
                                node_gpus=alive_gpu_nodes())
         say(f"round {k} train: PPO through OpenRLHF ({stage_dir / 'ppo.log'})")
+        self.services.close()  # PPO places its own actors on the trainer's GPUs: the roles give theirs back
         c = self.cfg.cluster
         launch_ppo(cmd, None, stage_dir / "ppo.log", idle_timeout_s=float(c.liveness_timeout_s) or float("inf"),
                    max_seconds=float(c.rpc_timeout_s) or None)
@@ -429,5 +396,5 @@ class Loop:
             tensorboard_dir=str(self.rd.path / "tensorboard" / f"round-{k:02d}-ppo"))
 
 
-def run_loop(cfg: DictConfig, rd: RunDir, inputs: LoopInputs) -> list[dict[str, Any]]:
-    return Loop(cfg, rd).run(inputs)
+def run_loop(cfg: DictConfig, rd: RunDir, inputs: LoopInputs, services: Services) -> list[dict[str, Any]]:
+    return Loop(cfg, rd, services).run(inputs)

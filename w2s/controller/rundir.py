@@ -27,7 +27,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -177,6 +177,8 @@ class RunDir:
         self._lock: WriterLock | None = None
         self._hashes = HashCache(self.path / ".hashes.json")
         self.attempt = 0  # this driver's attempt number (1, 2, ...), set by open()
+        # Seconds spent in work calls so far (w2s.roles.Services.work_s): a manifest's work_seconds is its share.
+        self.work_clock: Callable[[], float] = lambda: 0.0
 
     # -- set-up
     def open(self, *, recipe: str, overrides: list[str]) -> bool:
@@ -298,7 +300,7 @@ class RunDir:
         """
         stage_dir.mkdir(parents=True, exist_ok=True)
         record: dict[str, Any] = {"outputs": {}, "metrics": {}}
-        started = time.time()
+        started, work = time.time(), self.work_clock()
         yield record
         outputs = {}
         for k, v in record.pop("outputs").items():
@@ -307,7 +309,8 @@ class RunDir:
             "stage": name, "round": round_index, "config_hash": config_hash(self.cfg, config_keys),
             "config_keys": config_keys, "seed": int(self.cfg.run.seed), "inputs": self._describe(inputs or {}),
             "outputs": outputs, "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
-            "seconds": round(time.time() - started, 2), "attempt": self.attempt, **record,
+            "seconds": round(time.time() - started, 2), "work_seconds": round(self.work_clock() - work, 2),
+            "attempt": self.attempt, **record,
         }
         self._hashes.save()
         atomic_write_json(stage_dir / MANIFEST, manifest)

@@ -173,6 +173,14 @@ class HFGenerator:
             bar.close()
         return [r for r in results if r is not None]
 
+    def load_weights(self, model_path: str) -> None:
+        """Take the weights of ``model_path`` (a checkpoint of the loaded architecture) in place."""
+        from w2s.generation.weights import load_into
+
+        with torch.no_grad():
+            load_into(self.model, model_path)
+        self.model_path = model_path
+
     def close(self) -> None:
         """Free the model's memory."""
         import gc

@@ -315,6 +315,15 @@ class VLLMGenerator:
                                       prompt_truncated=e.truncated))
         return results
 
+    def load_weights(self, model_path: str) -> None:
+        """Take the weights of ``model_path`` (a checkpoint of the loaded architecture) into the running engine:
+        every worker reloads them in place (vLLM's ``reload_weights``), and the prefix cache, which holds keys and
+        values computed with the old weights, is emptied."""
+        if self.llm is None:
+            raise W2SError("this vLLM generator is closed")
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model_path)})
+        self.llm.reset_prefix_cache()
+
     def close(self) -> None:
         """Shut the engine down: its processes are gone (and reaped) when this returns."""
         llm, self.llm = getattr(self, "llm", None), None

@@ -6,8 +6,9 @@ A private Ray cluster of N logical nodes with G GPUs each is started on this mac
 node, ``ray.cluster_utils.Cluster`` for several; no GPU is needed, nothing is scheduled on them). For each role
 the job uses, the placement groups the run would create (:func:`w2s.cluster.role_layout`, the same function
 the run uses) are created, read back (which node holds each actor's bundles) and removed. w2s runs one stage
-at a time and starts a stage's role actors for that stage only, so each role is placed alone on the empty
-cluster; the peak is the largest role. With RLHF the PPO stage's colocated placement group (OpenRLHF's
+at a time; its role services (:mod:`w2s.roles`) keep a role's actors for the run while they fit beside the next
+role and otherwise stop the least recently used, so each role is placed alone on the empty cluster here: the
+peak a run needs is the largest role. With RLHF the PPO stage's colocated placement group (OpenRLHF's
 ``colocate_all``: one bundle of 1 GPU + 1 CPU per trainer GPU, PACK) is placed the same way.
 """
 

@@ -1,8 +1,8 @@
 """Building a PopAlign dataset: every strategy's generations on Ray groups, filters, judge check, output files.
 
-Each distinct model (the generator M, the NParam and Leaderboard models, the Aligner) is loaded once in its own
-actor group, which serves every request of every strategy that needs it before it is shut down; requests that
-need an earlier answer (refine's second turn, the Aligner's correction) are served once that answer exists.
+Each distinct model (the generator M, the NParam and Leaderboard models, the Aligner) is loaded once by the run's
+role services (:mod:`w2s.roles`) and serves every request of every strategy that needs it; requests that need an
+earlier answer (refine's second turn, the Aligner's correction) are served once that answer exists.
 Generations are appended to ``RUN_DIR/popalign/generations.jsonl`` chunk by chunk, keyed by a hash of the
 model, its decoding, the seed and the exact conversation, so a stopped build resumes where it stopped; the
 finished stage (``popalign/manifest.json``) is never rebuilt.
@@ -18,19 +18,20 @@ import hashlib
 import json
 import random
 import time
-from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
-from w2s.controller.loop import Loop
 from w2s.controller.rundir import RunDir, say, source_file, to_plain
 from w2s.data.files import append_jsonl, read_jsonl, write_jsonl
 from w2s.data.prompts import read_prompts
 from w2s.errors import DataError
 from w2s.generation.encoding import derive_seed
 from w2s.popalign.strategies import CHOSEN, REJECTED, SLOTS, PairJob, ParseError, Request, make_builder
+
+if TYPE_CHECKING:
+    from w2s.roles import Services
 
 KEYS_POPALIGN = ["popalign", "model.strong", "model.aligner", "correct", "aligner.templates", "run.seed"]
 KEYS_TRAIN = KEYS_POPALIGN + ["train.dpo"]
@@ -77,10 +78,10 @@ def select_jobs(prompts: list[Any], cfg: DictConfig) -> list[PairJob]:
 class Build:
     """Serves every job's requests model by model, with a resumable cache of generations."""
 
-    def __init__(self, cfg: DictConfig, rd: RunDir, stage_dir: Path):
+    def __init__(self, cfg: DictConfig, rd: RunDir, stage_dir: Path, services: Services):
         from w2s.generation import resolve_sampling
 
-        self.cfg, self.rd, self.loop = cfg, rd, Loop(cfg, rd)
+        self.cfg, self.rd, self.services = cfg, rd, services
         self.specs = model_specs(cfg)
         self.seed = seed_of(cfg)
         self.sampling = {"chat": resolve_sampling(cfg.popalign.generate), "aligner": resolve_sampling(cfg.correct)}
@@ -94,7 +95,6 @@ class Build:
                     continue  # a partial last line from a killed build
                 self.cache[row["key"]] = row
         self.aligner_provenance: dict[str, Any] = {}
-        self.loads: Counter[str] = Counter()
 
     def key_of(self, req: Request) -> str:
         """The cache key of a request. Greedy answers to one conversation by one model are equal, so they are
@@ -131,48 +131,33 @@ class Build:
         return todo
 
     def serve(self, gid: str, roles: list[str], jobs: list[PairJob]) -> None:
-        from w2s.workers.corrector import CorrectorWorker
-        from w2s.workers.generator import GeneratorWorker
-
-        group = None
         spec = self.specs[roles[0]]
-        try:
-            while True:
-                todo = self._pending(roles, jobs)
-                if not todo:
-                    return
-                if group is None:
-                    say(f"popalign: loading {spec['path']} for {', '.join(roles)} ({len(todo)} request(s) ready)")
-                    self.loads[f"{'corrector' if gid == 'aligner' else 'generator'}:{spec['path']}"] += 1
-                    if gid == "aligner":
-                        templates = to_plain(self.cfg.aligner.templates) or None
-                        group = self.loop.group("corrector", CorrectorWorker, spec["path"], spec,
-                                                 to_plain(self.cfg.correct), templates)
-                        self.aligner_provenance = group.call_all("provenance")[0]
-                    else:
-                        group = self.loop.group("generator", GeneratorWorker, spec["path"], spec,
-                                                 to_plain(self.cfg.popalign.generate))
-                items = list(todo.items())
-                size = int(self.cfg.popalign.output.chunk_requests)
-                for lo in range(0, len(items), size):
-                    self._chunk(group, gid == "aligner", items[lo:lo + size], spec["path"])
-        finally:
-            if group is not None:
-                group.shutdown()
+        announced = False
+        while True:
+            todo = self._pending(roles, jobs)
+            if not todo:
+                return
+            if not announced:
+                say(f"popalign: serving {spec['path']} for {', '.join(roles)} ({len(todo)} request(s) ready)")
+                announced = True
+            items = list(todo.items())
+            size = int(self.cfg.popalign.output.chunk_requests)
+            for lo in range(0, len(items), size):
+                self._chunk(spec, gid == "aligner", items[lo:lo + size])
 
-    def _chunk(self, group: Any, aligner: bool, items: list[tuple[str, Request]], path: str) -> None:
+    def _chunk(self, spec: dict[str, Any], aligner: bool, items: list[tuple[str, Request]]) -> None:
         t0 = time.time()
+        path = spec["path"]
         what = f"popalign {'correct' if aligner else 'generate'} ({Path(path).name})"
         if aligner:
-            outs = group.map_shards("correct", [(r.question, r.answer) for _, r in items], what=what)
+            outs, self.aligner_provenance = self.services.correct(path, [(r.question, r.answer) for _, r in items],
+                                                                  what=what)
             rendered = [""] * len(items)  # the Aligner's template is in aligner_provenance
         else:
-            convs = [r.conversation() for _, r in items]
-            rendered = group.map_shards("render_conversations", convs, what=what)
             # A seed per request, from the run's seed and the request's key (its prompt, model and draw): a
             # sample does not depend on which chunk it falls in (on vLLM; transformers seeds each batch).
-            outs = group.map_shards("sample_chat", [(c, derive_seed(self.seed, key)) for c, (key, _) in
-                                                    zip(convs, items)], what=what)
+            requests = [(r.conversation(), derive_seed(self.seed, key)) for key, r in items]
+            rendered, outs = self.services.sample_chat(path, spec, requests, self.cfg.popalign.generate, what=what)
         for (key, req), out, text in zip(items, outs, rendered, strict=True):
             row = {"key": key, "model": req.model, "path": path, "text": out.text, "rendered": text,
                    "finish_reason": out.finish_reason, "prompt_tokens": out.prompt_tokens,
@@ -261,10 +246,9 @@ def assemble(jobs: list[PairJob], build: Build, cfg: DictConfig,
     return kept, dropped, counts
 
 
-def contrast_accuracy(rows: list[dict], references: dict[str, str], cfg: DictConfig, loop: Loop) -> dict[str, dict]:
+def contrast_accuracy(rows: list[dict], references: dict[str, str], cfg: DictConfig,
+                      services: Services) -> dict[str, dict]:
     """Share of pairs where the judge scores chosen above rejected, per strategy (ties counted apart)."""
-    from w2s.workers.judge import JudgeWorker
-
     j = cfg.popalign.judge
     by_strategy: dict[str, list[dict]] = {}
     for r in rows:
@@ -277,7 +261,7 @@ def contrast_accuracy(rows: list[dict], references: dict[str, str], cfg: DictCon
     from w2s.config.schema import JudgeConfig
 
     fields = set(JudgeConfig.__dataclass_fields__)  # the judge itself; the sampling knobs stay here
-    with loop.group("judge", JudgeWorker, {k: v for k, v in to_plain(j).items() if k in fields}) as g:
+    with services.judge("popalign", {k: v for k, v in to_plain(j).items() if k in fields}) as g:
         scores = g.map_shards("score", triples, what="popalign judge")
     result: dict[str, dict] = {}
     for i, r in enumerate(sample):
@@ -303,7 +287,7 @@ def _table(counts: dict[str, dict[str, int]], accuracy: dict[str, dict]) -> list
 
 
 # ----------------------------------------------------------------------------------------------- entry
-def build_stage(cfg: DictConfig, rd: RunDir) -> dict[str, Any]:
+def build_stage(cfg: DictConfig, rd: RunDir, services: Services) -> dict[str, Any]:
     """Build (or reuse) the PopAlign dataset; returns the stage manifest."""
     from w2s.assets import resolve_model_path
     from w2s.backends.data import check_loads, write_pair_rows
@@ -324,7 +308,7 @@ def build_stage(cfg: DictConfig, rd: RunDir) -> dict[str, Any]:
         + ", ".join(f"{n} ({sum(j.builder.name == n for j in jobs)})" for n in p.strategies))
     with rd.stage(stage_dir, KEYS_POPALIGN, round_index=None, name="popalign", inputs=inputs) as rec:
         t0 = time.time()
-        build = Build(cfg, rd, stage_dir)
+        build = Build(cfg, rd, stage_dir, services)
         build.run(jobs)
         policy_tok = resolve_model_path(cfg.model.strong.path)
         length = LengthCheck(policy_tok, int(p.filter.max_len)) if p.filter.max_len else None
@@ -347,9 +331,9 @@ def build_stage(cfg: DictConfig, rd: RunDir) -> dict[str, Any]:
         accuracy: dict[str, dict] = {}
         if p.judge.enabled:
             refs = {q.id: q.reference for q in prompts}
-            accuracy = contrast_accuracy(kept, refs, cfg, build.loop)
+            accuracy = contrast_accuracy(kept, refs, cfg, services)
         rec["strategies"] = {n: {**c, **accuracy.get(n, {})} for n, c in counts.items()}
-        rec["model_loads"] = dict(build.loads)
+        rec["model_loads"] = dict(services.loads)
         rec["metrics"] = {"prompts": len(prompts), "pairs": len(jobs), "kept": len(kept), "dropped": len(dropped),
                           "loadable_rows": loadable, "seconds": round(time.time() - t0, 2)}
         for name, c in rec["strategies"].items():
@@ -361,7 +345,7 @@ def build_stage(cfg: DictConfig, rd: RunDir) -> dict[str, Any]:
     return json.loads((stage_dir / "manifest.json").read_text())
 
 
-def train_stage(cfg: DictConfig, rd: RunDir, data: Path) -> dict[str, Any]:
+def train_stage(cfg: DictConfig, rd: RunDir, data: Path, services: Services) -> dict[str, Any]:
     """DPO of model.strong on the PopAlign pairs (train.dpo settings; the reference is model.strong)."""
     from w2s.assets import resolve_model_path
 
@@ -375,9 +359,8 @@ def train_stage(cfg: DictConfig, rd: RunDir, data: Path) -> dict[str, Any]:
     with rd.stage(stage_dir, KEYS_TRAIN, round_index=None, name="popalign-train", inputs=inputs) as rec:
         out = stage_dir / "policy"
         say(f"popalign train: DPO of {policy} on {data}")
-        result = Loop(cfg, rd).train("train_dpo", cfg.train.dpo, policy, policy, str(data), str(out),
-                                     seed=int(cfg.run.seed), tensorboard_dir=str(rd.path / "tensorboard" /
-                                                                                 "popalign-dpo"))
+        result = services.train("train_dpo", cfg.train.dpo, policy, policy, str(data), str(out),
+                                seed=int(cfg.run.seed), tensorboard_dir=str(rd.path / "tensorboard" / "popalign-dpo"))
         losses = result.get("losses") or []
         rec["outputs"]["policy"] = out
         rec["losses"] = losses
@@ -390,16 +373,16 @@ def train_stage(cfg: DictConfig, rd: RunDir, data: Path) -> dict[str, Any]:
     return json.loads((stage_dir / "manifest.json").read_text())
 
 
-def run_popalign(cfg: DictConfig, rd: RunDir) -> dict[str, Any]:
+def run_popalign(cfg: DictConfig, rd: RunDir, services: Services) -> dict[str, Any]:
     """The ``popalign`` job: build the dataset, then (``popalign.train_dpo``) train on it with DPO.
 
     Returns:
         ``{"build": manifest, "train": manifest or None}``.
     """
-    manifest = build_stage(cfg, rd)
+    manifest = build_stage(cfg, rd, services)
     trained = None
     if cfg.popalign.train_dpo:
-        trained = train_stage(cfg, rd, rd.output(manifest, "train"))
+        trained = train_stage(cfg, rd, rd.output(manifest, "train"), services)
     return {"build": manifest, "train": trained}
 
 

@@ -2,21 +2,43 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
-
-from omegaconf import OmegaConf
 
 from w2s.aligner.correct import Correction
 from w2s.cluster import RoleActorMixin
+from w2s.workers import typed
 
 
 class CorrectorWorker(RoleActorMixin):
+    """Holds one Aligner; :meth:`load_aligner` swaps in another of the same architecture (each round's own Aligner)
+    without restarting the engine."""
+
     def __init__(self, aligner_path: str, model_cfg: dict[str, Any], correct_cfg: dict[str, Any],
                  user_templates: dict[str, Any] | None = None):
         from w2s.aligner.correct import Corrector
+        from w2s.config.schema import CorrectConfig, ModelConfig
 
-        self.corrector = Corrector(aligner_path, OmegaConf.create(model_cfg), OmegaConf.create(correct_cfg),
-                                   **({"user_templates": user_templates} if user_templates else {}))
+        self.model_cfg, self.correct_cfg = typed(ModelConfig, model_cfg), typed(CorrectConfig, correct_cfg)
+        self.templates = {"user_templates": user_templates} if user_templates else {}
+        self.corrector = Corrector(aligner_path, self.model_cfg, self.correct_cfg, **self.templates)
+
+    def load_aligner(self, aligner_path: str) -> dict[str, Any]:
+        """Take another Aligner's weights in place (its template and instruction are read from its metadata);
+        ``loaded`` False (with the reason) when its architecture differs, and the caller starts a fresh actor."""
+        from w2s.aligner.correct import Corrector
+        from w2s.assets import resolve_model_path
+        from w2s.generation.weights import architecture_change
+
+        path = resolve_model_path(aligner_path)
+        why = architecture_change(self.corrector.aligner_path, path)
+        if why:
+            return {"loaded": False, "why": why}
+        t0 = time.perf_counter()
+        generator = self.corrector.generator
+        generator.load_weights(path)
+        self.corrector = Corrector(path, self.model_cfg, self.correct_cfg, generator=generator, **self.templates)
+        return {"loaded": True, "seconds": time.perf_counter() - t0}
 
     def correct(self, pairs: list[tuple[str, str]]) -> list[Correction]:
         """Correct (question, answer) pairs: the correction text and token counts of each."""
@@ -24,3 +46,6 @@ class CorrectorWorker(RoleActorMixin):
 
     def provenance(self) -> dict[str, Any]:
         return dict(getattr(self.corrector, "provenance", {}) or {})
+
+    def close(self) -> None:
+        self.corrector.close()

@@ -2,30 +2,56 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
-
-from omegaconf import OmegaConf
 
 from w2s.cluster import RoleActorMixin
 from w2s.generation import Generation
+from w2s.workers import typed
 
 
 class GeneratorWorker(RoleActorMixin):
-    """Holds one policy in memory and answers chat prompts with it."""
+    """Holds one engine for the whole run and answers chat prompts with it; :meth:`load_weights` gives it a new
+    checkpoint of the same architecture (the next round's policy) without restarting it."""
 
     def __init__(self, model_path: str, model_cfg: dict[str, Any], sampling_cfg: dict[str, Any]):
+        from w2s.assets import resolve_model_path
+        from w2s.config.schema import ModelConfig, SamplingConfig
         from w2s.generation import make_generator
 
-        self.sampling = OmegaConf.create(sampling_cfg)
-        self.prompt_template = str(model_cfg.get("prompt_template", "") or "")  # empty: the chat template
-        self.generator = make_generator(model_path, OmegaConf.create(model_cfg), self.sampling)
+        self.sampling = typed(SamplingConfig, sampling_cfg)
+        model = typed(ModelConfig, model_cfg)
+        self.prompt_template = str(model.prompt_template or "")  # empty: the chat template
+        self.loaded = resolve_model_path(model_path)
+        self.generator = make_generator(self.loaded, model, self.sampling)
 
-    def generate(self, prompts: list[str], seed: int) -> list[Generation]:
-        """Answer user prompts (the chat or prompt template is applied here): text and token counts per prompt."""
+    def _sampling(self, sampling_cfg: dict[str, Any] | None) -> Any:
+        from w2s.config.schema import SamplingConfig
+
+        return self.sampling if sampling_cfg is None else typed(SamplingConfig, sampling_cfg)
+
+    def load_weights(self, model_path: str) -> dict[str, Any]:
+        """Take ``model_path``'s weights in place when it is the loaded architecture; ``loaded`` False (with the
+        reason) when it is not, and the caller starts a fresh engine."""
+        from w2s.assets import resolve_model_path
+        from w2s.generation.weights import architecture_change
+
+        path = resolve_model_path(model_path)
+        why = architecture_change(self.loaded, path)
+        if why:
+            return {"loaded": False, "why": why}
+        t0 = time.perf_counter()
+        self.generator.load_weights(path)
+        self.loaded = path
+        return {"loaded": True, "seconds": time.perf_counter() - t0}
+
+    def generate(self, prompts: list[str], seed: int, sampling_cfg: dict[str, Any] | None = None) -> list[Generation]:
+        """Answer user prompts (the chat or prompt template is applied here): text and token counts per prompt.
+        ``sampling_cfg``: this call's decoding (the engine's own settings stay those it started with)."""
         from w2s.generation import render_chat
 
         rendered = [render_chat(self.generator.tokenizer, p, template=self.prompt_template) for p in prompts]
-        return self.generator.generate(rendered, self.sampling, seed=seed)
+        return self.generator.generate(rendered, self._sampling(sampling_cfg), seed=seed)
 
     def render_conversations(self, conversations: list[list[dict[str, str]]]) -> list[str]:
         """Full message lists (system, few-shot or second turns) rendered with the tokenizer's chat template
@@ -35,14 +61,12 @@ class GeneratorWorker(RoleActorMixin):
         return [render_conversation(self.generator.tokenizer, c, template=self.prompt_template)
                 for c in conversations]
 
-    def generate_chat(self, conversations: list[list[dict[str, str]]], seed: int) -> list[Generation]:
-        """Answer whole conversations (each ends with a user turn) rendered with the chat template."""
-        return self.generator.generate(self.render_conversations(conversations), self.sampling, seed=seed)
-
-    def sample_chat(self, requests: list[tuple[list[dict[str, str]], int]]) -> list[Generation]:
-        """Like :meth:`generate_chat`, with a seed per conversation (see the engines' ``generate``)."""
+    def sample_chat(self, requests: list[tuple[list[dict[str, str]], int]],
+                    sampling_cfg: dict[str, Any] | None = None) -> list[Generation]:
+        """Answer whole conversations (each ends with a user turn), each with its own seed (see the engines'
+        ``generate``)."""
         convs = [c for c, _ in requests]
-        return self.generator.generate(self.render_conversations(convs), self.sampling, seed=0,
+        return self.generator.generate(self.render_conversations(convs), self._sampling(sampling_cfg), seed=0,
                                        seeds=[s for _, s in requests])
 
     def engine(self) -> dict[str, str]:

@@ -4,21 +4,20 @@ Rank 0 picks the rendezvous address (its node's IP and a free port); every rank 
 MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE/LOCAL_RANK and calls the same backend function, which hands them
 to DeepSpeed (gloo on CPU, NCCL on GPU). On a machine without CUDA the CPU compatibility layer is applied.
 
-:func:`run_on_trainers` is the one way w2s trains: the loop's stages and ``w2s aligner train`` both go
-through it, so every training run gets the ``cluster.trainer`` world and the model section's attention kernel
-and ``trust_remote_code``.
+:meth:`w2s.roles.Services.train` is the one way w2s trains: the loop's stages, PopAlign and ``w2s aligner
+train`` (:func:`run_on_trainers`) all go through it, so every training run gets the ``cluster.trainer`` world and
+the model section's attention kernel and ``trust_remote_code``. The ranks stay for the run: the world is joined
+once, and each training's models are freed when it returns.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from w2s.cluster import RoleActorMixin, RoleGroup, free_port, wait_all
-from w2s.controller.rundir import to_plain
+from w2s.cluster import RoleActorMixin, free_port
 
 # Backend functions that train the strong policy (or a reward model from it): they load model.strong's kind of
 # model, so they get its attention kernel and remote-code flag. train_aligner reads model.aligner itself.
@@ -55,8 +54,27 @@ class TrainerWorker(RoleActorMixin):
             from w2s.backends import openrlhf
 
             fn = getattr(openrlhf, function)
-        result = fn(OmegaConf.create(cfg), *args, **kwargs)
+        try:
+            result = fn(OmegaConf.create(cfg), *args, **kwargs)
+        finally:
+            release_memory()  # the rank stays for the next training: the models of this one go
         return dataclasses.asdict(result) if dataclasses.is_dataclass(result) else dict(result)
+
+    def close(self) -> None:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def release_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def model_kwargs(cfg: Any, function: str) -> dict[str, Any]:
@@ -69,40 +87,23 @@ def model_kwargs(cfg: Any, function: str) -> dict[str, Any]:
             "trust_remote_code": bool(model.trust_remote_code)}
 
 
-def run_on_trainers(cfg: Any, function: str, section: Any, *args: Any,
-                    group: Callable[[], RoleGroup] | None = None, **kwargs: Any) -> dict[str, Any]:
-    """Run a training function on the ``cluster.trainer`` ranks as one torch.distributed world.
-
-    Ray must be started or joined (:class:`w2s.cluster.RayCluster`). The ranks rendezvous at rank 0, join
-    the world, then all call ``function(section, *args, **kwargs)``; rank 0's result comes back.
+def run_on_trainers(cfg: Any, function: str, section: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Run one training function on a ``cluster.trainer`` world started for it alone (``w2s aligner train``; a
+    run's stages keep theirs, see :meth:`w2s.roles.Services.train`). Ray must be started or joined
+    (:class:`w2s.cluster.RayCluster`).
 
     Args:
         cfg: The whole config (``cluster`` for the group, ``model.strong`` for the policy trainers).
         function: ``train_sft``, ``train_dpo``, ``train_reward_model`` or ``train_aligner``.
         section: The config section handed to the function (e.g. ``cfg.train.dpo``, or ``cfg`` itself).
         *args: Positional arguments after the section (model paths, data file, output directory).
-        group: Builds the trainer :class:`RoleGroup` (the loop's records its placements); default: a plain one.
         **kwargs: Keyword arguments of the function; they override the model-section defaults.
 
     Returns:
         Rank 0's result as a dict (a :class:`w2s.backends.openrlhf.TrainResult` as a dict, or the Aligner's
         metadata), with ``world_size`` the number of ranks that trained.
     """
-    c = cfg.cluster
-    timeout, liveness = float(c.rpc_timeout_s), float(c.liveness_timeout_s)
+    from w2s.roles import Services
 
-    def default_group() -> RoleGroup:
-        return RoleGroup("trainer", TrainerWorker, c.trainer, strategy=c.placement_strategy, timeout_s=timeout,
-                         liveness_s=liveness, start_timeout_s=float(c.start_timeout_s))
-
-    kwargs = {**model_kwargs(cfg, function), **kwargs}
-    with (group or default_group)() as g:
-        addr, port = wait_all([g.actors[0].actor.rendezvous.remote()], g.actors[:1], what="trainer rendezvous",
-                              timeout_s=timeout, liveness_s=liveness)[0]
-        world = len(g.actors)
-        wait_all([a.actor.join.remote(addr, port, a.rank, world) for a in g.actors], g.actors,
-                 what="trainer join", timeout_s=timeout, liveness_s=liveness)
-        results = g.call_all("run", function, to_plain(section), *args, what=f"trainer {function}", **kwargs)
-    result = results[0]
-    result.setdefault("world_size", world)
-    return result
+    with Services(cfg) as services:
+        return services.train(function, section, *args, **kwargs)

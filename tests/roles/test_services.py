@@ -1,0 +1,113 @@
+"""The role services: models stay loaded across calls, new weights are taken in place, roles give way when the
+cluster cannot hold them all."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+
+from w2s.config.compose import load_config
+from w2s.generation.weights import architecture_change
+from w2s.roles import Services
+
+PROMPTS = ["How do I boil an egg?", "Name a colour.", "What is two plus two?"]
+GREEDY = {"preset": "greedy", "max_new_tokens": 8}
+
+
+@pytest.fixture
+def local_ray():
+    ray.init(address="local", num_cpus=4, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+def _perturbed(src: str, out) -> str:
+    """A checkpoint of ``src``'s architecture with other weights (what a train stage writes)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(src).save_pretrained(out)
+    return str(out)
+
+
+def _texts(services: Services, path: str, cfg) -> list[str]:
+    sampling = {**cfg.generate, **GREEDY}
+    return [o.text for o in services.generate(path, PROMPTS, sampling, 0, what="test")[0]]
+
+
+def test_generator_takes_new_weights_in_place_and_answers_as_a_fresh_engine(tmp_path, local_ray, tiny_strong,
+                                                                             tiny_weak):
+    cfg = load_config("tiny/dpo")
+    trained = _perturbed(tiny_strong, tmp_path / "trained")
+    assert architecture_change(tiny_strong, trained) == ""
+    with Services(cfg) as services:
+        before = _texts(services, tiny_strong, cfg)
+        pid = services.pids()["generator"]
+        after = _texts(services, trained, cfg)
+        # The same process answered with the new weights: nothing was started again.
+        assert services.pids()["generator"] == pid and services.starts["generator"] == 1
+        assert after != before
+        # Another architecture cannot be taken in place: a fresh engine, in a new process.
+        assert "config.json differs" in architecture_change(tiny_strong, tiny_weak)
+        _texts(services, tiny_weak, cfg)
+        assert services.starts["generator"] == 2 and services.pids()["generator"] != pid
+    with Services(cfg) as fresh:  # a fresh engine loaded from the new checkpoint answers the same
+        assert _texts(fresh, trained, cfg) == after
+    assert not ray.util.placement_group_table() or all(
+        pg["state"] == "REMOVED" for pg in ray.util.placement_group_table().values())
+
+
+@pytest.mark.slow  # a vLLM engine (its CPU build) in a generator actor
+def test_vllm_engine_takes_new_weights_in_place_and_close_leaves_no_process(tmp_path, local_ray, tiny_strong):
+    import psutil
+
+    vllm = ["generate.backend=vllm", "generate.enforce_eager=true", "generate.kv_cache_gib=0.25"]
+    cfg = load_config("tiny/dpo", vllm)
+    trained = _perturbed(tiny_strong, tmp_path / "trained")
+    with Services(cfg) as services:
+        before = _texts(services, tiny_strong, cfg)
+        [pid] = services.pids()["generator"]
+        engine = {p.pid for p in psutil.Process(pid).children(recursive=True)}
+        assert engine  # vLLM's engine core runs in a process of its own, under the actor
+        after = _texts(services, trained, cfg)  # every worker reloads the checkpoint (vLLM's reload_weights)
+        assert services.pids()["generator"] == [pid] and services.starts["generator"] == 1
+        assert services.loads == {f"generator:{tiny_strong}": 1, f"generator:{trained}": 1}
+        assert after != before
+    # Closed: the actor and its engine's processes are gone (a zombie not yet reaped counts as gone).
+    alive = [p for p in {pid, *engine} if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert alive == []
+    # A fresh engine loaded from the new checkpoint answers as the reloaded one did.
+    with Services(cfg) as fresh:
+        assert _texts(fresh, trained, cfg) == after
+
+
+def test_roles_that_do_not_fit_side_by_side_take_turns(local_ray, tiny_strong):
+    """Three roles of two CPUs on four: the least recently used gives way, and comes back when asked again."""
+    cfg = load_config("tiny/dpo", [f"cluster.{r}.num_cpus_per_actor=2" for r in ("generator", "corrector", "judge")])
+    judge = {"kind": "embedding", "model": ""}
+    with Services(cfg) as services:
+        _texts(services, tiny_strong, cfg)
+        services.correct(cfg.model.aligner.path, [("q", "a")], what="test")
+        assert set(services.pids()) == {"generator", "corrector"}
+        with services.judge("similarity", judge) as g:
+            assert len(g.map_shards("score", [("q", "a", "a")])) == 1
+        assert set(services.pids()) == {"corrector", "judge"}  # the generator was the least recently used
+        _texts(services, tiny_strong, cfg)
+        assert set(services.pids()) == {"generator", "judge"} and services.starts["generator"] == 2
+
+
+def test_a_misspelt_field_crossing_into_a_worker_is_an_error():
+    from omegaconf.errors import ConfigKeyError
+
+    from w2s.config.schema import SamplingConfig
+    from w2s.workers import typed
+
+    assert typed(SamplingConfig, {"max_new_tokens": 3}).max_new_tokens == 3
+    with pytest.raises(ConfigKeyError, match="max_new_token"):
+        typed(SamplingConfig, {"max_new_token": 3})

@@ -1,0 +1,289 @@
+"""The run's role services: the one layer that starts role actors, keeps them for the run and calls them.
+
+The round loop, PopAlign and the evaluation stages ask a :class:`Services` for work (``generate``, ``correct``,
+``train``, judges' ``score``/``complete``); none of them creates actors. Each role is a
+:class:`w2s.cluster.RoleGroup` started on first use and kept until the run ends:
+
+* the **generator** keeps its engine (vLLM or transformers) for the whole run; after a train stage it takes the
+  new policy's weights in place (``load_weights``: the trainer's saved safetensors), and it is started afresh only
+  when the new checkpoint is another architecture;
+* the **corrector** keeps its Aligner, and takes another of the same base (each round's Aligner with
+  ``aligner.per_round``) in place;
+* the **trainer** ranks rendezvous and join their torch.distributed world once, then run every training;
+* the **judges** keep their score or judge model.
+
+Groups stay placed while they fit beside the next role; when a role cannot be placed next to them, the least
+recently used idle groups are shut down to make room (on a GPU node that cannot hold every role at once, roles
+then take turns as they did before). A restarted driver builds fresh services: nothing here outlives the run.
+
+Every work call adds its wall time to :attr:`Services.work_s`; a stage's manifest records the share of its wall
+time spent in work calls (``work_seconds``; for training, OpenRLHF's ``fit`` itself), the rest being start-up and
+orchestration (``w2s bench loop`` prints both).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from w2s.cluster import RoleGroup, role_layout, wait_all
+from w2s.controller.rundir import say, to_plain
+from w2s.errors import ClusterError
+
+# The sampling fields an engine is started with; the rest (temperature, lengths, ...) are per call.
+ENGINE_FIELDS = ("backend", "tensor_parallel_size", "gpu_memory_utilization", "kv_cache_gib", "enforce_eager")
+
+
+@dataclass
+class Held:
+    """One started role group and what it holds."""
+
+    role: str
+    key: str
+    group: RoleGroup
+    loaded: str = ""  # the model path its actors hold now
+    last_used: float = field(default_factory=time.monotonic)
+    info: dict[str, Any] = field(default_factory=dict)  # engine or provenance, asked once
+
+
+def _key(**parts: Any) -> str:
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
+def _without_path(model_cfg: Any) -> dict[str, Any]:
+    return {k: v for k, v in (to_plain(model_cfg) or {}).items() if k != "path"}
+
+
+def engine_sampling(*sections: Any) -> dict[str, Any]:
+    """The sampling config an engine serving every one of ``sections`` starts with: the first section's, with
+    the longest prompt and answer of all (vLLM fixes its context length when it starts)."""
+    plain = [to_plain(s) for s in sections]
+    out = dict(plain[0])
+    for name in ("max_prompt_tokens", "max_new_tokens"):
+        out[name] = max(int(p.get(name) or 0) for p in plain)
+    return out
+
+
+def _engine(sampling: Any) -> dict[str, Any]:
+    s = to_plain(sampling)
+    return {k: s.get(k) for k in ENGINE_FIELDS}
+
+
+class Services:
+    """The run's role actors (see the module docstring).
+
+    Args:
+        cfg: The whole config (``cluster`` for placement, ``model``/``correct``/``aligner.templates`` for the
+            roles' models).
+        on_placed: Called with every actor's placement record whenever a group starts (the run directory's
+            ``cluster.json``).
+    """
+
+    def __init__(self, cfg: Any, *, on_placed: Callable[[list[dict[str, Any]]], None] | None = None):
+        self.cfg, self.on_placed = cfg, on_placed
+        self.held: dict[str, Held] = {}
+        self.placements: list[dict[str, Any]] = []
+        self.starts: Counter[str] = Counter()  # role -> groups started (a test and the bench read it)
+        self.loads: Counter[str] = Counter()  # "role:path" -> times loaded (started or taken in place)
+        self.work_s = 0.0
+
+    # ------------------------------------------------------------------------------------------- groups
+    def _fits(self, role: str) -> bool:
+        import ray
+
+        c = self.cfg.cluster
+        layout = role_layout(role, c[role], c.placement_strategy)
+        free = ray.available_resources()
+        return all(layout.total(r) <= free.get(r, 0.0) + 1e-9 for r in ("CPU", "GPU"))
+
+    def _evict(self, keep: str = "") -> bool:
+        """Shut the least recently used group down (not ``keep``); False when there is none."""
+        idle = sorted((h for k, h in self.held.items() if k != keep), key=lambda h: h.last_used)
+        if not idle:
+            return False
+        h = idle[0]
+        say(f"{h.role}: stopped to make room for the next role")
+        self._stop(h.key)
+        return True
+
+    def _stop(self, key: str) -> None:
+        h = self.held.pop(key)
+        with contextlib.suppress(Exception):  # its close() frees the engine's processes; a dead actor has none
+            h.group.call_all("close", what=f"{h.role}: close")
+        h.group.shutdown()
+
+    def _start(self, role: str, key: str, cls: type, *args: Any, loaded: str = "") -> Held:
+        c = self.cfg.cluster
+        while not self._fits(role) and self._evict():
+            pass
+        say(f"starting {c[role].num_actors} {role} actor(s)")
+        opts = dict(strategy=c.placement_strategy, timeout_s=float(c.rpc_timeout_s),
+                    liveness_s=float(c.liveness_timeout_s), start_timeout_s=float(c.start_timeout_s), init_args=args)
+        try:
+            group = RoleGroup(role, cls, c[role], **opts)
+        except ClusterError:
+            if not self.held:
+                raise
+            while self._evict():  # resources held in ways _fits cannot see (another node's shape): all go
+                pass
+            group = RoleGroup(role, cls, c[role], **opts)
+        self.starts[role] += 1
+        self.placements += group.placements()
+        if self.on_placed:
+            self.on_placed(self.placements)
+        self.held[key] = Held(role, key, group, loaded)
+        return self.held[key]
+
+    def _model(self, role: str, key: str, path: str, swap: str, cls: type, *args: Any) -> Held:
+        """The group of ``key`` holding ``path``: kept, given ``path``'s weights in place (``swap``), or
+        started (afresh when the checkpoint does not fit the loaded model)."""
+        from w2s.assets import resolve_model_path
+
+        given, path = path, resolve_model_path(path, progress=say)
+        h = self.held.get(key)
+        if h is not None and h.loaded != path:
+            answers = h.group.call_all(swap, path, what=f"{role}: {swap}")
+            if all(a["loaded"] for a in answers):
+                say(f"{role}: took {path} in place ({max(a['seconds'] for a in answers):.1f} s)")
+                self.loads[f"{role}:{given}"] += 1
+                h.loaded, h.info = path, {}
+            else:
+                say(f"{role}: {path} does not fit the loaded model ({answers[0]['why']}): starting afresh")
+                self._stop(key)
+                h = None
+        if h is None:
+            h = self._start(role, key, cls, path, *args, loaded=path)
+            self.loads[f"{role}:{given}"] += 1
+        h.last_used = time.monotonic()
+        return h
+
+    @contextlib.contextmanager
+    def _work(self) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.work_s += time.perf_counter() - t0
+
+    # ------------------------------------------------------------------------------------------- generator
+    def generator(self, model_path: str, model_cfg: Any, sampling: Any, *, lineage: str = "policy") -> Held:
+        """The generator group holding ``model_path``. ``lineage``: models that replace one another in place
+        (the round loop's policy); another lineage gets its own engine. ``sampling``: the engine's settings."""
+        from w2s.workers.generator import GeneratorWorker
+
+        key = _key(role="generator", lineage=lineage, model=_without_path(model_cfg), engine=_engine(sampling))
+        return self._model("generator", key, model_path, "load_weights", GeneratorWorker, to_plain(model_cfg),
+                           to_plain(sampling))
+
+    def generate(self, model_path: str, prompts: list[str], sampling: Any, seed: int, *,
+                 what: str) -> tuple[list[Any], dict[str, str]]:
+        """The policy ``model_path``'s answers to user prompts (``sampling``: this call's decoding), and the engine
+        that served them. The round loop's answers (``generate``) and evaluation answers (``eval.generate``)
+        share one engine when their engine settings agree."""
+        h = self.generator(model_path, self.cfg.model.strong, self._policy_engine(sampling))
+        with self._work():
+            outs = h.group.map_shards("generate", prompts, seed, to_plain(sampling), what=what)
+        if not h.info:
+            h.info = h.group.call_all("engine")[0]
+        return outs, h.info
+
+    def _policy_engine(self, sampling: Any) -> Any:
+        cfg = self.cfg
+        shared = [cfg.generate] + ([cfg.eval.generate] if "eval" in cfg and cfg.eval.enabled else [])
+        if all(_engine(s) == _engine(sampling) for s in shared):
+            return engine_sampling(*shared)
+        return sampling
+
+    def sample_chat(self, model_path: str, model_cfg: Any, requests: list[tuple[list[dict], int]], sampling: Any, *,
+                    what: str) -> tuple[list[str], list[Any]]:
+        """Whole conversations answered by ``model_path`` (its own engine), each with its seed: the rendered
+        prompts and the generations."""
+        h = self.generator(model_path, model_cfg, sampling, lineage=f"model:{model_path}")
+        with self._work():
+            rendered = h.group.map_shards("render_conversations", [c for c, _ in requests], what=what)
+            outs = h.group.map_shards("sample_chat", requests, to_plain(sampling), what=what)
+        return rendered, outs
+
+    # ------------------------------------------------------------------------------------------- corrector
+    def correct(self, aligner: str, pairs: list[tuple[str, str]], *, what: str) -> tuple[list[Any], dict[str, Any]]:
+        """The Aligner's corrections of (question, answer) pairs, and its provenance (template, instruction)."""
+        from w2s.workers.corrector import CorrectorWorker
+
+        cfg = self.cfg
+        templates = to_plain(cfg.aligner.templates) or None
+        key = _key(role="corrector", model=_without_path(cfg.model.aligner), correct=to_plain(cfg.correct),
+                   templates=templates)
+        h = self._model("corrector", key, aligner, "load_aligner", CorrectorWorker, to_plain(cfg.model.aligner),
+                        to_plain(cfg.correct), templates)
+        with self._work():
+            outs = h.group.map_shards("correct", pairs, what=what)
+        if not h.info:
+            h.info = h.group.call_all("provenance")[0]
+        return outs, h.info
+
+    # ------------------------------------------------------------------------------------------- trainer
+    def train(self, function: str, section: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Run a training function on the trainer ranks (one torch.distributed world, joined once); rank 0's
+        result, with ``world_size``. See :class:`w2s.workers.trainer.TrainerWorker` for the functions."""
+        from w2s.workers.trainer import TrainerWorker, model_kwargs
+
+        h = self.held.get("trainer") or self._join_trainers(TrainerWorker)
+        h.last_used = time.monotonic()
+        kwargs = {**model_kwargs(self.cfg, function), **kwargs}
+        t0 = time.perf_counter()
+        result = h.group.call_all("run", function, to_plain(section), *args, what=f"trainer {function}", **kwargs)[0]
+        # The optimizer's own time when the trainer measured it (model loading and DeepSpeed set-up are not work).
+        self.work_s += float(result.get("fit_seconds") or time.perf_counter() - t0)
+        result.setdefault("world_size", len(h.group.actors))
+        return result
+
+    def _join_trainers(self, cls: type) -> Held:
+        h = self._start("trainer", "trainer", cls)
+        g, c = h.group, self.cfg.cluster
+        timeout, liveness = float(c.rpc_timeout_s), float(c.liveness_timeout_s)
+        addr, port = wait_all([g.actors[0].actor.rendezvous.remote()], g.actors[:1], what="trainer rendezvous",
+                              timeout_s=timeout, liveness_s=liveness)[0]
+        wait_all([a.actor.join.remote(addr, port, a.rank, len(g.actors)) for a in g.actors], g.actors,
+                 what="trainer join", timeout_s=timeout, liveness_s=liveness)
+        return h
+
+    # ------------------------------------------------------------------------------------------- judges
+    @contextlib.contextmanager
+    def judge(self, name: str, judge_cfg: Any) -> Iterator[Any]:
+        """The judge group holding ``judge_cfg``'s model (as :mod:`w2s.eval.panel`'s ``open_workers`` wants it:
+        a context manager; the group outlives it)."""
+        from w2s.workers.judge import JudgeWorker
+
+        plain = to_plain(judge_cfg)
+        key = _key(role="judge", judge=plain)
+        h = self.held.get(key)
+        if h is None:
+            say(f"judge {name}: {plain.get('kind')}")
+            h = self._start("judge", key, JudgeWorker, plain)
+        h.last_used = time.monotonic()
+        with self._work():
+            yield h.group
+
+    # ------------------------------------------------------------------------------------------- the run
+    def pids(self) -> dict[str, list[int]]:
+        """Role -> the pids of its live actors (one list per role, groups in start order)."""
+        out: dict[str, list[int]] = {}
+        for h in self.held.values():
+            out.setdefault(h.role, []).extend(a.where.get("pid") for a in h.group.actors)
+        return out
+
+    def close(self) -> None:
+        """Stop every group (their engines' processes too)."""
+        for key in list(self.held):
+            self._stop(key)
+
+    def __enter__(self) -> Services:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
