@@ -87,3 +87,36 @@ def test_train_runs_on_the_trainer_ranks(tmp_path, tiny_weak):
     assert [s["world_size"] for s in meta["stages"]] == [2, 2] and meta["world_size"] == 2
     assert {s["attn_implementation"] for s in meta["stages"]} == {"eager"}
     assert (out / "config.json").is_file() and "Aligner written to" in result.stdout
+
+
+def test_train_never_writes_over_a_users_folder(tmp_path, capsys):
+    """A folder with a user's files is refused before anything starts, and its files are kept."""
+    from w2s.cli import main
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("my notes")
+    (folder / "data.jsonl").write_text("{}\n")
+    assert main(["aligner", "train", "tiny/aligner", "--output", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert f"--output {folder} is not empty and is not a w2s Aligner (it holds data.jsonl, notes.txt)" in err
+    assert sorted(p.name for p in folder.iterdir()) == ["data.jsonl", "notes.txt"]
+    # --overwrite is for an earlier Aligner only: a user's folder is refused all the same.
+    assert main(["aligner", "train", "tiny/aligner", "--output", str(folder), "--overwrite"]) == 1
+    assert (folder / "notes.txt").read_text() == "my notes" and not (tmp_path / "mine.work").exists()
+
+
+def test_train_replaces_an_earlier_aligner_only_when_asked(tmp_path, capsys):
+    from w2s.aligner.cli import check_output_dir
+    from w2s.cli import main
+
+    earlier = tmp_path / "aligner"
+    earlier.mkdir()
+    (earlier / METADATA_FILE).write_text("{}")
+    assert main(["aligner", "train", "tiny/aligner", "--output", str(earlier)]) == 1
+    assert "holds an Aligner trained before; pass --overwrite" in capsys.readouterr().err
+    assert (earlier / METADATA_FILE).read_text() == "{}"
+    check_output_dir(earlier, overwrite=True)  # allowed: the new Aligner replaces it atomically once saved
+    check_output_dir(tmp_path / "new", overwrite=False)
+    (tmp_path / "empty").mkdir()
+    check_output_dir(tmp_path / "empty", overwrite=False)

@@ -31,6 +31,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     t.add_argument("--output", help="Model directory to write. Default: RUN_DIR/aligner when run.dir is set, else "
                    "runs/aligner-RECIPE-TIME/aligner.")
     t.add_argument("--keep-warmup", action="store_true", help="Keep the identity warm-up model directory.")
+    t.add_argument("--overwrite", action="store_true", help="Replace the Aligner that --output already holds (the "
+                   "new one takes its place atomically once saved). A folder with anything else is never replaced.")
     t.set_defaults(func=cmd_train)
     _collect_overrides(t)
 
@@ -134,6 +136,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         name = Path(args.recipe).stem if args.recipe.endswith((".yaml", ".yml")) else args.recipe.replace("/", "-")
         out = Path("runs") / f"aligner-{name}-{time.strftime('%Y%m%d-%H%M%S')}" / "aligner"
     out = out.resolve()  # the ranks are Ray actors: their working directory is not necessarily this one
+    check_output_dir(out, overwrite=args.overwrite)
     role = cfg.cluster.trainer
     print(f"training the Aligner on {role.num_actors} trainer rank(s) (cluster.trainer)")
     with RayCluster(cfg.cluster):
@@ -143,6 +146,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"Aligner written to {out} ({meta['world_size']} rank(s), {last['steps']} steps, loss "
           f"{last['loss_first']} -> {last['loss_last']})")
     return 0
+
+
+def check_output_dir(out: Path, *, overwrite: bool) -> None:
+    """Training writes a whole model folder: never over a user's own files, over an earlier Aligner only when
+    asked (checked before anything starts).
+
+    Raises:
+        W2SError: ``out`` is a file, a folder with files that are not a w2s Aligner, or an Aligner and not
+            ``overwrite``; the message names the folder and the fix.
+    """
+    from w2s.aligner import METADATA_FILE
+    from w2s.errors import W2SError
+
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise W2SError(f"--output {out} is a file; give a folder that is new or empty")
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return
+    if (out / METADATA_FILE).is_file():
+        if overwrite:
+            return
+        raise W2SError(f"--output {out} holds an Aligner trained before; pass --overwrite to replace it, or give "
+                       "another folder")
+    shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
+    raise W2SError(f"--output {out} is not empty and is not a w2s Aligner (it holds {shown}); training writes a "
+                   "whole model folder there: give a new or empty folder")
 
 
 def _non_negative(text: str) -> int:
