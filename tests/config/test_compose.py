@@ -62,8 +62,9 @@ def test_rlhf_with_ppo_on_cpu_names_the_reason_and_the_fix():
 
 
 def test_impossible_local_resources_refused():
-    issues = _issues("tiny/sft", ["cluster.trainer.num_actors=3", "train.sft.global_batch_samples=6"])
-    assert any(i.key == "cluster.trainer" and "3 CPUs" in i.problem for i in issues)
+    # The tiny recipes tell Ray of 4 logical CPUs: 5 one-CPU trainer ranks cannot be placed.
+    issues = _issues("tiny/sft", ["cluster.trainer.num_actors=5", "train.sft.global_batch_samples=10"])
+    assert any(i.key == "cluster.trainer" and "5 CPUs" in i.problem for i in issues)
 
 
 def test_missing_data_file_and_unknown_asset(tmp_path):

@@ -77,3 +77,17 @@ def test_generation_budget_against_the_models_context_and_prompt_templates(tmp_p
     load_config("tiny/dpo", [f"model.strong.path={model}", "generate.max_prompt_tokens=400",
                              "generate.max_new_tokens=64", "eval.generate.max_prompt_tokens=400",
                              "model.strong.prompt_template=pku"])
+
+
+def test_every_negative_count_or_limit_is_refused_at_once():
+    """0 means all; a negative limit would silently drop rows (Python slicing), so each is an error, all at once,
+    in any section (named judges too)."""
+    issues = _issues("eval.max_prompts=-1", "eval.prompts.max_rows=-1", "loop.prompts.max_rows=-1",
+                     "loop.prompts_per_round=-1", "cluster.rpc_timeout_s=-5", "eval.judges.similarity.max_len=-1",
+                     "interpret.max_pairs=-3")
+    assert issues["eval.max_prompts"] == "must not be negative | 0 means all"
+    assert issues["eval.prompts.max_rows"] == issues["loop.prompts.max_rows"] == "must not be negative | 0 means all"
+    assert issues["loop.prompts_per_round"] == "must not be negative | 0 means all prompts every round"
+    assert issues["cluster.rpc_timeout_s"].startswith("must not be negative | 0 means no cap")
+    assert issues["interpret.max_pairs"] == "must not be negative | 0 means all"
+    assert "eval.judges.similarity.max_len" not in issues  # no declared bound: left to its own checks

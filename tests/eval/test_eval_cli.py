@@ -53,6 +53,29 @@ def test_missing_answers_and_bad_arguments_are_clear_errors(tmp_path):
     result = w2s("--prompts", EVAL, "--candidate", str(short), "--baseline", str(short), "--output",
                  str(tmp_path / "o"), "eval.judges.j.kind=pairwise", "eval.judges.j.preset=helpfulness")
     assert result.returncode == 2 and "eval.judges.j.endpoint.base_url" in result.stderr
+    # A negative limit is refused, not read as "all but the last".
+    result = w2s("--prompts", EVAL, "--candidate", str(short), "--baseline", str(short), "--output",
+                 str(tmp_path / "o"), "--max-prompts", "-1")
+    assert result.returncode == 2 and "-1 is negative; give 0 (all rows) or a row count" in result.stderr
+
+
+def test_repeated_ids_are_refused_naming_both_rows(tmp_path):
+    """Prompts and answers are paired by id: a repeated id would be judged against another row's reference."""
+    rows = read_jsonl(EVAL)[:3]
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({**r, "id": "same" if i else r["id"]}) + "\n" for i, r in
+                               enumerate(rows)))
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text("".join(json.dumps({"id": r["id"], "answer": "x"}) + "\n" for r in rows))
+    result = w2s("--prompts", str(prompts), "--candidate", str(answers), "--baseline", str(answers), "--output",
+                 str(tmp_path / "o"))
+    assert result.returncode == 1
+    assert f"{prompts}:line 3: field 'id': 'same' was already the id of {prompts}:line 2" in result.stderr
+    twice = tmp_path / "twice.jsonl"
+    twice.write_text("".join(json.dumps({"id": r["id"], "answer": a}) + "\n" for r in rows for a in ("x", "y")))
+    result = w2s("--prompts", EVAL, "--candidate", str(twice), "--baseline", str(answers), "--output",
+                 str(tmp_path / "o2"), "--max-prompts", "3")
+    assert result.returncode == 1 and f"{twice}:line 2: field 'id'" in result.stderr
 
 
 def test_upstream_against_upstream_with_the_aligner(tmp_path, tiny_strong, tiny_weak):

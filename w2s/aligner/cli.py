@@ -49,7 +49,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     c.add_argument("--recipe", help="Base recipe for the config (default: built-in defaults).")
     c.add_argument("--backend", choices=["transformers", "vllm"], help="Generation engine (correct.backend): "
                    "vllm on GPUs, or on CPU with vLLM's CPU build.")
-    c.add_argument("--max-rows", type=_non_negative, default=0, help="Correct at most this many rows (0: all).")
+    c.add_argument("--max-rows", type=non_negative, default=0, help="Correct at most this many rows (0: all).")
     c.add_argument("--seed", type=int, help="Base sampling seed (default: correct.seed, else run.seed).")
     c.add_argument("--no-progress", action="store_true", help="No progress bar.")
     c.add_argument("overrides", nargs="*", metavar="key=value", help="Config overrides, applied last.")
@@ -176,7 +176,7 @@ def check_output_dir(out: Path, *, overwrite: bool) -> None:
                    "whole model folder there: give a new or empty folder")
 
 
-def _non_negative(text: str) -> int:
+def non_negative(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value} is negative; give 0 (all rows) or a row count")

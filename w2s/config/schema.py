@@ -17,11 +17,15 @@ from typing import Any
 from omegaconf import MISSING
 
 
-def _f(default: Any = MISSING, help: str = "", choices: list[str] | None = None, factory: Any = None) -> Any:
-    """A dataclass field with its help text (and its allowed values, when the set is closed)."""
+def _f(default: Any = MISSING, help: str = "", choices: list[str] | None = None, factory: Any = None,
+       minimum: float | None = None) -> Any:
+    """A dataclass field with its help text (and its allowed values, when the set is closed; its lower bound, for
+    counts and limits, checked by :func:`w2s.config.validate.bound_issues`)."""
     meta: dict[str, Any] = {"help": help}
     if choices is not None:
         meta["choices"] = choices
+    if minimum is not None:
+        meta["minimum"] = minimum
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -64,7 +68,7 @@ class DataSourceConfig:
     split: str = _f("train", "Split to read from a saved DatasetDict or a hub dataset.")
     on_bad_row: str = _f("error", "What to do with a malformed row: stop with its file/line/field, or skip it "
                          "(the skipped count is always reported).", ["error", "skip"])
-    max_rows: int = _f(0, "Read at most this many rows (0: all).")
+    max_rows: int = _f(0, "Read at most this many rows (0: all).", minimum=0)
 
 
 @dataclass
@@ -121,7 +125,7 @@ class SamplingConfig:
                                        "cache is sized by kv_cache_gib instead).")
     kv_cache_gib: float = _f(0.0, "vLLM KV cache per engine in GiB. 0: on GPUs what gpu_memory_utilization leaves "
                              "after the weights; on CPU VLLM_CPU_KVCACHE_SPACE when set, else a quarter of the free "
-                             "memory, at most 4 GiB.")
+                             "memory, at most 4 GiB.", minimum=0)
     enforce_eager: bool = _f(False, "vLLM: run the model eagerly (no torch.compile, no CUDA graphs): slower "
                              "generation, faster start-up (on CPU about half).")
     seed: int | None = _f(None, "Sampling seed. Empty: derived from run.seed and the round.")
@@ -162,7 +166,7 @@ class OptimConfig:
 
 @dataclass
 class LoraConfig:
-    rank: int = _f(0, "LoRA rank (0: full fine-tuning).")
+    rank: int = _f(0, "LoRA rank (0: full fine-tuning).", minimum=0)
     alpha: int = _f(16, "LoRA alpha.")
     dropout: float = _f(0.0, "LoRA dropout.")
     target_modules: list[str] = _f(help="Modules LoRA adapts; empty list: all linear layers.", factory=list)
@@ -208,7 +212,7 @@ class DPOConfig(TrainerConfig):
     extra_pairs: str = _f("", "JSON Lines pairs with plain-text prompt, chosen and rejected fields (PopAlign's "
                           "popalign.jsonl); read when pair_source is extra or both.")
     extra_pairs_per_round: int = _f(0, "Extra pairs used per round: disjoint seeded slices (0: all of them every "
-                                    "round).")
+                                    "round).", minimum=0)
 
 
 @dataclass
@@ -301,7 +305,7 @@ class AlignerConfig:
 class LoopConfig:
     rounds: int = _f(1, "Weak-to-strong rounds: generate, correct, train, evaluate.")
     prompts: PromptDataConfig = _f(help="Prompts the strong policy answers.", factory=PromptDataConfig)
-    prompts_per_round: int = _f(0, "Prompts answered per round (global). 0: all prompts every round.")
+    prompts_per_round: int = _f(0, "Prompts answered per round (global). 0: all prompts every round.", minimum=0)
     repeat_prompts: bool = _f(False, "Allow a prompt in more than one round (otherwise rounds take disjoint slices).")
     on_truncated: str = _f("drop", "Answers or corrections cut off at max_new_tokens: drop them from the round's "
                            "training data (counted in the data stage's metrics), or keep them.", ["drop", "keep"])
@@ -369,7 +373,7 @@ class EvalConfig:
     prompts: PromptDataConfig = _f(help="Held-out evaluation prompts (with reference answers for the embedding "
                                    "judge; an optional category per prompt for the breakdown).",
                                    factory=PromptDataConfig)
-    max_prompts: int = _f(0, "Evaluate on at most this many prompts (0: all).")
+    max_prompts: int = _f(0, "Evaluate on at most this many prompts (0: all).", minimum=0)
     compare_to: list[str] = _f(help="Policies each round's policy is compared with.",
                                factory=lambda: ["previous", "initial"])
     judges: dict[str, JudgeConfig] = _f(help="The judges, by name; all of them judge every comparison. A recipe adds "
@@ -394,24 +398,25 @@ class RoleConfig:
 class ClusterConfig:
     address: str = _f("", "Ray cluster to join: empty starts a private local instance; `auto` or HOST:PORT joins "
                       "an existing one (the Slurm case).")
-    num_cpus: int = _f(0, "CPUs of the private local instance (0: all of this machine's); ignored when joining.")
-    num_gpus: int = _f(0, "GPUs of the private local instance (0: all visible); ignored when joining.")
+    num_cpus: int = _f(0, "CPUs of the private local instance (0: all of this machine's); ignored when joining.",
+                       minimum=0)
+    num_gpus: int = _f(0, "GPUs of the private local instance (0: all visible); ignored when joining.", minimum=0)
     include_dashboard: bool = _f(False, "Start Ray's dashboard (bound to dashboard_host).")
     dashboard_host: str = _f("127.0.0.1", "Address the dashboard listens on (localhost unless you mean otherwise).")
     temp_dir: str = _f("", "Ray's temporary directory. Empty: Ray's default.")
     rpc_timeout_s: float = _f(0.0, "Optional cap on the total time of any one remote call (a whole generation, "
                               "correction or training run) and of a PPO run; 0: no cap, hangs are caught by "
                               "liveness_timeout_s instead. Set it only to bound a run that stays alive but makes no "
-                              "progress (e.g. a collective that never returns).")
+                              "progress (e.g. a collective that never returns).", minimum=0)
     liveness_timeout_s: float = _f(600.0, "The driver pings the actors it waits on (answered while a long call "
                                    "runs); one that answers no ping for this long is taken for hung and the run "
                                    "stops with its role, rank, node, pid and logs. A frozen process (stopped, "
                                    "swapping, native code holding the GIL) answers none; 10 min leaves room for "
                                    "the occasional long native call of 70B training. PPO, a child process, counts "
-                                   "as hung when its log stays silent this long. 0: no liveness check.")
+                                   "as hung when its log stays silent this long. 0: no liveness check.", minimum=0)
     start_timeout_s: float = _f(3600.0, "Longest a role's actors may take to start (their constructors load the "
                                 "model: a 70B checkpoint from a network file system, a tensor-parallel vLLM engine "
-                                "with CUDA graphs); no pings are answered meanwhile. 0: no limit.")
+                                "with CUDA graphs); no pings are answered meanwhile. 0: no limit.", minimum=0)
     gpus_per_node: int = _f(8, "GPUs per node of a GPU cluster; lays out OpenRLHF's PPO over nodes. Checked against "
                             "the Ray cluster joined when PPO starts (PPO refuses to start when they differ).")
     placement_strategy: str = _f("PACK", "How a role's bundles are spread over nodes (actors of more than one GPU "
@@ -432,7 +437,7 @@ class RunConfig:
     resume: str = _f("auto", "auto: continue the run in run.dir from its first unfinished stage; never: refuse a "
                      "non-empty run.dir; fork: allow config changes to finished stages by redoing them.",
                      ["auto", "never", "fork"])
-    max_retries: int = _f(0, "Retries of a stage whose actor died, before the run stops.")
+    max_retries: int = _f(0, "Retries of a stage whose actor died, before the run stops.", minimum=0)
 
 
 @dataclass
@@ -466,7 +471,7 @@ class InterpretControlConfig:
     scale: str = _f("diff-norm", "What alpha = 1 means: diff-norm (one average correction step: the mean norm of the "
                     "correction-minus-copy differences, split evenly over the control layers; w2s's choice) or unit "
                     "(the unit vector, split likewise).", ["diff-norm", "unit"])
-    max_pairs: int = _f(32, "(question, answer) pairs corrected at every alpha (0: all).")
+    max_pairs: int = _f(32, "(question, answer) pairs corrected at every alpha (0: all).", minimum=0)
     base_model: bool = _f(True, "Also steer the base model the Aligner was trained from (the paper's Llama2-7B "
                           "experiment), with the Aligner's prompt.")
 
@@ -475,7 +480,7 @@ class InterpretControlConfig:
 class InterpretConfig:
     pairs: TripleDataConfig = _f(help="(question, answer) pairs to correct and read (a correction field is not "
                                  "needed).", factory=TripleDataConfig)
-    max_pairs: int = _f(64, "Pairs used to find the reading vector (0: all).")
+    max_pairs: int = _f(64, "Pairs used to find the reading vector (0: all).", minimum=0)
     tokens: int = _f(20, "Generated tokens read per stimulus (the paper's Fig. 4: the first 20).")
     heldout_fraction: float = _f(0.5, "Share of the pairs held out to score how well each layer separates the "
                                  "two conditions.")
@@ -583,7 +588,7 @@ class PopAlignJudgeConfig(JudgeConfig):
                    "safe-rlhf's format, or a transformers classifier) or embedding (needs a reference answer per "
                    "prompt, popalign.prompts.reference_key).",
                    ["embedding", "reward-model"])
-    max_pairs_per_strategy: int = _f(200, "Pairs judged per strategy (0: all), a seeded sample.")
+    max_pairs_per_strategy: int = _f(200, "Pairs judged per strategy (0: all), a seeded sample.", minimum=0)
 
 
 @dataclass
@@ -603,7 +608,7 @@ class PopAlignConfig:
                     "dialogue) or general instructions.", POPALIGN_STYLES)
     prompts: PromptDataConfig = _f(help="The instructions to build pairs for (paper: UltraFeedback prompts).",
                                    factory=PromptDataConfig)
-    max_prompts: int = _f(0, "Use at most this many prompts (0: all).")
+    max_prompts: int = _f(0, "Use at most this many prompts (0: all).", minimum=0)
     models: PopAlignModelsConfig = _f(help="The models of the strategies.", factory=PopAlignModelsConfig)
     generate: SamplingConfig = _f(help="Decoding of every chat generation (all generator models).",
                                   factory=SamplingConfig)

@@ -147,14 +147,41 @@ def _check_attention(key: str, model: Any, gpus: float, issues: list[ConfigIssue
                                   f"set {key}.attn_implementation=sdpa on CPU"))
 
 
+def bound_issues(node: Any, schema: type, prefix: str = "") -> list[ConfigIssue]:
+    """Every count and limit below the lower bound its schema field declares (``minimum``), anywhere in the
+    config (sections nested in sections, and named entries such as ``eval.judges.NAME``), whatever the job."""
+    import dataclasses
+    import typing
+
+    issues: list[ConfigIssue] = []
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        if node is None or f.name not in node:
+            continue
+        value, key, kind = node[f.name], f"{prefix}{f.name}", hints[f.name]
+        nested = [a for a in (typing.get_args(kind) or (kind,)) if dataclasses.is_dataclass(a)]
+        if dataclasses.is_dataclass(kind):
+            issues += bound_issues(value, kind, key + ".")
+        elif typing.get_origin(kind) is dict and nested:  # dict[str, Section]: each named entry
+            for name in value or {}:
+                issues += bound_issues(value[name], nested[0], f"{key}.{name}.")
+        minimum = f.metadata.get("minimum")
+        if minimum is not None and isinstance(value, int | float) and not isinstance(value, bool) and value < minimum:
+            zero = f.metadata.get("help", "").partition("0:")[2].split(")")[0].split(".")[0].strip()
+            issues.append(ConfigIssue(key, value, "must not be negative" if minimum == 0 else f"must be at least "
+                                      f"{minimum:g}", f"0 means {zero}" if minimum == 0 and zero else ""))
+    return issues
+
+
 def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
     """All cross-field problems of a composed config, for the given job (None: ``cfg.job``)."""
     from w2s.aligner.templates import TEMPLATE_NAMES
     from w2s.config.compose import resolve_path
+    from w2s.config.schema import W2SConfig
 
     job = JOB_ALIASES.get(job, job) if job else None
     job = job or cfg.job
-    issues: list[ConfigIssue] = []
+    issues: list[ConfigIssue] = bound_issues(cfg, W2SConfig)
     c = cfg.cluster
     trainer_ranks = int(c.trainer.num_actors)
 
@@ -167,9 +194,6 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
         if role.num_gpus_per_actor > 1 and role.num_gpus_per_actor != int(role.num_gpus_per_actor):
             issues.append(ConfigIssue(f"cluster.{role_key}.num_gpus_per_actor", role.num_gpus_per_actor,
                                       "above 1, GPUs per actor must be a whole number", ""))
-    for key in ("rpc_timeout_s", "liveness_timeout_s", "start_timeout_s"):
-        if c[key] < 0:
-            issues.append(ConfigIssue(f"cluster.{key}", c[key], "must not be negative", "0 means no limit"))
     if not c.address:  # a private local instance: what it will have is known now
         for res, total in (("cpus", c.num_cpus), ("gpus", c.num_gpus)):
             for role_key in ("generator", "corrector", "trainer", "judge"):
@@ -231,9 +255,6 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
         _check_data("loop.prompts", cfg.loop.prompts, issues, required=True)
         if cfg.loop.rounds < 1:
             issues.append(ConfigIssue("loop.rounds", cfg.loop.rounds, "must be at least 1", "set loop.rounds=1"))
-        if cfg.loop.prompts_per_round < 0:
-            issues.append(ConfigIssue("loop.prompts_per_round", cfg.loop.prompts_per_round, "must not be negative",
-                                      "0 means every prompt each round"))
         method = cfg.train.method
         if method in ("sft", "dpo"):
             _check_trainer(f"train.{method}", cfg.train[method], trainer_ranks, issues)
@@ -402,8 +423,6 @@ def _check_popalign(cfg: DictConfig, trainer_ranks: int, issues: list[ConfigIssu
             issues.append(ConfigIssue(f"popalign.{n}.weight", p[n].weight, "must be in [0, 1] (the share of prompts "
                                       "this strategy builds a pair for)", "1 builds a pair for every prompt"))
     _check_data("popalign.prompts", p.prompts, issues, required=True)
-    if p.max_prompts < 0:
-        issues.append(ConfigIssue("popalign.max_prompts", p.max_prompts, "must not be negative", "0 means all"))
     chat_gpus = _gpus(c.generator)
     if p.models.generator.path:
         _check_model("popalign.models.generator", p.models.generator, issues, required=True)

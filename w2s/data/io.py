@@ -235,7 +235,7 @@ def _check(where: str, item: Any, required: Mapping[str, str], allow_empty: set[
 
 
 def read_rows(source: Any, *, required: Mapping[str, str] | Sequence[str], what: str,
-              allow_empty: Iterable[str] = ()) -> RowsResult:
+              allow_empty: Iterable[str] = (), unique_ids: bool = False) -> RowsResult:
     """Read and check rows from a file, a saved dataset folder or a hub dataset.
 
     Args:
@@ -245,6 +245,7 @@ def read_rows(source: Any, *, required: Mapping[str, str] | Sequence[str], what:
             example ``{"question": cfg.question_key}``) or a list of field names.
         what: what the rows are, for messages (``"Aligner triples"``).
         allow_empty: roles or field names whose value may be an empty string.
+        unique_ids: a repeated ``id`` is an error naming both rows (prompts and answers are paired by id).
 
     Returns:
         The good rows (with ``id`` added where missing), the skipped count and one message per skip.
@@ -261,6 +262,7 @@ def read_rows(source: Any, *, required: Mapping[str, str] | Sequence[str], what:
     empty_ok = set(allow_empty)
     label, records = _records(path_str, split, on_bad_row)
     result = RowsResult(rows=[], source=label)
+    first_seen: dict[str, str] = {}  # id -> where it was first read (unique_ids)
     for index, (where, item) in enumerate(records):
         try:
             row = _check(where, item, req, empty_ok)
@@ -272,6 +274,12 @@ def read_rows(source: Any, *, required: Mapping[str, str] | Sequence[str], what:
             continue
         if ID_KEY not in row:
             row = {ID_KEY: _position(where, index), **row}
+        if unique_ids:
+            key = str(row[ID_KEY])
+            if key in first_seen:  # rows are paired by id: a repeat would be paired with the wrong one
+                raise DataError(f"{what}: {where}: field {ID_KEY!r}: {key!r} was already the id of {first_seen[key]}; "
+                                "ids must be unique (rows are paired by id)")
+            first_seen[key] = where
         result.rows.append(row)
         if max_rows and len(result.rows) >= max_rows:
             break

@@ -25,7 +25,7 @@ def read_prompts(source: Any, *, with_reference: bool, what: str,
 
     required = [source.prompt_key] + ([source.reference_key] if with_reference else [])
     try:
-        result = read_rows(source, required=required, what=what)
+        result = read_rows(source, required=required, what=what, unique_ids=True)
     except DataError as e:
         if with_reference and source.reference_key in str(e):
             raise DataError(f"{e} (the embedding judge compares answers with a reference answer per prompt; without "

@@ -28,7 +28,7 @@ from w2s.errors import DataError, W2SError
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    from w2s.aligner.cli import _collect_overrides
+    from w2s.aligner.cli import _collect_overrides, non_negative
 
     p = subparsers.add_parser("eval", help="compare two answer sources with the configured judges; write a report",
                               description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
@@ -42,7 +42,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="output folder (resumed when it exists)")
     p.add_argument("--answer-key", default="answer", help="answer field of answer files (default: answer)")
     p.add_argument("--api-key-env", default="", help="environment variable holding an answer endpoint's API key")
-    p.add_argument("--max-prompts", type=int, default=0, help="evaluate on at most this many prompts (0: all)")
+    p.add_argument("--max-prompts", type=non_negative, default=0, help="evaluate on at most this many prompts (0: "
+                   "all)")
     p.set_defaults(func=cmd_eval)
     _collect_overrides(p)
     return p
@@ -66,7 +67,8 @@ def _kind(source: str) -> str:
 def _from_file(source: str, ids: list[str], answer_key: str) -> dict[str, str]:
     from w2s.data.io import read_rows
 
-    rows = read_rows(source, required=[answer_key], what=f"answers ({source})", allow_empty=[answer_key]).rows
+    rows = read_rows(source, required=[answer_key], what=f"answers ({source})", allow_empty=[answer_key],
+                     unique_ids=True).rows
     answers = {str(r["id"]): r[answer_key] for r in rows}
     missing = [i for i in ids if i not in answers]
     if missing:
