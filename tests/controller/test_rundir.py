@@ -161,6 +161,29 @@ def test_corrupt_manifest_is_one_clear_error(tmp_path):
         rd.finished(stage, ["generate"], {})
 
 
+def test_state_files_of_the_wrong_shape_are_one_clear_error(tmp_path, capsys):
+    """Valid JSON that is not what w2s wrote: the file, the field and the fix, never a traceback."""
+    from w2s.cli import main
+
+    rd = RunDir(tmp_path / "run", _cfg())
+    rd.open(recipe="tiny/dpo", overrides=[])
+    stage = rd.stage_dir(1, "generate")
+    _finished_stage(rd, stage, {})
+    manifest = json.loads((stage / "manifest.json").read_text())
+    for text, problem in (("[]", "holds a JSON list, not the object w2s wrote"),
+                          (json.dumps({**manifest, "outputs": 7}), "field 'outputs' is 7, not an object"),
+                          (json.dumps({**manifest, "round": "one"}), "field 'round' is 'one', not a number or null")):
+        (stage / "manifest.json").write_text(text)
+        with pytest.raises(RunDirError, match=f"manifest.json: {problem}; restore it from a backup, or delete it"):
+            rd.finished(stage, ["generate"], {})
+        assert main(["status", str(rd.path)]) == 1
+        assert problem in capsys.readouterr().err
+    rd.release()
+    (rd.path / "run.json").write_text(json.dumps({"attempts": 5}))
+    with pytest.raises(RunDirError, match="run.json: field 'attempts' is 5, not a list"):
+        RunDir(rd.path, _cfg()).open(recipe="tiny/dpo", overrides=[])
+
+
 def test_metrics_rows_carry_the_attempt_and_are_not_repeated_by_reruns(tmp_path):
     rd = RunDir(tmp_path / "run", _cfg("log.tensorboard=false"))
     rd.open(recipe="tiny/dpo", overrides=[])
@@ -185,6 +208,9 @@ def test_metrics_go_to_weights_and_biases_when_a_project_is_set(tmp_path, monkey
     rd.log_metrics(1, "eval-vs-initial/similarity", {"omega": 12.5, "judge": "similarity", "by_category": {}})
     rd.log_metrics(2, "eval-vs-initial/similarity", {"omega": 37.5, "judge": "similarity", "by_category": {}})
     rd._wandb.finish()
+    import wandb
+
+    wandb.teardown()  # W&B's service process lives as long as its Python process: this test's is pytest
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))  # the run W&B would sync, under the run directory
     # The run file holds the logged history as protobuf records: the keys and JSON values appear verbatim.

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from w2s.controller.rundir import read_state
 from w2s.data.files import read_jsonl
 from w2s.eval.html import Figure, Section, Table, Text
 from w2s.eval.report import OMEGA_NOTE, agreement_figure, category_table, omega_table, samples, write_reports
@@ -37,7 +38,7 @@ def eval_rows(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _train_losses(run_dir: Path) -> dict[int, list[float]]:
     out = {}
     for manifest in sorted(run_dir.glob("round-*/train/manifest.json")):
-        losses = json.loads(manifest.read_text()).get("losses") or []
+        losses = read_state(manifest).get("losses") or []
         if losses:
             out[int(manifest.parent.parent.name.split("-")[1])] = losses
     return out

@@ -46,13 +46,39 @@ def say(msg: str) -> None:
     print(f"[w2s {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+# The fields of the run directory's state files that w2s reads, and their JSON types.
+RUN_JSON_FIELDS: dict[str, type | tuple[type, ...]] = {"recipe": str, "attempts": list}
+MANIFEST_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "stage": str, "config_hash": str, "inputs": dict, "outputs": dict, "metrics": dict,
+    "round": (int, type(None)), "seconds": (int, float)}
+
+
 def read_state(path: Path) -> dict[str, Any]:
-    """A JSON state file of the run directory (run.json, a manifest); a corrupt one is one clear error."""
+    """A JSON state file of the run directory (``run.json``, a stage's manifest): an object whose fields have the
+    types w2s wrote. A corrupt or misshapen one is one clear error naming the file, the field and the fix."""
+    fix = ("restore it from a backup, or delete it (a manifest: that stage is redone; run.json: the run's attempt "
+           "history is lost) and re-run")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        state = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunDirError(f"{path}: corrupt ({e}); restore it from a backup, or delete it (a manifest: that stage "
-                          "is redone; run.json: the run's attempt history is lost) and re-run") from None
+        raise RunDirError(f"{path}: corrupt ({e}); {fix}") from None
+    if not isinstance(state, dict):
+        raise RunDirError(f"{path}: holds a JSON {type(state).__name__}, not the object w2s wrote; {fix}")
+    fields = RUN_JSON_FIELDS if path.name == "run.json" else MANIFEST_FIELDS
+    for name, kind in fields.items():
+        value = state.get(name, ...)
+        if value is not ... and (not isinstance(value, kind) or isinstance(value, bool)):  # no field is a bool
+            raise RunDirError(f"{path}: field {name!r} is {value!r}, not {_type_names(kind)}; {fix}")
+    if path.name == "run.json" and "attempts" not in state:
+        raise RunDirError(f"{path}: field 'attempts' is missing; {fix}")
+    return state
+
+
+def _type_names(kind: type | tuple[type, ...]) -> str:
+    names = {"str": "a string", "list": "a list", "dict": "an object", "int": "a number", "float": "a number",
+             "NoneType": "null"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(dict.fromkeys(names.get(k.__name__, k.__name__) for k in kinds))
 
 
 class HashCache:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
-from w2s.controller.rundir import RunDir, say, source_file, to_plain
+from w2s.controller.rundir import RunDir, read_state, say, source_file, to_plain
 from w2s.data.files import append_jsonl, read_jsonl, write_jsonl
 from w2s.data.prompts import read_prompts
 from w2s.errors import DataError
@@ -342,7 +342,7 @@ def build_stage(cfg: DictConfig, rd: RunDir, services: Services) -> dict[str, An
         for line in _table(counts, accuracy):
             say(f"popalign: {line}")
         say(f"popalign: {len(kept)} pairs kept of {len(jobs)} ({loadable} load in OpenRLHF's DPO dataset): {out}")
-    return json.loads((stage_dir / "manifest.json").read_text())
+    return read_state(stage_dir / "manifest.json")
 
 
 def train_stage(cfg: DictConfig, rd: RunDir, data: Path, services: Services) -> dict[str, Any]:
@@ -370,7 +370,7 @@ def train_stage(cfg: DictConfig, rd: RunDir, data: Path, services: Services) -> 
         rd.log_metrics(None, "popalign-train", rec["metrics"])
         if losses:
             say(f"popalign train: {len(losses)} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}")
-    return json.loads((stage_dir / "manifest.json").read_text())
+    return read_state(stage_dir / "manifest.json")
 
 
 def run_popalign(cfg: DictConfig, rd: RunDir, services: Services) -> dict[str, Any]:
