@@ -107,6 +107,49 @@ def test_resume_refuses_other_settings_and_corrupt_files(corrector, answers, tmp
         _run(corrector, answers, out)
 
 
+def test_resume_refuses_rows_made_with_other_decoding_seed_or_weights(corrector, answers, tmp_path, tiny_weak):
+    """Everything that decides a correction is compared on every row already written, not on the first alone."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path / "out.jsonl"
+    _run(corrector, answers, out, max_rows=4)
+    lines = out.read_text().splitlines()
+    third = json.loads(lines[2])
+    third["w2s_correction"]["generation"]["temperature"] = 0.9  # one row of the four made with other decoding
+    out.write_text("\n".join(lines[:2] + [json.dumps(third)] + lines[3:]) + "\n")
+    with pytest.raises(W2SError, match=r"cannot resume: rows there were corrected with other settings \(generation:"):
+        _run(corrector, answers, out)
+    out.write_text("\n".join(lines) + "\n")
+    with pytest.raises(W2SError, match="base_seed: 11 there, 12 now"):
+        correct_file(corrector.aligner_path, str(answers), str(out), model_cfg=None, correct_cfg=corrector.cfg,
+                     corrector=corrector, progress=False, echo=None, seed=12)
+    assert _run(corrector, answers, out)["resumed_rows"] == 4  # the same settings resume
+
+    # New weights at the same path (an Aligner retrained in place): refused, whatever the file's name and size.
+    aligner = tmp_path / "aligner"
+    shutil.copytree(tiny_weak, aligner)
+    mine = Corrector(str(aligner), ModelConfig(dtype="float32"), corrector.cfg)
+    try:
+        out2 = tmp_path / "out2.jsonl"
+        correct_file(str(aligner), str(answers), str(out2), model_cfg=None, correct_cfg=corrector.cfg,
+                     corrector=mine, progress=False, echo=None, seed=11, max_rows=4)
+    finally:
+        mine.close()
+    weights = load_file(str(aligner / "model.safetensors"))
+    name = sorted(weights)[0]
+    weights[name] = weights[name] + 1.0
+    save_file(weights, str(aligner / "model.safetensors"), metadata={"format": "pt"})
+    retrained = Corrector(str(aligner), ModelConfig(dtype="float32"), corrector.cfg)
+    try:
+        with pytest.raises(W2SError, match="cannot resume.*weights: '[0-9a-f]{64}' there"):
+            correct_file(str(aligner), str(answers), str(out2), model_cfg=None, correct_cfg=corrector.cfg,
+                         corrector=retrained, progress=False, echo=None, seed=11)
+    finally:
+        retrained.close()
+
+
 def test_duplicate_ids_and_bad_rows(corrector, tmp_path):
     src = tmp_path / "dup.jsonl"
     src.write_text(json.dumps({"id": 1, "question": "q", "answer": "a"}) + "\n" +

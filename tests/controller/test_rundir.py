@@ -138,7 +138,7 @@ def test_a_changed_input_file_or_model_is_refused_with_what_changed(tmp_path):
 
 
 def test_hashes_are_cached_by_size_and_mtime(tmp_path, monkeypatch):
-    from w2s.controller import rundir as mod
+    from w2s.data import files as mod
 
     big = tmp_path / "model.bin"
     big.write_bytes(b"x" * 4096)

@@ -178,14 +178,38 @@ def scan_output(path: Path) -> tuple[list[dict[str, Any]], int]:
     return rows, good
 
 
+# What decides a correction: resuming an output is allowed only when every row's values equal this run's.
+RESUME_KEYS = ("aligner", "weights", "template", "instruction", "generation", "base_seed")
+
+
 def _check_same_run(path: Path, rows: list[dict[str, Any]], provenance: dict[str, Any]) -> None:
-    if not rows:
-        return
-    old = rows[0].get(PROVENANCE_KEY) or {}
-    for key in ("aligner", "template", "instruction"):
-        if old.get(key) != provenance[key]:
-            raise W2SError(f"{path}: cannot resume: its rows were corrected with {key}={old.get(key)!r}, this run "
-                           f"uses {provenance[key]!r}; choose another --output or delete the file to start over")
+    """Every row already in ``path`` was corrected as this run would correct it (same Aligner weights by content,
+    template, instruction, every decoding field, seed), or the resume is refused with what differs."""
+    changed: dict[str, tuple[Any, Any]] = {}
+    for row in rows:
+        old = row.get(PROVENANCE_KEY) or {}
+        for key in RESUME_KEYS:
+            if key not in changed and old.get(key) != provenance[key]:
+                changed[key] = (old.get(key), provenance[key])
+    if changed:
+        what = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in changed.items())
+        raise W2SError(f"{path}: cannot resume: rows there were corrected with other settings ({what}); use the "
+                       "same Aligner and settings to resume, or choose another --output (or delete the file) to "
+                       "start over")
+
+
+def _weights_hash(aligner_path: str, out: Path) -> str:
+    """sha256 of the Aligner's folder (every file), remembered by size and mtime beside the output, so a resume
+    reads the weights again only when they changed; a name that is not a local folder stands for itself."""
+    from w2s.data.files import HashCache
+
+    folder = Path(aligner_path)
+    if not folder.is_dir():
+        return str(aligner_path)
+    cache = HashCache(out.with_name(f".{out.name}.hashes.json"))
+    digest = cache.sha256(folder)
+    cache.save()
+    return digest
 
 
 def _drop_stale(path: Path, done_rows: list[dict[str, Any]], rows: Sequence[Mapping[str, Any]],
@@ -262,7 +286,7 @@ def correct_file(aligner_path: str, input_path: str, output_path: str, *, model_
 
     Raises:
         DataError: bad input rows (``on_bad_row: error``), duplicate ids, a corrupt output file.
-        W2SError: resuming an output written with another Aligner, template or instruction.
+        W2SError: resuming an output written with other Aligner weights, template, instruction, decoding or seed.
     """
     from w2s.data.io import read_rows
 
@@ -294,7 +318,9 @@ def correct_file(aligner_path: str, input_path: str, output_path: str, *, model_
         owned = corrector is None
         corrector = corrector or Corrector(aligner_path, model_cfg, correct_cfg, user_templates=user_templates)
         try:
-            provenance = corrector.provenance
+            base_seed = int(seed if seed is not None else (corrector.sampling["seed"] or 42))
+            provenance = {**corrector.provenance, "weights": _weights_hash(corrector.aligner_path, out),
+                          "base_seed": base_seed}
             done_rows, good_bytes = scan_output(out)
             _check_same_run(out, done_rows, provenance)
             if out.exists() and out.stat().st_size != good_bytes:
@@ -303,7 +329,6 @@ def correct_file(aligner_path: str, input_path: str, output_path: str, *, model_
             done_rows = _drop_stale(out, done_rows, data.rows, (q_key, a_key), echo)
             done = {_id_key(r.get("id")) for r in done_rows}
             todo = [(i, row) for i, row in enumerate(data.rows) if _id_key(row["id"]) not in done]
-            base_seed = int(seed if seed is not None else (corrector.sampling["seed"] or 42))
             chunk = max(1, int(getattr(correct_cfg, "batch_prompts_per_actor", 8) or 8))
             bar = None
             if progress:

@@ -6,6 +6,7 @@ Readers see the old file or the new one, never half of one; an append-only JSON 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -121,3 +122,50 @@ class WriterLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+class HashCache:
+    """sha256 of files and folders, remembered by (size, mtime) in a JSON file, so that verifying the inputs and
+    outputs of finished stages on every resume reads only what changed (a model folder is hashed once)."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self._entries: dict[str, list] = {}
+        if path is not None and path.exists():
+            try:
+                self._entries = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                self._entries = {}  # a cache: rebuilt, never trusted over the files themselves
+        self._dirty = False
+
+    def _file(self, q: Path) -> str:
+        st = q.stat()
+        key, stamp = str(q.resolve()), [st.st_size, st.st_mtime_ns]
+        hit = self._entries.get(key)
+        if hit and hit[:2] == stamp:
+            return hit[2]
+        h = hashlib.sha256()
+        with open(q, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        self._entries[key] = [*stamp, h.hexdigest()]
+        self._dirty = True
+        return h.hexdigest()
+
+    def sha256(self, p: Path) -> str:
+        if not p.is_dir():
+            return self._file(p)
+        h = hashlib.sha256()
+        for q in sorted(q for q in p.rglob("*") if q.is_file()):
+            h.update(f"{q.relative_to(p)}\0{self._file(q)}\n".encode())
+        return h.hexdigest()
+
+    def describe(self, p: Path) -> dict[str, Any]:
+        """What a manifest records of a file or folder: path, total size and sha256."""
+        files = [q for q in p.rglob("*") if q.is_file()] if p.is_dir() else [p]
+        return {"path": str(p), "size": sum(q.stat().st_size for q in files), "sha256": self.sha256(p)}
+
+    def save(self) -> None:
+        if self._dirty and self.path is not None:
+            atomic_write_json(self.path, self._entries)
+            self._dirty = False
