@@ -120,3 +120,22 @@ def test_train_replaces_an_earlier_aligner_only_when_asked(tmp_path, capsys):
     check_output_dir(tmp_path / "new", overwrite=False)
     (tmp_path / "empty").mkdir()
     check_output_dir(tmp_path / "empty", overwrite=False)
+
+
+def test_correct_refuses_its_input_as_output_an_empty_input_and_an_unknown_aligner(tmp_path, capsys, tiny_weak):
+    from w2s.cli import main
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"id": 1, "question": "q", "answer": "a"}) + "\n")
+    assert main(["aligner", "correct", "--aligner", tiny_weak, "--input", str(rows), "--output", str(rows)]) == 1
+    assert f"--output {rows} is the input file: corrections go to a new file" in capsys.readouterr().err
+    assert rows.read_text().count("\n") == 1  # untouched
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["aligner", "correct", "--aligner", tiny_weak, "--input", str(empty), "--output",
+                 str(tmp_path / "out.jsonl")]) == 1
+    assert f"{empty}: no rows to correct" in capsys.readouterr().err
+    assert main(["aligner", "correct", "--aligner", "no-such-aligner", "--input", str(rows), "--output",
+                 str(tmp_path / "out.jsonl")]) == 1
+    assert "--aligner no-such-aligner: no such folder here, and it could not be loaded as a hub model" in \
+        capsys.readouterr().err

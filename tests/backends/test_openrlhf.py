@@ -87,6 +87,14 @@ def test_sft_chat_rows_train_and_save_a_loadable_model(sft_chat, tiny_weak):
     assert result.metrics["rows_kept"] == 32 and result.metrics["loss_last"] == result.losses[-1]
     _assert_loadable_causal_lm(result.output_dir)
     assert _differs(result.output_dir, tiny_weak)
+    # Every saved file has the mode a plain write gives (safetensors' temporary files would leave 0600).
+    import os
+    from pathlib import Path
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {p.name: p.stat().st_mode & 0o777 for p in Path(result.output_dir).iterdir() if p.is_file()} == {
+        p.name: 0o666 & ~umask for p in Path(result.output_dir).iterdir() if p.is_file()}
     print(f"SFT chat: {result.seconds:.1f} s, losses {result.losses[0]:.3f} -> {result.losses[-1]:.3f}")
 
 

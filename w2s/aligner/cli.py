@@ -199,9 +199,18 @@ def cmd_correct(args: argparse.Namespace) -> int:
         cfg = OmegaConf.merge(cfg, {"correct": {"instruction": args.instruction}})
     seed = args.seed if args.seed is not None else (cfg.correct.seed if cfg.correct.seed is not None
                                                      else cfg.run.seed)
-    correct_file(args.aligner, args.input, args.output, model_cfg=cfg.model.aligner, correct_cfg=cfg.correct,
-                 user_templates=_user_templates(cfg), seed=int(seed),
-                 progress=not args.no_progress and bool(cfg.log.progress), max_rows=args.max_rows)
+    try:
+        correct_file(args.aligner, args.input, args.output, model_cfg=cfg.model.aligner, correct_cfg=cfg.correct,
+                     user_templates=_user_templates(cfg), seed=int(seed),
+                     progress=not args.no_progress and bool(cfg.log.progress), max_rows=args.max_rows)
+    except OSError as e:
+        if Path(args.aligner).exists():
+            raise
+        from w2s.errors import W2SError
+
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise W2SError(f"--aligner {args.aligner}: no such folder here, and it could not be loaded as a hub model "
+                       f"({reason}); give the trained Aligner's folder") from None
     return 0
 
 

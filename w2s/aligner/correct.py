@@ -290,6 +290,9 @@ def correct_file(aligner_path: str, input_path: str, output_path: str, *, model_
     """
     from w2s.data.io import read_rows
 
+    if Path(output_path).resolve() == Path(input_path).resolve():
+        raise W2SError(f"--output {output_path} is the input file: corrections go to a new file and the input is "
+                       "never modified; give another --output")
     q_key = str(getattr(correct_cfg, "question_key", "question"))
     a_key = str(getattr(correct_cfg, "answer_key", "answer"))
     out_key = str(getattr(correct_cfg, "output_key", "correction"))
@@ -297,6 +300,9 @@ def correct_file(aligner_path: str, input_path: str, output_path: str, *, model_
               "split": "train"}
     data = read_rows(source, required={"question": q_key, "answer": a_key}, what="rows to correct",
                      allow_empty=("answer",))
+    if not data.rows:
+        raise DataError(f"{input_path}: no rows to correct" + (f" ({data.skipped} malformed row(s) skipped)"
+                                                               if data.skipped else ""))
     seen: dict[str, int] = {}
     for i, row in enumerate(data.rows):
         key = _id_key(row["id"])

@@ -181,6 +181,9 @@ def _save(strategy: Any, model: Any, tok: Any, output_dir: str) -> None:
     else:
         strategy.save_model(model, tok, partial)
     if rank0:
+        from w2s.data.files import give_usual_modes
+
+        give_usual_modes(partial)
         if os.path.exists(output_dir):
             old = output_dir.rstrip("/") + ".old"
             shutil.rmtree(old, ignore_errors=True)

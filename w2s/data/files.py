@@ -21,6 +21,15 @@ def _umask() -> int:
     return mask
 
 
+def give_usual_modes(folder: str | os.PathLike) -> None:
+    """Every file under ``folder`` gets the mode a plain write would give it (0666 less the umask): some writers
+    (safetensors through temporary files) leave 0600, which other users of a shared run folder cannot read."""
+    mode = 0o666 & ~_umask()
+    for p in Path(folder).rglob("*"):
+        if p.is_file() and not p.is_symlink():
+            os.chmod(p, mode)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write to a temporary sibling, fsync, then rename."""
     path = Path(path)
