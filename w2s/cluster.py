@@ -25,6 +25,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,25 @@ STOP = threading.Event()
 
 # Where role actors write their stdout/stderr (RUN_DIR/logs), and at what log level; set by RayCluster for a run.
 ACTOR_LOGS: dict[str, str] = {}
+
+
+@contextlib.contextmanager
+def _own_sigterm_kept() -> Iterator[None]:
+    """While Ray starts, keep the driver's own SIGTERM handler (the stop-at-a-safe-point flag) where there is one:
+    Ray's would exit mid-start-up with status 15 or 1 and no word of how to resume."""
+    import signal
+
+    import ray._private.utils as ray_utils
+
+    if not callable(signal.getsignal(signal.SIGTERM)):
+        yield
+        return
+    original = ray_utils.set_sigterm_handler
+    ray_utils.set_sigterm_handler = lambda _handler: None
+    try:
+        yield
+    finally:
+        ray_utils.set_sigterm_handler = original
 
 
 @dataclass
@@ -78,14 +98,15 @@ class RayCluster:
         if ray.is_initialized():  # a caller (a test, a notebook) already connected us
             return self
         try:
-            if self.cfg.address:
-                ray.init(address=self.cfg.address, runtime_env=runtime_env, log_to_driver=not quiet,
-                         configure_logging=False)
-            else:
-                ray.init(address="local", num_cpus=self.cfg.num_cpus or None, num_gpus=self.cfg.num_gpus or None,
-                         include_dashboard=self.cfg.include_dashboard, dashboard_host=self.cfg.dashboard_host,
-                         _temp_dir=self.cfg.temp_dir or None, runtime_env=runtime_env, log_to_driver=not quiet,
-                         configure_logging=False)
+            with _own_sigterm_kept():
+                if self.cfg.address:
+                    ray.init(address=self.cfg.address, runtime_env=runtime_env, log_to_driver=not quiet,
+                             configure_logging=False)
+                else:
+                    ray.init(address="local", num_cpus=self.cfg.num_cpus or None,
+                             num_gpus=self.cfg.num_gpus or None, include_dashboard=self.cfg.include_dashboard,
+                             dashboard_host=self.cfg.dashboard_host, _temp_dir=self.cfg.temp_dir or None,
+                             runtime_env=runtime_env, log_to_driver=not quiet, configure_logging=False)
         except Exception as e:  # Ray raises many types here; all mean the same to the user
             where = self.cfg.address or "a private local instance"
             raise ClusterError(f"could not start or join Ray ({where}): {e}. Check cluster.address; on Slurm, "

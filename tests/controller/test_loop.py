@@ -188,6 +188,16 @@ def test_dpo_stopped_then_killed_mid_stage_resumes_without_redoing_finished_stag
     assert changed.returncode == 1 and "run.resume=fork" in changed.stderr
 
 
+def test_sigterm_while_ray_starts_stops_with_143_and_says_how_to_resume(tmp_path):
+    """Ray installs its own SIGTERM handler while it starts (exit 15, no word); the driver keeps its own."""
+    run = tmp_path / "run"
+    args = ["run", "tiny/dpo", f"run.dir={run}", *SMALL]
+    assert _start_and_signal(tmp_path, args, "run dir:", signal.SIGTERM, "early") == 143
+    log = (tmp_path / "early.log").read_text()
+    assert "received SIGTERM: stopping at the next safe point" in log
+    assert "re-run the same command to resume" in log and not list(run.glob("round-*/*/manifest.json"))
+
+
 def test_bad_prompt_file_fails_before_anything_starts(tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "fine"}\n{"prompt": 3}\n')

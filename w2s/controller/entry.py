@@ -77,7 +77,8 @@ def run_job(cfg: DictConfig, *, recipe: str, overrides: list[str]) -> int:
         inputs = preflight(cfg)
     try:
         with RayCluster(cfg.cluster, actor_logs=str(rd.path / "logs"), log_level=level) as cluster:
-            _install_signal_handlers()  # again: ray.init may install its own
+            if STOP.is_set():  # SIGTERM/SIGUSR2 arrived while Ray started
+                raise StopRequested("Ray's start-up")
             info = cluster.describe()
             rd.record_cluster(info)
             nodes = [n for n in info["nodes"] if n["alive"]]
