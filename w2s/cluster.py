@@ -80,6 +80,7 @@ class RayCluster:
 
     cfg: Any  # ClusterConfig
     started: bool = False
+    reaper: Any = None  # the process that stops a private instance if this driver dies (w2s.reaper)
     actor_logs: str = ""
     log_level: str = "INFO"
 
@@ -97,6 +98,10 @@ class RayCluster:
             ACTOR_LOGS.update(dir=self.actor_logs, level=self.log_level)
         if ray.is_initialized():  # a caller (a test, a notebook) already connected us
             return self
+        from w2s import reaper
+
+        if not self.cfg.address:
+            self.reaper = reaper.start()
         try:
             with _own_sigterm_kept():
                 if self.cfg.address:
@@ -108,6 +113,7 @@ class RayCluster:
                              dashboard_host=self.cfg.dashboard_host, _temp_dir=self.cfg.temp_dir or None,
                              runtime_env=runtime_env, log_to_driver=not quiet, configure_logging=False)
         except Exception as e:  # Ray raises many types here; all mean the same to the user
+            reaper.stop(self.reaper)
             where = self.cfg.address or "a private local instance"
             raise ClusterError(f"could not start or join Ray ({where}): {e}. Check cluster.address; on Slurm, "
                                "the head's `ray start` log under RUN_DIR/slurm/.") from e
@@ -117,9 +123,13 @@ class RayCluster:
     def __exit__(self, *exc: Any) -> None:
         import ray
 
+        from w2s import reaper
+
         ACTOR_LOGS.clear()
         if self.started and ray.is_initialized():
             ray.shutdown()
+        reaper.stop(self.reaper)
+        self.reaper = None
 
     def describe(self) -> dict[str, Any]:
         """Alive nodes with their addresses and resources (written to RUN_DIR/cluster.json)."""

@@ -1,0 +1,77 @@
+"""A private Ray instance is gone within seconds of its driver's death, however the driver dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from w2s.reaper import TAG, tagged
+
+
+def _owned_by(pid: int) -> list[psutil.Process]:
+    """Live processes whose W2S_RAY_OWNER names the driver ``pid``."""
+    found = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if p.environ().get(TAG, "").startswith(f"{pid}-") and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
+
+
+@pytest.mark.slow  # a real w2s run: Ray and its actors start
+def test_a_sigkilled_driver_takes_its_private_ray_instance_with_it(tmp_path):
+    log_path = tmp_path / "driver.log"
+    args = ["run", "tiny/dpo", f"run.dir={tmp_path / 'run'}", "loop.prompts_per_round=4", "eval.max_prompts=4"]
+    with open(log_path, "w") as log:
+        driver = subprocess.Popen([sys.executable, "-m", "w2s.cli", *args], stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while "starting 1 generator actor(s)" not in log_path.read_text():
+            assert driver.poll() is None and time.time() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.2)
+        ray_procs = _owned_by(driver.pid)
+        names = " ".join(" ".join(p.cmdline()) for p in ray_procs)
+        assert "gcs_server" in names and "raylet" in names  # the instance, tagged
+        os.kill(driver.pid, signal.SIGKILL)  # the driver alone, as the OOM killer would
+        driver.wait(timeout=30)
+        deadline = time.time() + 15
+        while _owned_by(driver.pid) and time.time() < deadline:
+            time.sleep(0.5)
+        left = [(p.pid, " ".join(p.cmdline())[:80]) for p in _owned_by(driver.pid)]
+        assert left == [], left
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+        for p in _owned_by(driver.pid):
+            p.kill()
+
+
+def test_the_reaper_kills_only_what_carries_its_tag_once_the_driver_is_gone(tmp_path):
+    """A stand-in driver starts two tagged processes and one untagged, then dies: the reaper stops the two."""
+    tag = f"999999-{time.time():.3f}"
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+    mine = [subprocess.Popen(sleeper, env={**os.environ, TAG: tag}, start_new_session=True) for _ in range(2)]
+    other = subprocess.Popen(sleeper, start_new_session=True)
+    driver = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1)"])
+    created = f"{psutil.Process(driver.pid).create_time():.3f}"
+    reaper = subprocess.Popen([sys.executable, "-m", "w2s.reaper", str(driver.pid), created, tag])
+    try:
+        assert {p.pid for p in tagged(tag)} == {p.pid for p in mine}
+        driver.wait(timeout=10)
+        assert reaper.wait(timeout=20) == 0
+        assert all(p.wait(timeout=5) is not None for p in mine) and tagged(tag) == []
+        assert other.poll() is None  # not its to stop
+    finally:
+        for p in [*mine, other, reaper, driver]:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
