@@ -139,3 +139,23 @@ def test_correct_refuses_its_input_as_output_an_empty_input_and_an_unknown_align
                  str(tmp_path / "out.jsonl")]) == 1
     assert "--aligner no-such-aligner: no such folder here, and it could not be loaded as a hub model" in \
         capsys.readouterr().err
+
+
+def test_correct_refuses_an_aligner_that_ships_code_before_loading_it(tmp_path, capsys):
+    """A folder with its own Python code (auto_map) and an unknown model type: one line with the fix, nothing run."""
+    from w2s.cli import main
+
+    aligner = tmp_path / "codey"
+    aligner.mkdir()
+    (aligner / "config.json").write_text(json.dumps({"model_type": "mystery", "auto_map": {
+        "AutoConfig": "configuration_mystery.MysteryConfig", "AutoModelForCausalLM": "modeling_mystery.MysteryLM"}}))
+    for name in ("configuration_mystery.py", "modeling_mystery.py"):
+        (aligner / name).write_text(f"open({str(tmp_path / 'executed')!r}, 'w').close()\n")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"id": 1, "question": "q", "answer": "a"}) + "\n")
+    assert main(["aligner", "correct", "--aligner", str(aligner), "--input", str(rows), "--output",
+                 str(tmp_path / "out.jsonl")]) == 1
+    err = capsys.readouterr().err
+    assert f"{aligner / 'config.json'}: the model ships its own Python code (auto_map)" in err
+    assert "set trust_remote_code=true in the model's section" in err and "Traceback" not in err
+    assert not (tmp_path / "executed").exists()

@@ -77,9 +77,10 @@ def guard_remote_code(path: str, trust_remote_code: bool, *, key: str = "") -> N
     """
     if trust_remote_code or not ships_code(path):
         return
-    where = key or "the model section's trust_remote_code"
-    raise W2SError(f"{Path(path) / 'config.json'}: the model ships its own Python code (auto_map), which OpenRLHF "
-                   f"would run; set {where}=true only if you trust that code")
+    fix = f"set {key}=true" if key else ("set trust_remote_code=true in the model's section (model.strong, "
+                                         "model.aligner or the judge's)")
+    raise W2SError(f"{Path(path) / 'config.json'}: the model ships its own Python code (auto_map), which loading it "
+                   f"(transformers, vLLM, OpenRLHF) would run; {fix} only if you trust that code")
 
 
 def max_positions(path: str | os.PathLike) -> int | None:
