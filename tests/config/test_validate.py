@@ -91,3 +91,29 @@ def test_every_negative_count_or_limit_is_refused_at_once():
     assert issues["cluster.rpc_timeout_s"].startswith("must not be negative | 0 means no cap")
     assert issues["interpret.max_pairs"] == "must not be negative | 0 means all"
     assert "eval.judges.similarity.max_len" not in issues  # no declared bound: left to its own checks
+
+
+@pytest.mark.parametrize("name", ["gpu/smoke", "gpu/alpaca7b-aligner7b-sft", "gpu/alpaca2-13b-aligner7b-dpo",
+                                  "gpu/alpaca2-7b-per-round-dpo"])
+@pytest.mark.parametrize("method", ["sft", "dpo", "rlhf"])
+def test_gpu_recipes_validate_for_every_method(name, method):
+    load_config(name, [f"train.method={method}"])
+
+
+def test_a_hub_models_stated_context_length_bounds_every_budget_before_anything_starts():
+    """Alpaca-7B has 2048 tokens of context: the paper's 2048 new tokens after a 1024-token prompt cannot run,
+    for generation, evaluation, training or PPO, and validation says so though the model is not downloaded."""
+    with pytest.raises(ConfigError) as e:
+        load_config("gpu/alpaca7b-aligner7b-rlhf", [
+            "generate.max_prompt_tokens=1024", "generate.max_new_tokens=2048", "eval.generate.max_new_tokens=2048",
+            "train.rlhf.reward_model.max_len=4096", "train.rlhf.ppo.max_new_tokens=2000"])
+    issues = {i.key: i.problem for i in e.value.issues}
+    stated = "exceeds the model's context length 2048 (model.strong.context_length of PKU-Alignment/alpaca-7b"
+    assert stated in issues["generate.max_prompt_tokens + generate.max_new_tokens"]
+    assert stated in issues["eval.generate.max_prompt_tokens + eval.generate.max_new_tokens"]
+    assert stated in issues["train.rlhf.reward_model.max_len"]
+    assert stated in issues["train.rlhf.ppo.max_prompt_tokens + max_new_tokens"]
+    # The Aligner's stated context (Llama-2's 4096) bounds correction the same way.
+    with pytest.raises(ConfigError, match=r"correct.max_prompt_tokens \+ correct.max_new_tokens.*context length 4096 "
+                                          r"\(model.aligner.context_length"):
+        load_config("gpu/alpaca7b-aligner7b-dpo", ["correct.max_prompt_tokens=2048", "correct.max_new_tokens=4096"])

@@ -46,6 +46,10 @@ class ModelConfig:
     dtype: str = _f("bfloat16", "Weights' dtype for generation and training.", DTYPES)
     attn_implementation: str = _f("sdpa", "Attention kernel; flash_attention_2 needs CUDA and flash-attn.", ATTENTION)
     trust_remote_code: bool = _f(False, "Run Python code shipped with the model. Only for models you trust.")
+    context_length: int = _f(0, "The model's context length in tokens, stated for a model validation cannot read "
+                             "(a hub name not downloaded yet): every prompt + new-token budget of the sections "
+                             "that use the model is checked against it before anything starts. 0: read from the "
+                             "model's config.json where it is local.", minimum=0)
     prompt_template: str = _f("", "How a user prompt becomes model input: empty = the tokenizer's chat template; "
                               "`pku` = `BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:` (PKU/safe-rlhf, the "
                               "Alpaca models of the Aligner paper, which have no chat template); `plain` = the "

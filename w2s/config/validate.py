@@ -108,7 +108,8 @@ def _check_trainer(key: str, t: Any, trainer_ranks: int, issues: list[ConfigIssu
                                   f"e.g. {key}.optim.betas=[0.9,0.95]"))
 
 
-def _check_sampling(key: str, s: Any, role_key: str, role: Any, issues: list[ConfigIssue], model: Any = None) -> None:
+def _check_sampling(key: str, s: Any, role_key: str, role: Any, issues: list[ConfigIssue], model: Any = None,
+                    model_key: str = "") -> None:
     from w2s.generation.encoding import context_issues
     from w2s.generation.sampling import engine_issues
 
@@ -116,7 +117,9 @@ def _check_sampling(key: str, s: Any, role_key: str, role: Any, issues: list[Con
     if model is not None and model.path and not model.path.startswith("asset:"):
         from w2s.config.compose import resolve_path
 
-        issues += context_issues(key, resolve_path(model.path), s.max_prompt_tokens, s.max_new_tokens)
+        declared = (int(model.context_length), f"{model_key}.context_length") if model_key else None
+        issues += context_issues(key, resolve_path(model.path), s.max_prompt_tokens, s.max_new_tokens,
+                                 declared=declared)
     if s.max_new_tokens < 1:
         issues.append(ConfigIssue(f"{key}.max_new_tokens", s.max_new_tokens, "must be at least 1", ""))
     if s.temperature is not None and s.temperature < 0:
@@ -138,6 +141,21 @@ def _check_sampling(key: str, s: Any, role_key: str, role: Any, issues: list[Con
             f"set {role_key}.num_gpus_per_actor={s.tensor_parallel_size} (one GPU per tensor-parallel rank), or "
             f"{key}.tensor_parallel_size={gpus:g}" if gpus >= 1 else
             f"set {role_key}.num_gpus_per_actor={s.tensor_parallel_size}"))
+
+
+def _check_length(key: str, tokens: int, model: Any, model_key: str, issues: list[ConfigIssue]) -> None:
+    """A training length over the context length of the model it trains (read locally, or as the recipe states
+    it in ``MODEL_KEY.context_length``)."""
+    from w2s.config.compose import resolve_path
+    from w2s.generation.encoding import context_length
+
+    local = resolve_path(model.path) if model.path and not model.path.startswith("asset:") else None
+    known = context_length(local) if local is not None and local.is_dir() else None
+    if known is None and model.context_length:
+        known = (int(model.context_length), f"{model_key}.context_length")
+    if known is not None and tokens > known[0]:
+        issues.append(ConfigIssue(key, tokens, f"exceeds the model's context length {known[0]} ({known[1]} of "
+                                  f"{model.path})", f"lower it to {known[0]} or less"))
 
 
 def _check_attention(key: str, model: Any, gpus: float, issues: list[ConfigIssue]) -> None:
@@ -217,7 +235,8 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
         if cfg.correct.template != "auto" and cfg.correct.template not in templates:
             issues.append(ConfigIssue("correct.template", cfg.correct.template, "unknown template",
                                       f"use auto or one of {sorted(templates)}"))
-        _check_sampling("correct", cfg.correct, "cluster.corrector", c.corrector, issues, model=cfg.model.aligner)
+        _check_sampling("correct", cfg.correct, "cluster.corrector", c.corrector, issues, model=cfg.model.aligner,
+                        model_key="model.aligner")
         _check_model("model.aligner", cfg.model.aligner, issues, required=True)
 
     per_round = job == "loop" and bool(cfg.aligner.per_round)
@@ -251,13 +270,16 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
     if job == "loop":
         _check_model("model.strong", cfg.model.strong, issues, required=True)
         _check_attention("model.strong", cfg.model.strong, _gpus(c.trainer) + _gpus(c.generator), issues)
-        _check_sampling("generate", cfg.generate, "cluster.generator", c.generator, issues, model=cfg.model.strong)
+        _check_sampling("generate", cfg.generate, "cluster.generator", c.generator, issues, model=cfg.model.strong,
+                        model_key="model.strong")
         _check_data("loop.prompts", cfg.loop.prompts, issues, required=True)
         if cfg.loop.rounds < 1:
             issues.append(ConfigIssue("loop.rounds", cfg.loop.rounds, "must be at least 1", "set loop.rounds=1"))
         method = cfg.train.method
         if method in ("sft", "dpo"):
             _check_trainer(f"train.{method}", cfg.train[method], trainer_ranks, issues)
+            _check_length(f"train.{method}.max_len", cfg.train[method].max_len, cfg.model.strong, "model.strong",
+                          issues)
         if method == "dpo":
             d = cfg.train.dpo
             if not 0 <= d.min_pair_distance < 1:
@@ -273,6 +295,13 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
                 issues.append(ConfigIssue("train.dpo.beta", d.beta, "must be positive", "e.g. 0.1"))
         if method == "rlhf":
             _check_trainer("train.rlhf.reward_model", cfg.train.rlhf.reward_model, trainer_ranks, issues)
+            rm = cfg.train.rlhf.reward_model
+            if not rm.base:  # the reward model starts from the policy: the policy's context bounds its inputs
+                _check_length("train.rlhf.reward_model.max_len", rm.max_len, cfg.model.strong, "model.strong", issues)
+            ppo = cfg.train.rlhf.ppo
+            if cfg.train.rlhf.ppo_enabled:
+                _check_length("train.rlhf.ppo.max_prompt_tokens + max_new_tokens",
+                              ppo.max_prompt_tokens + ppo.max_new_tokens, cfg.model.strong, "model.strong", issues)
             if cfg.train.rlhf.ppo_enabled and _gpus(c.trainer) < 1:
                 issues.append(ConfigIssue(
                     "train.method", "rlhf",
@@ -287,7 +316,7 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
                 issues.append(ConfigIssue("eval.compare_to", list(cfg.eval.compare_to),
                                           f"unknown entries {bad}", "use a list of: previous, initial"))
             _check_sampling("eval.generate", cfg.eval.generate, "cluster.generator", c.generator, issues,
-                            model=cfg.model.strong)
+                            model=cfg.model.strong, model_key="model.strong")
             check_judges(cfg.eval.judges, c.judge, issues)
 
     if job == "correct":
@@ -436,7 +465,8 @@ def _check_popalign(cfg: DictConfig, trainer_ranks: int, issues: list[ConfigIssu
     _check_sampling("popalign.generate", p.generate, "cluster.generator", c.generator, issues)
     if "aligner" in names:
         _check_model("model.aligner", cfg.model.aligner, issues, required=True)
-        _check_sampling("correct", cfg.correct, "cluster.corrector", c.corrector, issues, model=cfg.model.aligner)
+        _check_sampling("correct", cfg.correct, "cluster.corrector", c.corrector, issues, model=cfg.model.aligner,
+                        model_key="model.aligner")
     if "demon" in names:
         if p.demon.shots < 1:
             issues.append(ConfigIssue("popalign.demon.shots", p.demon.shots, "must be at least 1", "paper: 3"))

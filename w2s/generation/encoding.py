@@ -131,7 +131,7 @@ def context_length(model_dir: str | os.PathLike) -> tuple[int, str] | None:
 
 
 def context_issues(key: str, model_dir: str | os.PathLike, max_prompt_tokens: int,
-                   max_new_tokens: int) -> list[ConfigIssue]:
+                   max_new_tokens: int, *, declared: tuple[int, str] | None = None) -> list[ConfigIssue]:
     """A problem when ``max_prompt_tokens + max_new_tokens`` exceeds the model's context length.
 
     Args:
@@ -139,10 +139,11 @@ def context_issues(key: str, model_dir: str | os.PathLike, max_prompt_tokens: in
         model_dir: a local model directory (anything else is not checked).
         max_prompt_tokens: the section's prompt budget (0: no truncation, so only max_new_tokens is checked).
         max_new_tokens: the section's completion budget.
+        declared: the context length a recipe states (``model.*.context_length``) and its key: checked where the
+            model is not local (a hub name); a local model's own config files win.
     """
-    if not Path(model_dir).is_dir():
-        return []
-    known = context_length(model_dir)
+    known = context_length(model_dir) if Path(model_dir).is_dir() else None
+    known = known or (declared if declared and declared[0] > 0 else None)
     if known is None:
         return []
     limit, source = known
