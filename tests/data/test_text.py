@@ -1,13 +1,11 @@
-"""w2s.data.text: edit distances and duplicate helpers."""
+"""w2s.data.text: edit distances and duplicate groups."""
 
 from __future__ import annotations
 
 from w2s.data.text import (
-    dedupe_near,
     distance_stats,
     duplicate_groups,
     edit_distance,
-    is_near_duplicate,
     levenshtein,
     normalized_edit_distance,
 )
@@ -31,13 +29,9 @@ def test_word_and_char_units():
     assert normalized_edit_distance("a b", "c d") == 1.0
 
 
-def test_duplicates_and_near_duplicates():
+def test_duplicates_after_normalisation():
     texts = ["What is 2+2?", "what  is 2+2?", "Tell me a joke", "WHAT IS 2+2?", "tell me a joke please"]
     assert duplicate_groups(texts) == [[0, 1, 3]]
-    assert is_near_duplicate("one two three four five", "one two three four six", threshold=0.2)
-    assert not is_near_duplicate("one two three four five", "one two three four six", threshold=0.1)
-    assert dedupe_near(texts, threshold=0.0) == [0, 2, 4]
-    assert dedupe_near(texts, threshold=0.5) == [0, 2]
 
 
 def test_distance_stats():

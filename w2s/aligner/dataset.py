@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,29 +131,3 @@ def warmup_subset(train: Sequence[Triple], fraction: float, seed: int) -> list[T
     chosen = sorted(random.Random(seed + 1).sample(range(len(corrections)), n))
     return identity + [Triple(corrections[i].id, corrections[i].question, corrections[i].answer,
                               corrections[i].answer) for i in chosen]
-
-
-def sft_pairs(triples: Sequence[Triple], render_prompt: Callable[[str, str], str]) -> list[tuple[str, str]]:
-    """(prompt, target) pairs: the rendered (question, answer) prompt and the correction."""
-    return [(render_prompt(t.question, t.answer), t.correction) for t in triples]
-
-
-def filter_overlong(pairs: Sequence[tuple[str, str]], tokenizer: Any, max_len: int, overlong: str,
-                    eos_text: str | None = None) -> tuple[list[tuple[str, str]], int]:
-    """Apply ``overlong`` to examples whose prompt + target (+ EOS) exceed ``max_len`` tokens.
-
-    ``drop`` removes them; ``truncate`` keeps them (the trainer truncates to ``max_len``). Returns the kept
-    pairs and how many were over the limit.
-    """
-    if not max_len:
-        return list(pairs), 0
-    kept, over = [], 0
-    extra = 1 if eos_text is None else len(tokenizer(eos_text, add_special_tokens=False)["input_ids"])
-    for prompt, target in pairs:
-        n = len(tokenizer(prompt)["input_ids"]) + len(tokenizer(target, add_special_tokens=False)["input_ids"])
-        if n + extra > max_len:
-            over += 1
-            if overlong == "drop":
-                continue
-        kept.append((prompt, target))
-    return kept, over

@@ -68,38 +68,12 @@ def normalize_text(text: str) -> str:
     return _WS.sub(" ", unicodedata.normalize("NFKC", text)).strip().casefold()
 
 
-def is_near_duplicate(a: str, b: str, *, threshold: float = 0.1, unit: str = "word") -> bool:
-    """Whether two texts differ by at most ``threshold`` normalised edit distance after normalisation."""
-    return normalized_edit_distance(normalize_text(a), normalize_text(b), unit=unit) <= threshold
-
-
 def duplicate_groups(texts: Iterable[str]) -> list[list[int]]:
     """Groups (of size >= 2) of indices whose texts are equal after :func:`normalize_text`."""
     seen: dict[str, list[int]] = {}
     for i, text in enumerate(texts):
         seen.setdefault(normalize_text(text), []).append(i)
     return [group for group in seen.values() if len(group) > 1]
-
-
-def dedupe_near(texts: Sequence[str], *, threshold: float = 0.1, unit: str = "word") -> list[int]:
-    """Indices of texts to keep: the first of each exact (normalised) duplicate group and of each near-duplicate.
-
-    Exact duplicates are found by hashing; near duplicates by pairwise comparison of what remains, so
-    this is meant for the tens to thousands of candidates PopAlign and the loop compare, not for corpora.
-    """
-    kept: list[int] = []
-    kept_norm: list[str] = []
-    seen: set[str] = set()
-    for i, text in enumerate(texts):
-        norm = normalize_text(text)
-        if norm in seen:
-            continue
-        if threshold > 0 and any(normalized_edit_distance(norm, k, unit=unit) <= threshold for k in kept_norm):
-            continue
-        seen.add(norm)
-        kept.append(i)
-        kept_norm.append(norm)
-    return kept
 
 
 def distance_stats(values: Sequence[float]) -> dict[str, float]:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig
 
 from w2s.controller.rundir import RunDir, read_state, say, source_file, to_plain
-from w2s.data.files import append_jsonl, read_jsonl, write_jsonl
+from w2s.data.files import append_jsonl, write_jsonl
 from w2s.data.prompts import read_prompts
 from w2s.errors import DataError
 from w2s.generation.encoding import derive_seed
@@ -384,8 +384,3 @@ def run_popalign(cfg: DictConfig, rd: RunDir, services: Services) -> dict[str, A
     if cfg.popalign.train_dpo:
         trained = train_stage(cfg, rd, rd.output(manifest, "train"), services)
     return {"build": manifest, "train": trained}
-
-
-def read_pairs(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a ``popalign.jsonl`` file."""
-    return read_jsonl(Path(path))
