@@ -4,12 +4,11 @@ category, training losses, samples side by side, and every stage's numbers."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-from w2s.controller.rundir import read_state
+from w2s.controller.rundir import read_metrics, read_state
 from w2s.data.files import read_jsonl
 from w2s.eval.html import Figure, Section, Table, Text
 from w2s.eval.report import OMEGA_NOTE, agreement_figure, category_table, omega_table, samples, write_reports
@@ -17,15 +16,7 @@ from w2s.eval.report import OMEGA_NOTE, agreement_figure, category_table, omega_
 
 def latest_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """metrics.jsonl with one row per (round, stage): the last one (a rerun stage logs again)."""
-    path = run_dir / "metrics.jsonl"
-    rows: dict[tuple[Any, str], dict[str, Any]] = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # the partial last line of a killed run
-            rows[(row.get("round"), row.get("stage"))] = row
+    rows = {(row.get("round"), row.get("stage")): row for row in read_metrics(run_dir)}
     return list(rows.values())
 
 

@@ -81,6 +81,22 @@ def _type_names(kind: type | tuple[type, ...]) -> str:
     return " or ".join(dict.fromkeys(names.get(k.__name__, k.__name__) for k in kinds))
 
 
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """Every row of a run's ``metrics.jsonl``, in the order written (the one reader of that file; a partial last
+    line from a killed run, or any line that is not a JSON object, is skipped)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    rows = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+    return rows
+
+
 def to_plain(node: Any) -> Any:
     """A config node as plain Python (dicts, lists, scalars), e.g. to send to an actor or to hash."""
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
@@ -348,16 +364,7 @@ class RunDir:
                               "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in kept))
 
     def metrics(self) -> list[dict[str, Any]]:
-        path = self.path / "metrics.jsonl"
-        if not path.exists():
-            return []
-        rows = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a partial last line from a killed run
-        return rows
+        return read_metrics(self.path)
 
     # -- cluster
     def record_cluster(self, info: dict[str, Any]) -> None:
