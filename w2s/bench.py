@@ -166,7 +166,7 @@ def bench_aligner(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     from w2s.aligner.cli import compose
     from w2s.aligner.correct import PROVENANCE_KEY
-    from w2s.controller.rundir import say
+    from w2s.console import say
     from w2s.data.files import read_jsonl
     from w2s.data.prompts import Prompt, read_prompts
     from w2s.eval.cli import aligner_corrections, answers_of, evaluate_and_report

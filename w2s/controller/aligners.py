@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
-from w2s.controller.rundir import say, source_file
+from w2s.console import say
+from w2s.controller.rundir import source_file
 
 if TYPE_CHECKING:
     from w2s.controller.loop import Loop

@@ -16,7 +16,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from w2s.cluster import STOP, RayCluster, StopRequested
-from w2s.controller.rundir import RunDir, say
+from w2s.console import say
+from w2s.controller.rundir import RunDir
 
 EXIT_STOPPED = 143
 

@@ -13,17 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from w2s.controller.rundir import say, source_file
+from w2s.console import say
+from w2s.controller.rundir import source_file
 from w2s.data.files import read_jsonl, write_jsonl
 from w2s.eval.panel import SCORE_KINDS, ComparisonResult, EvalItem, compare, enabled_judges, fingerprint, score_answers
 
 if TYPE_CHECKING:
     from w2s.controller.loop import Loop
     from w2s.data.prompts import Prompt
-
-
-def items_of(prompts: list[Prompt]) -> list[EvalItem]:
-    return [EvalItem(p.id, p.prompt, p.reference, p.category) for p in prompts]
 
 
 def eval_answers(loop: Loop, round_index: int, label: str, policy: str, prompts: list[Prompt],
@@ -39,7 +36,7 @@ def eval_answers(loop: Loop, round_index: int, label: str, policy: str, prompts:
         outs = loop.generate(policy, prompts, cfg.eval.generate, int(cfg.run.seed),
                              f"round {round_index} eval answers ({label})", rec)
         answers = {p.id: o.text for p, o in zip(prompts, outs)}
-        scores = score_answers(cfg.eval.judges, items_of(prompts), answers, open_workers=loop.services.judge)[0]
+        scores = score_answers(cfg.eval.judges, EvalItem.of(prompts), answers, open_workers=loop.services.judge)[0]
         judged_by = {name: fingerprint(cfg.eval.judges[name]) for name in scores}
         rows = [{"id": p.id, "prompt": p.prompt, "answer": o.text, "finish_reason": o.finish_reason,
                  "reference": p.reference, "category": p.category, "policy": label,
@@ -86,7 +83,7 @@ def compare_stage(loop: Loop, k: int, label: str, previous: str, answers: dict[s
     bases = {against: (previous if against == "previous" else "initial") for against in cfg.eval.compare_to}
     comparisons = {against: (_answers(answers[label]), _answers(answers[base])) for against, base in bases.items()}
     scores = {against: _scores(answers[label], answers[base], cfg.eval.judges) for against, base in bases.items()}
-    results = compare(cfg.eval.judges, items_of(prompts), comparisons, scores=scores,
+    results = compare(cfg.eval.judges, EvalItem.of(prompts), comparisons, scores=scores,
                       open_workers=loop.services.judge, cache_dir=loop.rd.path / "judge-cache",
                       seed=int(cfg.run.seed), say=say)
     summary: dict[str, Any] = {"round": k, "policy": label}

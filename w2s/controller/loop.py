@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from omegaconf import DictConfig
 
+from w2s.console import say
 from w2s.controller import aligners, evaluation
 from w2s.controller.aligners import KEYS_ALIGNER
-from w2s.controller.rundir import RunDir, say, source_file
+from w2s.controller.rundir import RunDir, source_file
 from w2s.data.files import read_jsonl, write_jsonl
 from w2s.data.prompts import Prompt, read_prompts
 from w2s.errors import DataError, WorkerError

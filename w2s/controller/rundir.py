@@ -35,15 +35,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from w2s import __version__
+from w2s.config.plain import to_plain
+from w2s.console import say
 from w2s.data.files import HashCache, WriterLock, append_jsonl, atomic_write_json, atomic_write_text
 from w2s.errors import RunDirError
 
 MANIFEST = "manifest.json"
-
-
-def say(msg: str) -> None:
-    """A progress line from the driver."""
-    print(f"[w2s {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 # The fields of the run directory's state files that w2s reads, and their JSON types.
@@ -95,11 +92,6 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
             if isinstance(row, dict):
                 rows.append(row)
     return rows
-
-
-def to_plain(node: Any) -> Any:
-    """A config node as plain Python (dicts, lists, scalars), e.g. to send to an actor or to hash."""
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
 def _changes(value: Any, default: Any) -> Any:

@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from w2s.controller.rundir import say, to_plain
+from w2s.config.plain import to_plain
+from w2s.console import say
 from w2s.data.files import WriterLock, atomic_write_json, read_jsonl, write_jsonl
 from w2s.errors import DataError, W2SError
 
@@ -182,10 +183,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def evaluate_and_report(cfg: Any, prompts: list[Any], candidate: dict[str, str], baseline: dict[str, str],
                         labels: tuple[str, str], out: Path) -> int:
-    from w2s.controller.evaluation import items_of
-    from w2s.eval.panel import compare, in_process_workers
+    from w2s.eval.panel import EvalItem, compare, in_process_workers
 
-    result = compare(cfg.eval.judges, items_of(prompts), {"eval": (candidate, baseline)},
+    result = compare(cfg.eval.judges, EvalItem.of(prompts), {"eval": (candidate, baseline)},
                      open_workers=in_process_workers, cache_dir=out / "judge-cache", seed=int(cfg.run.seed),
                      say=say)["eval"]
     result.write(out)

@@ -31,6 +31,11 @@ class EvalItem:
     reference: str = ""
     category: str = ""
 
+    @classmethod
+    def of(cls, prompts: Sequence[Any]) -> list[EvalItem]:
+        """The items of prompts read by :func:`w2s.data.prompts.read_prompts`."""
+        return [cls(p.id, p.prompt, p.reference, p.category) for p in prompts]
+
 
 @dataclass
 class ComparisonResult:
@@ -83,7 +88,7 @@ def fingerprint(cfg: Any) -> str:
     import hashlib
     import json
 
-    from w2s.controller.rundir import to_plain
+    from w2s.config.plain import to_plain
 
     return hashlib.sha256(json.dumps(to_plain(cfg), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -139,7 +144,7 @@ class WorkerChat:
 
 @contextlib.contextmanager
 def _chat_backend(name: str, cfg: Any, open_workers: Callable[[str, Any], Any]):
-    from w2s.controller.rundir import to_plain
+    from w2s.config.plain import to_plain
     from w2s.generation.sampling import resolve_sampling
 
     if cfg.backend == "endpoint":

@@ -31,7 +31,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_interpret(args: argparse.Namespace) -> int:
     from w2s.aligner.cli import compose
     from w2s.assets import resolve_model_path
-    from w2s.controller.rundir import say
+    from w2s.console import say
     from w2s.data.files import WriterLock
     from w2s.errors import W2SError
     from w2s.interpret.pipeline import run_control, run_lat
@@ -67,8 +67,8 @@ def write_interpret_report(out: Path) -> Path:
 
 def _refresh_run_report(run_dir: Path) -> None:
     """The run's report gains the interpretability section, unless the run is being written right now."""
+    from w2s.console import say
     from w2s.controller.report import write_report
-    from w2s.controller.rundir import say
     from w2s.data.files import WriterLock
     from w2s.errors import W2SError
 

@@ -30,7 +30,7 @@ from w2s.interpret.reading import Stimulus
 
 def _correct_cfg(cfg: Any, template: str | None = None) -> Any:
     """The correction settings with the interpret decoding, on transformers (hooks need the model in process)."""
-    from w2s.controller.rundir import to_plain
+    from w2s.config.plain import to_plain
 
     return OmegaConf.merge(cfg.correct, to_plain(cfg.interpret.generate), {"backend": "transformers"},
                            {"template": template} if template else {})
@@ -148,7 +148,7 @@ def load_reading(out: Path, spec: dict[str, Any]) -> dict[str, Any] | None:
 def spec_of(cfg: Any, aligner: str, pairs: list[tuple[str, str]]) -> dict[str, Any]:
     import hashlib
 
-    from w2s.controller.rundir import to_plain
+    from w2s.config.plain import to_plain
 
     digest = hashlib.sha256(json.dumps(pairs).encode()).hexdigest()[:16]
     section = to_plain(cfg.interpret)

@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
-from w2s.controller.rundir import RunDir, read_state, say, source_file, to_plain
+from w2s.config.plain import to_plain
+from w2s.console import say
+from w2s.controller.rundir import RunDir, read_state, source_file
 from w2s.data.files import append_jsonl, write_jsonl
 from w2s.data.prompts import read_prompts
 from w2s.errors import DataError

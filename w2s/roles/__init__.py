@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from w2s.cluster import RoleGroup, role_layout, wait_all
-from w2s.controller.rundir import say, to_plain
+from w2s.config.plain import to_plain
+from w2s.console import say
 from w2s.errors import ClusterError
 
 # The sampling fields an engine is started with; the rest (temperature, lengths, ...) are per call.
