@@ -159,3 +159,23 @@ def test_correct_refuses_an_aligner_that_ships_code_before_loading_it(tmp_path, 
     assert f"{aligner / 'config.json'}: the model ships its own Python code (auto_map)" in err
     assert "set trust_remote_code=true in the model's section" in err and "Traceback" not in err
     assert not (tmp_path / "executed").exists()
+
+
+def test_correct_refuses_a_template_the_aligner_was_not_trained_with_unless_allowed(tmp_path, capsys, tiny_weak):
+    import shutil
+
+    from w2s.cli import main
+
+    aligner = tmp_path / "aligner"
+    shutil.copytree(tiny_weak, aligner)
+    (aligner / METADATA_FILE).write_text(json.dumps({"template": "aligner-v2", "instruction": ""}))
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"id": 1, "question": "q", "answer": "a"}) + "\n")
+    base = ["aligner", "correct", "--aligner", str(aligner), "--input", str(rows), "--template", "aligner-v1",
+            "correct.max_new_tokens=2", "model.aligner.dtype=float32", "--no-progress"]
+    assert main([*base, "--output", str(tmp_path / "a.jsonl")]) == 1
+    assert "trained with template 'aligner-v2'" in capsys.readouterr().err and not (tmp_path / "a.jsonl").exists()
+    assert main([*base, "--output", str(tmp_path / "b.jsonl"), "--allow-template-mismatch"]) == 0
+    row = json.loads((tmp_path / "b.jsonl").read_text())
+    assert (row["w2s_correction"]["template"], row["w2s_correction"]["template_source"]) == \
+        ("aligner-v1", "config (trained with aligner-v2)")

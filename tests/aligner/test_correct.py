@@ -175,7 +175,12 @@ def test_template_resolution(tmp_path):
     (tmp_path / METADATA_FILE).write_text(json.dumps({"template": "aligner-v1", "instruction": "Be kind:"}))
     t, trained, source = resolve_template(str(tmp_path), "auto")
     assert (t.name, trained, source) == ("aligner-v1", "Be kind:", METADATA_FILE)
-    assert resolve_template(str(tmp_path), "aligner-v2")[0].name == "aligner-v2"
+    # A named template other than the one the Aligner was trained with: refused, or recorded when allowed.
+    with pytest.raises(W2SError, match="trained with template 'aligner-v1'.*correct.template='aligner-v2'"):
+        resolve_template(str(tmp_path), "aligner-v2")
+    t, _, source = resolve_template(str(tmp_path), "aligner-v2", allow_mismatch=True)
+    assert (t.name, source) == ("aligner-v2", "config (trained with aligner-v1)")
+    assert resolve_template(str(tmp_path), "aligner-v1")[2] == "config"
     (tmp_path / METADATA_FILE).write_text("{")
     with pytest.raises(W2SError, match="unreadable Aligner metadata"):
         resolve_template(str(tmp_path), "auto")

@@ -117,3 +117,12 @@ def test_a_hub_models_stated_context_length_bounds_every_budget_before_anything_
     with pytest.raises(ConfigError, match=r"correct.max_prompt_tokens \+ correct.max_new_tokens.*context length 4096 "
                                           r"\(model.aligner.context_length"):
         load_config("gpu/alpaca7b-aligner7b-dpo", ["correct.max_prompt_tokens=2048", "correct.max_new_tokens=4096"])
+
+
+def test_a_run_that_trains_its_aligner_corrects_in_the_template_it_trains():
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny/per-round", ["correct.template=aligner-v1"])
+    issues = {i.key: i.problem for i in e.value.issues}
+    assert "differs from aligner.train.template=aligner-v2" in issues["correct.template"]
+    load_config("tiny/per-round", ["correct.template=auto"])
+    load_config("tiny/per-round", ["correct.template=aligner-v1", "correct.allow_template_mismatch=true"])

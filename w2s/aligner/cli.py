@@ -46,6 +46,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     c.add_argument("--instruction", help="Preset (helpful-harmless, safer, empathy, concise, helpful) or free text.")
     c.add_argument("--template", help="auto (from the Aligner's metadata), aligner-v1, aligner-v2, chat, or a "
                    "name from aligner.templates.")
+    c.add_argument("--allow-template-mismatch", action="store_true", help="Correct with --template even though the "
+                   "Aligner's metadata names another (recorded in the rows, with a warning); refused otherwise.")
     c.add_argument("--recipe", help="Base recipe for the config (default: built-in defaults).")
     c.add_argument("--backend", choices=["transformers", "vllm"], help="Generation engine (correct.backend): "
                    "vllm on GPUs, or on CPU with vLLM's CPU build.")
@@ -190,6 +192,8 @@ def cmd_correct(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + [f"model.aligner.path={args.aligner}"]
     if args.template:
         overrides.append(f"correct.template={args.template}")
+    if args.allow_template_mismatch:
+        overrides.append("correct.allow_template_mismatch=true")
     if args.backend:
         overrides.append(f"correct.backend={args.backend}")
     cfg = compose(args.recipe, overrides, job="correct")

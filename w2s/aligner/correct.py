@@ -49,16 +49,31 @@ def read_metadata(aligner_path: str | os.PathLike) -> dict[str, Any] | None:
             from None
 
 
-def resolve_template(aligner_path: str, name: str, user_templates: Mapping[str, Any] | None = None,
-                     ) -> tuple[Template, str, str]:
+def resolve_template(aligner_path: str, name: str, user_templates: Mapping[str, Any] | None = None, *,
+                     allow_mismatch: bool = False) -> tuple[Template, str, str]:
     """The template to correct with, the instruction the Aligner was trained with, and where the choice came from.
 
-    ``auto`` takes the template saved in the Aligner's metadata, else ``aligner-v2``.
+    ``auto`` takes the template saved in the Aligner's metadata, else ``aligner-v2``. A named template that
+    differs from the one the metadata records is refused (the Aligner would see a format it never learnt) unless
+    ``allow_mismatch``; then the source says so and a warning is logged.
     """
     meta = read_metadata(aligner_path) if Path(aligner_path).is_dir() else None
     trained_instruction = str((meta or {}).get("instruction", "") or "")
     if name and name != "auto":
-        return get_template(name, user_templates), trained_instruction, "config"
+        spec = (meta or {}).get("template_spec")
+        trained = (meta or {}).get("template") or (spec.get("name") if isinstance(spec, Mapping) else None)
+        if not trained or trained == name:
+            return get_template(name, user_templates), trained_instruction, "config"
+        if not allow_mismatch:
+            raise W2SError(f"{aligner_path}: this Aligner was trained with template {trained!r} ({METADATA_FILE}) but "
+                           f"correct.template={name!r}: it would correct prompts in a format it never learnt; use "
+                           f"correct.template=auto (or --template {trained}), or allow it explicitly with "
+                           "correct.allow_template_mismatch=true (--allow-template-mismatch)")
+        import logging
+
+        logging.getLogger("w2s.aligner").warning("correcting with template %r; the Aligner %s was trained with %r",
+                                                 name, aligner_path, trained)
+        return get_template(name, user_templates), trained_instruction, f"config (trained with {trained})"
     if meta and isinstance(meta.get("template_spec"), Mapping):
         return template_from_dict(meta["template_spec"]), trained_instruction, METADATA_FILE
     if meta and meta.get("template"):
@@ -111,7 +126,8 @@ class Corrector:
         self.aligner_path = resolve_model_path(aligner_path)
         self.cfg = correct_cfg
         self.template, trained, self.template_source = resolve_template(
-            self.aligner_path, str(getattr(correct_cfg, "template", "auto") or "auto"), user_templates)
+            self.aligner_path, str(getattr(correct_cfg, "template", "auto") or "auto"), user_templates,
+            allow_mismatch=bool(getattr(correct_cfg, "allow_template_mismatch", False)))
         self.instruction = resolve_instruction(str(getattr(correct_cfg, "instruction", "") or "") or trained)
         self.sampling = resolve_sampling(correct_cfg)
         self.generator = generator or make_generator(self.aligner_path, model_cfg, correct_cfg)

@@ -146,6 +146,9 @@ class CorrectConfig(SamplingConfig):
 
     template: str = _f("auto", "Aligner prompt template: auto (read from the Aligner's w2s metadata, else "
                        "aligner-v2), aligner-v1, aligner-v2, chat, or a name from aligner.templates.")
+    allow_template_mismatch: bool = _f(False, "Correct with a template other than the one the Aligner's w2s "
+                                       "metadata says it was trained with (recorded in each row's provenance, "
+                                       "with a warning). Off: such a run is refused.")
     instruction: str = _f("", "Controllable correction: a preset (helpful-harmless, safer, empathy, concise, helpful) "
                           "or free text steering the Aligner. Empty: the template's own instruction.")
     question_key: str = _f("question", "Field of an input row holding the question (`w2s aligner correct`).")

@@ -256,6 +256,12 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
         if a.template not in templates:
             issues.append(ConfigIssue("aligner.train.template", a.template, "unknown template",
                                       f"use one of {sorted(templates)}"))
+        mismatch = cfg.correct.template not in ("auto", a.template) and not cfg.correct.allow_template_mismatch
+        if job == "loop" and mismatch:
+            issues.append(ConfigIssue("correct.template", cfg.correct.template, f"differs from aligner.train.template="
+                                      f"{a.template}: the Aligner this run trains would correct prompts in a format "
+                                      "it never learnt", f"set correct.template=auto (or {a.template}), or "
+                                      "correct.allow_template_mismatch=true to do it anyway"))
         if not 0 <= a.warmup_fraction < 1:
             issues.append(ConfigIssue("aligner.train.warmup_fraction", a.warmup_fraction, "must be in [0, 1)",
                                       "the paper's best identity warm-up share is 0.2"))
