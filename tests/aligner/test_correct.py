@@ -243,3 +243,31 @@ def test_an_input_field_named_like_the_output_is_refused(corrector, tmp_path):
     src.write_text(json.dumps({"id": "a", "question": "q", "answer": "a", "correction": "mine"}) + "\n")
     with pytest.raises(DataError, match=r"in.jsonl: row 1 \(id 'a'\) already has a field 'correction'.*output_key"):
         _run(corrector, src, tmp_path / "out.jsonl")
+
+
+def test_a_long_answer_is_cut_at_its_end_so_the_question_and_template_survive(corrector, tmp_path, monkeypatch):
+    """The engines cut an over-long prompt from the left, which would drop the template's head and the question:
+    the answer gives way instead, and the cut is counted."""
+    from omegaconf import OmegaConf
+
+    question, long_answer = "What is the capital of France?", " ".join(["Paris is lovely."] * 60)
+    seen = []
+    real = corrector.generator.generate
+    monkeypatch.setattr(corrector.generator, "generate", lambda prompts, cfg, **kw: seen.extend(prompts) or
+                        real(prompts, cfg, **kw))
+    monkeypatch.setattr(corrector, "cfg", OmegaConf.merge(OmegaConf.structured(corrector.cfg),
+                                                          {"max_prompt_tokens": 64}))
+    short, long = corrector.correct([question, question], ["Paris.", long_answer])
+    assert short.answer_cut_tokens == 0 and long.answer_cut_tokens > 0
+    assert seen[0] == corrector.render(question, "Paris.")
+    head = corrector.render(question, "")[:20]
+    assert seen[1].startswith(head) and question in seen[1] and "Paris is lovely." in seen[1]
+    assert len(corrector.tokenizer(seen[1])["input_ids"]) <= 64 and long.prompt_tokens <= 64
+    # Written rows and their statistics say how many answers were cut.
+    src = tmp_path / "long.jsonl"
+    src.write_text(json.dumps({"id": 1, "question": question, "answer": long_answer}) + "\n")
+    stats = correct_file(corrector.aligner_path, str(src), str(tmp_path / "out.jsonl"), model_cfg=None,
+                         correct_cfg=corrector.cfg, corrector=corrector, progress=False, echo=None, seed=11)
+    assert stats["answers_cut"] == 1
+    row = json.loads((tmp_path / "out.jsonl").read_text())
+    assert row["w2s_correction"]["answer_cut_tokens"] == long.answer_cut_tokens

@@ -35,6 +35,7 @@ class Correction:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
+    answer_cut_tokens: int = 0  # tokens cut from the end of the answer so that the prompt fit max_prompt_tokens
 
 
 def read_metadata(aligner_path: str | os.PathLike) -> dict[str, Any] | None:
@@ -150,17 +151,36 @@ class Corrector:
         """Correct each (question, answer) pair; the correction text is stripped of surrounding whitespace."""
         if len(questions) != len(answers):
             raise ValueError(f"{len(questions)} questions but {len(answers)} answers")
-        prompts = [self.render(q, a) for q, a in zip(questions, answers, strict=True)]
+        fitted = [self.fit(q, a) for q, a in zip(questions, answers, strict=True)]
+        prompts = [p for p, _ in fitted]
         if seed is None:
             seed = self.sampling["seed"] if self.sampling["seed"] is not None else 42
         gens = self.generator.generate(prompts, self.cfg, seed=int(seed), progress=progress)
         out = []
-        for g in gens:
+        for g, (_, answer_cut) in zip(gens, fitted, strict=True):
             text, cut = strip_template_echo(g.text)
             # The correction itself ended before the echo: not cut off, but not a plain EOS either.
             reason = "template_echo" if cut else g.finish_reason
-            out.append(Correction(text.strip(), g.prompt_tokens, g.completion_tokens, reason))
+            out.append(Correction(text.strip(), g.prompt_tokens, g.completion_tokens, reason, answer_cut))
         return out
+
+    def fit(self, question: str, answer: str) -> tuple[str, int]:
+        """The prompt for one pair within ``max_prompt_tokens``, and how many tokens were cut from the answer's
+        end to get there. The engines cut an over-long prompt from the left, which would take the template's
+        head, the instruction and the question first: here the answer gives way instead."""
+        limit = int(getattr(self.cfg, "max_prompt_tokens", 0) or 0)
+        prompt = self.render(question, answer)
+        size = lambda text: len(self.tokenizer(text)["input_ids"])  # noqa: E731  (BOS included, as encoded)
+        over = size(prompt) - limit
+        if not limit or over <= 0:
+            return prompt, 0
+        ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        keep = max(len(ids) - over, 0)
+        while True:  # re-tokenising at the cut can differ by a token or two
+            prompt = self.render(question, self.tokenizer.decode(ids[:keep]))
+            if keep == 0 or size(prompt) <= limit:
+                return prompt, len(ids) - keep
+            keep = max(keep - max(size(prompt) - limit, 1), 0)
 
     def close(self) -> None:
         self.generator.close()
@@ -250,7 +270,7 @@ def correction_stats(rows: Sequence[Mapping[str, Any]], answer_key: str, output_
     copies = 0
     words, chars, norm = [], [], []
     finish: dict[str, int] = {}
-    prompt_tokens = completion_tokens = 0
+    prompt_tokens = completion_tokens = answers_cut = 0
     for row in rows:
         a, c = str(row[answer_key]).strip(), str(row[output_key]).strip()
         copies += a == c
@@ -262,12 +282,13 @@ def correction_stats(rows: Sequence[Mapping[str, Any]], answer_key: str, output_
         prov = row.get(PROVENANCE_KEY) or {}
         finish[prov.get("finish_reason", "")] = finish.get(prov.get("finish_reason", ""), 0) + 1
         prompt_tokens += int(prov.get("prompt_tokens", 0))
+        answers_cut += int(prov.get("answer_cut_tokens", 0) or 0) > 0
         completion_tokens += int(prov.get("completion_tokens", 0))
     n = len(rows)
     return {"rows": n, "copy_rate": copies / n if n else 0.0, "copies": copies,
             "edit_distance_words": distance_stats(words), "edit_distance_chars": distance_stats(chars),
             "normalized_edit_distance_words": distance_stats(norm), "finish_reasons": finish,
-            "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+            "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "answers_cut": answers_cut}
 
 
 def stats_path(output_path: str | os.PathLike) -> Path:
@@ -368,7 +389,8 @@ def correct_file(aligner_path: str, input_path: str, output_path: str, *, model_
                     lines = []
                     for row, corr in zip(rows, corrections, strict=True):
                         prov = {**provenance, "seed": base_seed + batch[0][0], "prompt_tokens": corr.prompt_tokens,
-                                "completion_tokens": corr.completion_tokens, "finish_reason": corr.finish_reason}
+                                "completion_tokens": corr.completion_tokens, "finish_reason": corr.finish_reason,
+                                "answer_cut_tokens": corr.answer_cut_tokens}
                         lines.append(json.dumps({**row, out_key: corr.text, PROVENANCE_KEY: prov}, ensure_ascii=False))
                         new_tokens += corr.prompt_tokens + corr.completion_tokens
                     f.write(("\n".join(lines) + "\n").encode("utf-8"))
@@ -409,6 +431,8 @@ def format_stats(stats: Mapping[str, Any]) -> str:
         f"{ed['max']:.0f}; normalised mean {ned['mean']:.3f}",
         f"throughput {stats['rows_per_s']:.2f} rows/s, {stats['tokens_per_s']:.1f} tokens/s; finish reasons "
         f"{stats['finish_reasons']}",
+        *([f"{stats['answers_cut']} answer(s) cut at the end to fit correct.max_prompt_tokens (the question and "
+           "instruction kept whole)"] if stats.get("answers_cut") else []),
         f"report: {stats_path(stats['output'])}",
     ]
     return "\n".join(lines)

@@ -224,6 +224,7 @@ class Loop:
             rec["outputs"]["corrections"] = stage_dir / "corrections.jsonl"
             rec["provenance"] = {"aligner": aligner, **provenance}
             rec["metrics"] = {"corrections": len(rows), "copy_rate": sum(d == 0 for d in dists) / len(rows),
+                              "answers_cut": sum(o.answer_cut_tokens > 0 for o in outs),
                               "mean_edit_distance": sum(dists) / len(rows), "seconds": round(time.time() - t0, 2),
                               "tokens": sum(o.completion_tokens for o in outs)}
             self.rd.log_metrics(k, "correct", rec["metrics"])
