@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from w2s.config.compose import load_config
@@ -126,3 +128,25 @@ def test_a_run_that_trains_its_aligner_corrects_in_the_template_it_trains():
     assert "differs from aligner.train.template=aligner-v2" in issues["correct.template"]
     load_config("tiny/per-round", ["correct.template=auto"])
     load_config("tiny/per-round", ["correct.template=aligner-v1", "correct.allow_template_mismatch=true"])
+
+
+def test_a_hub_model_openrlhf_trains_must_be_seen_to_ship_no_code(tmp_path, monkeypatch):
+    """OpenRLHF runs a model's own code: for a hub model its cached config.json is read (the hub is not asked);
+    with none cached, the recipe must state ships_code=false or trust it."""
+    import huggingface_hub.constants
+
+    with pytest.raises(ConfigError) as e:
+        load_config("gpu/alpaca7b-aligner7b-dpo", ["model.strong.ships_code=null"])
+    issue = next(i for i in e.value.issues if i.key == "model.strong.ships_code")
+    assert "PKU-Alignment/alpaca-7b-reproduced is a hub model whose config.json is not here" in issue.problem
+    assert "state model.strong.ships_code=false" in issue.fix
+    # A cached config.json with auto_map is seen, whatever the recipe states.
+    snapshot = tmp_path / "models--PKU-Alignment--alpaca-7b-reproduced" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps({"model_type": "x", "auto_map": {"AutoConfig": "c.C"}}))
+    (tmp_path / "models--PKU-Alignment--alpaca-7b-reproduced" / "refs").mkdir()
+    (tmp_path / "models--PKU-Alignment--alpaca-7b-reproduced" / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ConfigError, match=r"model.strong.trust_remote_code = False: model.strong.path=PKU-Alignment/"
+                                          r"alpaca-7b-reproduced ships its own Python code"):
+        load_config("gpu/alpaca7b-aligner7b-dpo")

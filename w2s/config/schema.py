@@ -46,6 +46,10 @@ class ModelConfig:
     dtype: str = _f("bfloat16", "Weights' dtype for generation and training.", DTYPES)
     attn_implementation: str = _f("sdpa", "Attention kernel; flash_attention_2 needs CUDA and flash-attn.", ATTENTION)
     trust_remote_code: bool = _f(False, "Run Python code shipped with the model. Only for models you trust.")
+    ships_code: bool | None = _f(None, "Whether the model ships its own Python code (auto_map), stated for a hub "
+                                 "model whose config.json is not downloaded yet. Empty: read from config.json "
+                                 "(local, or in the hub cache); a model OpenRLHF trains whose config cannot be "
+                                 "seen is refused unless this is false or trust_remote_code is true.")
     context_length: int = _f(0, "The model's context length in tokens, stated for a model validation cannot read "
                              "(a hub name not downloaded yet): every prompt + new-token budget of the sections "
                              "that use the model is checked against it before anything starts. 0: read from the "

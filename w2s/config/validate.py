@@ -401,6 +401,19 @@ def check_judges(judges: Any, role: Any, issues: list[ConfigIssue], key: str = "
                                       "concurrency must be at least 1 and max_retries not negative", ""))
 
 
+def _hub_cached_dir(name: str) -> Any:
+    """The folder holding a hub model's cached config.json (the hub is not contacted), or None."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(name, "config.json")
+    except Exception:  # not a valid repo name, or no huggingface_hub: nothing cached to read
+        return None
+    from pathlib import Path
+
+    return Path(found).parent if isinstance(found, str) else None
+
+
 def _check_openrlhf_models(cfg: DictConfig, job: str, issues: list[ConfigIssue]) -> None:
     """The models OpenRLHF trains, which it always loads with their remote code enabled: one that ships code
     (``auto_map``) needs its section's trust_remote_code, found here before anything starts. And PPO's sequence
@@ -425,13 +438,22 @@ def _check_openrlhf_models(cfg: DictConfig, job: str, issues: list[ConfigIssue])
         trained.append(("train.rlhf.reward_model.base", cfg.train.rlhf.reward_model.base, "model.strong",
                         cfg.model.strong))
     for path_key, path, model_key, model in trained:
-        directory = local_dir(path)
-        if directory is not None and not model.trust_remote_code and ships_code(directory):
+        if model.trust_remote_code or not path or path.startswith(ASSET_PREFIX):
+            continue
+        directory = local_dir(path) or _hub_cached_dir(path)
+        if directory is not None and ships_code(directory):
             issues.append(ConfigIssue(
                 f"{model_key}.trust_remote_code", False,
                 f"{path_key}={path} ships its own Python code (auto_map in config.json), which OpenRLHF runs when "
                 "it loads the model for training",
                 f"set {model_key}.trust_remote_code=true only if you trust that code, or use a model without it"))
+        elif directory is None and model.ships_code is not False:
+            issues.append(ConfigIssue(
+                f"{model_key}.ships_code", model.ships_code,
+                f"{path_key}={path} is a hub model whose config.json is not here (nor in the hub cache), so w2s "
+                "cannot see whether it ships Python code, which OpenRLHF would run when it loads the model",
+                f"state {model_key}.ships_code=false if it ships none (or download it first), or set "
+                f"{model_key}.trust_remote_code=true if you trust its code"))
     # Without trainer GPUs PPO is refused above, and its fix (ppo_enabled=false) makes the budget moot.
     if rlhf and cfg.train.rlhf.ppo_enabled and _gpus(cfg.cluster.trainer) >= 1:
         from w2s.backends.ppo import sequence_issues
