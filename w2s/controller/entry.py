@@ -84,6 +84,9 @@ def run_job(cfg: DictConfig, *, recipe: str, overrides: list[str]) -> int:
             rd.record_cluster(info)
             nodes = [n for n in info["nodes"] if n["alive"]]
             say(f"ray: {len(nodes)} node(s) " + ", ".join(f"{n['hostname'] or n['ip']}" for n in nodes))
+            from w2s.shared_dir import check_shared_run_dir
+
+            check_shared_run_dir(rd.path, nodes)
             from w2s.roles import Services
 
             with Services(cfg, on_placed=rd.record_placements) as services:
