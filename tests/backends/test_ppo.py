@@ -47,6 +47,14 @@ def test_argv_for_a_representative_config():
     assert argv.count("--actor.model_name_or_path") == 1
 
 
+def test_rollouts_are_prompted_in_the_policys_own_format():
+    """A policy without a chat template (the paper's Alpaca models) is prompted with its prompt_template."""
+    argv = _cmd(prompt_template="pku")
+    assert _value(argv, "--data.input_template") == "BEGINNING OF CONVERSATION: USER: {} ASSISTANT:"
+    assert "--data.apply_chat_template" not in argv
+    assert set(ppo.command_flags(argv)) <= ppo.declared_ppo_flags()
+
+
 def test_every_emitted_flag_exists_in_openrlhf_train_ppo_ray():
     declared = ppo.declared_ppo_flags()
     # The parser is read with ast; sanity-check the reader on flags declared plainly and in the prefix loop.

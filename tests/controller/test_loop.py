@@ -198,6 +198,28 @@ def test_sigterm_while_ray_starts_stops_with_143_and_says_how_to_resume(tmp_path
     assert "re-run the same command to resume" in log and not list(run.glob("round-*/*/manifest.json"))
 
 
+def test_a_policy_with_a_prompt_template_is_trained_in_the_format_it_answers_in(tmp_path, tiny_strong):
+    """model.strong.prompt_template (pku, as the paper's Alpaca models need) reaches generation and the DPO rows
+    alike: raw text rows rendered with it, the reply after one space, trained by OpenRLHF without a chat template."""
+    run = tmp_path / "run"
+    result = w2s("run", "tiny/dpo", f"run.dir={run}", *SMALL, "loop.rounds=1", "model.strong.prompt_template=pku")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    corrections = read_jsonl(run / "round-01" / "correct" / "corrections.jsonl")
+    pairs = read_jsonl(run / "round-01" / "data" / "pairs.jsonl")
+    assert pairs and len(pairs) == len(corrections)
+    by_prompt = {f"BEGINNING OF CONVERSATION: USER: {c['prompt']} ASSISTANT:": c for c in corrections}
+    def after_one_space(text):
+        return text if text[:1].isspace() else " " + text
+
+    for p in pairs:
+        source = by_prompt[p["prompt"]]  # a rendered string, not a chat-message list
+        assert p["chosen"] == after_one_space(source["correction"])
+        assert p["rejected"] == after_one_space(source["answer"])
+    assert any(not c["correction"][:1].isspace() for c in corrections)  # the space was added somewhere
+    train = json.loads((run / "round-01" / "train" / "manifest.json").read_text())
+    assert train["metrics"]["train_rows_kept"] == len(pairs) and train["metrics"]["steps"] >= 1
+
+
 def test_bad_prompt_file_fails_before_anything_starts(tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "fine"}\n{"prompt": 3}\n')

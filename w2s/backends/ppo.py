@@ -258,7 +258,7 @@ def build_ppo_command(cfg_ppo: Any, *, policy_path: str, reward_model_path: str,
                       num_gpus_per_node: int, num_nodes: int = 1, ray_address: str | None = None,
                       reward_max_len: int = 2048, seed: int = 42, zero_stage: int = 2,
                       param_dtype: str = "bfloat16", attn_implementation: str = "flash_attention_2",
-                      trust_remote_code: bool = False, tensorboard_dir: str | None = None,
+                      trust_remote_code: bool = False, tensorboard_dir: str | None = None, prompt_template: str = "",
                       python: str | None = None, extra_args: Iterable[str] = ()) -> list[str]:
     """The argv of one OpenRLHF PPO run.
 
@@ -283,6 +283,8 @@ def build_ppo_command(cfg_ppo: Any, *, policy_path: str, reward_model_path: str,
         trust_remote_code: The policy's model section's flag. OpenRLHF has no such flag and always runs a
             model's own code, so a policy or reward model that ships code is refused unless it is set.
         tensorboard_dir: OpenRLHF's TensorBoard directory.
+        prompt_template: The policy's ``prompt_template`` (empty: its chat template): rollouts are prompted in the
+            format the policy answers in, as OpenRLHF's ``--data.input_template``.
         python: Interpreter (default: this one).
         extra_args: Further OpenRLHF flags, appended last.
 
@@ -337,7 +339,12 @@ def build_ppo_command(cfg_ppo: Any, *, policy_path: str, reward_model_path: str,
         flag("critic.model_name_or_path", reward_model_path)  # the critic starts from the reward model (GAE)
     flag("data.prompt_dataset", prompts_path)
     flag("data.input_key", "prompt")
-    argv.append("--data.apply_chat_template")
+    if prompt_template:
+        from w2s.generation.chat import PROMPT_TEMPLATES
+
+        flag("data.input_template", PROMPT_TEMPLATES.get(prompt_template, prompt_template).replace("{prompt}", "{}"))
+    else:
+        argv.append("--data.apply_chat_template")
     # The whole sequence; OpenRLHF gives a prompt what the response leaves (there is no prompt-length flag).
     flag("data.max_len", int(cfg_ppo.max_prompt_tokens) + int(cfg_ppo.max_new_tokens))
     flag("rollout.max_new_tokens", int(cfg_ppo.max_new_tokens))

@@ -248,9 +248,14 @@ class Loop:
         with self.rd.stage(stage_dir, KEYS_DATA, round_index=k, name="data", inputs=inputs) as rec:
             path = stage_dir / ("sft.jsonl" if method == "sft" else "pairs.jsonl")
             rows, dropped = drop_truncated(rows, method, self.cfg.loop.on_truncated)
+            # The policy is trained in the format it answers in: its chat template, or model.strong.prompt_template
+            # (rows then hold the rendered prompt as raw text).
+            chat, prompt_of, reply = self.prompt_format()
+            rows = [{**r, "prompt": prompt_of(r["prompt"]), "correction": reply(r["correction"]),
+                     "answer": reply(r["answer"])} for r in rows]
             if method == "sft":
                 kept = [r for r in rows if r["correction"].strip()]
-                n = write_sft_rows(path, [(r["prompt"], r["correction"]) for r in kept], chat=True)
+                n = write_sft_rows(path, [(r["prompt"], r["correction"]) for r in kept], chat=chat)
                 dropped["empty_correction"] = len(rows) - len(kept)
             else:
                 threshold = float(self.cfg.train.dpo.min_pair_distance)
@@ -268,12 +273,12 @@ class Loop:
                         kept.append(r)
                 pairs = [(r["prompt"], r["correction"], r["answer"]) for r in kept]
                 if method == "dpo" and self.cfg.train.dpo.pair_source != "aligner":
-                    extra = self.extra_pairs(k)
+                    extra = [(prompt_of(p), reply(c), reply(r)) for p, c, r in self.extra_pairs(k)]
                     pairs = extra if self.cfg.train.dpo.pair_source == "extra" else pairs + extra
                     random.Random(int(self.cfg.run.seed) + k).shuffle(pairs)
                     dropped["aligner_pairs_unused"] = len(kept) if self.cfg.train.dpo.pair_source == "extra" else 0
                     say(f"round {k} data: {len(extra)} extra pairs from {self.cfg.train.dpo.extra_pairs}")
-                n = write_pair_rows(path, pairs)
+                n = write_pair_rows(path, pairs, chat=chat)
             if n == 0:
                 truncated = dropped.get("truncated_correction", 0) + dropped.get("truncated_answer", 0)
                 fix = ("most answers or corrections were cut off at max_new_tokens: raise generate.max_new_tokens and "
@@ -286,13 +291,28 @@ class Loop:
             kind = {"sft": "sft", "dpo": "dpo", "rlhf": "rm"}[method]
             tokenizer = resolve_model_path(self.cfg.model.strong.path)
             section = self.cfg.train[method] if method != "rlhf" else self.cfg.train.rlhf.reward_model
-            loadable = check_loads(str(path), tokenizer, kind, chat=True, max_len=int(section.max_len),
+            loadable = check_loads(str(path), tokenizer, kind, chat=chat, max_len=int(section.max_len),
                                    trust_remote_code=bool(self.cfg.model.strong.trust_remote_code))
             rec["outputs"]["train"] = path
             rec["metrics"] = {"rows": n, "loadable_rows": loadable, **{f"dropped_{k2}": v for k2, v in dropped.items()}}
             self.rd.log_metrics(k, "data", rec["metrics"])
             say(f"round {k} data: {n} {method} rows written ({loadable} load in OpenRLHF), dropped {dropped}")
         return path
+
+    def prompt_format(self) -> tuple[bool, Callable[[str], str], Callable[[str], str]]:
+        """How training rows carry the policy's prompts and replies: chat-message lists for its chat template
+        (True, both as they are), or raw text (False): the prompt rendered with ``model.strong.prompt_template``,
+        the reply after one space, as the model's own answers follow the template's "ASSISTANT:"."""
+        template = str(self.cfg.model.strong.prompt_template or "")
+        if not template:
+            return True, lambda prompt: prompt, lambda reply: reply
+        from w2s.generation.chat import render_chat
+
+        def reply(text: str) -> str:
+            return text if not text.strip() or text[:1].isspace() else " " + text
+
+        return (False, lambda prompt: render_chat(None, prompt, template=template, key="model.strong.prompt_template"),
+                reply)
 
     def extra_pairs(self, k: int) -> list[tuple[str, str, str]]:
         """Round k's slice of train.dpo.extra_pairs (e.g. a PopAlign dataset) as (prompt, chosen, rejected)."""
@@ -319,13 +339,14 @@ class Loop:
         with self.rd.stage(stage_dir, KEYS_TRAIN, round_index=k, name="train", inputs=inputs) as rec:
             tb = str(self.rd.path / "tensorboard" / f"round-{k:02d}-{method}")
             out = stage_dir / "policy"
+            chat = self.prompt_format()[0]
             say(f"round {k} train: {method} from {policy}")
             if method == "sft":
                 result = self.services.train("train_sft", cfg.train.sft, policy, str(data), str(out),
-                                             seed=int(cfg.run.seed) + k, tensorboard_dir=tb)
+                                             seed=int(cfg.run.seed) + k, tensorboard_dir=tb, chat=chat)
             elif method == "dpo":
                 result = self.services.train("train_dpo", cfg.train.dpo, policy, inputs["reference"], str(data),
-                                             str(out), seed=int(cfg.run.seed) + k, tensorboard_dir=tb)
+                                             str(out), seed=int(cfg.run.seed) + k, tensorboard_dir=tb, chat=chat)
             else:
                 result = self.rlhf(k, policy, data, stage_dir, tb)
                 out = Path(result.pop("policy"))
@@ -351,7 +372,8 @@ class Loop:
         from w2s.assets import resolve_model_path
 
         result = self.services.train("train_reward_model", rm_cfg, resolve_model_path(base), str(data),
-                                     str(rm_out), seed=int(cfg.run.seed) + k, tensorboard_dir=tb + "-rm")
+                                     str(rm_out), seed=int(cfg.run.seed) + k, tensorboard_dir=tb + "-rm",
+                                     chat=self.prompt_format()[0])
         result["policy"] = policy
         if cfg.train.rlhf.ppo_enabled:
             result["policy"] = str(self.ppo(k, policy, rm_out, stage_dir))
@@ -395,6 +417,7 @@ class Loop:
             zero_stage=int(rm.zero_stage), param_dtype=rm.param_dtype,
             attn_implementation=cfg.model.strong.attn_implementation,
             trust_remote_code=bool(cfg.model.strong.trust_remote_code),
+            prompt_template=str(cfg.model.strong.prompt_template or ""),
             tensorboard_dir=str(self.rd.path / "tensorboard" / f"round-{k:02d}-ppo"))
 
 
