@@ -1,0 +1,29 @@
+"""The GPU smoke path under pytest (`pytest -m gpu` on a CUDA machine; skipped, by tests/conftest.py, without one):
+one round of gpu/smoke with vLLM generation and correction, flash-attention 2 and ZeRO-3 DPO, then the RLHF round
+(reward model, one PPO step through OpenRLHF's train_ppo_ray). scripts/gpu_smoke.sh runs the same and more."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.gpu, pytest.mark.slow]
+
+
+@pytest.mark.parametrize("method", ["dpo", "rlhf"])
+def test_a_gpu_smoke_round(tmp_path, method):
+    run = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "w2s.cli", "run", "gpu/smoke", f"run.dir={run}",
+                             f"train.method={method}", "cluster.address="], capture_output=True, text=True,
+                            timeout=3000, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    generate = json.loads((run / "round-01" / "generate" / "manifest.json").read_text())
+    assert generate["provenance"]["engine"]["backend"] == "vllm"
+    train = json.loads((run / "round-01" / "train" / "manifest.json").read_text())
+    assert train["metrics"]["steps"] >= 1
+    policy = run / "round-01" / "train" / "policy"
+    assert (policy / "config.json").is_file() and any(policy.glob("*.safetensors"))
