@@ -85,8 +85,10 @@ def pytest_sessionfinish(session, exitstatus):
         survivors = {}
         for c in me.children(recursive=True):
             try:
-                if c.status() != psutil.STATUS_ZOMBIE:
-                    survivors[c.pid] = " ".join(c.cmdline())[:160]
+                cmd = " ".join(c.cmdline())
+                # multiprocessing's resource tracker belongs to pytest's own process and ends with it.
+                if c.status() != psutil.STATUS_ZOMBIE and "multiprocessing.resource_tracker" not in cmd:
+                    survivors[c.pid] = cmd[:160]
             except psutil.Error:  # exited while being listed
                 pass
         survivors.update(_service_processes(started, os.environ["W2S_TEST_RUN"]))

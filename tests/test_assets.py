@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from w2s.assets import asset_dir, resolve_model_path
 from w2s.cli import main
 
@@ -40,6 +42,7 @@ def test_cli_builds_a_custom_tiny_model(tmp_path):
     assert (config["hidden_size"], config["num_hidden_layers"]) == (96, 1)
 
 
+@pytest.mark.slow  # builds an asset in several processes
 def test_concurrent_builds_build_once(tmp_path):
     code = ("import os; os.environ['W2S_CACHE'] = {cache!r}; from w2s.assets import ensure_asset; "
             "print(ensure_asset('tiny-weak', progress=lambda m: print('BUILT')))")

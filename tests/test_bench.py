@@ -6,7 +6,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow  # trains an Aligner
 def test_bench_aligner_reports_both_held_out_sets(tmp_path):
     out = tmp_path / "bench"
     cmd = [sys.executable, "-m", "w2s.cli", "bench", "aligner", "--recipe", "tiny/aligner", "--json", "--output",

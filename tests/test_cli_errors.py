@@ -28,6 +28,7 @@ def test_permission_error_names_the_path_and_the_fix():
                                    "choose another location")
 
 
+@pytest.mark.slow  # w2s run
 def test_a_directory_given_as_output(tmp_path, tiny_weak):
     src = tmp_path / "in.jsonl"
     src.write_text('{"question": "q", "answer": "a"}\n')

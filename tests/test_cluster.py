@@ -21,6 +21,7 @@ from w2s.config.schema import ClusterConfig
 from w2s.errors import ClusterError, WorkerError
 
 
+@pytest.mark.slow  # two Ray instances
 def test_private_instance_ignores_a_cluster_already_running_here(monkeypatch):
     import ray
 

@@ -122,6 +122,7 @@ def test_train_replaces_an_earlier_aligner_only_when_asked(tmp_path, capsys):
     check_output_dir(tmp_path / "empty", overwrite=False)
 
 
+@pytest.mark.slow  # loads the tiny Aligner
 def test_correct_refuses_its_input_as_output_an_empty_input_and_an_unknown_aligner(tmp_path, capsys, tiny_weak):
     from w2s.cli import main
 
@@ -161,6 +162,7 @@ def test_correct_refuses_an_aligner_that_ships_code_before_loading_it(tmp_path, 
     assert not (tmp_path / "executed").exists()
 
 
+@pytest.mark.slow  # loads and runs the tiny Aligner
 def test_correct_refuses_a_template_the_aligner_was_not_trained_with_unless_allowed(tmp_path, capsys, tiny_weak):
     import shutil
 

@@ -13,6 +13,8 @@ from w2s.aligner import train as train_mod
 from w2s.aligner.templates import render
 from w2s.config.compose import load_config
 
+pytestmark = pytest.mark.slow  # trains the tiny Aligner
+
 ROWS = [{"id": f"r{i}", "question": f"What is {i} plus 1?", "answer": f"It is {i + 2}.",
          "correction": f"It is {i + 1}."} for i in range(20)]
 

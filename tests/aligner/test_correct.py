@@ -107,6 +107,7 @@ def test_resume_refuses_other_settings_and_corrupt_files(corrector, answers, tmp
         _run(corrector, answers, out)
 
 
+@pytest.mark.slow  # loads two more tiny Aligners
 def test_resume_refuses_rows_made_with_other_decoding_seed_or_weights(corrector, answers, tmp_path, tiny_weak):
     """Everything that decides a correction is compared on every row already written, not on the first alone."""
     import shutil

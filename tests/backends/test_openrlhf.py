@@ -20,6 +20,8 @@ from w2s.backends import openrlhf as backend
 from w2s.config.schema import DPOConfig, RewardModelConfig, SFTConfig
 from w2s.errors import ConfigError, DataError
 
+pytestmark = pytest.mark.slow  # OpenRLHF trainings
+
 ROWS = [(f"What is {i} plus {i + 3}?", f"It is {2 * i + 3}.") for i in range(32)]
 PAIRS = [(p, a, "I do not know, sorry.") for p, a in ROWS]
 

@@ -60,6 +60,7 @@ def test_the_stop_flag_stops_the_child_group_cleanly(tmp_path):
     assert not _alive(_pid(log))
 
 
+@pytest.mark.slow  # a child process watched for seconds
 def test_liveness_not_total_time_bounds_the_wait(tmp_path):
     # Runs 3 s, longer than the 1 s idle limit, but writes every 0.2 s: it is alive, so it finishes.
     chatty = "import time\nfor i in range(15):\n    print('step', i, flush=True); time.sleep(0.2)\n"

@@ -26,6 +26,7 @@ def _run(code: str, env: dict[str, str] | None = None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # imports DeepSpeed and OpenRLHF
 def test_apply_patches_cuda_env_and_stub_then_is_idempotent():
     result = _run("""
         import json, os, sys, torch

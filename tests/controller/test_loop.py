@@ -78,6 +78,7 @@ ALIGNER_AND_PAIRWISE = [
     "eval.judges.harmless.dtype=float32", "eval.judges.harmless.generate.max_new_tokens=6"]
 
 
+@pytest.mark.slow  # w2s run
 def test_sft_two_rounds_with_two_trainer_ranks(tmp_path, tiny_strong):
     run = tmp_path / "run"
     # Six logical CPUs: every role's actors fit side by side (two trainer ranks, two judges), so each stays for
@@ -149,6 +150,7 @@ def _start_and_signal(tmp_path: Path, args: list[str], marker: str, sig: int, na
             os.killpg(driver.pid, signal.SIGKILL)
 
 
+@pytest.mark.slow  # w2s run
 def test_dpo_stopped_then_killed_mid_stage_resumes_without_redoing_finished_stages(tmp_path, tiny_strong):
     run = tmp_path / "run"
     args = ["run", "tiny/dpo", f"run.dir={run}", *SMALL]
@@ -188,6 +190,7 @@ def test_dpo_stopped_then_killed_mid_stage_resumes_without_redoing_finished_stag
     assert changed.returncode == 1 and "run.resume=fork" in changed.stderr
 
 
+@pytest.mark.slow  # w2s run
 def test_sigterm_while_ray_starts_stops_with_143_and_says_how_to_resume(tmp_path):
     """Ray installs its own SIGTERM handler while it starts (exit 15, no word); the driver keeps its own."""
     run = tmp_path / "run"
@@ -198,6 +201,7 @@ def test_sigterm_while_ray_starts_stops_with_143_and_says_how_to_resume(tmp_path
     assert "re-run the same command to resume" in log and not list(run.glob("round-*/*/manifest.json"))
 
 
+@pytest.mark.slow  # w2s run
 def test_a_policy_with_a_prompt_template_is_trained_in_the_format_it_answers_in(tmp_path, tiny_strong):
     """model.strong.prompt_template (pku, as the paper's Alpaca models need) reaches generation and the DPO rows
     alike: raw text rows rendered with it, the reply after one space, trained by OpenRLHF without a chat template."""
@@ -284,6 +288,7 @@ def test_truncated_answers_and_corrections_do_not_train_the_policy():
     assert drop_truncated(rows, "dpo", "keep") == (rows, {})
 
 
+@pytest.mark.slow  # w2s run
 def test_a_new_aligner_each_round_from_preference_pairs(tmp_path, tiny_strong, tiny_weak):
     """The paper's §4 on the tiny models: Aligner_k trained on round k's PKU-SafeRLHF-style rows (Aligner_2 from
     Aligner_1), each judged on its held-out questions and used to correct its own round."""

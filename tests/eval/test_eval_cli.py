@@ -7,7 +7,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from w2s.data.files import read_jsonl
+
+pytestmark = pytest.mark.slow  # the w2s eval CLI in subprocesses, with judge models
 
 EVAL = "recipes/data/quickstart/eval.jsonl"
 

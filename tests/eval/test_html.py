@@ -145,6 +145,7 @@ def _colour_pixels(png: Path, rgb: tuple[int, int, int], tol: int = 30) -> int:
     return int((np.abs(pixels - np.array(rgb)).max(axis=-1) <= tol).sum())
 
 
+@pytest.mark.slow  # headless Chromium
 def test_renders_in_a_real_browser(tmp_path):
     if shutil.which(CHROMIUM) is None:
         pytest.fail(f"{CHROMIUM} missing: apt-get install chromium")

@@ -71,6 +71,7 @@ def test_token_levenshtein_and_the_linear_fit():
     assert fit["slope"] == pytest.approx(2) and fit["intercept"] == pytest.approx(3) and fit["r2"] == pytest.approx(1)
 
 
+@pytest.mark.slow  # trains an Aligner, w2s interpret
 def test_lat_then_control_end_to_end_on_the_tiny_models(tmp_path, tiny_weak):
     """A w2s Aligner (trained for real, briefly) on the tiny models: the LAT outputs, then control reusing them."""
     aligner = tmp_path / "aligner"

@@ -20,6 +20,7 @@ def w2s(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "w2s.cli", *args], capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # w2s run
 def test_seven_strategy_build_then_dpo_then_resume(tmp_path, tiny_strong, tiny_weak, tiny_reward_model):
     run = tmp_path / "run"
     args = [*ARGS, f"popalign.judge.model={tiny_reward_model}"]  # a real (tiny, random) reward model
@@ -123,6 +124,7 @@ def test_invalid_popalign_recipe_names_every_problem():
     assert "popalign.models.lower.path" in missing.stderr and "popalign.refine.weight" in missing.stderr
 
 
+@pytest.mark.slow  # Ray and a judge actor
 def test_contrast_accuracy_counts_the_judges_preference(tmp_path):
     """The embedding judge prefers the answer equal to the reference: accuracy 1 with chosen = reference, 0 with
     the pair swapped, whatever the random models would have written."""

@@ -41,6 +41,7 @@ def _texts(services: Services, path: str, cfg) -> list[str]:
     return [o.text for o in services.generate(path, PROMPTS, sampling, 0, what="test")[0]]
 
 
+@pytest.mark.slow  # Ray and generator actors
 def test_generator_takes_new_weights_in_place_and_answers_as_a_fresh_engine(tmp_path, local_ray, tiny_strong,
                                                                              tiny_weak):
     cfg = load_config("tiny/dpo")
@@ -87,6 +88,7 @@ def test_vllm_engine_takes_new_weights_in_place_and_close_leaves_no_process(tmp_
         assert _texts(fresh, trained, cfg) == after
 
 
+@pytest.mark.slow  # Ray and three roles' actors
 def test_roles_that_do_not_fit_side_by_side_take_turns(local_ray, tiny_strong):
     """Three roles of two CPUs on four: the least recently used gives way, and comes back when asked again."""
     cfg = load_config("tiny/dpo", [f"cluster.{r}.num_cpus_per_actor=2" for r in ("generator", "corrector", "judge")])
@@ -111,3 +113,19 @@ def test_a_misspelt_field_crossing_into_a_worker_is_an_error():
     assert typed(SamplingConfig, {"max_new_tokens": 3}).max_new_tokens == 3
     with pytest.raises(ConfigKeyError, match="max_new_token"):
         typed(SamplingConfig, {"max_new_token": 3})
+
+
+def test_a_role_fits_as_its_strategy_places_it():
+    """SPREAD wants a node per bundle while there are nodes (so a role holding one gives way), STRICT_PACK one
+    node for the group, PACK any room anywhere."""
+    from w2s.roles import fits_on_nodes
+
+    two = ({"CPU": 1.0}, {"CPU": 1.0})
+    assert not fits_on_nodes([(two, "SPREAD")], [{"CPU": 1.0}, {"CPU": 0.0}])
+    assert fits_on_nodes([(two, "SPREAD")], [{"CPU": 1.0}, {"CPU": 1.0}])
+    assert fits_on_nodes([(two, "SPREAD")], [{"CPU": 2.0}])  # one node: Ray's SPREAD packs it there
+    assert not fits_on_nodes([(two, "STRICT_PACK")], [{"CPU": 1.0}, {"CPU": 1.0}])
+    assert fits_on_nodes([(two, "PACK")], [{"CPU": 1.0}, {"CPU": 1.0}])
+    assert not fits_on_nodes([(({"CPU": 1.0, "GPU": 1.0},), "PACK")], [{"CPU": 4.0}])
+    # Groups share the room: the second group sees what the first took.
+    assert not fits_on_nodes([(({"CPU": 1.0},), "PACK"), (({"CPU": 1.0},), "PACK")], [{"CPU": 1.0}])

@@ -52,6 +52,47 @@ class Held:
     info: dict[str, Any] = field(default_factory=dict)  # engine or provenance, asked once
 
 
+def fits_on_nodes(groups: Any, per_node: list[dict[str, float]]) -> bool:
+    """Whether placement groups ``groups`` ((bundles, strategy) each) can be placed on nodes with ``per_node`` free
+    resources: SPREAD bundles each on a node of its own while there are nodes enough (what the recipe asks for,
+    so roles holding those nodes give way), STRICT_PACK groups on one node, PACK bundles anywhere (greedy, on the
+    node with most room first)."""
+    free = [dict(n) for n in per_node]
+
+    def take(node: dict[str, float], bundle: dict[str, float]) -> bool:
+        if all(node.get(r, 0.0) + 1e-9 >= v for r, v in bundle.items()):
+            for r, v in bundle.items():
+                node[r] = node.get(r, 0.0) - v
+            return True
+        return False
+
+    for bundles, strategy in groups:
+        if "SPREAD" in strategy:
+            used: set[int] = set()
+            for bundle in bundles:
+                fresh = len(used) < len(free)  # a node of its own while there is one
+                order = sorted((i for i in range(len(free)) if not (fresh and i in used)),
+                               key=lambda i: -free[i].get("CPU", 0.0))
+                placed = next((i for i in order if take(free[i], bundle)), None)
+                if placed is None:
+                    return False
+                used.add(placed)
+        elif strategy == "STRICT_PACK":  # the whole group on one node
+            for i in sorted(range(len(free)), key=lambda i: -free[i].get("CPU", 0.0)):
+                trial = dict(free[i])
+                if all(take(trial, b) for b in bundles):
+                    free[i] = trial
+                    break
+            else:
+                return False
+        else:  # PACK: as few nodes as Ray can, any of them
+            for bundle in bundles:
+                if not any(take(free[i], bundle) for i in sorted(range(len(free)),
+                                                                 key=lambda i: -free[i].get("CPU", 0.0))):
+                    return False
+    return True
+
+
 def _key(**parts: Any) -> str:
     return json.dumps(parts, sort_keys=True, default=str)
 
@@ -95,12 +136,19 @@ class Services:
 
     # ------------------------------------------------------------------------------------------- groups
     def _fits(self, role: str) -> bool:
+        """Whether ``role``'s placement groups fit what the nodes have free now, as their strategy places them
+        (SPREAD: each bundle on a node of its own, as far as there are nodes; PACK: each group on one node)."""
         import ray
 
         c = self.cfg.cluster
         layout = role_layout(role, c[role], c.placement_strategy)
-        free = ray.available_resources()
-        return all(layout.total(r) <= free.get(r, 0.0) + 1e-9 for r in ("CPU", "GPU"))
+        try:
+            from ray._private.state import available_resources_per_node
+
+            per_node = [dict(free) for free in available_resources_per_node().values()]
+        except Exception:  # no per-node view: the cluster's totals
+            per_node = [dict(ray.available_resources())]
+        return fits_on_nodes(layout.groups, per_node)
 
     def _evict(self, keep: str = "") -> bool:
         """Shut the least recently used group down (not ``keep``); False when there is none."""
