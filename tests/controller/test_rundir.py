@@ -217,3 +217,20 @@ def test_metrics_go_to_weights_and_biases_when_a_project_is_set(tmp_path, monkey
     data = next(runs[0].glob("*.wandb")).read_bytes()
     assert b"eval-vs-initial/similarity/omega" in data and b"12.5" in data and b"37.5" in data
     assert b"by_category" not in data  # only numbers are logged
+
+
+def test_a_failed_stage_on_a_full_disk_says_where_and_what_to_do(tmp_path, monkeypatch):
+    """An actor's failed write rarely names a path: the run directory's free space and the fix are added."""
+    import shutil
+    from collections import namedtuple
+
+    from w2s.controller.entry import full_disk_hint
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(10 << 30, 10 << 30, 5 << 20))
+    hint = full_disk_hint(tmp_path, "trainer rank 0 raised RuntimeError('file write failed')")
+    assert hint == (f"the run directory {tmp_path} is on a filesystem with 5 MiB free: free some space there (or "
+                    "move run.dir) and re-run the same command to resume")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(10 << 30, 1 << 30, 9 << 30))
+    assert full_disk_hint(tmp_path, "generator rank 0 died") == ""  # plenty of room: not the disk
+    assert "MiB free" in full_disk_hint(tmp_path, "OSError: [Errno 28] No space left on device")

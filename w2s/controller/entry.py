@@ -18,8 +18,29 @@ from omegaconf import DictConfig
 from w2s.cluster import STOP, RayCluster, StopRequested
 from w2s.console import say
 from w2s.controller.rundir import RunDir
+from w2s.errors import WorkerError
 
 EXIT_STOPPED = 143
+
+
+LOW_SPACE_BYTES = 1 << 30
+
+
+def full_disk_hint(run_dir: Path, error: str) -> str:
+    """A line for a failed stage when the run directory's disk is the likely cause (an actor's write failed: its
+    message rarely names a path): how much is free there and the fix; empty otherwise."""
+    import shutil
+
+    try:
+        free = shutil.disk_usage(run_dir).free
+    except OSError:
+        return ""
+    said = any(s in error for s in ("No space left on device", "ENOSPC", "Errno 28", "Disk quota exceeded",
+                                    "file write failed"))
+    if not said and free >= LOW_SPACE_BYTES:
+        return ""
+    return (f"the run directory {run_dir} is on a filesystem with {free / 2**20:.0f} MiB free: free some space "
+            "there (or move run.dir) and re-run the same command to resume")
 
 
 def default_run_dir(recipe: str) -> Path:
@@ -103,6 +124,11 @@ def run_job(cfg: DictConfig, *, recipe: str, overrides: list[str]) -> int:
                     from w2s.popalign.pipeline import run_popalign
 
                     run_popalign(cfg, rd, services)
+    except WorkerError as e:
+        hint = full_disk_hint(rd.path, str(e))
+        if hint:
+            raise WorkerError(f"{e}\n{hint}") from e
+        raise
     except StopRequested as e:
         say(f"stopped during {e} after {time.time() - t0:.0f} s; re-run the same command to resume")
         say(f"run dir: {rd.path}")
