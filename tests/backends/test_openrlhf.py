@@ -100,6 +100,30 @@ def test_sft_chat_rows_train_and_save_a_loadable_model(sft_chat, tiny_weak):
     print(f"SFT chat: {result.seconds:.1f} s, losses {result.losses[0]:.3f} -> {result.losses[-1]:.3f}")
 
 
+def test_float32_training_on_cpu_loads_and_trains_in_float32(tiny_weak, data_dir, tmp_path):
+    """param_dtype=float32 (for CPUs without native bf16, where bf16 runs ~100x slower): the model is loaded and
+    trained in float32 (DeepSpeed's bf16 and fp16 off), and learns."""
+    from deepspeed.runtime.engine import DeepSpeedEngine
+
+    seen = {}
+    real = DeepSpeedEngine.forward
+
+    def spy(self, *a, **kw):
+        seen.setdefault("dtype", next(self.module.parameters()).dtype)
+        seen.setdefault("bf16", self.bfloat16_enabled())
+        return real(self, *a, **kw)
+
+    DeepSpeedEngine.forward = spy
+    try:
+        result = backend.train_sft(_cfg(param_dtype="float32"), tiny_weak, str(data_dir / "sft_chat.jsonl"),
+                                   str(tmp_path / "out"), chat=True, attn_implementation="eager")
+    finally:
+        DeepSpeedEngine.forward = real
+    assert seen == {"dtype": torch.float32, "bf16": False}
+    assert result.losses[-1] < result.losses[0] - 0.1, result.losses
+    assert {t.dtype for t in _weights(result.output_dir).values()} == {torch.float32}
+
+
 def test_sft_raw_rows_mask_the_prompt_and_drop_overlong(tiny_weak, data_dir, tmp_path):
     # The loss covers exactly the response + EOS (OpenRLHF's loss mask, shifted as the trainer uses it).
     from w2s.backends.args import flat_args, namespace

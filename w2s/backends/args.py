@@ -21,7 +21,7 @@ log = logging.getLogger("w2s.backends.openrlhf")
 
 Kind = Literal["sft", "dpo", "rm"]
 
-PARAM_DTYPES = {"bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16"}
+PARAM_DTYPES = {"bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16", "float32": "fp32"}
 
 
 def cfg_get(cfg: Any, name: str, default: Any = None) -> Any:
@@ -55,8 +55,8 @@ def flat_args(cfg: Any, *, seed: int, micro: int, global_batch: int, chat: bool,
     lora = cfg_get(cfg, "lora", SimpleNamespace())
     dtype = str(cfg_get(cfg, "param_dtype", "bfloat16"))
     if dtype not in PARAM_DTYPES:
-        raise ConfigError([ConfigIssue("param_dtype", dtype, "OpenRLHF trains in bf16 or fp16 only",
-                                       "use bfloat16 or float16")])
+        raise ConfigError([ConfigIssue("param_dtype", dtype, "OpenRLHF trains in bf16 or fp16 (and, on CPU "
+                                       "through w2s, fp32)", "use bfloat16, float16 or (CPU) float32")])
     zero_stage = int(cfg_get(cfg, "zero_stage", 2))
     lora_rank = int(cfg_get(lora, "rank", 0))
     if lora_rank > 0 and zero_stage == 3:

@@ -195,7 +195,9 @@ class TrainerConfig:
     global_batch_samples: int = _f(8, "Samples per optimizer step across all ranks (gradient accumulation fills "
                                    "the gap).")
     zero_stage: int = _f(2, "DeepSpeed ZeRO stage.", None)
-    param_dtype: str = _f("bfloat16", "Training dtype (OpenRLHF supports bf16 and fp16).", ["bfloat16", "float16"])
+    param_dtype: str = _f("bfloat16", "Training dtype: bf16 or fp16 (OpenRLHF's), or float32 on CPU trainers, where "
+                          "CPUs without native bf16 (AVX2 only) run bf16 about 100x slower than float32.",
+                          ["bfloat16", "float16", "float32"])
     gradient_checkpointing: bool = _f(False, "Recompute activations in backward to save memory.")
     adam_offload: bool = _f(False, "Offload optimizer states to CPU (DeepSpeed).")
     optim: OptimConfig = _f(help="Optimizer and schedule.", factory=OptimConfig)

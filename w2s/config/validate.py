@@ -200,6 +200,13 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
     job = JOB_ALIASES.get(job, job) if job else None
     job = job or cfg.job
     issues: list[ConfigIssue] = bound_issues(cfg, W2SConfig)
+    if _gpus(cfg.cluster.trainer) > 0:  # float32 training is w2s's CPU path; OpenRLHF's GPU path takes bf16/fp16
+        trained = (("train.sft", cfg.train.sft), ("train.dpo", cfg.train.dpo),
+                   ("train.rlhf.reward_model", cfg.train.rlhf.reward_model), ("aligner.train", cfg.aligner.train))
+        for key, section in trained:
+            if section.param_dtype == "float32":
+                issues.append(ConfigIssue(f"{key}.param_dtype", "float32", "float32 training is for CPU trainers; "
+                                          "cluster.trainer requests GPUs", "use bfloat16 on GPUs"))
     c = cfg.cluster
     trainer_ranks = int(c.trainer.num_actors)
 
