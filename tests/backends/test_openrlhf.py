@@ -140,12 +140,12 @@ def test_sft_raw_rows_mask_the_prompt_and_drop_overlong(tiny_weak, data_dir, tmp
         assert tok.decode(scored) == rows[i]["response"] + " " + tok.eos_token
         assert scored[-1].item() == tok.eos_token_id
 
-    # Four rows with very long responses: dropped (and counted) with overlong=drop.
+    # Four rows with very long responses: dropped (and counted), overlong=drop being the default.
     long_rows = [(f"BEGINNING OF CONVERSATION: USER: {p} ASSISTANT:", f" {a}") for p, a in ROWS]
     long_rows[:4] = [(p, a + " and more" * 60) for p, a in long_rows[:4]]
     path = tmp_path / "raw_long.jsonl"
     data_files.write_sft_rows(path, long_rows, chat=False)
-    result = backend.train_sft(_cfg(overlong="drop"), tiny_weak, str(path), str(tmp_path / "out"), chat=False)
+    result = backend.train_sft(_cfg(), tiny_weak, str(path), str(tmp_path / "out"), chat=False)
     assert result.metrics["rows_dropped_overlong"] == 4 and result.metrics["rows_kept"] == 28
     assert result.steps == 3 and len(result.losses) == 3  # 28 rows / 8 per step (the partial step is dropped)
     assert result.losses[-1] < result.losses[0]

@@ -190,7 +190,9 @@ class TrainerConfig:
     epochs: int = _f(1, "Passes over the round's data.")
     max_len: int = _f(2048, "Longest prompt + response in tokens; longer examples are truncated or dropped per "
                       "overlong.")
-    overlong: str = _f("truncate", "What to do with examples over max_len.", ["truncate", "drop"])
+    overlong: str = _f("drop", "What to do with examples over max_len: drop them (counted in the stage's metrics), or "
+                       "truncate them (the text is cut mid-sentence and ends in a forced EOS, which the model then "
+                       "learns).", ["drop", "truncate"])
     micro_batch_samples_per_device: int = _f(1, "Samples one rank processes per forward/backward pass.")
     global_batch_samples: int = _f(8, "Samples per optimizer step across all ranks (gradient accumulation fills "
                                    "the gap).")
