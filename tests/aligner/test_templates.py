@@ -98,3 +98,28 @@ def test_braces_in_text_are_kept_and_roundtrip_through_metadata():
     t = get_template("steer", {"steer": {"prompt": "[{instruction}] {question} => {answer}"}})
     assert template_from_dict(t.to_dict()) == t
     assert template_from_dict(get_template("aligner-v1").to_dict()) is get_template("aligner-v1")
+
+
+def test_the_aligner_sees_one_token_sequence_in_training_and_in_correction(tiny_weak):
+    """With a tokenizer that adds BOS (Llama 2's, Gemma's), training text (tokenized without special tokens, as
+    OpenRLHF does) starts with the same ids as the prompt correction encodes (BOS added); built offline from the
+    tiny tokenizer with a BOS post-processor."""
+    from tokenizers import Tokenizer, processors
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from w2s.aligner.train import training_prompt
+    from w2s.generation.encoding import encode_prompt
+
+    raw = Tokenizer.from_file(f"{tiny_weak}/tokenizer.json")
+    bos = "<|endoftext|>"
+    raw.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A $B",
+                                                       special_tokens=[(bos, raw.token_to_id(bos))])
+    with_bos = PreTrainedTokenizerFast(tokenizer_object=raw, bos_token=bos, eos_token="<|im_end|>")
+    assert with_bos("hi")["input_ids"][0] == with_bos.bos_token_id  # it adds BOS, as Llama 2's does
+    rendered = render(get_template("aligner-v2"), "What is 2+2?", "5.")
+    for tok in (with_bos, AutoTokenizer.from_pretrained(tiny_weak)):  # and one that adds none
+        trained = tok(training_prompt(tok, rendered) + " It is 4.", add_special_tokens=False)["input_ids"]
+        corrected = encode_prompt(tok, rendered, 0).ids
+        assert trained[:len(corrected)] == corrected
+    assert training_prompt(with_bos, rendered) == bos + rendered
+    assert training_prompt(AutoTokenizer.from_pretrained(tiny_weak), rendered) == rendered

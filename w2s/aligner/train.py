@@ -48,6 +48,17 @@ def _backend() -> Any:
     return SimpleNamespace(train_sft=openrlhf.train_sft, write_sft_rows=write_sft_rows)
 
 
+def training_prompt(tokenizer: Any, rendered: str) -> str:
+    """A raw template's prompt as training text: with the tokenizer's BOS in front where the tokenizer adds one
+    (Llama 2, Gemma). OpenRLHF tokenizes training text without special tokens while correction encodes the prompt
+    with them, so without it the Aligner would learn on one token sequence and correct on another."""
+    bos = getattr(tokenizer, "bos_token", None)
+    if not bos or rendered.startswith(bos):
+        return rendered
+    ids = tokenizer("x")["input_ids"]
+    return bos + rendered if ids and ids[0] == tokenizer.bos_token_id else rendered
+
+
 def count_overlong(pairs: list[tuple[str, str]], tokenizer: Any, max_len: int) -> int:
     """How many (rendered prompt, target) examples exceed ``max_len`` tokens with the EOS token."""
     if not pairs or not max_len:
@@ -111,7 +122,8 @@ def train_aligner(cfg: Any, output_dir: str | os.PathLike, *, progress: bool = T
 
     def pairs(triples: list[Triple]) -> list[tuple[str, str]]:
         # chat=True: the backend applies the chat template to the user message itself.
-        body = render_body if template.chat else (lambda t, q, ans, i: render(t, q, ans, i, tokenizer=tokenizer))
+        body = render_body if template.chat else (lambda t, q, ans, i: training_prompt(
+            tokenizer, render(t, q, ans, i, tokenizer=tokenizer)))
         return [(body(template, t.question, t.answer, instruction), t.correction) for t in triples]
 
     backend = _backend()
