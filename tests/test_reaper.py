@@ -61,17 +61,21 @@ def test_the_reaper_kills_only_what_carries_its_tag_once_the_driver_is_gone(tmp_
     sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
     mine = [subprocess.Popen(sleeper, env={**os.environ, TAG: tag}, start_new_session=True) for _ in range(2)]
     other = subprocess.Popen(sleeper, start_new_session=True)
-    driver = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1)"])
-    created = f"{psutil.Process(driver.pid).create_time():.3f}"
-    reaper = subprocess.Popen([sys.executable, "-m", "w2s.reaper", str(driver.pid), created, tag])
+    # A stand-in driver that starts the reaper as its child (as w2s.reaper.start does), then exits.
+    launcher = (f"import subprocess, sys, time; r = subprocess.Popen([sys.executable, '-m', 'w2s.reaper', "
+                f"str(__import__('os').getpid()), {tag!r}]); print(r.pid, flush=True); time.sleep(1)")
+    driver = subprocess.Popen([sys.executable, "-c", launcher], stdout=subprocess.PIPE, text=True)
+    reaper = psutil.Process(int(driver.stdout.readline()))
     try:
         assert {p.pid for p in tagged(tag)} == {p.pid for p in mine}
         driver.wait(timeout=10)
-        assert reaper.wait(timeout=20) == 0
+        reaper.wait(timeout=20)  # it noticed (re-parented), stopped the two, and exited (TimeoutExpired if not)
         assert all(p.wait(timeout=5) is not None for p in mine) and tagged(tag) == []
         assert other.poll() is None  # not its to stop
     finally:
-        for p in [*mine, other, reaper, driver]:
+        for p in [*mine, other, driver]:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+        if reaper.is_running():
+            reaper.kill()

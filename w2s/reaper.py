@@ -30,8 +30,8 @@ def start() -> subprocess.Popen:
     me = psutil.Process()
     os.environ[TAG] = f"{me.pid}-{me.create_time():.3f}"
     # Its own session: a signal to the driver's process group (Ctrl-C) does not stop the reaper before its work.
-    return subprocess.Popen([sys.executable, "-m", "w2s.reaper", str(me.pid), f"{me.create_time():.3f}",
-                             os.environ[TAG]], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+    return subprocess.Popen([sys.executable, "-m", "w2s.reaper", str(me.pid), os.environ[TAG]],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True,
                             env={k: v for k, v in os.environ.items() if k != TAG})
 
@@ -61,22 +61,18 @@ def tagged(tag: str) -> list:
     return found
 
 
-def _driver_alive(pid: int, created: str) -> bool:
-    import psutil
-
-    try:
-        p = psutil.Process(pid)
-        return f"{p.create_time():.3f}" == created and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
+def _driver_alive(pid: int) -> bool:
+    """The reaper is the driver's child: once the driver is gone it is re-parented, whatever the clock does (a
+    process's create time moves with the wall clock, e.g. when a virtual machine is restored from a snapshot)."""
+    return os.getppid() == pid
 
 
 def main(argv: list[str]) -> int:
     import psutil
 
-    pid, created, tag = int(argv[0]), argv[1], argv[2]
+    pid, tag = int(argv[0]), argv[1]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the driver's own normal stop
-    while _driver_alive(pid, created):
+    while _driver_alive(pid):
         time.sleep(POLL_S)
     procs = tagged(tag)
     for p in procs:
