@@ -55,6 +55,7 @@ def test_a_sigkilled_driver_takes_its_private_ray_instance_with_it(tmp_path):
             p.kill()
 
 
+@pytest.mark.slow  # five Python processes start and end
 def test_the_reaper_kills_only_what_carries_its_tag_once_the_driver_is_gone(tmp_path):
     """A stand-in driver starts two tagged processes and one untagged, then dies: the reaper stops the two."""
     tag = f"999999-{time.time():.3f}"

@@ -13,7 +13,8 @@ import torch
 
 from w2s.compat import cpu
 
-pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU patches")
+# slow: each test imports DeepSpeed and OpenRLHF in a fresh state (5-10 s for the first).
+pytestmark = [pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU patches"), pytest.mark.slow]
 
 
 def _run(code: str, env: dict[str, str] | None = None) -> dict:
@@ -26,7 +27,6 @@ def _run(code: str, env: dict[str, str] | None = None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.slow  # imports DeepSpeed and OpenRLHF
 def test_apply_patches_cuda_env_and_stub_then_is_idempotent():
     result = _run("""
         import json, os, sys, torch
