@@ -170,9 +170,11 @@ class Corrector:
         head, the instruction and the question first: here the answer gives way instead."""
         limit = int(getattr(self.cfg, "max_prompt_tokens", 0) or 0)
         prompt = self.render(question, answer)
+        if not limit:  # no budget: nothing to tokenise here (the engine encodes the prompt anyway)
+            return prompt, 0
         size = lambda text: len(self.tokenizer(text)["input_ids"])  # noqa: E731  (BOS included, as encoded)
         over = size(prompt) - limit
-        if not limit or over <= 0:
+        if over <= 0:
             return prompt, 0
         ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
         keep = max(len(ids) - over, 0)

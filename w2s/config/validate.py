@@ -147,12 +147,10 @@ def _check_length(key: str, tokens: int, model: Any, model_key: str, issues: lis
     """A training length over the context length of the model it trains (read locally, or as the recipe states
     it in ``MODEL_KEY.context_length``)."""
     from w2s.config.compose import resolve_path
-    from w2s.generation.encoding import context_length
+    from w2s.generation.encoding import known_context
 
     local = resolve_path(model.path) if model.path and not model.path.startswith("asset:") else None
-    known = context_length(local) if local is not None and local.is_dir() else None
-    if known is None and model.context_length:
-        known = (int(model.context_length), f"{model_key}.context_length")
+    known = known_context(local, (int(model.context_length), f"{model_key}.context_length"))
     if known is not None and tokens > known[0]:
         issues.append(ConfigIssue(key, tokens, f"exceeds the model's context length {known[0]} ({known[1]} of "
                                   f"{model.path})", f"lower it to {known[0]} or less"))

@@ -130,6 +130,14 @@ def context_length(model_dir: str | os.PathLike) -> tuple[int, str] | None:
     return best
 
 
+def known_context(model_dir: str | os.PathLike | None, declared: tuple[int, str] | None = None
+                  ) -> tuple[int, str] | None:
+    """A model's context length and its source: read from its local config files, else the one a recipe states
+    (``declared``: length and key; 0 is unknown), else None."""
+    known = context_length(model_dir) if model_dir is not None and Path(model_dir).is_dir() else None
+    return known or (declared if declared and declared[0] > 0 else None)
+
+
 def context_issues(key: str, model_dir: str | os.PathLike, max_prompt_tokens: int,
                    max_new_tokens: int, *, declared: tuple[int, str] | None = None) -> list[ConfigIssue]:
     """A problem when ``max_prompt_tokens + max_new_tokens`` exceeds the model's context length.
@@ -142,8 +150,7 @@ def context_issues(key: str, model_dir: str | os.PathLike, max_prompt_tokens: in
         declared: the context length a recipe states (``model.*.context_length``) and its key: checked where the
             model is not local (a hub name); a local model's own config files win.
     """
-    known = context_length(model_dir) if Path(model_dir).is_dir() else None
-    known = known or (declared if declared and declared[0] > 0 else None)
+    known = known_context(model_dir, declared)
     if known is None:
         return []
     limit, source = known
