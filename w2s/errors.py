@@ -20,8 +20,8 @@ class ConfigIssue:
 
     def __str__(self) -> str:
         shown = repr(self.value)
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
+        if len(shown) > 80:  # both ends kept: a long path's file name and line number are at its end
+            shown = shown[:38] + "..." + shown[-39:]
         text = f"{self.key} = {shown}: {self.problem}"
         return f"{text}\n      fix: {self.fix}" if self.fix else text
 
