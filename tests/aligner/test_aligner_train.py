@@ -22,19 +22,23 @@ ROWS = [{"id": f"r{i}", "question": f"What is {i} plus 1?", "answer": f"It is {i
 class RecordingBackend:
     """Stands in for w2s.backends.openrlhf: records what is written and trained, in order."""
 
-    def __init__(self):
+    def __init__(self, fail_on: str = ""):
         self.calls: list[tuple[str, dict]] = []
         self.files: dict[str, list[tuple[str, str]]] = {}
+        self.fail_on = fail_on  # a training whose data file has this name dies (as a killed process would)
 
     def write_sft_rows(self, path, rows, *, chat):
         rows = list(rows)
         self.files[str(path)] = rows
+        Path(path).write_text(json.dumps(rows))
         self.calls.append(("write", {"path": str(path), "chat": chat, "n": len(rows)}))
         return len(rows)
 
     def train_sft(self, cfg, model_path, data_path, output_dir, *, seed=42, chat=True, tensorboard_dir=None,
                   attn_implementation="sdpa", trust_remote_code=False):
         self.calls.append(("train", {"model": model_path, "data": data_path, "out": output_dir, "chat": chat}))
+        if self.fail_on and Path(data_path).name == self.fail_on:
+            raise KeyboardInterrupt("killed")
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         return SimpleNamespace(output_dir=output_dir, steps=2, samples=8, seconds=0.1, losses=[2.0, 1.0],
                                metrics={})
@@ -72,6 +76,33 @@ def test_identity_warmup_runs_first_on_answer_copies(tmp_path, monkeypatch, tiny
     assert [s["stage"] for s in saved["stages"]] == ["warmup", "correction"] and len(saved["data_sha256"]) == 64
     eval_rows = (out.with_name("aligner.work") / "eval.jsonl").read_text().splitlines()
     assert len(eval_rows) == 4
+
+
+def test_a_rerun_keeps_the_warmup_finished_before_a_kill(tmp_path, monkeypatch):
+    out = tmp_path / "aligner"
+
+    def killed_in_correction_sft(*overrides: str) -> list[str]:
+        backend = RecordingBackend(fail_on="train_sft.jsonl")
+        monkeypatch.setattr(train_mod, "_backend", lambda: backend)
+        with pytest.raises(KeyboardInterrupt):
+            train_mod.train_aligner(_cfg(tmp_path, "aligner.train.warmup_fraction=0.25", *overrides), out,
+                                    echo=lambda _m: None)
+        return [Path(c["data"]).name for kind, c in backend.calls if kind == "train"]
+
+    assert killed_in_correction_sft() == ["warmup_sft.jsonl", "train_sft.jsonl"]
+    # Other inputs (another seed) make another warm-up: it is trained again, not taken from the kept one.
+    assert killed_in_correction_sft("run.seed=7") == ["warmup_sft.jsonl", "train_sft.jsonl"]
+    rerun, said = RecordingBackend(), []
+    monkeypatch.setattr(train_mod, "_backend", lambda: rerun)
+    cfg = _cfg(tmp_path, "aligner.train.warmup_fraction=0.25", "run.seed=7")
+    meta = train_mod.train_aligner(cfg, out, echo=said.append)
+    # Only the correction SFT ran again, from the kept warm-up; the metadata still tells both stages.
+    (main,) = [c for kind, c in rerun.calls if kind == "train"]
+    work = out.with_name("aligner.work")
+    assert Path(main["data"]).name == "train_sft.jsonl" and main["model"] == str(work / "warmup")
+    assert any("identity warm-up: finished earlier, kept" in m for m in said)
+    assert [s["stage"] for s in meta["stages"]] == ["warmup", "correction"]
+    assert not (work / "warmup").exists() and not (work / "warmup.json").exists()  # gone once the Aligner is
 
 
 def test_no_warmup_single_stage_and_chat_rows(tmp_path, monkeypatch, tiny_weak):

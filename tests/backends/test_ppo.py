@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -53,6 +54,17 @@ def test_rollouts_are_prompted_in_the_policys_own_format():
     assert _value(argv, "--data.input_template") == "BEGINNING OF CONVERSATION: USER: {} ASSISTANT:"
     assert "--data.apply_chat_template" not in argv
     assert set(ppo.command_flags(argv)) <= ppo.declared_ppo_flags()
+
+
+def test_an_anchor_other_than_the_policy_runs_openrlhfs_driver_through_w2s_entry_point():
+    """train.reference=initial after round 1: OpenRLHF has no reference flag, w2s.backends.ppo_main gives it."""
+    argv = _cmd(reference_path="/models/initial", ray_address="10.0.0.1:6379", python="/venv/bin/python")
+    assert argv[:7] == ["env", "RAY_ADDRESS=10.0.0.1:6379", "/venv/bin/python", "-m", "w2s.backends.ppo_main",
+                        "--w2s.reference", "/models/initial"]
+    assert _value(argv, "--actor.model_name_or_path") == "/models/policy"
+    assert set(ppo.command_flags(argv)) <= ppo.declared_ppo_flags()
+    # The anchor is the policy (round 1, or train.reference=previous): OpenRLHF's own module, as before.
+    assert _cmd(reference_path="/models/policy")[1:3] == ["-m", "openrlhf.cli.train_ppo_ray"]
 
 
 def test_every_emitted_flag_exists_in_openrlhf_train_ppo_ray():
@@ -206,7 +218,38 @@ def test_gpu_layout_comes_from_the_ray_cluster_joined(ray_with_8_gpus, tmp_path)
     stage = rd.stage_dir(1, "train")
     stage.mkdir(parents=True)
     argv = Loop(cfg, rd).ppo_command(1, "/models/policy", stage / "rm", stage, "127.0.0.1:1", node_gpus=nodes)
+    anchored = Loop(cfg, rd).ppo_command(1, "/models/policy", stage / "rm", stage, "127.0.0.1:1", node_gpus=nodes,
+                                         reference="/models/initial")
+    assert _value(anchored, "--w2s.reference") == "/models/initial" and "--w2s.reference" not in argv
     assert _value(argv, "--actor.num_gpus_per_node") == "4" and _value(argv, "--actor.num_nodes") == "1"
     assert _value(argv, "--ds.attn_implementation") == "flash_attention_2"
     ppo_cfg = cfg.train.rlhf.ppo
     assert _value(argv, "--data.max_len") == str(ppo_cfg.max_prompt_tokens + ppo_cfg.max_new_tokens)
+
+
+def test_the_loop_keeps_only_this_rounds_own_ppo_checkpoint(tmp_path):
+    """OpenRLHF loads any checkpoint it finds: the loop lets a rerun of the same round's PPO find its own and
+    removes another's (here, another seed) before OpenRLHF starts."""
+    from w2s.backends import checkpoint
+    from w2s.config.compose import load_config
+    from w2s.controller.loop import Loop
+    from w2s.controller.rundir import RunDir
+
+    def prepared(seed: int) -> tuple[Loop, Path]:
+        cfg = load_config("gpu/alpaca7b-aligner7b-rlhf", [f"run.seed={seed}", f"run.dir={tmp_path / 'run'}"])
+        rd = RunDir(tmp_path / "run", cfg)
+        stage = rd.stage_dir(1, "train")
+        stage.mkdir(parents=True, exist_ok=True)
+        (stage / "ppo_prompts.jsonl").write_text('{"prompt": "Hi?"}\n')
+        return Loop(cfg, rd), stage
+
+    loop, stage = prepared(0)
+    ckpt = Path(loop.ppo_checkpoint(1, "/models/policy", stage / "rm", stage, [8]))
+    assert ckpt == stage / "policy.ckpt" and (ckpt / checkpoint.RECORD).is_file()
+    (ckpt / "_actor" / "global_step20").mkdir(parents=True)  # what OpenRLHF's actor then saves
+    (ckpt / "_actor" / "latest").write_text("global_step20")
+    loop.ppo_checkpoint(1, "/models/policy", stage / "rm", stage, [8])
+    assert (ckpt / "_actor" / "global_step20").is_dir()  # the same PPO again: kept for OpenRLHF to load
+    other, _ = prepared(1)
+    other.ppo_checkpoint(1, "/models/policy", stage / "rm", stage, [8])
+    assert not (ckpt / "_actor").exists()  # another seed's PPO: removed

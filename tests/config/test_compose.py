@@ -105,7 +105,7 @@ def test_cli_print_config_recipes_and_explain(capsys):
     assert "beta: 0.3" in capsys.readouterr().out
     assert main(["recipes"]) == 0
     assert "quickstart" in capsys.readouterr().out
-    assert main(["explain", "train.dpo.reference"]) == 0
+    assert main(["explain", "train.reference"]) == 0
     assert "initial" in capsys.readouterr().out
     assert main(["explain", "train.dpo.refrence"]) == 2
     capsys.readouterr()

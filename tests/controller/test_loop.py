@@ -57,7 +57,7 @@ def _check_finished_run(run: Path, rounds: int, method: str) -> list[dict]:
         else:
             assert r["chosen"][-1]["content"] == source["correction"]
             assert r["rejected"][-1]["content"] == source["answer"]
-    if method == "dpo":  # every round's reference is the initial policy (train.dpo.reference=initial)
+    if method == "dpo":  # every round's reference is the initial policy (train.reference=initial)
         initial = json.loads((run / "round-00" / "eval-answers" / "manifest.json").read_text())["inputs"]["policy"]
         for k in range(1, rounds + 1):
             train = json.loads((run / f"round-{k:02d}" / "train" / "manifest.json").read_text())

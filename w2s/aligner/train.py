@@ -33,7 +33,9 @@ from typing import Any
 from w2s.aligner import METADATA_FILE
 from w2s.aligner.dataset import Triple, load_triples, warmup_subset
 from w2s.aligner.templates import INSTRUCTION_PRESETS, get_template, render, render_body, resolve_instruction
-from w2s.data.files import atomic_write_text, write_jsonl
+from w2s.backends import checkpoint
+from w2s.config.plain import to_plain
+from w2s.data.files import atomic_write_json, atomic_write_text, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -152,11 +154,23 @@ def train_aligner(cfg: Any, output_dir: str | os.PathLike, *, progress: bool = T
         warm_data = work / "warmup_sft.jsonl"
         backend.write_sft_rows(warm_data, pairs(warm), chat=chat)
         warm_dir = work / "warmup"
-        echo(f"identity warm-up: {len(warm)} (question, answer) -> answer rows, from {base}")
-        result = backend.train_sft(a, start_model, str(warm_data), str(warm_dir), seed=seed, chat=chat,
-                                   tensorboard_dir=_sub(tensorboard_dir, "warmup"), attn_implementation=attn,
-                                   trust_remote_code=trust)
-        stages.append(_stage("warmup", start_model, result, len(warm)))
+        # A warm-up finished earlier from the same inputs is kept (a rerun after a kill or a requeue goes on with
+        # the correction SFT, and from its checkpoint when checkpoint_every is set).
+        warm_record = checkpoint.training_record("aligner-warmup", {"train": to_plain(a), "seed": seed, "chat": chat},
+                                                 model_path=start_model, data_paths=(str(warm_data),))
+        warm_done = work / "warmup.json"
+        earlier = json.loads(warm_done.read_text()) if warm_done.is_file() and warm_dir.is_dir() else {}
+        if earlier.get("record") == warm_record:
+            echo(f"identity warm-up: finished earlier, kept ({warm_dir})")
+            stages.append(earlier["stage"])
+        else:
+            echo(f"identity warm-up: {len(warm)} (question, answer) -> answer rows, from {base}")
+            result = backend.train_sft(a, start_model, str(warm_data), str(warm_dir), seed=seed, chat=chat,
+                                       tensorboard_dir=_sub(tensorboard_dir, "warmup"), attn_implementation=attn,
+                                       trust_remote_code=trust)
+            stages.append(_stage("warmup", start_model, result, len(warm)))
+            if rank0:
+                atomic_write_json(warm_done, {"record": warm_record, "stage": stages[-1]})
         start_model = str(warm_dir)
     main_data = work / "train_sft.jsonl"
     backend.write_sft_rows(main_data, pairs(main), chat=chat)
@@ -167,6 +181,7 @@ def train_aligner(cfg: Any, output_dir: str | os.PathLike, *, progress: bool = T
     stages.append(_stage("correction", start_model, result, len(main)))
     if warm and not keep_warmup and rank0:  # every rank is past the final save's barrier: nobody reads it now
         shutil.rmtree(work / "warmup", ignore_errors=True)
+        (work / "warmup.json").unlink(missing_ok=True)
 
     meta = {
         "format": "w2s-aligner/1",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from types import SimpleNamespace
 from typing import Any, Literal
 
@@ -64,6 +63,7 @@ def flat_args(cfg: Any, *, seed: int, micro: int, global_batch: int, chat: bool,
                                        "which w2s does for ZeRO stage 0-2 only", "use zero_stage 2 with LoRA")])
     targets = list(cfg_get(lora, "target_modules", []) or [])
     betas = [float(b) for b in cfg_get(optim, "betas", [0.9, 0.95])]
+    checkpoint_every = int(cfg_get(cfg, "checkpoint_every", 0) or 0)
     return {
         "local_rank": -1, "max_norm": float(cfg_get(optim, "max_grad_norm", 1.0)), "optim": "adam",
         "lr_scheduler": str(cfg_get(optim, "scheduler", "cosine_with_min_lr")),
@@ -96,9 +96,17 @@ def flat_args(cfg: Any, *, seed: int, micro: int, global_batch: int, chat: bool,
         "adam.weight_decay": float(cfg_get(optim, "weight_decay", 0.0)), "muon.lr": 0.02, "muon.momentum": 0.95,
         "logger.wandb.key": None, "logger.wandb.run_name": kind, "logger.tensorboard_dir": tensorboard_dir,
         "logger.logging_steps": 1,
-        "eval.steps": -1, "ckpt.save_steps": -1, "ckpt.path": os.path.join(output_dir + ".ckpt"), "ckpt.max_num": 1,
-        "ckpt.max_mem": 10**8, "ckpt.output_dir": output_dir, "ckpt.disable_ds": True, "ckpt.save_hf": False,
+        # Resumable state (w2s.backends.checkpoint): OpenRLHF removes the oldest checkpoint before writing a new
+        # one, so two are kept; a kill mid-save then still leaves the previous one whole.
+        "eval.steps": -1, "ckpt.save_steps": checkpoint_every or -1, "ckpt.path": checkpoint_dir(output_dir),
+        "ckpt.max_num": 2, "ckpt.max_mem": 10**8, "ckpt.output_dir": output_dir,
+        "ckpt.disable_ds": not checkpoint_every, "ckpt.save_hf": False,
     }
+
+
+def checkpoint_dir(output_dir: str) -> str:
+    """Where a training writing ``output_dir`` keeps its resumable state (``checkpoint_every``)."""
+    return output_dir.rstrip("/") + ".ckpt"
 
 
 def namespace(flat: dict[str, Any]) -> Any:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
+from w2s.backends import checkpoint
 from w2s.backends.args import (
     Kind,
     batch_sizes,
@@ -51,14 +52,15 @@ class TrainResult:
 
     Attributes:
         output_dir: Hugging Face model directory written by rank 0.
-        steps: Optimizer steps taken.
-        samples: Training samples consumed (steps x global batch).
+        steps: Optimizer steps taken by this call.
+        samples: Training samples consumed by this call (steps x global batch).
         seconds: Wall time of the whole call (loading, training, saving).
         fit_seconds: The part spent in the optimizer loop itself (what ``w2s bench loop`` counts as work).
         losses: Training loss per optimizer step, averaged over ranks, first to last.
         metrics: Final or mean numbers worth logging (row counts, accuracy, rewards, ...).
         world_size: Ranks of the torch.distributed world that trained together.
         attn_implementation: The attention kernel the trained model was loaded with (read back from it).
+        resumed_from_step: The step of the checkpoint this call went on from (``checkpoint_every``), 0: none.
     """
 
     output_dir: str
@@ -70,6 +72,7 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
     world_size: int = 1
     attn_implementation: str = ""
+    resumed_from_step: int = 0
 
 
 # ----------------------------------------------------------------------------------------------- imports, env
@@ -108,11 +111,13 @@ class _StepLog:
     more robust than parsing TensorBoard files, which only rank 0 writes and only when a directory is set.
     """
 
-    def __init__(self, trainer: Any, strategy: Any, total_steps: int, global_batch: int):
+    def __init__(self, trainer: Any, strategy: Any, total_steps: int, global_batch: int, first_step: int = 0):
         from w2s import progress
 
         self.records: list[dict[str, float]] = []
         progress.start(total_steps, "steps")
+        if first_step:
+            progress.update(first_step, samples=first_step * global_batch)
         original = getattr(trainer, "save_logs_and_checkpoints", None)
         if original is None:
             raise W2SError("this OpenRLHF version's trainer has no save_logs_and_checkpoints hook; w2s supports "
@@ -125,7 +130,8 @@ class _StepLog:
                 if key in logs:
                     logs[key] = float(strategy.all_reduce(float(logs[key])))
             self.records.append({k: float(v) for k, v in logs.items() if isinstance(v, (int, float))})
-            progress.update(len(self.records), samples=len(self.records) * global_batch, loss=logs.get("loss_mean"))
+            done = first_step + len(self.records)
+            progress.update(done, samples=done * global_batch, loss=logs.get("loss_mean"))
             return original(args, global_step, step_bar, logs_dict, client_states)
 
         trainer.save_logs_and_checkpoints = hook
@@ -274,7 +280,7 @@ def _run(kind: Kind, cfg: Any, model_path: str, data_path: str, output_dir: str,
     steps_per_epoch = len(dataloader) // strategy.accumulated_gradient
     total_steps = steps_per_epoch * args.train.max_epochs
     common = dict(strategy=strategy, train_dataloader=dataloader, max_norm=args.max_norm,
-                  max_epochs=args.train.max_epochs, disable_ds_ckpt=True)
+                  max_epochs=args.train.max_epochs, disable_ds_ckpt=args.ckpt.disable_ds)
     ref = None
     if kind == "sft":
         from openrlhf.trainer.sft_trainer import SFTTrainer
@@ -303,14 +309,22 @@ def _run(kind: Kind, cfg: Any, model_path: str, data_path: str, output_dir: str,
         model, optim, scheduler = strategy.prepare((model, optim_cfg(args, total_steps)))
         trainer = RewardModelTrainer(model=model, optim=optim, eval_dataloader=eval_loader, scheduler=scheduler,
                                      tokenizer=tok, loss=args.model.loss_type, **common)
-    steplog = _StepLog(trainer, strategy, total_steps, global_batch)
+    consumed, first_step = 0, 0
+    if not args.ckpt.disable_ds:
+        record = checkpoint.training_record(kind, flat, model_path=model_path, ref_path=ref_path,
+                                            data_paths=(data_path, eval_path), world_size=world)
+        consumed, first_step = checkpoint.resume(strategy, model if kind == "rm" else model.model, args.ckpt.path,
+                                                 record)
+    steplog = _StepLog(trainer, strategy, total_steps, global_batch, first_step)
     try:
         fit_start = time.monotonic()
-        trainer.fit(args, 0, steps_per_epoch)
+        trainer.fit(args, consumed, steps_per_epoch)
         fit_seconds = time.monotonic() - fit_start
         if kind == "rm":
             strategy._unwrap_model(model).config.value_head_prefix = args.ds.value_head_prefix
         _save(strategy, model, tok, output_dir)
+        if not args.ckpt.disable_ds:
+            checkpoint.finish(strategy, args.ckpt.path)
         metrics = _finish_metrics(data, global_batch, steplog)
         if kind in ("dpo", "rm"):
             for key, name in (("acc_mean", "acc"), ("chosen_reward", "chosen_reward"),
@@ -328,9 +342,12 @@ def _run(kind: Kind, cfg: Any, model_path: str, data_path: str, output_dir: str,
         del trainer, model, ref
         gc.collect()
     steps = len(steplog.records)
+    if first_step:
+        metrics["resumed_from_step"] = float(first_step)
     return TrainResult(output_dir=output_dir, steps=steps, samples=steps * global_batch,
                        seconds=time.monotonic() - start, fit_seconds=fit_seconds, losses=steplog.losses,
-                       metrics=metrics, world_size=world, attn_implementation=loaded_attn)
+                       metrics=metrics, world_size=world, attn_implementation=loaded_attn,
+                       resumed_from_step=first_step)
 
 
 def train_sft(cfg: Any, model_path: str, data_path: str, output_dir: str, *, seed: int = 42, chat: bool = True,

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from w2s.backends.args import checkpoint_dir
 from w2s.backends.models import guard_remote_code, max_positions
 from w2s.data.files import write_jsonl
 from w2s.errors import ConfigError, ConfigIssue, W2SError
@@ -259,12 +260,14 @@ def build_ppo_command(cfg_ppo: Any, *, policy_path: str, reward_model_path: str,
                       reward_max_len: int = 2048, seed: int = 42, zero_stage: int = 2,
                       param_dtype: str = "bfloat16", attn_implementation: str = "flash_attention_2",
                       trust_remote_code: bool = False, tensorboard_dir: str | None = None, prompt_template: str = "",
-                      python: str | None = None, extra_args: Iterable[str] = ()) -> list[str]:
+                      reference_path: str | None = None, python: str | None = None,
+                      extra_args: Iterable[str] = ()) -> list[str]:
     """The argv of one OpenRLHF PPO run.
 
     Args:
         cfg_ppo: ``PPOConfig`` (dataclass or DictConfig).
-        policy_path: Policy to train; OpenRLHF also starts the reference (KL anchor) from it.
+        policy_path: Policy to train; OpenRLHF also starts the reference (KL anchor) from it, unless
+            ``reference_path`` names another.
         reward_model_path: Reward model (from :func:`w2s.backends.openrlhf.train_reward_model`).
         prompts_path: JSON Lines prompts from :func:`write_prompt_rows`.
         output_dir: Where OpenRLHF saves the trained policy (HF format).
@@ -285,6 +288,9 @@ def build_ppo_command(cfg_ppo: Any, *, policy_path: str, reward_model_path: str,
         tensorboard_dir: OpenRLHF's TensorBoard directory.
         prompt_template: The policy's ``prompt_template`` (empty: its chat template): rollouts are prompted in the
             format the policy answers in, as OpenRLHF's ``--data.input_template``.
+        reference_path: The KL anchor when it is not the policy (``train.reference: initial`` after round 1):
+            the command then runs OpenRLHF's driver through :mod:`w2s.backends.ppo_main`, which gives it to the
+            reference actors.
         python: Interpreter (default: this one).
         extra_args: Further OpenRLHF flags, appended last.
 
@@ -300,13 +306,18 @@ def build_ppo_command(cfg_ppo: Any, *, policy_path: str, reward_model_path: str,
     issues = sequence_issues(cfg_ppo, reward_max_len=reward_max_len, policy_positions=max_positions(policy_path))
     if issues:
         raise ConfigError(issues)
-    for path in (policy_path, reward_model_path):
-        guard_remote_code(path, trust_remote_code, key="model.strong.trust_remote_code")
+    for path in (policy_path, reward_model_path, reference_path):
+        if path:
+            guard_remote_code(path, trust_remote_code, key="model.strong.trust_remote_code")
     dtype = {"bfloat16": "bf16", "float16": "fp16", "bf16": "bf16", "fp16": "fp16"}.get(param_dtype)
     if dtype is None:
         raise ConfigError([ConfigIssue("param_dtype", param_dtype, "OpenRLHF trains in bf16 or fp16 only",
                                        "use bfloat16 or float16")])
     argv = [python or sys.executable, "-m", PPO_MODULE]
+    if reference_path and reference_path != policy_path:
+        from w2s.backends.ppo_main import REFERENCE_FLAG
+
+        argv = [python or sys.executable, "-m", "w2s.backends.ppo_main", REFERENCE_FLAG, reference_path]
     if ray_address:
         argv = ["env", f"RAY_ADDRESS={ray_address}", *argv]
 
@@ -368,8 +379,14 @@ def build_ppo_command(cfg_ppo: Any, *, policy_path: str, reward_model_path: str,
     flag("ds.attn_implementation", attn_implementation)
     argv.append("--reward.normalize_enable")  # uses the mean/std the reward model stored in its config
     flag("ckpt.output_dir", output_dir)
-    flag("ckpt.path", os.path.join(output_dir, "ckpt"))
-    argv.append("--ckpt.disable_ds")
+    flag("ckpt.path", checkpoint_dir(output_dir))
+    every = int(getattr(cfg_ppo, "checkpoint_every", 0) or 0)
+    if every:  # resumable state every N steps, loaded by a rerun (the loop checks it is this training's first)
+        flag("ckpt.save_steps", every)
+        flag("ckpt.max_num", 2)
+        argv.append("--ckpt.load_enable")
+    else:
+        argv.append("--ckpt.disable_ds")
     if tensorboard_dir:
         flag("logger.tensorboard_dir", tensorboard_dir)
     argv.extend(extra_args)
@@ -431,5 +448,8 @@ def _strings(node: ast.AST, env: dict[str, list[str]]) -> list[str]:
 
 
 def command_flags(argv: list[str]) -> list[str]:
-    """The ``--flags`` of a command built by :func:`build_ppo_command`."""
-    return [a for a in argv if a.startswith("--")]
+    """The OpenRLHF ``--flags`` of a command built by :func:`build_ppo_command` (w2s's own entry point's flag, the
+    reference, is not one of them)."""
+    from w2s.backends.ppo_main import REFERENCE_FLAG
+
+    return [a for a in argv if a.startswith("--") and a != REFERENCE_FLAG]

@@ -202,6 +202,10 @@ class TrainerConfig:
                           ["bfloat16", "float16", "float32"])
     gradient_checkpointing: bool = _f(False, "Recompute activations in backward to save memory.")
     adam_offload: bool = _f(False, "Offload optimizer states to CPU (DeepSpeed).")
+    checkpoint_every: int = _f(0, "Save resumable training state (OpenRLHF's DeepSpeed checkpoint: weights, optimizer, "
+                               "schedule, data position) every this many optimizer steps, so that a stage cut short "
+                               "(a requeued Slurm job, a kill) resumes from the last one instead of step 0. 0: never "
+                               "(a stage shorter than the job's time limit needs none).", minimum=0)
     optim: OptimConfig = _f(help="Optimizer and schedule.", factory=OptimConfig)
     lora: LoraConfig = _f(help="LoRA adapters (rank 0: full fine-tuning).", factory=LoraConfig)
 
@@ -217,8 +221,6 @@ class DPOConfig(TrainerConfig):
     label_smoothing: float = _f(0.0, "Conservative-DPO label smoothing.")
     ipo: bool = _f(False, "Use the IPO loss instead of DPO.")
     nll_loss_coef: float = _f(0.0, "Weight of an added NLL loss on the chosen answer.")
-    reference: str = _f("initial", "Reference model: the fixed initial policy (stable, RLHFlow's finding) or the "
-                        "previous round's policy.", ["initial", "previous"])
     min_pair_distance: float = _f(0.05, "Drop pairs whose chosen and rejected differ by less than this normalised "
                                   "edit distance (0: drop only identical pairs).")
     pair_source: str = _f("aligner", "Where a round's preference pairs come from: the Aligner's corrections of the "
@@ -257,6 +259,8 @@ class PPOConfig:
     colocate_all: bool = _f(True, "Colocate actor, critic, reference, reward and vLLM on the same GPUs (sleep mode).")
     vllm_engines: int = _f(1, "vLLM rollout engines.")
     vllm_tensor_parallel_size: int = _f(1, "GPUs per vLLM rollout engine.")
+    checkpoint_every: int = _f(0, "Save OpenRLHF's resumable PPO state every this many steps; a rerun of the stage "
+                               "loads the last one (0: never).", minimum=0)
 
 
 @dataclass
@@ -275,6 +279,9 @@ class TrainConfig:
     sft: SFTConfig = _f(help="SFT settings (train.method=sft).", factory=SFTConfig)
     dpo: DPOConfig = _f(help="DPO settings (train.method=dpo).", factory=DPOConfig)
     rlhf: RLHFConfig = _f(help="Reward model and PPO settings (train.method=rlhf).", factory=RLHFConfig)
+    reference: str = _f("initial", "KL anchor of DPO and PPO: the fixed initial policy in every round (stable, "
+                        "RLHFlow's finding) or the previous round's policy, the one the round starts from.",
+                        ["initial", "previous"])
 
 
 # ----------------------------------------------------------------------------------------------- aligner

@@ -10,7 +10,9 @@ below; each runs its role's actors, writes its outputs and a manifest, and is sk
 from __future__ import annotations
 
 import logging
+import os
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -331,8 +333,8 @@ class Loop:
         method = cfg.train.method
         stage_dir = self.rd.stage_dir(k, "train")
         inputs = {"data": data, "policy": policy}
-        if method == "dpo":
-            inputs["reference"] = initial if cfg.train.dpo.reference == "initial" else policy
+        if method == "dpo" or (method == "rlhf" and cfg.train.rlhf.ppo_enabled):  # the KL anchor
+            inputs["reference"] = initial if cfg.train.reference == "initial" else policy
         done = self.rd.finished(stage_dir, KEYS_TRAIN, inputs)
         if done:
             return str(self.rd.output(done, "policy"))
@@ -348,7 +350,7 @@ class Loop:
                 result = self.services.train("train_dpo", cfg.train.dpo, policy, inputs["reference"], str(data),
                                              str(out), seed=int(cfg.run.seed) + k, tensorboard_dir=tb, chat=chat)
             else:
-                result = self.rlhf(k, policy, data, stage_dir, tb)
+                result = self.rlhf(k, policy, inputs.get("reference"), data, stage_dir, tb)
                 out = Path(result.pop("policy"))
             rec["outputs"]["policy"] = out
             losses = result.get("losses") or []
@@ -363,7 +365,8 @@ class Loop:
                 say(f"round {k} train: {len(losses)} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}")
         return str(out)
 
-    def rlhf(self, k: int, policy: str, data: Path, stage_dir: Path, tb: str) -> dict[str, Any]:
+    def rlhf(self, k: int, policy: str, reference: str | None, data: Path, stage_dir: Path,
+             tb: str) -> dict[str, Any]:
         """Reward model on the round's pairs, then (GPU clusters) PPO through OpenRLHF's Ray trainer."""
         cfg = self.cfg
         rm_cfg = cfg.train.rlhf.reward_model
@@ -376,31 +379,55 @@ class Loop:
                                      chat=self.prompt_format()[0])
         result["policy"] = policy
         if cfg.train.rlhf.ppo_enabled:
-            result["policy"] = str(self.ppo(k, policy, rm_out, stage_dir))
+            result["policy"] = str(self.ppo(k, policy, rm_out, stage_dir, reference=reference))
         else:
             say(f"round {k} train: reward model trained ({rm_out}); PPO disabled (train.rlhf.ppo_enabled=false), "
                 "the policy is unchanged this round")
         return result
 
-    def ppo(self, k: int, policy: str, reward_model: Path, stage_dir: Path) -> Path:
+    def ppo(self, k: int, policy: str, reward_model: Path, stage_dir: Path, *, reference: str | None = None,
+            ) -> Path:
         import ray
 
         from w2s.backends.ppo import alive_gpu_nodes
         from w2s.backends.ppo_launch import launch_ppo
 
+        node_gpus = alive_gpu_nodes()
         cmd = self.ppo_command(k, policy, reward_model, stage_dir, ray.get_runtime_context().gcs_address,
-                               node_gpus=alive_gpu_nodes())
+                               node_gpus=node_gpus, reference=reference)
+        ckpt = self.ppo_checkpoint(k, policy, reward_model, stage_dir, node_gpus, reference=reference)
         say(f"round {k} train: PPO through OpenRLHF ({stage_dir / 'ppo.log'})")
         self.services.close()  # PPO places its own actors on the trainer's GPUs: the roles give theirs back
         c = self.cfg.cluster
         launch_ppo(cmd, None, stage_dir / "ppo.log", idle_timeout_s=float(c.liveness_timeout_s) or float("inf"),
                    max_seconds=float(c.rpc_timeout_s) or None)
+        shutil.rmtree(ckpt, ignore_errors=True)  # the policy is saved: its resumable state is not needed
         return stage_dir / "policy"
 
+    def ppo_checkpoint(self, k: int, policy: str, reward_model: Path, stage_dir: Path,
+                       node_gpus: list[int] | None, *, reference: str | None = None) -> str:
+        """Round k's PPO checkpoint folder, made this PPO's own before OpenRLHF starts: OpenRLHF loads whatever
+        checkpoint it finds there, so another training's (other prompts, policy, settings) is removed first."""
+        from w2s.backends.args import checkpoint_dir
+        from w2s.backends.checkpoint import claim, training_record
+        from w2s.config.plain import to_plain
+
+        ppo_cfg = self.cfg.train.rlhf.ppo
+        ckpt = checkpoint_dir(str(stage_dir / "policy"))
+        if ppo_cfg.checkpoint_every:
+            record = training_record("ppo", {"ppo": to_plain(ppo_cfg), "seed": int(self.cfg.run.seed) + k,
+                                             "gpus": node_gpus, "reward_model": str(reward_model)},
+                                     model_path=policy, ref_path=reference or policy,
+                                     data_paths=(str(stage_dir / "ppo_prompts.jsonl"),))
+            if claim(ckpt, record, state_dir=os.path.join(ckpt, "_actor")):
+                say(f"round {k} train: PPO goes on from its checkpoint in {ckpt}")
+        return ckpt
+
     def ppo_command(self, k: int, policy: str, reward_model: Path, stage_dir: Path, ray_address: str,
-                    node_gpus: list[int] | None = None) -> list[str]:
+                    node_gpus: list[int] | None = None, reference: str | None = None) -> list[str]:
         """OpenRLHF's PPO argv for round k: the round's prompts, the round's reward model, the trainer's GPUs
-        laid out over the joined cluster's GPU nodes (``node_gpus``; None: as the config describes them)."""
+        laid out over the joined cluster's GPU nodes (``node_gpus``; None: as the config describes them), the KL
+        anchor (``reference``; None: the policy)."""
         from w2s.backends.ppo import build_ppo_command, trainer_gpu_layout, write_prompt_rows
 
         cfg, c = self.cfg, self.cfg.cluster
@@ -418,7 +445,7 @@ class Loop:
             attn_implementation=cfg.model.strong.attn_implementation,
             trust_remote_code=bool(cfg.model.strong.trust_remote_code),
             prompt_template=str(cfg.model.strong.prompt_template or ""),
-            tensorboard_dir=str(self.rd.path / "tensorboard" / f"round-{k:02d}-ppo"))
+            tensorboard_dir=str(self.rd.path / "tensorboard" / f"round-{k:02d}-ppo"), reference_path=reference)
 
 
 def run_loop(cfg: DictConfig, rd: RunDir, inputs: LoopInputs, services: Services) -> list[dict[str, Any]]:
