@@ -24,5 +24,12 @@ if [ ! -x /usr/bin/chromium ]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) \
         >/dev/null || { echo "could not install chromium (apt-get install chromium, as root)" >&2; exit 1; }
 fi
-step "pytest, the whole suite"
+# Two tests at a time (W2S_TEST_WORKERS): most heavy tests wait on process start-up and imports more than they
+# compute, so two share the two cores well; vLLM tests (marker `vllm`) and the Slurm tests each run one at a time
+# in one worker (see tests/conftest.py), which bounds the suite's memory.
+workers=${W2S_TEST_WORKERS:-2}
+step "pytest, the whole suite ($workers workers)"
+if [ "$workers" -gt 1 ]; then
+    exec .venv/bin/python -m pytest -v --durations=15 -n "$workers" --dist loadgroup "$@"
+fi
 exec .venv/bin/python -m pytest -v --durations=15 "$@"

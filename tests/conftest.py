@@ -39,9 +39,9 @@ def pytest_runtest_makereport(item, call):
                            "mark it @pytest.mark.slow (it starts something heavy) or make it faster")
 
 
-def _service_processes(since: float, tag: str) -> dict[int, str]:
+def _service_processes(since: float, tag: str, *, prefix: bool = False) -> dict[int, str]:
     """Ray, vLLM and Slurm processes of this test run (they inherit ``tag`` in their environment, wherever they
-    were re-parented) started after ``since``."""
+    were re-parented) started after ``since``; ``prefix``: the tag and every worker's tag under it."""
     import psutil
 
     found = {}
@@ -53,57 +53,98 @@ def _service_processes(since: float, tag: str) -> dict[int, str]:
         if not any(w in cmd for w in _SERVICE_WORDS):
             continue
         try:
-            if p.environ().get("W2S_TEST_RUN") == tag:
+            theirs = p.environ().get("W2S_TEST_RUN") or ""
+            if theirs == tag or (prefix and theirs.startswith(tag + "/")):
                 found[info["pid"]] = cmd[:160]
         except psutil.Error:  # gone, or not ours to read
             pass
     return found
 
 
-def pytest_sessionstart(session):
+def _worker_id(config) -> str | None:
+    """The pytest-xdist worker this process is (gw0, gw1, ...), None in the controller or a run without xdist."""
+    workerinput = getattr(config, "workerinput", None)
+    return None if workerinput is None else workerinput["workerid"]
+
+
+def pytest_configure(config):
     import time
 
-    session.config._w2s_started = time.time()
+    config._w2s_started = time.time()
     # Inherited by every process the tests start (and by Ray's, which the driver starts): how survivors are told
-    # from another test run's processes on the same machine.
-    os.environ["W2S_TEST_RUN"] = f"{os.getpid()}-{time.time():.0f}"
+    # from another test run's processes on the same machine. xdist workers inherit the controller's tag (they start
+    # after this hook) and add their name, so that a worker's check never counts its neighbour's live processes.
+    base = os.environ.get("W2S_TEST_RUN_BASE") or f"{os.getpid()}-{time.time():.0f}"
+    os.environ["W2S_TEST_RUN_BASE"] = base
+    worker = _worker_id(config)
+    os.environ["W2S_TEST_RUN"] = base if worker is None else f"{base}/{worker}"
 
 
-def pytest_sessionfinish(session, exitstatus):
-    """Fail the run when a test left a process behind: a child of this process, or a Ray, vLLM or Slurm process
-    started during the run, still alive SURVIVOR_GRACE_S after the last test."""
-    import time
-
+def _survivors(config, *, every_worker: bool) -> dict[int, str]:
+    """Live children of this process and this run's Ray, vLLM or Slurm processes (``every_worker``: all workers')."""
     import psutil
 
-    started = getattr(session.config, "_w2s_started", None)
-    if started is None or getattr(session.config, "workerinput", None) is not None:
-        return
     me = psutil.Process()
+    found = {}
+    for c in me.children(recursive=True):
+        try:
+            cmd = " ".join(c.cmdline())
+            # multiprocessing's resource tracker belongs to pytest's own process and ends with it.
+            if c.status() != psutil.STATUS_ZOMBIE and "multiprocessing.resource_tracker" not in cmd:
+                found[c.pid] = cmd[:160]
+        except psutil.Error:  # exited while being listed
+            pass
+    found.update(_service_processes(config._w2s_started, os.environ["W2S_TEST_RUN"], prefix=every_worker))
+    found.pop(me.pid, None)
+    return found
+
+
+@pytest.hookimpl(trylast=True)  # after xdist has stopped its workers
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run when a test left a process behind: a child of a test process, or a Ray, vLLM or Slurm process
+    started during the run, still alive SURVIVOR_GRACE_S after the last test. Each xdist worker checks its own
+    children and reports them; the controller checks every worker's tagged processes, wherever they were
+    re-parented."""
+    import time
+
+    config = session.config
+    worker = _worker_id(config)
     deadline = time.time() + SURVIVOR_GRACE_S
     while True:
-        survivors = {}
-        for c in me.children(recursive=True):
-            try:
-                cmd = " ".join(c.cmdline())
-                # multiprocessing's resource tracker belongs to pytest's own process and ends with it.
-                if c.status() != psutil.STATUS_ZOMBIE and "multiprocessing.resource_tracker" not in cmd:
-                    survivors[c.pid] = cmd[:160]
-            except psutil.Error:  # exited while being listed
-                pass
-        survivors.update(_service_processes(started, os.environ["W2S_TEST_RUN"]))
-        survivors.pop(me.pid, None)
+        survivors = _survivors(config, every_worker=worker is None)
         if not survivors or time.time() > deadline:
             break
         time.sleep(2)
+    if worker is not None:
+        config.workeroutput["w2s_survivors"] = survivors
+        return
+    survivors.update(getattr(config, "_w2s_worker_survivors", {}))
     if survivors:
         lines = "\n".join(f"  pid {pid}: {cmd}" for pid, cmd in sorted(survivors.items()))
         print(f"\n{len(survivors)} process(es) survived the test run {SURVIVOR_GRACE_S:.0f} s after its end:\n{lines}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: absent without pytest-xdist
+def pytest_testnodedown(node, error):
+    """xdist (controller): a worker's survivors, reported by its own pytest_sessionfinish."""
+    reported = getattr(node, "workeroutput", {}).get("w2s_survivors") or {}
+    node.config._w2s_worker_survivors = {**getattr(node.config, "_w2s_worker_survivors", {}), **reported}
+
+
+# Tests that must not run beside each other under xdist (`--dist loadgroup` keeps a group in one worker): vLLM
+# engines bound the suite's memory (two would take about 14 GB), the Slurm tests share one cluster and its ports.
+_SERIAL_GROUPS = ("vllm", "slurm")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Skip `gpu` tests without CUDA (checked lazily: torch is imported only when such a test exists)."""
+    """Group the tests that must run one at a time (see _SERIAL_GROUPS); skip `gpu` tests without CUDA (checked
+    lazily: torch is imported only when such a test exists)."""
+    for item in items:
+        for group in _SERIAL_GROUPS:
+            if group in item.keywords:
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
     gpu_items = [item for item in items if "gpu" in item.keywords]
     if not gpu_items:
         return

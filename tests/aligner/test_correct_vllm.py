@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
 ROWS = [{"id": f"r{i}", "question": f"What is {i} plus 1?", "answer": f"It is {i + 3}."} for i in range(6)]
 

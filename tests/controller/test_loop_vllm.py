@@ -11,7 +11,7 @@ import pytest
 from tests.controller.test_loop import SMALL, _check_finished_run, w2s
 from w2s.data.files import read_jsonl
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
 
 def test_two_dpo_rounds_with_vllm_generation_and_correction(tmp_path, tiny_strong, tiny_weak):

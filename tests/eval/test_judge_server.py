@@ -26,7 +26,7 @@ from w2s.eval.endpoint import ChatEndpoint
 from w2s.eval.pairwise import Pair, PairwiseJudge
 from w2s.eval.presets import PRESETS
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
 
 def _free_port() -> int:
@@ -50,7 +50,7 @@ class VLLMServer:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
                  "--served-model-name", "smol", "--host", "127.0.0.1", "--port", str(self.port),
-                 "--max-model-len", "2048", "--enforce-eager", "--dtype", "bfloat16"],
+                 "--max-model-len", "2048", "--enforce-eager", "--dtype", "float32"],
                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

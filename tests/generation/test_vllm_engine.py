@@ -102,6 +102,7 @@ def test_context_checked_before_the_engine_starts(tiny_weak):
 
 # ----------------------------------------------------------------------------------------------- SmolLM2
 @pytest.mark.slow
+@pytest.mark.vllm
 class TestSmolLM2:
     @pytest.fixture(scope="class")
     def vllm_gen(self, smollm2):
@@ -167,6 +168,7 @@ class TestSmolLM2:
 
 # ----------------------------------------------------------------------------------------------- tiny model
 @pytest.mark.slow
+@pytest.mark.vllm
 def test_tiny_model_without_chat_template_tensor_parallel_and_clean_close(tiny_weak, tmp_path):
     """The tiny Llama stays servable; without a chat template it takes the pku template; two workers on CPU."""
     model = tmp_path / "tiny-no-template"

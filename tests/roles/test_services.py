@@ -65,6 +65,7 @@ def test_generator_takes_new_weights_in_place_and_answers_as_a_fresh_engine(tmp_
 
 
 @pytest.mark.slow  # a vLLM engine (its CPU build) in a generator actor
+@pytest.mark.vllm
 def test_vllm_engine_takes_new_weights_in_place_and_close_leaves_no_process(tmp_path, local_ray, tiny_strong):
     import psutil
 
