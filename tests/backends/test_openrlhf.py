@@ -167,6 +167,48 @@ def test_dpo_moves_the_policy_away_from_the_reference(tiny_weak, data_dir, tmp_p
     print(f"DPO: {result.seconds:.1f} s, losses {result.losses[0]:.3f} -> {result.losses[-1]:.3f}")
 
 
+def test_the_dpo_reference_is_kept_for_the_next_round_and_trains_as_a_fresh_one(tiny_weak, data_dir, tmp_path,
+                                                                                monkeypatch):
+    """Round 2 of a run with the initial policy as reference: the trainer rank's kept reference is used, not loaded
+    again, and the training is the one a freshly loaded reference gives."""
+    from w2s.compat import cpu
+
+    cpu.apply()  # before OpenRLHF's models are imported, as the backend does
+    import openrlhf.models
+
+    real, built = openrlhf.models.Actor, []
+
+    def counting_actor(path, *a, **kw):
+        built.append(path)
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(openrlhf.models, "Actor", counting_actor)
+    cfg, pairs = _cfg(DPOConfig, param_dtype="float32"), str(data_dir / "pairs.jsonl")
+
+    def round_2(out: str):
+        built.clear()
+        return backend.train_dpo(cfg, str(tmp_path / "round-1"), tiny_weak, pairs, str(tmp_path / out),
+                                 attn_implementation="eager")
+
+    backend._KEPT_REFERENCE.drop()
+    first = backend.train_dpo(cfg, tiny_weak, tiny_weak, pairs, str(tmp_path / "round-1"), attn_implementation="eager")
+    assert first.metrics["reference_reused"] == 0.0 and built == [tiny_weak, tiny_weak]  # policy, reference
+    kept = round_2("kept")
+    assert kept.metrics["reference_reused"] == 1.0 and built == [str(tmp_path / "round-1")]  # the policy only
+    backend._KEPT_REFERENCE.drop()
+    fresh = round_2("fresh")
+    assert fresh.metrics["reference_reused"] == 0.0 and len(built) == 2
+    assert kept.losses == pytest.approx(fresh.losses, rel=1e-5) and kept.metrics["acc"] == fresh.metrics["acc"]
+    a, b = _weights(kept.output_dir), _weights(fresh.output_dir)
+    assert all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a)
+    # Another reference (train.reference=previous: round 1's policy) replaces the kept one.
+    built.clear()
+    other = backend.train_dpo(cfg, str(tmp_path / "round-1"), str(tmp_path / "round-1"), pairs,
+                              str(tmp_path / "previous"), attn_implementation="eager")
+    assert other.metrics["reference_reused"] == 0.0 and len(built) == 2
+    backend._KEPT_REFERENCE.drop()
+
+
 def test_reward_model_saves_value_head_and_normalisation(tiny_weak, data_dir, tmp_path):
     cfg = _cfg(RewardModelConfig, epochs=1)
     result = backend.train_reward_model(cfg, tiny_weak, str(data_dir / "pairs.jsonl"), str(tmp_path / "rm"),

@@ -10,8 +10,9 @@ The current process is one rank of a torch.distributed world described by ``MAST
 ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; with those unset it is a single rank. DeepSpeed picks the backend
 (gloo on CPU, nccl on GPU). Without CUDA, :func:`w2s.compat.cpu.apply` is applied before OpenRLHF is imported.
 Every call can be repeated in the same process (SFT, then DPO in the next round): the DeepSpeed engines of a
-call are destroyed when it ends, while the torch.distributed process group is created once and reused
-(DeepSpeed's ``init_distributed`` keeps an initialised group), so no port or rendezvous is needed twice.
+call are destroyed when it ends (but DPO's reference, kept loaded for the next round while it stays the same
+model), while the torch.distributed process group is created once and reused (DeepSpeed's ``init_distributed``
+keeps an initialised group), so no port or rendezvous is needed twice.
 
 The attention kernel is the model section's ``attn_implementation`` (flash-attention 2 falls back to sdpa
 without CUDA, see :func:`w2s.backends.models.training_attn`). OpenRLHF loads every model with its remote code
@@ -21,6 +22,7 @@ enabled, so a model that ships code is refused unless ``trust_remote_code`` is s
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 import shutil
@@ -160,6 +162,44 @@ def _release(*objects: Any) -> None:
     gc.collect()
 
 
+class _KeptReference:
+    """The DPO reference of this process's last training, kept loaded (and prepared by DeepSpeed) for the next.
+
+    The trainer ranks live for the run and the reference is the initial policy in every round by default
+    (``train.reference: initial``), so each round after the first reuses it instead of loading it again (minutes
+    for a 70B model). It is kept only for the same model files, training dtype, kernel, ZeRO stage and world;
+    another reference replaces it.
+    """
+
+    def __init__(self) -> None:
+        self.key: Any = None
+        self.ref: Any = None
+
+    @staticmethod
+    def _key(ref_path: str, args: Any, world: int) -> Any:
+        files = checkpoint.training_record("ref", {}, model_path=ref_path)["model_files"]
+        return (ref_path, json.dumps(files), str(args.ds.param_dtype), str(args.ds.attn_implementation),
+                int(args.ds.zero_stage), world)
+
+    def get(self, ref_path: str, args: Any, world: int) -> tuple[Any, bool]:
+        """(the kept reference, True) when it is ``ref_path``'s as this training loads it, else (None, False)."""
+        if self.ref is not None and self.key == self._key(ref_path, args, world):
+            return self.ref, True
+        self.drop()
+        return None, False
+
+    def keep(self, ref_path: str, args: Any, world: int, ref: Any) -> None:
+        self.key, self.ref = self._key(ref_path, args, world), ref
+
+    def drop(self) -> None:
+        if self.ref is not None:
+            _release(self.ref)
+        self.key = self.ref = None
+
+
+_KEPT_REFERENCE = _KeptReference()
+
+
 def _partial_dir(output_dir: str) -> str:
     return output_dir.rstrip("/") + ".partial"
 
@@ -291,11 +331,16 @@ def _run(kind: Kind, cfg: Any, model_path: str, data_path: str, output_dir: str,
     elif kind == "dpo":
         from openrlhf.trainer.dpo_trainer import DPOTrainer
 
-        ref = Actor(ref_path, attn_implementation=args.ds.attn_implementation, param_dtype=args.ds.param_dtype,
-                    ds_config=strategy.get_ds_eval_config(offload=False), packing_samples=False)
-        if getattr(ref.model.config, "pad_token_id", None) is None:
-            ref.model.config.pad_token_id = tok.pad_token_id
-        (model, optim, scheduler), ref = strategy.prepare((model, optim_cfg(args, total_steps)), ref)
+        ref, reused = _KEPT_REFERENCE.get(ref_path, args, world)
+        if ref is None:
+            ref = Actor(ref_path, attn_implementation=args.ds.attn_implementation, param_dtype=args.ds.param_dtype,
+                        ds_config=strategy.get_ds_eval_config(offload=False), packing_samples=False)
+            if getattr(ref.model.config, "pad_token_id", None) is None:
+                ref.model.config.pad_token_id = tok.pad_token_id
+            (model, optim, scheduler), ref = strategy.prepare((model, optim_cfg(args, total_steps)), ref)
+            _KEPT_REFERENCE.keep(ref_path, args, world, ref)
+        else:
+            model, optim, scheduler = strategy.prepare((model, optim_cfg(args, total_steps)))
         trainer = DPOTrainer(model=model, ref_model=ref, tokenizer=tok, optim=optim, eval_dataloader=None,
                              scheduler=scheduler, beta=args.model.beta, **common)
     else:
@@ -338,12 +383,14 @@ def _run(kind: Kind, cfg: Any, model_path: str, data_path: str, output_dir: str,
                 if getattr(config, key, None) is not None:
                     metrics[f"reward_{key}"] = float(getattr(config, key))
     finally:
-        _release(model, ref)
+        _release(model)  # the DPO reference is kept for the next round (_KEPT_REFERENCE)
         del trainer, model, ref
         gc.collect()
     steps = len(steplog.records)
     if first_step:
         metrics["resumed_from_step"] = float(first_step)
+    if kind == "dpo":
+        metrics["reference_reused"] = float(reused)
     return TrainResult(output_dir=output_dir, steps=steps, samples=steps * global_batch,
                        seconds=time.monotonic() - start, fit_seconds=fit_seconds, losses=steplog.losses,
                        metrics=metrics, world_size=world, attn_implementation=loaded_attn,
