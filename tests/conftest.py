@@ -137,6 +137,7 @@ def pytest_testnodedown(node, error):
 _SERIAL_GROUPS = ("vllm", "slurm")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups in the workers
 def pytest_collection_modifyitems(config, items):
     """Group the tests that must run one at a time (see _SERIAL_GROUPS); skip `gpu` tests without CUDA (checked
     lazily: torch is imported only when such a test exists)."""
