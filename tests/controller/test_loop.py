@@ -190,6 +190,27 @@ def test_dpo_stopped_then_killed_mid_stage_resumes_without_redoing_finished_stag
     assert changed.returncode == 1 and "run.resume=fork" in changed.stderr
 
 
+@pytest.mark.slow  # w2s run, twice
+def test_a_finished_run_grows_by_a_round(tmp_path, tiny_strong):
+    """loop.rounds 2 -> 3 on a finished run: round 3 runs, rounds 0-2 are kept byte for byte (files and metrics)."""
+    run = tmp_path / "run"
+    args = ["run", "tiny/dpo", f"run.dir={run}", *SMALL]
+    first = w2s(*args)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    before = {p: p.read_bytes() for p in sorted(run.glob("round-0[0-2]/**/*")) if p.is_file()}
+    rows_before = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+    grown = w2s(*args, "loop.rounds=3")
+    assert grown.returncode == 0, grown.stdout[-3000:] + grown.stderr[-3000:]
+    assert "round-01/generate: finished earlier, skipped" in grown.stdout
+    assert {p: p.read_bytes() for p in before} == before  # nothing of rounds 0-2 rewritten
+    assert not [p for p in run.glob("round-0[0-2]/**/*") if p.is_file() and p not in before]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[:len(rows_before)] == rows_before  # the earlier rows, as they were
+    assert {r["round"] for r in rows[len(rows_before):]} == {3}  # and rows of round 3 only
+    _check_finished_run(run, 3, "dpo")
+
+
 @pytest.mark.slow  # w2s run
 def test_sigterm_while_ray_starts_stops_with_143_and_says_how_to_resume(tmp_path):
     """Ray installs its own SIGTERM handler while it starts (exit 15, no word); the driver keeps its own."""

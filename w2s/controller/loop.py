@@ -41,9 +41,11 @@ T = TypeVar("T")
 # scores the kept answers (each score is stored with its judge's fingerprint, see w2s.controller.evaluation).
 KEYS_EVAL_ANSWERS = ["eval.prompts", "eval.max_prompts", "eval.generate"]
 KEYS_BASELINE = ["model.strong", "run.seed"] + KEYS_EVAL_ANSWERS
-KEYS_GENERATE = ["model.strong", "generate", "loop", "run.seed"]
+# A round's prompts are slice k of one seeded order of the prompt file, whatever the number of rounds: raising
+# loop.rounds on a finished run runs the new rounds only (loop.repeat_prompts only lifts a check).
+KEYS_GENERATE = ["model.strong", "generate", "loop.prompts", "loop.prompts_per_round", "run.seed"]
 KEYS_CORRECT = KEYS_GENERATE + ["model.aligner", "aligner", "correct"]
-KEYS_DATA = KEYS_CORRECT + ["train.method", "train.dpo.min_pair_distance", "train.dpo.pair_source",
+KEYS_DATA = KEYS_CORRECT + ["loop.on_truncated", "train.method", "train.dpo.min_pair_distance", "train.dpo.pair_source",
                              "train.dpo.extra_pairs", "train.dpo.extra_pairs_per_round"]
 KEYS_TRAIN = KEYS_CORRECT + ["train"]
 KEYS_EVAL = KEYS_TRAIN + KEYS_EVAL_ANSWERS
