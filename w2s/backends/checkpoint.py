@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 RECORD = "w2s-training.json"
 
 
-def _model_files(path: str | None) -> Any:
+def model_files(path: str | None) -> Any:
     """A model directory as names, sizes and modification times (a rewritten model differs; hashing a 70B model
     on every start would not pay); a hub name as itself."""
     if not path or not os.path.isdir(path):
@@ -39,8 +39,8 @@ def _model_files(path: str | None) -> Any:
 def training_record(kind: str, settings: dict[str, Any], *, model_path: str, ref_path: str | None = None,
                     data_paths: tuple[str | None, ...] = (), world_size: int = 1) -> dict[str, Any]:
     """What identifies one training, as JSON values: a checkpoint written under another record is not resumed."""
-    record = {"kind": kind, "world_size": world_size, "model": model_path, "model_files": _model_files(model_path),
-              "reference": ref_path, "reference_files": _model_files(ref_path),
+    record = {"kind": kind, "world_size": world_size, "model": model_path, "model_files": model_files(model_path),
+              "reference": ref_path, "reference_files": model_files(ref_path),
               "data_sha256": [HashCache(None).sha256(Path(p)) if p else None for p in data_paths],
               "settings": {k: v for k, v in settings.items() if not k.startswith(("logger.", "ckpt."))}}
     return json.loads(json.dumps(record, default=str))

@@ -177,9 +177,8 @@ class _KeptReference:
 
     @staticmethod
     def _key(ref_path: str, args: Any, world: int) -> Any:
-        files = checkpoint.training_record("ref", {}, model_path=ref_path)["model_files"]
-        return (ref_path, json.dumps(files), str(args.ds.param_dtype), str(args.ds.attn_implementation),
-                int(args.ds.zero_stage), world)
+        return (ref_path, json.dumps(checkpoint.model_files(ref_path)), str(args.ds.param_dtype),
+                str(args.ds.attn_implementation), int(args.ds.zero_stage), world)
 
     def get(self, ref_path: str, args: Any, world: int) -> tuple[Any, bool]:
         """(the kept reference, True) when it is ``ref_path``'s as this training loads it, else (None, False)."""
