@@ -175,14 +175,16 @@ def test_the_dpo_reference_is_kept_for_the_next_round_and_trains_as_a_fresh_one(
 
     cpu.apply()  # before OpenRLHF's models are imported, as the backend does
     import openrlhf.models
+    import openrlhf.utils.deepspeed.deepspeed  # noqa: F401 - binds the real Actor first, whatever ran before
 
-    real, built = openrlhf.models.Actor, []
+    built = []
 
-    def counting_actor(path, *a, **kw):
-        built.append(path)
-        return real(path, *a, **kw)
+    class CountingActor(openrlhf.models.Actor):  # a class: OpenRLHF's strategy checks isinstance(model, Actor)
+        def __init__(self, path, *a, **kw):
+            built.append(path)
+            super().__init__(path, *a, **kw)
 
-    monkeypatch.setattr(openrlhf.models, "Actor", counting_actor)
+    monkeypatch.setattr(openrlhf.models, "Actor", CountingActor)
     cfg, pairs = _cfg(DPOConfig, param_dtype="float32"), str(data_dir / "pairs.jsonl")
 
     def round_2(out: str):
