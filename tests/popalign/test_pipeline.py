@@ -30,6 +30,10 @@ def test_seven_strategy_build_then_dpo_then_resume(tmp_path, tiny_strong, tiny_w
     outputs = {name: rec["path"] for name, rec in manifest["outputs"].items()}
     assert set(outputs) == {"popalign", "train", "dropped"}
 
+    # The build ran on the run's role services: its actors are in the run's cluster.json, as a round's are.
+    roles = {a["role"] for a in json.loads((run / "cluster.json").read_text())["actors"]}
+    assert {"generator", "corrector", "trainer"} <= roles, roles
+
     # Each distinct model was loaded once and served every strategy that needs it.
     assert manifest["model_loads"] == {"generator:asset:tiny-strong": 1, "generator:asset:tiny-weak": 1,
                                        "generator:asset:tiny-mid": 1, "corrector:asset:tiny-weak": 1}

@@ -11,7 +11,8 @@ from w2s.config.schema.models import PromptDataConfig, SamplingConfig
 # ----------------------------------------------------------------------------------------------- loop and eval
 @dataclass
 class LoopConfig:
-    rounds: int = _f(1, "Weak-to-strong rounds: generate, correct, train, evaluate.")
+    rounds: int = _f(1, "Weak-to-strong rounds: generate, correct, train, evaluate. Raised on a finished run, only the "
+                     "new rounds run.")
     prompts: PromptDataConfig = _f(help="Prompts the strong policy answers.", factory=PromptDataConfig)
     prompts_per_round: int = _f(0, "Prompts answered per round (global). 0: all prompts every round.", minimum=0)
     repeat_prompts: bool = _f(False, "Allow a prompt in more than one round (otherwise rounds take disjoint slices).")
