@@ -194,12 +194,12 @@ def test_the_dpo_reference_is_kept_for_the_next_round_and_trains_as_a_fresh_one(
 
     backend._KEPT_REFERENCE.drop()
     first = backend.train_dpo(cfg, tiny_weak, tiny_weak, pairs, str(tmp_path / "round-1"), attn_implementation="eager")
-    assert first.metrics["reference_reused"] == 0.0 and built == [tiny_weak, tiny_weak]  # policy, reference
+    assert not first.reference_reused and built == [tiny_weak, tiny_weak]  # policy, reference
     kept = round_2("kept")
-    assert kept.metrics["reference_reused"] == 1.0 and built == [str(tmp_path / "round-1")]  # the policy only
+    assert kept.reference_reused and built == [str(tmp_path / "round-1")]  # the policy only
     backend._KEPT_REFERENCE.drop()
     fresh = round_2("fresh")
-    assert fresh.metrics["reference_reused"] == 0.0 and len(built) == 2
+    assert not fresh.reference_reused and len(built) == 2
     assert kept.losses == pytest.approx(fresh.losses, rel=1e-5) and kept.metrics["acc"] == fresh.metrics["acc"]
     a, b = _weights(kept.output_dir), _weights(fresh.output_dir)
     assert all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a)
@@ -207,7 +207,7 @@ def test_the_dpo_reference_is_kept_for_the_next_round_and_trains_as_a_fresh_one(
     built.clear()
     other = backend.train_dpo(cfg, str(tmp_path / "round-1"), str(tmp_path / "round-1"), pairs,
                               str(tmp_path / "previous"), attn_implementation="eager")
-    assert other.metrics["reference_reused"] == 0.0 and len(built) == 2
+    assert not other.reference_reused and len(built) == 2
     backend._KEPT_REFERENCE.drop()
 
 

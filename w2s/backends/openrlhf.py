@@ -63,6 +63,8 @@ class TrainResult:
         world_size: Ranks of the torch.distributed world that trained together.
         attn_implementation: The attention kernel the trained model was loaded with (read back from it).
         resumed_from_step: The step of the checkpoint this call went on from (``checkpoint_every``), 0: none.
+        reference_reused: DPO: the reference was the one this process kept from its last training (not loaded).
+            Not a metric: it tells the process's history (a resumed run loads it again), not the training.
     """
 
     output_dir: str
@@ -75,6 +77,7 @@ class TrainResult:
     world_size: int = 1
     attn_implementation: str = ""
     resumed_from_step: int = 0
+    reference_reused: bool = False
 
 
 # ----------------------------------------------------------------------------------------------- imports, env
@@ -320,7 +323,7 @@ def _run(kind: Kind, cfg: Any, model_path: str, data_path: str, output_dir: str,
     total_steps = steps_per_epoch * args.train.max_epochs
     common = dict(strategy=strategy, train_dataloader=dataloader, max_norm=args.max_norm,
                   max_epochs=args.train.max_epochs, disable_ds_ckpt=args.ckpt.disable_ds)
-    ref = None
+    ref, reused = None, False
     if kind == "sft":
         from openrlhf.trainer.sft_trainer import SFTTrainer
 
@@ -388,12 +391,10 @@ def _run(kind: Kind, cfg: Any, model_path: str, data_path: str, output_dir: str,
     steps = len(steplog.records)
     if first_step:
         metrics["resumed_from_step"] = float(first_step)
-    if kind == "dpo":
-        metrics["reference_reused"] = float(reused)
     return TrainResult(output_dir=output_dir, steps=steps, samples=steps * global_batch,
                        seconds=time.monotonic() - start, fit_seconds=fit_seconds, losses=steplog.losses,
                        metrics=metrics, world_size=world, attn_implementation=loaded_attn,
-                       resumed_from_step=first_step)
+                       resumed_from_step=first_step, reference_reused=reused)
 
 
 def train_sft(cfg: Any, model_path: str, data_path: str, output_dir: str, *, seed: int = 42, chat: bool = True,
