@@ -24,9 +24,9 @@ if [ ! -x /usr/bin/chromium ]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) \
         >/dev/null || { echo "could not install chromium (apt-get install chromium, as root)" >&2; exit 1; }
 fi
-# Two tests at a time (W2S_TEST_WORKERS): most heavy tests wait on process start-up and imports more than they
-# compute, so two share the two cores well; vLLM tests (marker `vllm`) and the Slurm tests each run one at a time
-# in one worker (see tests/conftest.py), which bounds the suite's memory.
+# Two tests at a time (W2S_TEST_WORKERS): a heavy test alone keeps about one core busy (process start-up and
+# imports run on one), so two fill the two cores. vLLM tests (marker `vllm`) run one at a time in one worker, and
+# so do the Slurm tests (see tests/conftest.py): this bounds the suite's memory and keeps one Slurm cluster.
 workers=${W2S_TEST_WORKERS:-2}
 step "pytest, the whole suite ($workers workers)"
 if [ "$workers" -gt 1 ]; then
