@@ -96,12 +96,15 @@ def flat_args(cfg: Any, *, seed: int, micro: int, global_batch: int, chat: bool,
         "adam.weight_decay": float(cfg_get(optim, "weight_decay", 0.0)), "muon.lr": 0.02, "muon.momentum": 0.95,
         "logger.wandb.key": None, "logger.wandb.run_name": kind, "logger.tensorboard_dir": tensorboard_dir,
         "logger.logging_steps": 1,
-        # Resumable state (w2s.backends.checkpoint): OpenRLHF removes the oldest checkpoint before writing a new
-        # one, so two are kept; a kill mid-save then still leaves the previous one whole.
         "eval.steps": -1, "ckpt.save_steps": checkpoint_every or -1, "ckpt.path": checkpoint_dir(output_dir),
-        "ckpt.max_num": 2, "ckpt.max_mem": 10**8, "ckpt.output_dir": output_dir,
+        "ckpt.max_num": CHECKPOINTS_KEPT, "ckpt.max_mem": 10**8, "ckpt.output_dir": output_dir,
         "ckpt.disable_ds": not checkpoint_every, "ckpt.save_hf": False,
     }
+
+
+# Resumable state (w2s.backends.checkpoint): OpenRLHF removes the oldest checkpoint before it writes a new one,
+# so two are kept; a kill mid-save then still leaves the previous one whole.
+CHECKPOINTS_KEPT = 2
 
 
 def checkpoint_dir(output_dir: str) -> str:

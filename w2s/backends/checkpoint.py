@@ -67,16 +67,21 @@ def is_own(ckpt_dir: str, record: dict[str, Any], *, state_dir: str | None = Non
 
 def claim(ckpt_dir: str, record: dict[str, Any], *, state_dir: str | None = None) -> bool:
     """Make ``ckpt_dir`` this training's: True when it already holds its checkpoint (resume from it); else
-    whatever is there is removed, the record written, and False (start from step 0)."""
+    :func:`reset` and False (start from step 0)."""
     if is_own(ckpt_dir, record, state_dir=state_dir):
         return True
+    reset(ckpt_dir, record)
+    return False
+
+
+def reset(ckpt_dir: str, record: dict[str, Any]) -> None:
+    """Remove whatever ``ckpt_dir`` holds and record the training about to write its checkpoints there."""
     if os.path.exists(ckpt_dir):
         log.warning("%s holds no checkpoint of this training (another training's, or none complete): removed, "
                     "training starts from step 0", ckpt_dir)
         shutil.rmtree(ckpt_dir)
     os.makedirs(ckpt_dir)
     atomic_write_json(Path(ckpt_dir, RECORD), record)
-    return False
 
 
 def resume(strategy: Any, engine: Any, ckpt_dir: str, record: dict[str, Any]) -> tuple[int, int]:
@@ -87,7 +92,7 @@ def resume(strategy: Any, engine: Any, ckpt_dir: str, record: dict[str, Any]) ->
     own = is_own(ckpt_dir, record)
     dist.barrier()  # every rank has looked before rank 0 changes anything
     if strategy.is_rank_0() and not own:
-        claim(ckpt_dir, record)
+        reset(ckpt_dir, record)
     dist.barrier()
     if not own:
         return 0, 0

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from w2s.backends.args import checkpoint_dir
+from w2s.backends.args import CHECKPOINTS_KEPT, checkpoint_dir
 from w2s.backends.models import guard_remote_code, max_positions
 from w2s.data.files import write_jsonl
 from w2s.errors import ConfigError, ConfigIssue, W2SError
@@ -313,11 +313,12 @@ def build_ppo_command(cfg_ppo: Any, *, policy_path: str, reward_model_path: str,
     if dtype is None:
         raise ConfigError([ConfigIssue("param_dtype", param_dtype, "OpenRLHF trains in bf16 or fp16 only",
                                        "use bfloat16 or float16")])
-    argv = [python or sys.executable, "-m", PPO_MODULE]
+    entry = [PPO_MODULE]
     if reference_path and reference_path != policy_path:
         from w2s.backends.ppo_main import REFERENCE_FLAG
 
-        argv = [python or sys.executable, "-m", "w2s.backends.ppo_main", REFERENCE_FLAG, reference_path]
+        entry = ["w2s.backends.ppo_main", REFERENCE_FLAG, reference_path]
+    argv = [python or sys.executable, "-m", *entry]
     if ray_address:
         argv = ["env", f"RAY_ADDRESS={ray_address}", *argv]
 
@@ -380,10 +381,9 @@ def build_ppo_command(cfg_ppo: Any, *, policy_path: str, reward_model_path: str,
     argv.append("--reward.normalize_enable")  # uses the mean/std the reward model stored in its config
     flag("ckpt.output_dir", output_dir)
     flag("ckpt.path", checkpoint_dir(output_dir))
-    every = int(getattr(cfg_ppo, "checkpoint_every", 0) or 0)
-    if every:  # resumable state every N steps, loaded by a rerun (the loop checks it is this training's first)
-        flag("ckpt.save_steps", every)
-        flag("ckpt.max_num", 2)
+    if cfg_ppo.checkpoint_every:  # resumable state, loaded by a rerun (the loop checks it is this training's first)
+        flag("ckpt.save_steps", int(cfg_ppo.checkpoint_every))
+        flag("ckpt.max_num", CHECKPOINTS_KEPT)
         argv.append("--ckpt.load_enable")
     else:
         argv.append("--ckpt.disable_ds")

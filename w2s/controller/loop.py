@@ -10,7 +10,6 @@ below; each runs its role's actors, writes its outputs and a manifest, and is sk
 from __future__ import annotations
 
 import logging
-import os
 import random
 import shutil
 import time
@@ -421,7 +420,7 @@ class Loop:
                                              "gpus": node_gpus, "reward_model": str(reward_model)},
                                      model_path=policy, ref_path=reference or policy,
                                      data_paths=(str(stage_dir / "ppo_prompts.jsonl"),))
-            if claim(ckpt, record, state_dir=os.path.join(ckpt, "_actor")):
+            if claim(ckpt, record, state_dir=str(Path(ckpt) / "_actor")):  # OpenRLHF's actor state
                 say(f"round {k} train: PPO goes on from its checkpoint in {ckpt}")
         return ckpt
 
