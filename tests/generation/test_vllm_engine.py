@@ -205,3 +205,26 @@ def test_tiny_model_without_chat_template_tensor_parallel_and_clean_close(tiny_w
     assert _left_behind(engine) == set()
     left = {p.pid for p in psutil.Process().children(recursive=True)} - before
     assert all("resource_tracker" in " ".join(psutil.Process(pid).cmdline()) for pid in left), left
+
+
+@pytest.mark.gpu  # vLLM's sleep mode needs its CUDA memory pool (the CPU build pauses the scheduler only)
+@pytest.mark.slow
+def test_a_sleeping_engine_frees_its_gpu_memory_and_wakes_to_the_same_answers(tiny_strong):
+    """What roles sharing a GPU rely on (w2s.roles): level-1 sleep gives the weights and the KV cache back."""
+    import torch
+
+    cfg = SamplingConfig(backend="vllm", preset="greedy", max_new_tokens=8, gpu_memory_utilization=0.3,
+                         enforce_eager=True)
+    gen = make_generator(tiny_strong, ModelConfig(dtype="bfloat16"), cfg, shares_gpu=True)
+    try:
+        prompts = ["Name a colour.", "What is two plus two?"]
+        before = [g.text for g in gen.generate(prompts, cfg, seed=0)]
+        awake_free = torch.cuda.mem_get_info()[0]
+        assert gen.sleep() is True and gen.is_sleeping()
+        # The KV cache alone is most of 0.3 of the GPU: at least a fifth of the GPU comes back.
+        assert torch.cuda.mem_get_info()[0] - awake_free > 0.2 * torch.cuda.mem_get_info()[1]
+        gen.wake_up()
+        assert not gen.is_sleeping()
+        assert [g.text for g in gen.generate(prompts, cfg, seed=0)] == before
+    finally:
+        gen.close()

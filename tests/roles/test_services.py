@@ -64,23 +64,40 @@ def test_generator_takes_new_weights_in_place_and_answers_as_a_fresh_engine(tmp_
         pg["state"] == "REMOVED" for pg in ray.util.placement_group_table().values())
 
 
+@pytest.fixture
+def one_logical_gpu():
+    ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
 @pytest.mark.slow  # a vLLM engine (its CPU build) in a generator actor
 @pytest.mark.vllm
-def test_vllm_engine_takes_new_weights_in_place_and_close_leaves_no_process(tmp_path, local_ray, tiny_strong):
+def test_vllm_engine_takes_new_weights_in_place_sleeps_while_a_role_sharing_its_gpu_works_and_closes(
+        tmp_path, one_logical_gpu, tiny_strong):
+    """Generator and corrector hold half of one (logical) GPU each: they stay placed and take turns, the engine
+    sleeping (vLLM's sleep: on CPU the scheduler pauses, so an engine left asleep would never answer)."""
     import psutil
 
     vllm = ["generate.backend=vllm", "generate.enforce_eager=true", "generate.kv_cache_gib=0.25"]
-    cfg = load_config("tiny/dpo", vllm)
+    halves = ["cluster.num_gpus=1"] + [f"cluster.{r}.num_gpus_per_actor=0.5" for r in ("generator", "corrector")]
+    cfg = load_config("tiny/dpo", vllm + halves)
     trained = _perturbed(tiny_strong, tmp_path / "trained")
     with Services(cfg) as services:
         before = _texts(services, tiny_strong, cfg)
         [pid] = services.pids()["generator"]
         engine = {p.pid for p in psutil.Process(pid).children(recursive=True)}
         assert engine  # vLLM's engine core runs in a process of its own, under the actor
+        services.correct(cfg.model.aligner.path, [("q", "a")], what="test")
+        assert services.turns == [("generator", "sleep")]
         after = _texts(services, trained, cfg)  # every worker reloads the checkpoint (vLLM's reload_weights)
+        assert services.turns[1:] == [("corrector", "sleep"), ("generator", "wake_up")]
         assert services.pids()["generator"] == [pid] and services.starts["generator"] == 1
-        assert services.loads == {f"generator:{tiny_strong}": 1, f"generator:{trained}": 1}
+        assert services.loads == {f"generator:{tiny_strong}": 1, f"generator:{trained}": 1,
+                                  f"corrector:{cfg.model.aligner.path}": 1}
         assert after != before
+        assert _texts(services, trained, cfg) == after  # awake and not turned again: no other role worked
+        assert len(services.turns) == 3
     # Closed: the actor and its engine's processes are gone (a zombie not yet reaped counts as gone).
     alive = [p for p in {pid, *engine} if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert alive == []

@@ -120,7 +120,7 @@ class Corrector:
     """
 
     def __init__(self, aligner_path: str, model_cfg: Any, correct_cfg: Any, *,
-                 user_templates: Mapping[str, Any] | None = None, generator: Any = None):
+                 user_templates: Mapping[str, Any] | None = None, generator: Any = None, shares_gpu: bool = False):
         from w2s.assets import resolve_model_path
         from w2s.generation import make_generator, resolve_sampling
 
@@ -131,7 +131,7 @@ class Corrector:
             allow_mismatch=bool(getattr(correct_cfg, "allow_template_mismatch", False)))
         self.instruction = resolve_instruction(str(getattr(correct_cfg, "instruction", "") or "") or trained)
         self.sampling = resolve_sampling(correct_cfg)
-        self.generator = generator or make_generator(self.aligner_path, model_cfg, correct_cfg)
+        self.generator = generator or make_generator(self.aligner_path, model_cfg, correct_cfg, shares_gpu=shares_gpu)
         self.tokenizer = self.generator.tokenizer
         # Fail now, not after loading data: e.g. an instruction for a template that cannot take one.
         self.render("q", "a")

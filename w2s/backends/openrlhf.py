@@ -177,6 +177,7 @@ class _KeptReference:
     def __init__(self) -> None:
         self.key: Any = None
         self.ref: Any = None
+        self.parked = False  # its weights are in host memory (another role used the GPU)
 
     @staticmethod
     def _key(ref_path: str, args: Any, world: int) -> Any:
@@ -186,20 +187,48 @@ class _KeptReference:
     def get(self, ref_path: str, args: Any, world: int) -> tuple[Any, bool]:
         """(the kept reference, True) when it is ``ref_path``'s as this training loads it, else (None, False)."""
         if self.ref is not None and self.key == self._key(ref_path, args, world):
+            if self.parked:
+                import torch
+
+                self.ref.model.to(torch.cuda.current_device())
+                self.parked = False
             return self.ref, True
         self.drop()
         return None, False
 
     def keep(self, ref_path: str, args: Any, world: int, ref: Any) -> None:
-        self.key, self.ref = self._key(ref_path, args, world), ref
+        self.key, self.ref, self.parked = self._key(ref_path, args, world), ref, False
+
+    def park(self) -> bool:
+        """Free the GPU for another role sharing it, as OpenRLHF's hybrid engine offloads between phases: a whole
+        (ZeRO-0) reference goes to host memory and comes back on the next :meth:`get`; a ZeRO-3 one, partitioned
+        by DeepSpeed, is dropped. Whether GPU memory was freed (False on CPU)."""
+        import torch
+
+        if self.ref is None or self.parked or not torch.cuda.is_available():
+            return False
+        if self.key[4] == 3:  # the ZeRO stage
+            self.drop()
+        else:
+            self.ref.model.to("cpu")
+            self.parked = True
+        torch.cuda.empty_cache()
+        return True
 
     def drop(self) -> None:
         if self.ref is not None:
             _release(self.ref)
         self.key = self.ref = None
+        self.parked = False
 
 
 _KEPT_REFERENCE = _KeptReference()
+
+
+def park_kept_reference() -> bool:
+    """Free the GPU memory this trainer rank holds between trainings (its kept DPO reference) for a role sharing
+    the GPU; whether any was freed."""
+    return _KEPT_REFERENCE.park()
 
 
 def _partial_dir(output_dir: str) -> str:

@@ -39,10 +39,16 @@ class Generator(Protocol):
     def generate(self, prompts: list[str], sampling_cfg: Any, *, seed: int, progress: bool = False,
                  seeds: list[int] | None = None) -> list[Generation]: ...
 
+    def sleep(self) -> bool:
+        """Free the accelerator for another role sharing it (weights to host memory); whether memory was freed."""
+
+    def wake_up(self) -> None:
+        """Take the accelerator back after :meth:`sleep`."""
+
     def close(self) -> None: ...
 
 
-def make_generator(model_path: str, model_cfg: Any, sampling_cfg: Any) -> Generator:
+def make_generator(model_path: str, model_cfg: Any, sampling_cfg: Any, *, shares_gpu: bool = False) -> Generator:
     """Load ``model_path`` with the backend ``sampling_cfg.backend`` names (``transformers`` or ``vllm``).
 
     Args:
@@ -50,6 +56,8 @@ def make_generator(model_path: str, model_cfg: Any, sampling_cfg: Any) -> Genera
         model_cfg: a ``ModelConfig`` (dtype, attention kernel, trust_remote_code).
         sampling_cfg: a ``SamplingConfig`` (backend, batch size; vLLM's parallelism, memory and context length,
             which is checked against the model's before the engine starts).
+        shares_gpu: another role's actors hold the same GPUs and the two take turns (:meth:`Generator.sleep`):
+            vLLM starts with its sleep mode where the platform has one.
     """
     from w2s.assets import resolve_model_path
     from w2s.backends.models import guard_remote_code
@@ -66,7 +74,7 @@ def make_generator(model_path: str, model_cfg: Any, sampling_cfg: Any) -> Genera
     if backend == "vllm":
         from w2s.generation.vllm_engine import VLLMGenerator
 
-        return VLLMGenerator(path, model_cfg, sampling_cfg)
+        return VLLMGenerator(path, model_cfg, sampling_cfg, sleep_mode=shares_gpu)
     raise ConfigError([ConfigIssue("backend", backend, "unknown generation backend",
                                    "choose transformers or vllm")])
 

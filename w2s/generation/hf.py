@@ -181,6 +181,17 @@ class HFGenerator:
             load_into(self.model, model_path)
         self.model_path = model_path
 
+    def sleep(self) -> bool:
+        """Move the weights to host memory while another role uses the GPU (nothing to move on CPU)."""
+        if self.device.type == "cpu":
+            return False
+        self.model.to("cpu")
+        torch.cuda.empty_cache()
+        return True
+
+    def wake_up(self) -> None:
+        self.model.to(self.device)
+
     def close(self) -> None:
         """Free the model's memory."""
         import gc

@@ -212,7 +212,7 @@ class VLLMGenerator:
         W2SError: vLLM is not installed.
     """
 
-    def __init__(self, model_path: str, model_cfg: Any, sampling_cfg: Any):
+    def __init__(self, model_path: str, model_cfg: Any, sampling_cfg: Any, *, sleep_mode: bool = False):
         issues = engine_issues("", sampling_cfg)
         max_prompt = int(getattr(sampling_cfg, "max_prompt_tokens", 0) or 0)
         max_new = int(getattr(sampling_cfg, "max_new_tokens", 0) or 0)
@@ -255,6 +255,10 @@ class VLLMGenerator:
             kwargs["distributed_executor_backend"] = self.plan.executor
         if self.plan.kv_cache_bytes:
             kwargs["kv_cache_memory_bytes"] = self.plan.kv_cache_bytes
+        # Sleep mode needs vLLM's CUDA memory pool (refused on CPU, where sleep only pauses the scheduler).
+        self.sleep_mode = bool(sleep_mode and current_platform.is_sleep_mode_available())
+        if self.sleep_mode:
+            kwargs["enable_sleep_mode"] = True
         before = _descendants()
         start = time.perf_counter()
         with _environment(self.plan.env, self.plan.unset):
@@ -323,6 +327,22 @@ class VLLMGenerator:
             raise W2SError("this vLLM generator is closed")
         self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model_path)})
         self.llm.reset_prefix_cache()
+
+    def sleep(self) -> bool:
+        """vLLM's sleep, level 1: the scheduler pauses, the weights go to host memory and the KV cache is freed
+        (with sleep mode; on CPU only the pause). Whether GPU memory was freed."""
+        if self.llm is None:
+            raise W2SError("this vLLM generator is closed")
+        self.llm.sleep(level=1)
+        return self.sleep_mode
+
+    def wake_up(self) -> None:
+        if self.llm is None:
+            raise W2SError("this vLLM generator is closed")
+        self.llm.wake_up()
+
+    def is_sleeping(self) -> bool:
+        return bool(self.llm is not None and self.llm.llm_engine.is_sleeping())
 
     def close(self) -> None:
         """Shut the engine down: its processes are gone (and reaped) when this returns."""

@@ -14,7 +14,11 @@ The round loop, PopAlign and the evaluation stages ask a :class:`Services` for w
 
 Groups stay placed while they fit beside the next role; when a role cannot be placed next to them, the least
 recently used idle groups are shut down to make room (on a GPU node that cannot hold every role at once, roles
-then take turns as they did before). A restarted driver builds fresh services: nothing here outlives the run.
+then take turns as they did before). Roles whose actors reserve a fraction of a GPU (``num_gpus_per_actor``
+below 1) share GPUs and stay placed together; they take turns in memory instead, as OpenRLHF's hybrid engine
+does: before one of them works, the others sleep (vLLM's sleep mode: weights to host memory, KV cache freed;
+transformers and score models: weights to host memory; trainer ranks: the kept DPO reference leaves the GPU),
+and it wakes up. A restarted driver builds fresh services: nothing here outlives the run.
 
 Every work call adds its wall time to :attr:`Services.work_s`; a stage's manifest records the share of its wall
 time spent in work calls (``work_seconds``; for training, OpenRLHF's ``fit`` itself), the rest being start-up and
@@ -49,6 +53,8 @@ class Held:
     group: RoleGroup
     loaded: str = ""  # the model path its actors hold now
     last_used: float = field(default_factory=time.monotonic)
+    shares_gpu: bool = False  # its actors hold a fraction of a GPU: it sleeps while another role works
+    asleep: bool = False
     info: dict[str, Any] = field(default_factory=dict)  # engine or provenance, asked once
 
 
@@ -132,6 +138,7 @@ class Services:
         self.placements: list[dict[str, Any]] = []
         self.starts: Counter[str] = Counter()  # role -> groups started (a test and the bench read it)
         self.loads: Counter[str] = Counter()  # "role:path" -> times loaded (started or taken in place)
+        self.turns: list[tuple[str, str]] = []  # (role, "sleep" | "wake_up") in order, for roles sharing GPUs
         self.work_s = 0.0
 
     # ------------------------------------------------------------------------------------------- groups
@@ -166,10 +173,30 @@ class Services:
             h.group.call_all("close", what=f"{h.role}: close")
         h.group.shutdown()
 
+    def shares_gpu(self, role: str) -> bool:
+        """Whether ``role``'s actors reserve a fraction of a GPU, so that other roles' actors may hold the rest."""
+        return 0.0 < float(self.cfg.cluster[role].num_gpus_per_actor) < 1.0
+
+    def _take_turn(self, role: str, h: Held | None = None) -> None:
+        """Before ``role`` works (or starts) on GPUs it shares: every other sharing group sleeps, ``h`` wakes."""
+        if not self.shares_gpu(role):
+            return
+        for other in self.held.values():
+            if other is not h and other.shares_gpu and not other.asleep:
+                freed = other.group.call_all("sleep", what=f"{other.role}: sleep")
+                other.asleep = True
+                self.turns.append((other.role, "sleep"))
+                say(f"{other.role}: asleep while {role} works" + (" (GPU memory freed)" if any(freed) else ""))
+        if h is not None and h.asleep:
+            h.group.call_all("wake_up", what=f"{role}: wake up")
+            h.asleep = False
+            self.turns.append((role, "wake_up"))
+
     def _start(self, role: str, key: str, cls: type, *args: Any, loaded: str = "") -> Held:
         c = self.cfg.cluster
         while not self._fits(role) and self._evict():
             pass
+        self._take_turn(role)  # a new engine measures the GPU memory it may take: the sharing roles sleep first
         say(f"starting {c[role].num_actors} {role} actor(s)")
         opts = dict(strategy=c.placement_strategy, timeout_s=float(c.rpc_timeout_s),
                     liveness_s=float(c.liveness_timeout_s), start_timeout_s=float(c.start_timeout_s), init_args=args)
@@ -185,7 +212,7 @@ class Services:
         self.placements += group.placements()
         if self.on_placed:
             self.on_placed(self.placements)
-        self.held[key] = Held(role, key, group, loaded)
+        self.held[key] = Held(role, key, group, loaded, shares_gpu=self.shares_gpu(role))
         return self.held[key]
 
     def _model(self, role: str, key: str, path: str, swap: str, cls: type, *args: Any) -> Held:
@@ -195,6 +222,8 @@ class Services:
 
         given, path = path, resolve_model_path(path, progress=say)
         h = self.held.get(key)
+        if h is not None:
+            self._take_turn(role, h)
         if h is not None and h.loaded != path:
             answers = h.group.call_all(swap, path, what=f"{role}: {swap}")
             if all(a["loaded"] for a in answers):
@@ -227,7 +256,7 @@ class Services:
 
         key = _key(role="generator", lineage=lineage, model=_without_path(model_cfg), engine=_engine(sampling))
         return self._model("generator", key, model_path, "load_weights", GeneratorWorker, to_plain(model_cfg),
-                           to_plain(sampling))
+                           to_plain(sampling), self.shares_gpu("generator"))
 
     def generate(self, model_path: str, prompts: list[str], sampling: Any, seed: int, *,
                  what: str) -> tuple[list[Any], dict[str, str]]:
@@ -268,7 +297,7 @@ class Services:
         key = _key(role="corrector", model=_without_path(cfg.model.aligner), correct=to_plain(cfg.correct),
                    templates=templates)
         h = self._model("corrector", key, aligner, "load_aligner", CorrectorWorker, to_plain(cfg.model.aligner),
-                        to_plain(cfg.correct), templates)
+                        to_plain(cfg.correct), templates, self.shares_gpu("corrector"))
         with self._work():
             outs = h.group.map_shards("correct", pairs, what=what)
         if not h.info:
@@ -281,7 +310,11 @@ class Services:
         result, with ``world_size``. See :class:`w2s.workers.trainer.TrainerWorker` for the functions."""
         from w2s.workers.trainer import TrainerWorker, model_kwargs
 
-        h = self.held.get("trainer") or self._join_trainers(TrainerWorker)
+        h = self.held.get("trainer")
+        if h is not None:
+            self._take_turn("trainer", h)
+        else:
+            h = self._join_trainers(TrainerWorker)
         h.last_used = time.monotonic()
         kwargs = {**model_kwargs(self.cfg, function), **kwargs}
         t0 = time.perf_counter()
@@ -314,6 +347,8 @@ class Services:
         if h is None:
             say(f"judge {name}: {plain.get('kind')}")
             h = self._start("judge", key, JudgeWorker, plain)
+        else:
+            self._take_turn("judge", h)
         h.last_used = time.monotonic()
         with self._work():
             yield h.group

@@ -15,13 +15,14 @@ class CorrectorWorker(RoleActorMixin):
     without restarting the engine."""
 
     def __init__(self, aligner_path: str, model_cfg: dict[str, Any], correct_cfg: dict[str, Any],
-                 user_templates: dict[str, Any] | None = None):
+                 user_templates: dict[str, Any] | None = None, shares_gpu: bool = False):
         from w2s.aligner.correct import Corrector
         from w2s.config.schema import CorrectConfig, ModelConfig
 
         self.model_cfg, self.correct_cfg = typed(ModelConfig, model_cfg), typed(CorrectConfig, correct_cfg)
         self.templates = {"user_templates": user_templates} if user_templates else {}
-        self.corrector = Corrector(aligner_path, self.model_cfg, self.correct_cfg, **self.templates)
+        self.corrector = Corrector(aligner_path, self.model_cfg, self.correct_cfg, shares_gpu=shares_gpu,
+                                   **self.templates)
 
     def load_aligner(self, aligner_path: str) -> dict[str, Any]:
         """Take another Aligner's weights in place (its template and instruction are read from its metadata);
@@ -46,6 +47,13 @@ class CorrectorWorker(RoleActorMixin):
 
     def provenance(self) -> dict[str, Any]:
         return dict(getattr(self.corrector, "provenance", {}) or {})
+
+    def sleep(self) -> bool:
+        """Another role takes the GPU this actor shares: the Aligner's engine sleeps."""
+        return self.corrector.generator.sleep()
+
+    def wake_up(self) -> None:
+        self.corrector.generator.wake_up()
 
     def close(self) -> None:
         self.corrector.close()

@@ -14,7 +14,8 @@ class GeneratorWorker(RoleActorMixin):
     """Holds one engine for the whole run and answers chat prompts with it; :meth:`load_weights` gives it a new
     checkpoint of the same architecture (the next round's policy) without restarting it."""
 
-    def __init__(self, model_path: str, model_cfg: dict[str, Any], sampling_cfg: dict[str, Any]):
+    def __init__(self, model_path: str, model_cfg: dict[str, Any], sampling_cfg: dict[str, Any],
+                 shares_gpu: bool = False):
         from w2s.assets import resolve_model_path
         from w2s.config.schema import ModelConfig, SamplingConfig
         from w2s.generation import make_generator
@@ -23,7 +24,7 @@ class GeneratorWorker(RoleActorMixin):
         model = typed(ModelConfig, model_cfg)
         self.prompt_template = str(model.prompt_template or "")  # empty: the chat template
         self.loaded = resolve_model_path(model_path)
-        self.generator = make_generator(self.loaded, model, self.sampling)
+        self.generator = make_generator(self.loaded, model, self.sampling, shares_gpu=shares_gpu)
 
     def _sampling(self, sampling_cfg: dict[str, Any] | None) -> Any:
         from w2s.config.schema import SamplingConfig
@@ -82,6 +83,13 @@ class GeneratorWorker(RoleActorMixin):
             except md.PackageNotFoundError:
                 pass
         return {"backend": backend, "class": type(self.generator).__name__, "version": ", ".join(versions)}
+
+    def sleep(self) -> bool:
+        """Another role takes the GPU this actor shares: the engine sleeps (see the engines' ``sleep``)."""
+        return self.generator.sleep()
+
+    def wake_up(self) -> None:
+        self.generator.wake_up()
 
     def close(self) -> None:
         self.generator.close()

@@ -73,6 +73,25 @@ class JudgeWorker(RoleActorMixin):
         """The local judge model's answers to rendered judge prompts (chat messages)."""
         return self.chat.complete(conversations)
 
+    def sleep(self) -> bool:
+        """Another role takes the GPU this actor shares: a local chat judge's engine sleeps, a score model's
+        weights go to host memory."""
+        if self.chat:
+            return self.chat.generator.sleep()
+        if getattr(self.judge, "model", None) is None or not str(self.judge.device).startswith("cuda"):
+            return False
+        import torch
+
+        self.judge.model.to("cpu")
+        torch.cuda.empty_cache()
+        return True
+
+    def wake_up(self) -> None:
+        if self.chat:
+            self.chat.generator.wake_up()
+        elif getattr(self.judge, "model", None) is not None and str(self.judge.device).startswith("cuda"):
+            self.judge.model.to(self.judge.device)
+
     def close(self) -> None:
         if self.chat:
             self.chat.close()

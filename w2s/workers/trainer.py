@@ -60,6 +60,16 @@ class TrainerWorker(RoleActorMixin):
             release_memory()  # the rank stays for the next training: the models of this one go
         return dataclasses.asdict(result) if dataclasses.is_dataclass(result) else dict(result)
 
+    def sleep(self) -> bool:
+        """Another role takes the GPUs these ranks share: what they hold between trainings (the kept DPO reference)
+        leaves them (each training's own models are already freed when it returns)."""
+        from w2s.backends.openrlhf import park_kept_reference
+
+        return park_kept_reference()
+
+    def wake_up(self) -> None:
+        """Nothing to bring back now: a parked reference returns to the GPU when the next training asks for it."""
+
     def close(self) -> None:
         import torch.distributed as dist
 
