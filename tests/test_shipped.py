@@ -36,7 +36,7 @@ def _w2s(site: Path, cwd: Path, *args: str, env: dict[str, str] | None = None) -
 
 
 def test_the_installed_package_runs_from_its_own_copy(installed, tmp_path):
-    probe = ("import json, w2s, w2s.shipped as s; from w2s.config.compose import resolve_path; "
+    probe = ("import json, w2s, w2s.shipped as s; from w2s.shipped import resolve_path; "
              "from w2s.popalign.strategies import DEFAULT_DEMOS; "
              "print(json.dumps([w2s.__file__, str(s.RECIPES_DIR), s.CHECKOUT, "
              "str(resolve_path('recipes/data/quickstart/triples.jsonl')), DEFAULT_DEMOS.is_file()]))")

@@ -183,7 +183,7 @@ def resolve_model_path(path: str, *, progress: Callable[[str], None] = print) ->
     """``asset:NAME`` becomes the cached asset directory (built on first use); other paths pass through."""
     if path.startswith(ASSET_PREFIX):
         return str(ensure_asset(path[len(ASSET_PREFIX):], progress=progress))
-    from w2s.config.compose import resolve_path
+    from w2s.shipped import resolve_path
 
     local = resolve_path(path)
     if local.is_dir():

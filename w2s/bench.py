@@ -215,7 +215,7 @@ def bench_aligner(args: argparse.Namespace) -> list[dict[str, Any]]:
 def loop_times(run_dir: Path) -> list[dict[str, Any]]:
     """Per stage of a run (its manifests), then per round and for the whole run: wall seconds, work seconds and
     the rest (start-up and orchestration)."""
-    from w2s.controller.rundir import read_state
+    from w2s.rundir import read_state
 
     manifests = sorted(run_dir.glob("*/manifest.json")) + sorted(run_dir.glob("round-*/*/manifest.json"))
     rows: list[dict[str, Any]] = []

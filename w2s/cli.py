@@ -18,7 +18,6 @@ _PLUGIN_PARSERS = [
     ("w2s.aligner.cli", "add_parser"),
     ("w2s.launch.slurm", "add_parser"),
     ("w2s.launch.plan", "add_parser"),
-    ("w2s.popalign.cli", "add_parser"),
     ("w2s.bench", "add_parser"),
     ("w2s.eval.cli", "add_parser"),
     ("w2s.interpret.cli", "add_parser"),
@@ -78,6 +77,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_job(cfg, recipe=str(find_recipe(args.recipe)), overrides=list(args.overrides))
 
 
+def cmd_popalign(args: argparse.Namespace) -> int:
+    """The recipe as a ``popalign`` job, run exactly as ``w2s run`` runs it."""
+    from w2s.config.compose import find_recipe, load_config
+    from w2s.controller.entry import run_job
+
+    cfg = load_config(args.recipe, ["job=popalign", *args.overrides], job="popalign")
+    return run_job(cfg, recipe=str(find_recipe(args.recipe)), overrides=list(args.overrides))
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from w2s.controller.status import print_status
 
@@ -120,6 +128,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         return p
 
     _recipe_args(add("run", cmd_run, "run a recipe (its `job`: the weak-to-strong loop, Aligner training or PopAlign)"))
+    _recipe_args(add("popalign", cmd_popalign, "build a PopAlign preference dataset (prefix, demon, elicitive, nparam, "
+                     "leaderboard, refine and aligner contrasts) and optionally train on it with DPO"))
     _recipe_args(add("validate", cmd_validate, "check a recipe and report every problem at once (exit 2 if invalid)"))
     _recipe_args(add("print-config", cmd_print_config, "print the fully resolved config of a recipe"))
     add("recipes", cmd_recipes, "list the runnable recipes with their descriptions")

@@ -3,13 +3,13 @@
 * ``cluster.address`` empty: a private local Ray instance (``ray.init(address="local")``), never someone
   else's cluster on the same host; no dashboard unless asked; usage stats off; token auth off unless the
   environment says otherwise. ``auto`` or ``HOST:PORT``: join an existing cluster (the Slurm case).
-* Each role (generator, corrector, trainer, judge) is a :class:`RoleGroup`, laid out by :func:`role_layout`
-  (the one bundle computation, also used by ``w2s plan``): actors of at most one GPU share one placement
-  group with one bundle each (``cluster.placement_strategy``); an actor of N > 1 GPUs (a tensor-parallel
-  vLLM engine) gets its own STRICT_PACK group of N one-GPU bundles on one node, runs itself on the first
-  bundle without GPUs, captures its child tasks into the group, and finds its bundles in
-  ``VLLM_RAY_BUNDLE_INDICES`` / ``VLLM_RAY_PER_WORKER_GPUS`` (vLLM's ray executor refuses bundles of more
-  than one GPU, and its workers take one GPU each).
+* Each role (generator, corrector, trainer, judge) is a :class:`RoleGroup`, laid out by
+  :func:`w2s.placement.role_layout` (the one bundle computation, also used by ``w2s plan``): actors of at most one
+  GPU share one placement group with one bundle each (``cluster.placement_strategy``); an actor of N > 1 GPUs (a
+  tensor-parallel vLLM engine) gets its own STRICT_PACK group of N one-GPU bundles on one node, runs itself on the
+  first bundle without GPUs, captures its child tasks into the group, and finds its bundles in
+  ``VLLM_RAY_BUNDLE_INDICES`` / ``VLLM_RAY_PER_WORKER_GPUS`` (vLLM's ray executor refuses bundles of more than one
+  GPU, and its workers take one GPU each).
 * Every remote wait goes through :func:`wait_all`: interruptible by SIGTERM/SIGUSR2, bounded by liveness
   (the actors waited on are pinged on a concurrency group of their own, so a ping is answered while a long
   call runs; one that answers no ping for ``cluster.liveness_timeout_s`` is taken for hung), by
@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from w2s.errors import ClusterError, WorkerError
+from w2s.placement import PLACEMENT_WAIT_S, place_role, remove_placement_groups, role_layout
 
 log = logging.getLogger("w2s.cluster")
 
@@ -152,161 +153,7 @@ def session_log_dir() -> str:
 
 # ----------------------------------------------------------------------------------------------- layout
 LIVENESS_GROUP = "w2s_liveness"  # the actors' concurrency group for pings, apart from their work methods
-PLACEMENT_WAIT_S = 120.0  # how long a role's placement groups may take to become ready before it is refused
 DEFAULT_LIVENESS_S = 600.0  # ClusterConfig.liveness_timeout_s's default (for callers without a config)
-
-
-@dataclass(frozen=True)
-class ActorSlot:
-    """Where one actor of a role goes: placement group ``group``, running on ``bundle``, reserving ``bundles``."""
-
-    group: int
-    bundle: int
-    bundles: tuple[int, ...]
-    num_cpus: float
-    num_gpus: float
-    env: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RoleLayout:
-    """The placement groups of one role and the slot of each of its actors (see the module docstring)."""
-
-    role: str
-    key: str  # the config section the fixes name (cluster.<role>)
-    cpus_per_actor: float
-    gpus_per_actor: float
-    groups: tuple[tuple[tuple[dict[str, float], ...], str], ...]  # (bundles, strategy) per placement group
-    slots: tuple[ActorSlot, ...]
-
-    @property
-    def tensor_parallel(self) -> int:
-        """GPUs of one tensor-parallel actor (0: actors of at most one GPU, one bundle each)."""
-        return int(self.gpus_per_actor) if self.gpus_per_actor > 1 else 0
-
-    def total(self, resource: str) -> float:
-        return sum(b.get(resource, 0.0) for bundles, _ in self.groups for b in bundles)
-
-    def describe_actor(self) -> str:
-        return f"{self.gpus_per_actor:g} GPU(s) + {self.cpus_per_actor:g} CPU(s)"
-
-
-def role_layout(role: str, role_cfg: Any, strategy: str, *, key: str = "") -> RoleLayout:
-    """How ``cluster.<role>`` is placed with ``cluster.placement_strategy`` = ``strategy`` (``key``: the config
-    section to name in fixes, default ``cluster.<role>``).
-
-    Raises:
-        ClusterError: more than one GPU per actor that is not a whole number.
-    """
-    n, cpus, gpus = int(role_cfg.num_actors), float(role_cfg.num_cpus_per_actor), float(role_cfg.num_gpus_per_actor)
-    key = key or f"cluster.{role}"
-    if gpus <= 1:  # whole or shared GPUs: one bundle per actor, the actor reserves all of it
-        bundle = {"CPU": cpus} | ({"GPU": gpus} if gpus else {})
-        slots = tuple(ActorSlot(0, i, (i,), cpus, gpus) for i in range(n))
-        return RoleLayout(role, key, cpus, gpus, (((*(dict(bundle) for _ in range(n)),), strategy),), slots)
-    if gpus != int(gpus):
-        raise ClusterError(f"{key}.num_gpus_per_actor={gpus:g}: above 1, GPUs per actor must be a whole "
-                           "number (the GPUs of one tensor-parallel engine). Fix: use 1, 2, 4 or 8.")
-    k = int(gpus)
-    # The actor's CPUs sit on its first bundle; every bundle has one GPU for one of vLLM's workers (which
-    # reserve no CPU). STRICT_PACK: tensor parallelism needs its GPUs on one node.
-    first = {"CPU": cpus, "GPU": 1.0} if cpus else {"GPU": 1.0}
-    bundles = (first, *({"GPU": 1.0} for _ in range(k - 1)))
-    env = {"VLLM_RAY_BUNDLE_INDICES": ",".join(str(b) for b in range(k)), "VLLM_RAY_PER_WORKER_GPUS": "1"}
-    slots = tuple(ActorSlot(i, 0, tuple(range(k)), cpus, 0.0, env) for i in range(n))
-    return RoleLayout(role, key, cpus, gpus, tuple((tuple(dict(b) for b in bundles), "STRICT_PACK") for _ in range(n)),
-                      slots)
-
-
-def _node_resources() -> list[dict[str, float]]:
-    import ray
-
-    return [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-
-
-def _sum(values: list[float]) -> str:
-    """``8``, ``8+4 = 12`` or ``4 x 8 = 32``: per-node amounts and their total."""
-    if len(values) == 1:
-        return f"{values[0]:g}"
-    if len(set(values)) == 1:
-        return f"{len(values)} x {values[0]:g} = {sum(values):g}"
-    return f"{'+'.join(f'{v:g}' for v in values)} = {sum(values):g}"
-
-
-def placement_problem(layout: RoleLayout, strategy: str, placed: int = -1) -> str:
-    """Why ``layout`` does not fit the cluster Ray is connected to, with the arithmetic and the fix."""
-    import ray
-
-    nodes = _node_resources()
-    node_gpus = [float(r.get("GPU", 0)) for r in nodes]
-    node_cpus = [float(r.get("CPU", 0)) for r in nodes]
-    total_gpus, total_cpus, big = sum(node_gpus), sum(node_cpus), max(node_gpus, default=0.0)
-    n, key, k = len(layout.slots), layout.key, layout.tensor_parallel
-    need_gpus, need_cpus = layout.total("GPU"), layout.total("CPU")
-    shape = f"{k} one-GPU bundles on one node (tensor parallel)" if k else layout.describe_actor()
-    avail = ray.available_resources()
-    text = (f"cannot place the {layout.role} role: {n} actor(s) x {shape} need {need_gpus:g} GPUs and "
-            f"{need_cpus:g} CPUs; the cluster's {len(nodes)} node(s) have {_sum(node_gpus) if nodes else 0} GPUs and "
-            f"{_sum(node_cpus) if nodes else 0} CPUs (free now: {avail.get('GPU', 0):g} GPUs, "
-            f"{avail.get('CPU', 0):g} CPUs)")
-    if placed >= 0:
-        text += f"; {placed} of {len(layout.groups)} placement group(s) were placed"
-    if k and k > big:
-        fix = (f"a node has at most {big:g} GPUs: lower {key}.num_gpus_per_actor (and the tensor_parallel_size) to "
-               f"that, or use nodes with >= {k} GPUs")
-    elif need_gpus > total_gpus or need_cpus > total_cpus:
-        limits = [sum(int(g // k) for g in node_gpus) if k else int(total_gpus // layout.gpus_per_actor)
-                  ] if layout.gpus_per_actor else []
-        limits += [int(total_cpus // layout.cpus_per_actor)] if layout.cpus_per_actor else []
-        short = [f"{need:g} {what} needed, {there:g} there" for need, there, what in
-                 ((need_gpus, total_gpus, "GPUs"), (need_cpus, total_cpus, "CPUs")) if need > there]
-        fix = f"lower {key}.num_actors to {min(limits)} or its per-actor resources, or add nodes ({'; '.join(short)})"
-    elif not k and strategy == "STRICT_PACK":
-        fix = "use cluster.placement_strategy=PACK (STRICT_PACK puts all of a role's bundles on one node)"
-    elif not k and strategy == "STRICT_SPREAD":
-        fix = (f"use cluster.placement_strategy=PACK or SPREAD (STRICT_SPREAD puts each of the {n} actors on a "
-               f"node of its own; there are {len(nodes)})")
-    elif avail.get("GPU", 0) < need_gpus or avail.get("CPU", 0) < need_cpus:
-        fix = f"other placement groups or actors hold resources now: let them finish, or lower {key}.num_actors"
-    else:
-        fix = f"the actors do not pack onto the nodes: lower {key}.num_actors or its per-actor resources"
-    return f"{text}. Fix: {fix}."
-
-
-def place_role(layout: RoleLayout, strategy: str, *, timeout_s: float = PLACEMENT_WAIT_S) -> list[Any]:
-    """Create the placement groups of ``layout`` and wait until all are placed; returns them.
-
-    Raises:
-        ClusterError: they cannot all be placed within ``timeout_s`` (none is left behind), with the arithmetic.
-    """
-    import ray
-    from ray.util.placement_group import placement_group
-
-    nodes = _node_resources()
-    k = layout.tensor_parallel
-    # Beyond what the nodes have at all it can never be placed: say so now rather than after the wait.
-    if (k and k > max((r.get("GPU", 0) for r in nodes), default=0)
-            or layout.total("GPU") > sum(r.get("GPU", 0) for r in nodes)
-            or layout.total("CPU") > sum(r.get("CPU", 0) for r in nodes)):
-        raise ClusterError(placement_problem(layout, strategy))
-    pgs = [placement_group(list(bundles), strategy=strat, name="") for bundles, strat in layout.groups]
-    ready = [pg.ready() for pg in pgs]
-    done, _ = ray.wait(ready, num_returns=len(ready), timeout=timeout_s)
-    if len(done) < len(ready):
-        message = placement_problem(layout, strategy, placed=len(done))
-        remove_placement_groups(pgs)
-        raise ClusterError(message)
-    return pgs
-
-
-def remove_placement_groups(pgs: list[Any]) -> None:
-    import ray
-
-    for pg in pgs:
-        try:
-            ray.util.remove_placement_group(pg)
-        except Exception:  # already removed, or Ray is shutting down
-            pass
 
 
 # ----------------------------------------------------------------------------------------------- actors

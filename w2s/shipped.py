@@ -39,3 +39,12 @@ def resolve_shipped(path: Path) -> Path | None:
         if (base / rest).exists():
             return base / rest
     return bases[-1] / rest
+
+
+def resolve_path(path: str) -> Path:
+    """A data or model path from a recipe: absolute, else relative to the working directory, else (``recipes/...``,
+    ``launch/...``) one of the files shipped with w2s."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    return resolve_shipped(p) or p

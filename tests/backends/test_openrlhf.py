@@ -192,12 +192,12 @@ def test_the_dpo_reference_is_kept_for_the_next_round_and_trains_as_a_fresh_one(
         return backend.train_dpo(cfg, str(tmp_path / "round-1"), tiny_weak, pairs, str(tmp_path / out),
                                  attn_implementation="eager")
 
-    backend._KEPT_REFERENCE.drop()
+    backend.KEPT_REFERENCE.drop()
     first = backend.train_dpo(cfg, tiny_weak, tiny_weak, pairs, str(tmp_path / "round-1"), attn_implementation="eager")
     assert not first.reference_reused and built == [tiny_weak, tiny_weak]  # policy, reference
     kept = round_2("kept")
     assert kept.reference_reused and built == [str(tmp_path / "round-1")]  # the policy only
-    backend._KEPT_REFERENCE.drop()
+    backend.KEPT_REFERENCE.drop()
     fresh = round_2("fresh")
     assert not fresh.reference_reused and len(built) == 2
     assert kept.losses == pytest.approx(fresh.losses, rel=1e-5) and kept.metrics["acc"] == fresh.metrics["acc"]
@@ -208,7 +208,7 @@ def test_the_dpo_reference_is_kept_for_the_next_round_and_trains_as_a_fresh_one(
     other = backend.train_dpo(cfg, str(tmp_path / "round-1"), str(tmp_path / "round-1"), pairs,
                               str(tmp_path / "previous"), attn_implementation="eager")
     assert not other.reference_reused and len(built) == 2
-    backend._KEPT_REFERENCE.drop()
+    backend.KEPT_REFERENCE.drop()
 
 
 def test_reward_model_saves_value_head_and_normalisation(tiny_weak, data_dir, tmp_path):

@@ -209,8 +209,8 @@ def test_gpu_layout_comes_from_the_ray_cluster_joined(ray_with_8_gpus, tmp_path)
     # The loop's PPO argv for a 1-node x 8-GPU recipe, laid out over the cluster: the policy's attention kernel.
     from w2s.config.compose import load_config
     from w2s.controller.loop import Loop
-    from w2s.controller.rundir import RunDir
     from w2s.data.files import write_jsonl
+    from w2s.rundir import RunDir
 
     cfg = load_config("gpu/alpaca7b-aligner7b-rlhf", ["cluster.trainer.num_actors=4"])
     rd = RunDir(tmp_path, cfg)
@@ -233,7 +233,7 @@ def test_the_loop_keeps_only_this_rounds_own_ppo_checkpoint(tmp_path):
     from w2s.backends import checkpoint
     from w2s.config.compose import load_config
     from w2s.controller.loop import Loop
-    from w2s.controller.rundir import RunDir
+    from w2s.rundir import RunDir
 
     def prepared(seed: int) -> tuple[Loop, Path]:
         cfg = load_config("gpu/alpaca7b-aligner7b-rlhf", [f"run.seed={seed}", f"run.dir={tmp_path / 'run'}"])

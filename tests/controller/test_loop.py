@@ -258,8 +258,8 @@ def test_ppo_launch_for_a_gpu_recipe(tmp_path):
     """What the loop would launch for PPO on a 1-node x 8-GPU recipe (PPO itself needs GPUs)."""
     from w2s.config.compose import load_config
     from w2s.controller.loop import Loop
-    from w2s.controller.rundir import RunDir
     from w2s.data.files import write_jsonl
+    from w2s.rundir import RunDir
 
     cfg = load_config("gpu/alpaca7b-aligner7b-rlhf")
     rd = RunDir(tmp_path, cfg)
@@ -279,9 +279,9 @@ def test_extra_pairs_slice_per_round_and_validation(tmp_path):
     """A PopAlign dataset (plain-text prompt/chosen/rejected) as a DPO round's data source."""
     from w2s.config.compose import load_config
     from w2s.controller.loop import Loop
-    from w2s.controller.rundir import RunDir
     from w2s.data.files import write_jsonl
     from w2s.errors import ConfigError
+    from w2s.rundir import RunDir
 
     pairs = tmp_path / "popalign.jsonl"
     write_jsonl(pairs, [{"strategy": "prefix", "prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"}

@@ -136,7 +136,7 @@ def test_a_misspelt_field_crossing_into_a_worker_is_an_error():
 def test_a_role_fits_as_its_strategy_places_it():
     """SPREAD wants a node per bundle while there are nodes (so a role holding one gives way), STRICT_PACK one
     node for the group, PACK any room anywhere."""
-    from w2s.roles import fits_on_nodes
+    from w2s.placement import fits_on_nodes
 
     two = ({"CPU": 1.0}, {"CPU": 1.0})
     assert not fits_on_nodes([(two, "SPREAD")], [{"CPU": 1.0}, {"CPU": 0.0}])

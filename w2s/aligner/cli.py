@@ -127,7 +127,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """``w2s aligner train RECIPE [key=value ...]``: the same trainer world as ``w2s run`` (``cluster.trainer``)."""
     from w2s.cluster import RayCluster
     from w2s.config.compose import load_config
-    from w2s.workers.trainer import run_on_trainers
+    from w2s.roles import Services
 
     cfg = load_config(args.recipe, args.overrides, job="aligner-train")
     if args.output:
@@ -141,9 +141,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_output_dir(out, overwrite=args.overwrite)
     role = cfg.cluster.trainer
     print(f"training the Aligner on {role.num_actors} trainer rank(s) (cluster.trainer)")
-    with RayCluster(cfg.cluster):
-        meta = run_on_trainers(cfg, "train_aligner", cfg, str(out), progress=bool(cfg.log.progress),
-                               keep_warmup=args.keep_warmup)
+    with RayCluster(cfg.cluster), Services(cfg) as services:
+        meta = services.train("train_aligner", cfg, str(out), progress=bool(cfg.log.progress),
+                              keep_warmup=args.keep_warmup)
     last = meta["stages"][-1]
     print(f"Aligner written to {out} ({meta['world_size']} rank(s), {last['steps']} steps, loss "
           f"{last['loss_first']} -> {last['loss_last']})")

@@ -22,7 +22,6 @@ enabled, so a model that ships code is refused unless ``trust_remote_code`` is s
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
 import shutil
@@ -43,6 +42,7 @@ from w2s.backends.args import (
 )
 from w2s.backends.data import Data, check_enough, load_tokenizer, prepare_data
 from w2s.backends.models import guard_remote_code, training_attn
+from w2s.backends.reference import KEPT_REFERENCE, release
 from w2s.errors import W2SError
 
 log = logging.getLogger(__name__)
@@ -148,87 +148,6 @@ class _StepLog:
     def mean(self, key: str) -> float | None:
         values = [r[key] for r in self.records if key in r]
         return sum(values) / len(values) if values else None
-
-
-
-
-def _release(*objects: Any) -> None:
-    """Tear down DeepSpeed engines so the next call in this process starts clean (the process group stays)."""
-    for obj in objects:
-        engine = getattr(obj, "model", obj)
-        destroy = getattr(engine, "destroy", None)
-        if callable(destroy):
-            try:
-                destroy()
-            except Exception as exc:  # noqa: BLE001 - teardown must not hide the training result
-                log.debug("DeepSpeed engine destroy failed: %s", exc)
-    gc.collect()
-
-
-class _KeptReference:
-    """The DPO reference of this process's last training, kept loaded (and prepared by DeepSpeed) for the next.
-
-    The trainer ranks live for the run and the reference is the initial policy in every round by default
-    (``train.reference: initial``), so each round after the first reuses it instead of loading it again (minutes
-    for a 70B model). It is kept only for the same model files, training dtype, kernel, ZeRO stage and world;
-    another reference replaces it.
-    """
-
-    def __init__(self) -> None:
-        self.key: Any = None
-        self.ref: Any = None
-        self.parked = False  # its weights are in host memory (another role used the GPU)
-
-    @staticmethod
-    def _key(ref_path: str, args: Any, world: int) -> Any:
-        return (ref_path, json.dumps(checkpoint.model_files(ref_path)), str(args.ds.param_dtype),
-                str(args.ds.attn_implementation), int(args.ds.zero_stage), world)
-
-    def get(self, ref_path: str, args: Any, world: int) -> tuple[Any, bool]:
-        """(the kept reference, True) when it is ``ref_path``'s as this training loads it, else (None, False)."""
-        if self.ref is not None and self.key == self._key(ref_path, args, world):
-            if self.parked:
-                import torch
-
-                self.ref.model.to(torch.cuda.current_device())
-                self.parked = False
-            return self.ref, True
-        self.drop()
-        return None, False
-
-    def keep(self, ref_path: str, args: Any, world: int, ref: Any) -> None:
-        self.key, self.ref, self.parked = self._key(ref_path, args, world), ref, False
-
-    def park(self) -> bool:
-        """Free the GPU for another role sharing it, as OpenRLHF's hybrid engine offloads between phases: a whole
-        (ZeRO-0) reference goes to host memory and comes back on the next :meth:`get`; a ZeRO-3 one, partitioned
-        by DeepSpeed, is dropped. Whether GPU memory was freed (False on CPU)."""
-        import torch
-
-        if self.ref is None or self.parked or not torch.cuda.is_available():
-            return False
-        if self.key[4] == 3:  # the ZeRO stage
-            self.drop()
-        else:
-            self.ref.model.to("cpu")
-            self.parked = True
-        torch.cuda.empty_cache()
-        return True
-
-    def drop(self) -> None:
-        if self.ref is not None:
-            _release(self.ref)
-        self.key = self.ref = None
-        self.parked = False
-
-
-_KEPT_REFERENCE = _KeptReference()
-
-
-def park_kept_reference() -> bool:
-    """Free the GPU memory this trainer rank holds between trainings (its kept DPO reference) for a role sharing
-    the GPU; whether any was freed."""
-    return _KEPT_REFERENCE.park()
 
 
 def _partial_dir(output_dir: str) -> str:
@@ -362,14 +281,14 @@ def _run(kind: Kind, cfg: Any, model_path: str, data_path: str, output_dir: str,
     elif kind == "dpo":
         from openrlhf.trainer.dpo_trainer import DPOTrainer
 
-        ref, reused = _KEPT_REFERENCE.get(ref_path, args, world)
+        ref, reused = KEPT_REFERENCE.get(ref_path, args, world)
         if ref is None:
             ref = Actor(ref_path, attn_implementation=args.ds.attn_implementation, param_dtype=args.ds.param_dtype,
                         ds_config=strategy.get_ds_eval_config(offload=False), packing_samples=False)
             if getattr(ref.model.config, "pad_token_id", None) is None:
                 ref.model.config.pad_token_id = tok.pad_token_id
             (model, optim, scheduler), ref = strategy.prepare((model, optim_cfg(args, total_steps)), ref)
-            _KEPT_REFERENCE.keep(ref_path, args, world, ref)
+            KEPT_REFERENCE.keep(ref_path, args, world, ref)
         else:
             model, optim, scheduler = strategy.prepare((model, optim_cfg(args, total_steps)))
         trainer = DPOTrainer(model=model, ref_model=ref, tokenizer=tok, optim=optim, eval_dataloader=None,
@@ -414,7 +333,7 @@ def _run(kind: Kind, cfg: Any, model_path: str, data_path: str, output_dir: str,
                 if getattr(config, key, None) is not None:
                     metrics[f"reward_{key}"] = float(getattr(config, key))
     finally:
-        _release(model)  # the DPO reference is kept for the next round (_KEPT_REFERENCE)
+        release(model)  # the DPO reference is kept for the next round (KEPT_REFERENCE)
         del trainer, model, ref
         gc.collect()
     steps = len(steplog.records)

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from w2s.config.schema import W2SConfig
 from w2s.errors import ConfigError, ConfigIssue
-from w2s.shipped import RECIPES_DIR, resolve_shipped
+from w2s.shipped import RECIPES_DIR
 
 
 # ----------------------------------------------------------------------------------------------- locating
@@ -63,15 +63,6 @@ def recipe_description(path: Path) -> str:
         if line:
             break
     return ""
-
-
-def resolve_path(path: str) -> Path:
-    """A data or model path from a recipe: absolute, else relative to the working directory, else (``recipes/...``,
-    ``launch/...``) one of the files shipped with w2s."""
-    p = Path(path).expanduser()
-    if p.is_absolute() or p.exists():
-        return p
-    return resolve_shipped(p) or p
 
 
 # ----------------------------------------------------------------------------------------------- composing

@@ -11,194 +11,33 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from w2s.config.checks import (
+    bound_issues,
+    check_attention,
+    check_data,
+    check_length,
+    check_model,
+    check_model_path,
+    check_sampling,
+    check_trainer,
+    local_gpus,
+    role_gpus,
+)
 from w2s.errors import ConfigIssue
 
 JOB_ALIASES = {"run": None, "aligner-train": "aligner", "train-aligner": "aligner"}
 
 
-def local_gpus() -> int:
-    """NVIDIA GPUs this machine has, from their device files (no CUDA or torch import, so validation stays fast)."""
-    import glob
-
-    return len(glob.glob("/dev/nvidia[0-9]*"))
-
-
-def _gpus(role: Any) -> float:
-    return float(role.num_actors) * float(role.num_gpus_per_actor)
-
-
-def _check_model(key: str, model: Any, issues: list[ConfigIssue], *, required: bool) -> None:
-    from w2s.generation.chat import prompt_template_issues
-
-    issues += prompt_template_issues(f"{key}.prompt_template", model.prompt_template)
-    _check_model_path(f"{key}.path", model.path, issues, required=required)
-
-
-def _check_model_path(key: str, path: str, issues: list[ConfigIssue], *, required: bool) -> None:
-    from w2s.assets import ASSET_NAMES, ASSET_PREFIX
-
-    if not path:
-        if required:
-            issues.append(ConfigIssue(key, path, "is required here",
-                                      f"set {key} to a model directory or an asset (asset:tiny-weak, "
-                                      "asset:tiny-strong, asset:smollm2)"))
-        return
-    if path.startswith(ASSET_PREFIX):
-        if path[len(ASSET_PREFIX):] not in ASSET_NAMES:
-            issues.append(ConfigIssue(key, path, "unknown asset",
-                                      f"use one of {', '.join(ASSET_PREFIX + a for a in ASSET_NAMES)}"))
-        return
-    from w2s.assets import looks_local
-    from w2s.config.compose import resolve_path
-
-    local = resolve_path(path)
-    if local.is_dir() and not (local / "config.json").is_file():
-        issues.append(ConfigIssue(key, path, "is a folder without config.json, not a model directory",
-                                  "give a directory written by save_pretrained, a hub name (ORG/NAME) or an asset"))
-    elif not local.is_dir() and (local.exists() or looks_local(path)):
-        issues.append(ConfigIssue(key, path, "is a file" if local.exists() else "does not exist",
-                                  "give a model directory, a hub name (ORG/NAME) or an asset (asset:smollm2)"))
-
-
-def _check_data(key: str, source: Any, issues: list[ConfigIssue], *, required: bool) -> None:
-    from w2s.config.compose import resolve_path
-
-    path = source.path
-    if not path:
-        if required:
-            issues.append(ConfigIssue(f"{key}.path", path, "is required here",
-                                      f"set {key}.path to a JSONL/JSON/Parquet/CSV file or a saved dataset folder"))
-        return
-    if path.startswith("hub:"):
-        return
-    if not resolve_path(path).exists():
-        issues.append(ConfigIssue(f"{key}.path", path, "no such file or folder",
-                                  "give a path relative to the working directory, an absolute one, or "
-                                  "recipes/... for data shipped with w2s"))
-
-
-def _check_trainer(key: str, t: Any, trainer_ranks: int, issues: list[ConfigIssue]) -> None:
-    per_step = t.micro_batch_samples_per_device * trainer_ranks
-    if t.micro_batch_samples_per_device < 1:
-        issues.append(ConfigIssue(f"{key}.micro_batch_samples_per_device", t.micro_batch_samples_per_device,
-                                  "must be at least 1", "set it to 1 or more"))
-    elif t.global_batch_samples < 1:
-        issues.append(ConfigIssue(f"{key}.global_batch_samples", t.global_batch_samples, "must be at least 1",
-                                  f"set {key}.global_batch_samples to a multiple of {per_step}"))
-    elif t.global_batch_samples % per_step:
-        fix_value = max(per_step, (t.global_batch_samples // per_step) * per_step)
-        issues.append(ConfigIssue(
-            f"{key}.global_batch_samples", t.global_batch_samples,
-            f"must be a multiple of micro_batch_samples_per_device x trainer ranks = "
-            f"{t.micro_batch_samples_per_device} x {trainer_ranks} = {per_step}",
-            f"set {key}.global_batch_samples={fix_value}"))
-    if t.zero_stage not in (0, 1, 2, 3):
-        issues.append(ConfigIssue(f"{key}.zero_stage", t.zero_stage, "must be 0, 1, 2 or 3", "DeepSpeed ZeRO stage"))
-    if t.epochs < 1:
-        issues.append(ConfigIssue(f"{key}.epochs", t.epochs, "must be at least 1", f"set {key}.epochs=1"))
-    if t.max_len < 16:
-        issues.append(ConfigIssue(f"{key}.max_len", t.max_len, "is too short to hold a prompt and an answer",
-                                  f"set {key}.max_len to 256 or more"))
-    if t.optim.lr <= 0:
-        issues.append(ConfigIssue(f"{key}.optim.lr", t.optim.lr, "must be positive", "e.g. 2e-5"))
-    if not 0 <= t.optim.warmup_ratio < 1:
-        issues.append(ConfigIssue(f"{key}.optim.warmup_ratio", t.optim.warmup_ratio, "must be in [0, 1)", "e.g. 0.03"))
-    if len(t.optim.betas) != 2:
-        issues.append(ConfigIssue(f"{key}.optim.betas", list(t.optim.betas), "needs exactly two values",
-                                  f"e.g. {key}.optim.betas=[0.9,0.95]"))
-
-
-def _check_sampling(key: str, s: Any, role_key: str, role: Any, issues: list[ConfigIssue], model: Any = None,
-                    model_key: str = "") -> None:
-    from w2s.generation.encoding import context_issues
-    from w2s.generation.sampling import engine_issues
-
-    issues += engine_issues(key, s)
-    if model is not None and model.path and not model.path.startswith("asset:"):
-        from w2s.config.compose import resolve_path
-
-        declared = (int(model.context_length), f"{model_key}.context_length") if model_key else None
-        issues += context_issues(key, resolve_path(model.path), s.max_prompt_tokens, s.max_new_tokens,
-                                 declared=declared)
-    if s.max_new_tokens < 1:
-        issues.append(ConfigIssue(f"{key}.max_new_tokens", s.max_new_tokens, "must be at least 1", ""))
-    if s.temperature is not None and s.temperature < 0:
-        issues.append(ConfigIssue(f"{key}.temperature", s.temperature, "must not be negative", "0 means greedy"))
-    if s.top_p is not None and not 0 < s.top_p <= 1:
-        issues.append(ConfigIssue(f"{key}.top_p", s.top_p, "must be in (0, 1]", ""))
-    if s.batch_prompts_per_actor < 1:
-        issues.append(ConfigIssue(f"{key}.batch_prompts_per_actor", s.batch_prompts_per_actor, "must be at least 1",
-                                  ""))
-    gpus = role.num_gpus_per_actor if role is not None else 0
-    # An engine owns the GPUs of its actor, one per tensor-parallel rank (on CPU, vLLM's CPU build runs the
-    # engine on the actor's cores instead). A fractional GPU is a shared device for a one-GPU engine.
-    tp = s.tensor_parallel_size
-    if s.backend == "vllm" and gpus > 0 and tp >= 1 and gpus != tp and not (gpus < 1 and tp == 1):
-        issues.append(ConfigIssue(
-            f"{key}.tensor_parallel_size", s.tensor_parallel_size,
-            f"each vLLM engine runs in one {role_key} actor on that actor's GPUs, but {role_key}.num_gpus_per_actor="
-            f"{gpus:g}",
-            f"set {role_key}.num_gpus_per_actor={s.tensor_parallel_size} (one GPU per tensor-parallel rank), or "
-            f"{key}.tensor_parallel_size={gpus:g}" if gpus >= 1 else
-            f"set {role_key}.num_gpus_per_actor={s.tensor_parallel_size}"))
-
-
-def _check_length(key: str, tokens: int, model: Any, model_key: str, issues: list[ConfigIssue]) -> None:
-    """A training length over the context length of the model it trains (read locally, or as the recipe states
-    it in ``MODEL_KEY.context_length``)."""
-    from w2s.config.compose import resolve_path
-    from w2s.generation.encoding import known_context
-
-    local = resolve_path(model.path) if model.path and not model.path.startswith("asset:") else None
-    known = known_context(local, (int(model.context_length), f"{model_key}.context_length"))
-    if known is not None and tokens > known[0]:
-        issues.append(ConfigIssue(key, tokens, f"exceeds the model's context length {known[0]} ({known[1]} of "
-                                  f"{model.path})", f"lower it to {known[0]} or less"))
-
-
-def _check_attention(key: str, model: Any, gpus: float, issues: list[ConfigIssue]) -> None:
-    if model.attn_implementation == "flash_attention_2" and gpus <= 0:
-        issues.append(ConfigIssue(f"{key}.attn_implementation", "flash_attention_2",
-                                  "flash-attention needs CUDA GPUs but no role using this model requests any",
-                                  f"set {key}.attn_implementation=sdpa on CPU"))
-
-
-def bound_issues(node: Any, schema: type, prefix: str = "") -> list[ConfigIssue]:
-    """Every count and limit below the lower bound its schema field declares (``minimum``), anywhere in the
-    config (sections nested in sections, and named entries such as ``eval.judges.NAME``), whatever the job."""
-    import dataclasses
-    import typing
-
-    issues: list[ConfigIssue] = []
-    hints = typing.get_type_hints(schema)
-    for f in dataclasses.fields(schema):
-        if node is None or f.name not in node:
-            continue
-        value, key, kind = node[f.name], f"{prefix}{f.name}", hints[f.name]
-        nested = [a for a in (typing.get_args(kind) or (kind,)) if dataclasses.is_dataclass(a)]
-        if dataclasses.is_dataclass(kind):
-            issues += bound_issues(value, kind, key + ".")
-        elif typing.get_origin(kind) is dict and nested:  # dict[str, Section]: each named entry
-            for name in value or {}:
-                issues += bound_issues(value[name], nested[0], f"{key}.{name}.")
-        minimum = f.metadata.get("minimum")
-        if minimum is not None and isinstance(value, int | float) and not isinstance(value, bool) and value < minimum:
-            zero = f.metadata.get("help", "").partition("0:")[2].split(")")[0].split(".")[0].strip()
-            issues.append(ConfigIssue(key, value, "must not be negative" if minimum == 0 else f"must be at least "
-                                      f"{minimum:g}", f"0 means {zero}" if minimum == 0 and zero else ""))
-    return issues
-
-
 def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
     """All cross-field problems of a composed config, for the given job (None: ``cfg.job``)."""
     from w2s.aligner.templates import TEMPLATE_NAMES
-    from w2s.config.compose import resolve_path
     from w2s.config.schema import W2SConfig
+    from w2s.shipped import resolve_path
 
     job = JOB_ALIASES.get(job, job) if job else None
     job = job or cfg.job
     issues: list[ConfigIssue] = bound_issues(cfg, W2SConfig)
-    if _gpus(cfg.cluster.trainer) > 0:  # float32 training is w2s's CPU path; OpenRLHF's GPU path takes bf16/fp16
+    if role_gpus(cfg.cluster.trainer) > 0:  # float32 training is w2s's CPU path; OpenRLHF's GPU path takes bf16/fp16
         trained = (("train.sft", cfg.train.sft), ("train.dpo", cfg.train.dpo),
                    ("train.rlhf.reward_model", cfg.train.rlhf.reward_model), ("aligner.train", cfg.aligner.train))
         for key, section in trained:
@@ -240,9 +79,9 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
         if cfg.correct.template != "auto" and cfg.correct.template not in templates:
             issues.append(ConfigIssue("correct.template", cfg.correct.template, "unknown template",
                                       f"use auto or one of {sorted(templates)}"))
-        _check_sampling("correct", cfg.correct, "cluster.corrector", c.corrector, issues, model=cfg.model.aligner,
+        check_sampling("correct", cfg.correct, "cluster.corrector", c.corrector, issues, model=cfg.model.aligner,
                         model_key="model.aligner")
-        _check_model("model.aligner", cfg.model.aligner, issues, required=True)
+        check_model("model.aligner", cfg.model.aligner, issues, required=True)
 
     per_round = job == "loop" and bool(cfg.aligner.per_round)
     if per_round:
@@ -255,7 +94,7 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
                                       f"has {len(cfg.aligner.per_round)} training set(s) for loop.rounds="
                                       f"{cfg.loop.rounds}", "give one per round"))
         for i, path in enumerate(cfg.aligner.per_round):
-            _check_data(f"aligner.per_round[{i}]", SimpleNamespace(path=path), issues, required=True)
+            check_data(f"aligner.per_round[{i}]", SimpleNamespace(path=path), issues, required=True)
     if job in ("loop", "aligner") and (job == "aligner" or cfg.aligner.train.enabled or per_round):
         a = cfg.aligner.train
         if a.template not in templates:
@@ -273,23 +112,23 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
         if not 0 <= a.eval_fraction < 1:
             issues.append(ConfigIssue("aligner.train.eval_fraction", a.eval_fraction, "must be in [0, 1)", ""))
         if not per_round:
-            _check_data("aligner.train.data", a.data, issues, required=True)
-        _check_trainer("aligner.train", a, trainer_ranks, issues)
-        _check_model("model.aligner", cfg.model.aligner, issues, required=True)
-        _check_attention("model.aligner", cfg.model.aligner, _gpus(c.trainer) + _gpus(c.corrector), issues)
+            check_data("aligner.train.data", a.data, issues, required=True)
+        check_trainer("aligner.train", a, trainer_ranks, issues)
+        check_model("model.aligner", cfg.model.aligner, issues, required=True)
+        check_attention("model.aligner", cfg.model.aligner, role_gpus(c.trainer) + role_gpus(c.corrector), issues)
 
     if job == "loop":
-        _check_model("model.strong", cfg.model.strong, issues, required=True)
-        _check_attention("model.strong", cfg.model.strong, _gpus(c.trainer) + _gpus(c.generator), issues)
-        _check_sampling("generate", cfg.generate, "cluster.generator", c.generator, issues, model=cfg.model.strong,
+        check_model("model.strong", cfg.model.strong, issues, required=True)
+        check_attention("model.strong", cfg.model.strong, role_gpus(c.trainer) + role_gpus(c.generator), issues)
+        check_sampling("generate", cfg.generate, "cluster.generator", c.generator, issues, model=cfg.model.strong,
                         model_key="model.strong")
-        _check_data("loop.prompts", cfg.loop.prompts, issues, required=True)
+        check_data("loop.prompts", cfg.loop.prompts, issues, required=True)
         if cfg.loop.rounds < 1:
             issues.append(ConfigIssue("loop.rounds", cfg.loop.rounds, "must be at least 1", "set loop.rounds=1"))
         method = cfg.train.method
         if method in ("sft", "dpo"):
-            _check_trainer(f"train.{method}", cfg.train[method], trainer_ranks, issues)
-            _check_length(f"train.{method}.max_len", cfg.train[method].max_len, cfg.model.strong, "model.strong",
+            check_trainer(f"train.{method}", cfg.train[method], trainer_ranks, issues)
+            check_length(f"train.{method}.max_len", cfg.train[method].max_len, cfg.model.strong, "model.strong",
                           issues)
         if method == "dpo":
             d = cfg.train.dpo
@@ -305,15 +144,15 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
             if d.beta <= 0:
                 issues.append(ConfigIssue("train.dpo.beta", d.beta, "must be positive", "e.g. 0.1"))
         if method == "rlhf":
-            _check_trainer("train.rlhf.reward_model", cfg.train.rlhf.reward_model, trainer_ranks, issues)
+            check_trainer("train.rlhf.reward_model", cfg.train.rlhf.reward_model, trainer_ranks, issues)
             rm = cfg.train.rlhf.reward_model
             if not rm.base:  # the reward model starts from the policy: the policy's context bounds its inputs
-                _check_length("train.rlhf.reward_model.max_len", rm.max_len, cfg.model.strong, "model.strong", issues)
+                check_length("train.rlhf.reward_model.max_len", rm.max_len, cfg.model.strong, "model.strong", issues)
             ppo = cfg.train.rlhf.ppo
             if cfg.train.rlhf.ppo_enabled:
-                _check_length("train.rlhf.ppo.max_prompt_tokens + max_new_tokens",
+                check_length("train.rlhf.ppo.max_prompt_tokens + max_new_tokens",
                               ppo.max_prompt_tokens + ppo.max_new_tokens, cfg.model.strong, "model.strong", issues)
-            if cfg.train.rlhf.ppo_enabled and _gpus(c.trainer) < 1:
+            if cfg.train.rlhf.ppo_enabled and role_gpus(c.trainer) < 1:
                 issues.append(ConfigIssue(
                     "train.method", "rlhf",
                     "RLHF's PPO stage runs through OpenRLHF's Ray PPO, whose rollouts, training and weight sync "
@@ -321,12 +160,12 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
                     "on a GPU cluster set cluster.trainer.num_gpus_per_actor=1 (and enough trainer actors); on CPU "
                     "set train.rlhf.ppo_enabled=false to run the reward-model stage only, or use train.method=dpo"))
         if cfg.eval.enabled:
-            _check_data("eval.prompts", cfg.eval.prompts, issues, required=True)
+            check_data("eval.prompts", cfg.eval.prompts, issues, required=True)
             bad = [x for x in cfg.eval.compare_to if x not in ("previous", "initial")]
             if bad:
                 issues.append(ConfigIssue("eval.compare_to", list(cfg.eval.compare_to),
                                           f"unknown entries {bad}", "use a list of: previous, initial"))
-            _check_sampling("eval.generate", cfg.eval.generate, "cluster.generator", c.generator, issues,
+            check_sampling("eval.generate", cfg.eval.generate, "cluster.generator", c.generator, issues,
                             model=cfg.model.strong, model_key="model.strong")
             check_judges(cfg.eval.judges, c.judge, issues)
 
@@ -344,7 +183,7 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
 
 
 def _check_interpret(i: Any, issues: list[ConfigIssue]) -> None:
-    _check_data("interpret.pairs", i.pairs, issues, required=True)
+    check_data("interpret.pairs", i.pairs, issues, required=True)
     if i.tokens < 1:
         issues.append(ConfigIssue("interpret.tokens", i.tokens, "must be at least 1", "the paper reads 20"))
     if not 0 < i.heldout_fraction < 1:
@@ -376,7 +215,7 @@ def check_judges(judges: Any, role: Any, issues: list[ConfigIssue], key: str = "
     for name, j in active.items():
         k = f"{key}.{name}"
         if j.kind in ("reward-model", "cost-model"):
-            _check_model_path(f"{k}.model", j.model, issues, required=True)
+            check_model_path(f"{k}.model", j.model, issues, required=True)
         if j.kind != "pairwise":
             continue
         if not j.preset and not j.user_prompt:
@@ -386,8 +225,8 @@ def check_judges(judges: Any, role: Any, issues: list[ConfigIssue], key: str = "
         if j.user_prompt:
             issues += template_issues(f"{k}.user_prompt", j.user_prompt)
         if j.backend == "local":
-            _check_model_path(f"{k}.model", j.model, issues, required=True)
-            _check_sampling(f"{k}.generate", j.generate, "cluster.judge", role, issues)
+            check_model_path(f"{k}.model", j.model, issues, required=True)
+            check_sampling(f"{k}.generate", j.generate, "cluster.judge", role, issues)
             continue
         e = j.endpoint
         for field in ("base_url", "model"):
@@ -425,7 +264,7 @@ def _check_openrlhf_models(cfg: DictConfig, job: str, issues: list[ConfigIssue])
     budget: prompt + response must fit the reward model's max_len and the policy's context."""
     from w2s.assets import ASSET_PREFIX
     from w2s.backends.models import max_positions, ships_code
-    from w2s.config.compose import resolve_path
+    from w2s.shipped import resolve_path
 
     def local_dir(path: str) -> Any:
         if not path or path.startswith(ASSET_PREFIX):  # assets are built by w2s: no code of their own
@@ -460,7 +299,7 @@ def _check_openrlhf_models(cfg: DictConfig, job: str, issues: list[ConfigIssue])
                 f"state {model_key}.ships_code=false if it ships none (or download it first), or set "
                 f"{model_key}.trust_remote_code=true if you trust its code"))
     # Without trainer GPUs PPO is refused above, and its fix (ppo_enabled=false) makes the budget moot.
-    if rlhf and cfg.train.rlhf.ppo_enabled and _gpus(cfg.cluster.trainer) >= 1:
+    if rlhf and cfg.train.rlhf.ppo_enabled and role_gpus(cfg.cluster.trainer) >= 1:
         from w2s.backends.ppo import sequence_issues
 
         policy = local_dir(cfg.model.strong.path)
@@ -484,27 +323,27 @@ def _check_popalign(cfg: DictConfig, trainer_ranks: int, issues: list[ConfigIssu
         if n in POPALIGN_STRATEGIES and not 0 <= p[n].weight <= 1:
             issues.append(ConfigIssue(f"popalign.{n}.weight", p[n].weight, "must be in [0, 1] (the share of prompts "
                                       "this strategy builds a pair for)", "1 builds a pair for every prompt"))
-    _check_data("popalign.prompts", p.prompts, issues, required=True)
-    chat_gpus = _gpus(c.generator)
+    check_data("popalign.prompts", p.prompts, issues, required=True)
+    chat_gpus = role_gpus(c.generator)
     if p.models.generator.path:
-        _check_model("popalign.models.generator", p.models.generator, issues, required=True)
-    _check_model("model.strong", cfg.model.strong, issues, required=True)  # the policy's tokenizer and DPO start
+        check_model("popalign.models.generator", p.models.generator, issues, required=True)
+    check_model("model.strong", cfg.model.strong, issues, required=True)  # the policy's tokenizer and DPO start
     for strategy, key in (("nparam", "smaller"), ("leaderboard", "lower"), ("nparam", "larger"),
                           ("leaderboard", "higher")):
         if strategy in names:
-            _check_model(f"popalign.models.{key}", p.models[key], issues, required=key in ("smaller", "lower"))
-            _check_attention(f"popalign.models.{key}", p.models[key], chat_gpus, issues)
-    _check_attention("popalign.models.generator", p.models.generator, chat_gpus, issues)
-    _check_sampling("popalign.generate", p.generate, "cluster.generator", c.generator, issues)
+            check_model(f"popalign.models.{key}", p.models[key], issues, required=key in ("smaller", "lower"))
+            check_attention(f"popalign.models.{key}", p.models[key], chat_gpus, issues)
+    check_attention("popalign.models.generator", p.models.generator, chat_gpus, issues)
+    check_sampling("popalign.generate", p.generate, "cluster.generator", c.generator, issues)
     if "aligner" in names:
-        _check_model("model.aligner", cfg.model.aligner, issues, required=True)
-        _check_sampling("correct", cfg.correct, "cluster.corrector", c.corrector, issues, model=cfg.model.aligner,
+        check_model("model.aligner", cfg.model.aligner, issues, required=True)
+        check_sampling("correct", cfg.correct, "cluster.corrector", c.corrector, issues, model=cfg.model.aligner,
                         model_key="model.aligner")
     if "demon" in names:
         if p.demon.shots < 1:
             issues.append(ConfigIssue("popalign.demon.shots", p.demon.shots, "must be at least 1", "paper: 3"))
         if p.demon.path:
-            from w2s.config.compose import resolve_path
+            from w2s.shipped import resolve_path
 
             if not resolve_path(p.demon.path).exists():
                 issues.append(ConfigIssue("popalign.demon.path", p.demon.path, "no such file",
@@ -524,7 +363,7 @@ def _check_popalign(cfg: DictConfig, trainer_ranks: int, issues: list[ConfigIssu
                                   "classifier), or "
                                   "popalign.judge.kind=embedding with reference answers in the prompt file"))
     if p.train_dpo:
-        _check_trainer("train.dpo", cfg.train.dpo, trainer_ranks, issues)
+        check_trainer("train.dpo", cfg.train.dpo, trainer_ranks, issues)
         if cfg.train.dpo.beta <= 0:
             issues.append(ConfigIssue("train.dpo.beta", cfg.train.dpo.beta, "must be positive", "paper: 0.01"))
-        _check_attention("model.strong", cfg.model.strong, _gpus(c.trainer), issues)
+        check_attention("model.strong", cfg.model.strong, role_gpus(c.trainer), issues)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import OmegaConf
 
 from w2s.console import say
-from w2s.controller.rundir import source_file
+from w2s.rundir import source_file
 
 if TYPE_CHECKING:
     from w2s.controller.loop import Loop

@@ -17,8 +17,8 @@ from omegaconf import DictConfig
 
 from w2s.cluster import STOP, RayCluster, StopRequested
 from w2s.console import say
-from w2s.controller.rundir import RunDir
 from w2s.errors import WorkerError
+from w2s.rundir import RunDir
 
 EXIT_STOPPED = 143
 

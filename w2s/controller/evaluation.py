@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from w2s.console import say
-from w2s.controller.rundir import source_file
 from w2s.data.files import read_jsonl, write_jsonl
 from w2s.eval.panel import SCORE_KINDS, ComparisonResult, EvalItem, compare, enabled_judges, fingerprint, score_answers
+from w2s.rundir import source_file
 
 if TYPE_CHECKING:
     from w2s.controller.loop import Loop

@@ -23,11 +23,11 @@ from omegaconf import DictConfig
 from w2s.console import say
 from w2s.controller import aligners, evaluation
 from w2s.controller.aligners import KEYS_ALIGNER
-from w2s.controller.rundir import RunDir, source_file
 from w2s.data.files import read_jsonl, write_jsonl
 from w2s.data.prompts import Prompt, read_prompts
 from w2s.errors import DataError, WorkerError
 from w2s.generation import Generation
+from w2s.rundir import RunDir, source_file
 
 if TYPE_CHECKING:
     from w2s.roles import Services

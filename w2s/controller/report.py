@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from w2s.controller.rundir import read_metrics, read_state
 from w2s.data.files import read_jsonl
 from w2s.eval.html import Figure, Section, Table, Text
 from w2s.eval.report import OMEGA_NOTE, agreement_figure, category_table, omega_table, samples, write_reports
+from w2s.rundir import read_metrics, read_state
 
 
 def latest_metrics(run_dir: Path) -> list[dict[str, Any]]:

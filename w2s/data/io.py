@@ -194,7 +194,7 @@ def _load_hub(spec: str, split: str) -> Any:
 def _records(path_str: str, split: str, on_bad_row: str) -> tuple[str, Iterator[tuple[str, Any]]]:
     if path_str.startswith(HUB_PREFIX):
         return path_str, _iter_dataset(_load_hub(path_str, split), path_str)
-    from w2s.config.compose import resolve_path
+    from w2s.shipped import resolve_path
 
     path = resolve_path(path_str)
     if not path.exists():

@@ -16,21 +16,13 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from w2s.errors import W2SError
+from w2s.eval.device import pick_device
 
 
 class Judge(Protocol):
     device: str
 
     def score(self, prompts: list[str], answers: list[str], references: list[str]) -> list[float]: ...
-
-
-def pick_device(device: str = "") -> str:
-    """``device`` when given, else ``cuda`` when CUDA is available to this process, else ``cpu``."""
-    if device:
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class EmbeddingJudge:

@@ -37,7 +37,7 @@ import os
 from typing import Any
 
 from w2s.errors import W2SError
-from w2s.eval.judges import pick_device
+from w2s.eval.device import pick_device
 
 OPENRLHF = "openrlhf"
 SAFE_RLHF = "safe-rlhf"

@@ -8,26 +8,11 @@ Prompts given to :meth:`Generator.generate` are already rendered text: no chat t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from w2s.generation.chat import render_chat
+from w2s.generation.result import Generation
 from w2s.generation.sampling import SAMPLING_PRESETS, resolve_sampling
-
-
-@dataclass
-class Generation:
-    """One completion: its text, token counts and why it stopped (``stop`` at EOS, ``length`` at the limit).
-
-    ``prompt_tokens`` counts the prompt as the model saw it, after truncation; ``prompt_truncated`` says whether
-    it was cut to ``max_prompt_tokens``.
-    """
-
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str
-    prompt_truncated: bool = False
 
 
 class Generator(Protocol):

@@ -25,8 +25,8 @@ from transformers import (
 )
 
 from w2s import progress as live
-from w2s.generation import Generation
 from w2s.generation.encoding import EncodedPrompt, encode_prompt, eos_token_ids, hash_seeds, log_truncation
+from w2s.generation.result import Generation
 from w2s.generation.sampling import resolve_sampling
 
 log = logging.getLogger(__name__)

@@ -41,7 +41,6 @@ from typing import Any
 
 from w2s import progress as live
 from w2s.errors import ConfigError, W2SError
-from w2s.generation import Generation
 from w2s.generation.encoding import (
     context_issues,
     encode_prompt,
@@ -49,6 +48,7 @@ from w2s.generation.encoding import (
     log_truncation,
     request_seeds,
 )
+from w2s.generation.result import Generation
 from w2s.generation.sampling import engine_issues, resolve_sampling
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@
 
 A private Ray cluster of N logical nodes with G GPUs each is started on this machine (one ``ray.init`` for one
 node, ``ray.cluster_utils.Cluster`` for several; no GPU is needed, nothing is scheduled on them). For each role
-the job uses, the placement groups the run would create (:func:`w2s.cluster.role_layout`, the same function
+the job uses, the placement groups the run would create (:func:`w2s.placement.role_layout`, the same function
 the run uses) are created, read back (which node holds each actor's bundles) and removed. w2s runs one stage
 at a time; its role services (:mod:`w2s.roles`) keep a role's actors for the run while they fit beside the next
 role and otherwise stop the least recently used, so each role is placed alone on the empty cluster here: the
@@ -41,7 +41,7 @@ class RolePlan:
 
     role: str
     stages: str
-    layout: Any  # w2s.cluster.RoleLayout
+    layout: Any  # w2s.placement.RoleLayout
     strategy: str
     actor_nodes: list[list[str]] = field(default_factory=list)  # node labels of each actor's bundles
     problem: str = ""
@@ -202,7 +202,7 @@ def place(role: str, stages: str, role_cfg: Any, strategy: str, labels: dict[str
     """Place one role on the connected (empty) cluster, read where its bundles went, then remove them."""
     import ray
 
-    from w2s.cluster import place_role, remove_placement_groups, role_layout
+    from w2s.placement import place_role, remove_placement_groups, role_layout
 
     try:
         layout = role_layout(role, role_cfg, strategy, key=key)

@@ -99,7 +99,7 @@ def model_params_b(model_cfg: Any) -> tuple[float, str]:
         except KeyError:
             return 0.0, f"unknown asset {path}"
     else:
-        from w2s.config.compose import resolve_path
+        from w2s.shipped import resolve_path
 
         local = resolve_path(path)
     cfg_file = Path(local) / "config.json"

@@ -25,12 +25,12 @@ from omegaconf import DictConfig
 
 from w2s.config.plain import to_plain
 from w2s.console import say
-from w2s.controller.rundir import RunDir, read_state, source_file
 from w2s.data.files import append_jsonl, write_jsonl
 from w2s.data.prompts import read_prompts
 from w2s.errors import DataError
 from w2s.generation.encoding import derive_seed
 from w2s.popalign.strategies import CHOSEN, REJECTED, SLOTS, PairJob, ParseError, Request, make_builder
+from w2s.rundir import RunDir, read_state, source_file
 
 if TYPE_CHECKING:
     from w2s.roles import Services

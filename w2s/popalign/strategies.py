@@ -133,7 +133,7 @@ def load_demos(path: str, set_name: str, shots: int) -> dict[str, list[dict[str,
     Raises:
         DataError: naming the file and the missing or malformed part.
     """
-    from w2s.config.compose import resolve_path
+    from w2s.shipped import resolve_path
 
     file = resolve_path(path) if path else DEFAULT_DEMOS
     try:

@@ -35,10 +35,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from w2s.cluster import RoleGroup, role_layout, wait_all
+from w2s.cluster import RoleGroup, wait_all
 from w2s.config.plain import to_plain
 from w2s.console import say
 from w2s.errors import ClusterError
+from w2s.placement import fits_on_nodes, role_layout
 
 # The sampling fields an engine is started with; the rest (temperature, lengths, ...) are per call.
 ENGINE_FIELDS = ("backend", "tensor_parallel_size", "gpu_memory_utilization", "kv_cache_gib", "enforce_eager")
@@ -56,47 +57,6 @@ class Held:
     shares_gpu: bool = False  # its actors hold a fraction of a GPU: it sleeps while another role works
     asleep: bool = False
     info: dict[str, Any] = field(default_factory=dict)  # engine or provenance, asked once
-
-
-def fits_on_nodes(groups: Any, per_node: list[dict[str, float]]) -> bool:
-    """Whether placement groups ``groups`` ((bundles, strategy) each) can be placed on nodes with ``per_node`` free
-    resources: SPREAD bundles each on a node of its own while there are nodes enough (what the recipe asks for,
-    so roles holding those nodes give way), STRICT_PACK groups on one node, PACK bundles anywhere (greedy, on the
-    node with most room first)."""
-    free = [dict(n) for n in per_node]
-
-    def take(node: dict[str, float], bundle: dict[str, float]) -> bool:
-        if all(node.get(r, 0.0) + 1e-9 >= v for r, v in bundle.items()):
-            for r, v in bundle.items():
-                node[r] = node.get(r, 0.0) - v
-            return True
-        return False
-
-    for bundles, strategy in groups:
-        if "SPREAD" in strategy:
-            used: set[int] = set()
-            for bundle in bundles:
-                fresh = len(used) < len(free)  # a node of its own while there is one
-                order = sorted((i for i in range(len(free)) if not (fresh and i in used)),
-                               key=lambda i: -free[i].get("CPU", 0.0))
-                placed = next((i for i in order if take(free[i], bundle)), None)
-                if placed is None:
-                    return False
-                used.add(placed)
-        elif strategy == "STRICT_PACK":  # the whole group on one node
-            for i in sorted(range(len(free)), key=lambda i: -free[i].get("CPU", 0.0)):
-                trial = dict(free[i])
-                if all(take(trial, b) for b in bundles):
-                    free[i] = trial
-                    break
-            else:
-                return False
-        else:  # PACK: as few nodes as Ray can, any of them
-            for bundle in bundles:
-                if not any(take(free[i], bundle) for i in sorted(range(len(free)),
-                                                                 key=lambda i: -free[i].get("CPU", 0.0))):
-                    return False
-    return True
 
 
 def _key(**parts: Any) -> str:

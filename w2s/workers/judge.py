@@ -24,7 +24,7 @@ class LocalChatModel:
         from omegaconf import OmegaConf
 
         from w2s.config.schema import ModelConfig
-        from w2s.eval.judges import pick_device
+        from w2s.eval.device import pick_device
         from w2s.generation import make_generator
 
         self.cfg = cfg

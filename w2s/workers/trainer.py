@@ -5,7 +5,7 @@ MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE/LOCAL_RANK and calls the same backend fu
 to DeepSpeed (gloo on CPU, NCCL on GPU). On a machine without CUDA the CPU compatibility layer is applied.
 
 :meth:`w2s.roles.Services.train` is the one way w2s trains: the loop's stages, PopAlign and ``w2s aligner
-train`` (:func:`run_on_trainers`) all go through it, so every training run gets the ``cluster.trainer`` world and
+train`` all go through it, so every training run gets the ``cluster.trainer`` world and
 the model section's attention kernel and ``trust_remote_code``. The ranks stay for the run: the world is joined
 once, and each training's models are freed when it returns.
 """
@@ -63,7 +63,7 @@ class TrainerWorker(RoleActorMixin):
     def sleep(self) -> bool:
         """Another role takes the GPUs these ranks share: what they hold between trainings (the kept DPO reference)
         leaves them (each training's own models are already freed when it returns)."""
-        from w2s.backends.openrlhf import park_kept_reference
+        from w2s.backends.reference import park_kept_reference
 
         return park_kept_reference()
 
@@ -95,25 +95,3 @@ def model_kwargs(cfg: Any, function: str) -> dict[str, Any]:
     model = cfg.model.strong
     return {"attn_implementation": str(model.attn_implementation),
             "trust_remote_code": bool(model.trust_remote_code)}
-
-
-def run_on_trainers(cfg: Any, function: str, section: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """Run one training function on a ``cluster.trainer`` world started for it alone (``w2s aligner train``; a
-    run's stages keep theirs, see :meth:`w2s.roles.Services.train`). Ray must be started or joined
-    (:class:`w2s.cluster.RayCluster`).
-
-    Args:
-        cfg: The whole config (``cluster`` for the group, ``model.strong`` for the policy trainers).
-        function: ``train_sft``, ``train_dpo``, ``train_reward_model`` or ``train_aligner``.
-        section: The config section handed to the function (e.g. ``cfg.train.dpo``, or ``cfg`` itself).
-        *args: Positional arguments after the section (model paths, data file, output directory).
-        **kwargs: Keyword arguments of the function; they override the model-section defaults.
-
-    Returns:
-        Rank 0's result as a dict (a :class:`w2s.backends.openrlhf.TrainResult` as a dict, or the Aligner's
-        metadata), with ``world_size`` the number of ranks that trained.
-    """
-    from w2s.roles import Services
-
-    with Services(cfg) as services:
-        return services.train(function, section, *args, **kwargs)

@@ -13,7 +13,7 @@ __all__ = ["ATTENTION", "BACKENDS", "DTYPES", "MISSING", "_f"]
 def _f(default: Any = MISSING, help: str = "", choices: list[str] | None = None, factory: Any = None,
        minimum: float | None = None) -> Any:
     """A dataclass field with its help text (and its allowed values, when the set is closed; its lower bound, for
-    counts and limits, checked by :func:`w2s.config.validate.bound_issues`)."""
+    counts and limits, checked by :func:`w2s.config.checks.bound_issues`)."""
     meta: dict[str, Any] = {"help": help}
     if choices is not None:
         meta["choices"] = choices

@@ -9,9 +9,9 @@ from omegaconf import OmegaConf
 
 from w2s.config.compose import load_config
 from w2s.controller.report import latest_metrics
-from w2s.controller.rundir import RunDir
 from w2s.data.files import append_jsonl, atomic_write_text
 from w2s.errors import RunDirError
+from w2s.rundir import RunDir
 
 
 def _cfg(*overrides):
@@ -85,7 +85,7 @@ def test_metrics_survive_a_partial_last_line(tmp_path):
 
 
 def test_config_hash_ignores_defaults_so_new_schema_fields_keep_runs_resumable():
-    from w2s.controller.rundir import config_hash
+    from w2s.rundir import config_hash
 
     cfg = _cfg()
     base = config_hash(cfg, ["generate"])

@@ -132,7 +132,7 @@ def git_revision() -> str:
 def source_file(path: str) -> str:
     """A data or model path as a stage input: the local file or folder it names, else the name itself (hub names
     are compared by name)."""
-    from w2s.config.compose import resolve_path
+    from w2s.shipped import resolve_path
 
     if not path or path.startswith(("hub:", "asset:")):
         return path
