@@ -200,6 +200,20 @@ def test_metrics_rows_carry_the_attempt_and_are_not_repeated_by_reruns(tmp_path)
     assert [(r["round"], r["stage"]) for r in again.metrics()] == [(1, "generate")]
 
 
+def test_a_fork_keeps_the_rows_of_the_stages_it_does_not_redo(tmp_path):
+    """A stage's rows are named after it, a judge's after a slash: they sort as the stage does. A fork at round 2's
+    generate keeps round 2's Aligner and its evaluation (they ran before generate and are not redone, so their
+    rows would never come back) and drops what generate is followed by."""
+    rd = RunDir(tmp_path / "run", _cfg("log.tensorboard=false"))
+    rd.open(recipe="tiny/per-round", overrides=[])
+    rows = [(1, "generate"), (1, "eval-vs-previous/similarity"), (2, "aligner"), (2, "aligner-eval/similarity"),
+            (2, "aligner-eval/harmless"), (2, "generate"), (2, "train"), (2, "eval-vs-initial/similarity")]
+    for k, stage in rows:
+        rd.log_metrics(k, stage, {"n": 1})
+    rd._drop_metrics_from(2, "generate")
+    assert [(r["round"], r["stage"]) for r in rd.metrics()] == rows[:5]
+
+
 def test_metrics_go_to_weights_and_biases_when_a_project_is_set(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)  # tests/conftest.py disables W&B everywhere else
     monkeypatch.delenv("WANDB_API_KEY", raising=False)

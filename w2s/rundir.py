@@ -146,7 +146,9 @@ STAGE_RUN_ORDER = ["aligner", "aligner-eval", "aligner-eval-prompts", "popalign"
 
 
 def _run_order(round_index: Any, stage: Any) -> tuple[int, int]:
-    stage = str(stage)
+    """Where a metrics row sorts: by round, then by its stage (``aligner-eval/<judge>`` is ``aligner-eval``'s
+    row); rows of no listed stage (the ``eval-vs-*`` comparisons) close their round."""
+    stage = str(stage).split("/", 1)[0]
     position = STAGE_RUN_ORDER.index(stage) if stage in STAGE_RUN_ORDER else len(STAGE_RUN_ORDER)
     return (-1 if round_index is None else int(round_index), position)
 

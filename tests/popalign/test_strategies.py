@@ -142,9 +142,9 @@ def test_refine_contrast_asks_m_to_improve_its_own_answer_in_a_second_turn(worke
 
 def test_aligner_contrast_corrects_m_s_answer(workers, tiny_weak):
     from w2s.aligner.correct import Corrector
-    from w2s.config.schema import CorrectConfig
+    from w2s.config.schema import CorrectConfig, ModelConfig
 
-    corrector = Corrector(tiny_weak, OmegaConf.create({"dtype": "float32"}),
+    corrector = Corrector(tiny_weak, ModelConfig(dtype="float32"),
                           OmegaConf.structured(CorrectConfig(template="aligner-v2", max_new_tokens=8)))
     job = build("aligner", workers, corrector=corrector)
     answer = job.outputs[REJECTED]["text"].strip()

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError
+
 from w2s.backends import openrlhf
 from w2s.config.compose import load_config
+from w2s.config.schema import SFTConfig
 from w2s.workers.trainer import TrainerWorker, model_kwargs
 
 
@@ -21,13 +26,24 @@ def test_a_rank_hands_the_keywords_to_the_backend(monkeypatch):
     seen = {}
 
     def fake_train_sft(cfg, model_path, data_path, output_dir, **kwargs):
-        seen.update(cfg=dict(cfg), args=(model_path, data_path, output_dir), kwargs=kwargs)
+        seen.update(cfg=cfg, args=(model_path, data_path, output_dir), kwargs=kwargs)
         return openrlhf.TrainResult(output_dir=output_dir, steps=1, samples=4, seconds=0.1, world_size=2,
                                     attn_implementation=kwargs["attn_implementation"])
 
     monkeypatch.setattr(openrlhf, "train_sft", fake_train_sft)
     result = TrainerWorker().run("train_sft", {"max_len": 64}, "/m", "/d.jsonl", "/out", seed=3,
                                  attn_implementation="eager", trust_remote_code=True)
-    assert seen == {"cfg": {"max_len": 64}, "args": ("/m", "/d.jsonl", "/out"),
+    # The section arrives typed: what was sent, and the schema's defaults for the rest.
+    cfg = seen.pop("cfg")
+    assert OmegaConf.get_type(cfg) is SFTConfig and cfg.max_len == 64 and cfg.epochs == SFTConfig().epochs
+    assert seen == {"args": ("/m", "/d.jsonl", "/out"),
                     "kwargs": {"seed": 3, "attn_implementation": "eager", "trust_remote_code": True}}
     assert result["world_size"] == 2 and result["attn_implementation"] == "eager"  # the TrainResult as a dict
+
+
+def test_a_misspelt_field_of_a_training_section_fails_in_the_rank_with_its_name(monkeypatch):
+    called = []
+    monkeypatch.setattr(openrlhf, "train_dpo", lambda *a, **k: called.append(a))
+    with pytest.raises(ConfigKeyError, match="betta"):
+        TrainerWorker().run("train_dpo", {"betta": 0.2}, "/m", "/m", "/d.jsonl", "/out")
+    assert called == []  # refused before the backend ran

@@ -127,9 +127,9 @@ class Corrector:
         self.aligner_path = resolve_model_path(aligner_path)
         self.cfg = correct_cfg
         self.template, trained, self.template_source = resolve_template(
-            self.aligner_path, str(getattr(correct_cfg, "template", "auto") or "auto"), user_templates,
-            allow_mismatch=bool(getattr(correct_cfg, "allow_template_mismatch", False)))
-        self.instruction = resolve_instruction(str(getattr(correct_cfg, "instruction", "") or "") or trained)
+            self.aligner_path, str(correct_cfg.template), user_templates,
+            allow_mismatch=bool(correct_cfg.allow_template_mismatch))
+        self.instruction = resolve_instruction(str(correct_cfg.instruction or "") or trained)
         self.sampling = resolve_sampling(correct_cfg)
         self.generator = generator or make_generator(self.aligner_path, model_cfg, correct_cfg, shares_gpu=shares_gpu)
         self.tokenizer = self.generator.tokenizer
@@ -168,7 +168,7 @@ class Corrector:
         """The prompt for one pair within ``max_prompt_tokens``, and how many tokens were cut from the answer's
         end to get there. The engines cut an over-long prompt from the left, which would take the template's
         head, the instruction and the question first: here the answer gives way instead."""
-        limit = int(getattr(self.cfg, "max_prompt_tokens", 0) or 0)
+        limit = int(self.cfg.max_prompt_tokens)
         prompt = self.render(question, answer)
         if not limit:  # no budget: nothing to tokenise here (the engine encodes the prompt anyway)
             return prompt, 0
@@ -332,10 +332,10 @@ def correct_file(aligner_path: str, input_path: str, output_path: str, *, model_
     if Path(output_path).resolve() == Path(input_path).resolve():
         raise W2SError(f"--output {output_path} is the input file: corrections go to a new file and the input is "
                        "never modified; give another --output")
-    q_key = str(getattr(correct_cfg, "question_key", "question"))
-    a_key = str(getattr(correct_cfg, "answer_key", "answer"))
-    out_key = str(getattr(correct_cfg, "output_key", "correction"))
-    source = {"path": input_path, "on_bad_row": getattr(correct_cfg, "on_bad_row", "error"), "max_rows": max_rows,
+    q_key = str(correct_cfg.question_key)
+    a_key = str(correct_cfg.answer_key)
+    out_key = str(correct_cfg.output_key)
+    source = {"path": input_path, "on_bad_row": correct_cfg.on_bad_row, "max_rows": max_rows,
               "split": "train"}
     data = read_rows(source, required={"question": q_key, "answer": a_key}, what="rows to correct",
                      allow_empty=("answer",))
@@ -374,7 +374,7 @@ def correct_file(aligner_path: str, input_path: str, output_path: str, *, model_
             done_rows = _drop_stale(out, done_rows, data.rows, (q_key, a_key), echo)
             done = {_id_key(r.get("id")) for r in done_rows}
             todo = [(i, row) for i, row in enumerate(data.rows) if _id_key(row["id"]) not in done]
-            chunk = max(1, int(getattr(correct_cfg, "batch_prompts_per_actor", 8) or 8))
+            chunk = max(1, int(correct_cfg.batch_prompts_per_actor))
             bar = None
             if progress:
                 from tqdm import tqdm

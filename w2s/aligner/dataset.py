@@ -100,7 +100,7 @@ def load_triples(data_cfg: Any, *, eval_fraction: float, seed: int) -> TripleSpl
     from w2s.errors import DataError
 
     q, a, c = data_cfg.question_key, data_cfg.answer_key, data_cfg.correction_key
-    if getattr(data_cfg, "format", "triples") == "preference":
+    if data_cfg.format == "preference":
         from w2s.aligner.preference import preference_to_triple
 
         result = read_rows(data_cfg, required={"question": q}, what="Aligner preference rows")

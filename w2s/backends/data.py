@@ -26,6 +26,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from w2s.backends.args import Kind, flat_args, namespace
+from w2s.config.schema import DPOConfig, RewardModelConfig, SFTConfig
 from w2s.data.files import write_jsonl
 from w2s.errors import ConfigError, ConfigIssue, DataError
 
@@ -244,7 +245,8 @@ def check_loads(data_path: str, tokenizer_path: str, kind: Kind, *, chat: bool =
         DataError: a malformed row (named by row and field), or no row kept.
     """
     # Only OpenRLHF's datasets are needed, which import without flash-attn: the driver process stays unpatched.
-    args = namespace(flat_args(SimpleNamespace(max_len=max_len), seed=0, micro=1, global_batch=1, chat=chat,
+    section = {"sft": SFTConfig, "dpo": DPOConfig, "rm": RewardModelConfig}[kind](max_len=max_len)
+    args = namespace(flat_args(section, seed=0, micro=1, global_batch=1, chat=chat,
                                kind=kind, tensorboard_dir=None, output_dir="unused", attn="sdpa"))
     tok = load_tokenizer(tokenizer_path, "right" if kind != "rm" else "left", trust_remote_code)
     # The datasets only read strategy.args.

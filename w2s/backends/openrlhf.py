@@ -34,7 +34,6 @@ from w2s.backends import checkpoint
 from w2s.backends.args import (
     Kind,
     batch_sizes,
-    cfg_get,
     effective_global_batch,
     flat_args,
     namespace,
@@ -234,7 +233,7 @@ def _run(kind: Kind, cfg: Any, model_path: str, data_path: str, output_dir: str,
     # Datasets first (they only need args), so the global batch can be fitted to a small round's data.
     probe_args = namespace(flat)
     data = prepare_data(kind, data_path, tok, probe_args, SimpleNamespace(args=probe_args), chat=chat,
-                        overlong=str(cfg_get(cfg, "overlong", "drop")))
+                        overlong=str(cfg.overlong))
     check_enough(data, data_path, micro, world)
     global_batch = effective_global_batch(len(data.dataset), micro, global_batch, world)
     flat["train.batch_size"] = global_batch

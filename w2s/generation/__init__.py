@@ -48,10 +48,10 @@ def make_generator(model_path: str, model_cfg: Any, sampling_cfg: Any, *, shares
     from w2s.backends.models import guard_remote_code
     from w2s.errors import ConfigError, ConfigIssue
 
-    backend = getattr(sampling_cfg, "backend", "transformers")
+    backend = sampling_cfg.backend
     path = resolve_model_path(model_path)
     # A folder that ships its own code is refused here, with the fix, rather than deep inside transformers.
-    guard_remote_code(path, bool(getattr(model_cfg, "trust_remote_code", False)))
+    guard_remote_code(path, bool(model_cfg.trust_remote_code))
     if backend == "transformers":
         from w2s.generation.hf import HFGenerator
 

@@ -80,15 +80,15 @@ class HFGenerator:
         device: ``cuda`` when available, else ``cpu``, unless given.
     """
 
-    def __init__(self, model_path: str, model_cfg: Any, sampling_cfg: Any = None, *, device: str | None = None):
+    def __init__(self, model_path: str, model_cfg: Any, sampling_cfg: Any, *, device: str | None = None):
         self.model_path = model_path
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        trust = bool(getattr(model_cfg, "trust_remote_code", False))
-        attn = getattr(model_cfg, "attn_implementation", "sdpa")
+        trust = bool(model_cfg.trust_remote_code)
+        attn = model_cfg.attn_implementation
         if attn == "flash_attention_2" and self.device.type != "cuda":
             log.warning("flash_attention_2 needs CUDA; using sdpa on %s", self.device)
             attn = "sdpa"
-        dtype = TORCH_DTYPES[getattr(model_cfg, "dtype", "bfloat16")]
+        dtype = TORCH_DTYPES[model_cfg.dtype]
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:  # many base models ship without one; EOS is never attended
@@ -96,7 +96,7 @@ class HFGenerator:
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, attn_implementation=attn,
                                                           trust_remote_code=trust).to(self.device).eval()
         self.eos_token_ids = eos_token_ids(self.tokenizer, self.model.generation_config.eos_token_id)
-        self.default_batch = int(getattr(sampling_cfg, "batch_prompts_per_actor", 8) or 8)
+        self.default_batch = int(sampling_cfg.batch_prompts_per_actor)
         self.truncated_prompts = 0
 
     def encode(self, prompt: str, max_prompt_tokens: int) -> list[int]:

@@ -125,8 +125,8 @@ def engine_plan(sampling_cfg: Any, *, on_cpu: bool, in_ray_actor: bool, environ:
         free_memory: bytes of memory available now.
         ray_address: the Ray cluster's GCS address, for the engine's own processes to join (Ray executor only).
     """
-    tp = int(getattr(sampling_cfg, "tensor_parallel_size", 1) or 1)
-    kv_gib = float(getattr(sampling_cfg, "kv_cache_gib", 0.0) or 0.0)
+    tp = int(sampling_cfg.tensor_parallel_size)
+    kv_gib = float(sampling_cfg.kv_cache_gib)
     kv_bytes = int(kv_gib * GIB) if kv_gib > 0 else None
     env: dict[str, str] = {}
     if on_cpu:
@@ -214,8 +214,8 @@ class VLLMGenerator:
 
     def __init__(self, model_path: str, model_cfg: Any, sampling_cfg: Any, *, sleep_mode: bool = False):
         issues = engine_issues("", sampling_cfg)
-        max_prompt = int(getattr(sampling_cfg, "max_prompt_tokens", 0) or 0)
-        max_new = int(getattr(sampling_cfg, "max_new_tokens", 0) or 0)
+        max_prompt = int(sampling_cfg.max_prompt_tokens)
+        max_new = int(sampling_cfg.max_new_tokens)
         issues += context_issues("", model_path, max_prompt, max_new)
         if issues:
             raise ConfigError(issues, source=f"vLLM engine for {model_path}")
@@ -227,7 +227,7 @@ class VLLMGenerator:
         self._vllm = vllm
         self.llm = None
         self.truncated_prompts = 0
-        trust = bool(getattr(model_cfg, "trust_remote_code", False))
+        trust = bool(model_cfg.trust_remote_code)
         # The transformers tokenizer, so that both backends encode and decode alike.
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust)
         try:
@@ -243,13 +243,13 @@ class VLLMGenerator:
                                 free_memory=psutil.virtual_memory().available, ray_address=ray_address)
         kwargs: dict[str, Any] = {
             "model": model_path,
-            "tensor_parallel_size": int(getattr(sampling_cfg, "tensor_parallel_size", 1) or 1),
-            "gpu_memory_utilization": float(getattr(sampling_cfg, "gpu_memory_utilization", 0.85)),
-            "dtype": getattr(model_cfg, "dtype", "bfloat16"),
-            "seed": int(getattr(sampling_cfg, "seed", None) or 0),
+            "tensor_parallel_size": int(sampling_cfg.tensor_parallel_size),
+            "gpu_memory_utilization": float(sampling_cfg.gpu_memory_utilization),
+            "dtype": model_cfg.dtype,
+            "seed": int(sampling_cfg.seed or 0),
             "trust_remote_code": trust,
             "max_model_len": self.max_model_len,
-            "enforce_eager": bool(getattr(sampling_cfg, "enforce_eager", False)),
+            "enforce_eager": bool(sampling_cfg.enforce_eager),
         }
         if self.plan.executor:
             kwargs["distributed_executor_backend"] = self.plan.executor

@@ -15,9 +15,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from w2s.cluster import RoleActorMixin, free_port
+from w2s.workers import typed
+
+# The schema type of the config section each training function is handed (re-typed here: a misspelt field is an
+# error, and no default is restated on this side of the actor boundary).
+SECTION_TYPES = {"train_sft": "SFTConfig", "train_dpo": "DPOConfig", "train_reward_model": "RewardModelConfig",
+                 "train_aligner": "W2SConfig"}
 
 # Backend functions that train the strong policy (or a reward model from it): they load model.strong's kind of
 # model, so they get its attention kernel and remote-code flag. train_aligner reads model.aligner itself.
@@ -48,6 +52,8 @@ class TrainerWorker(RoleActorMixin):
         or ``train_aligner``) with the given config section; returns its result as a dict."""
         import dataclasses
 
+        from w2s.config import schema
+
         if function == "train_aligner":
             from w2s.aligner.train import train_aligner as fn
         else:
@@ -55,7 +61,7 @@ class TrainerWorker(RoleActorMixin):
 
             fn = getattr(openrlhf, function)
         try:
-            result = fn(OmegaConf.create(cfg), *args, **kwargs)
+            result = fn(typed(getattr(schema, SECTION_TYPES[function]), cfg), *args, **kwargs)
         finally:
             release_memory()  # the rank stays for the next training: the models of this one go
         return dataclasses.asdict(result) if dataclasses.is_dataclass(result) else dict(result)
