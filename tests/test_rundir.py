@@ -248,3 +248,29 @@ def test_a_failed_stage_on_a_full_disk_says_where_and_what_to_do(tmp_path, monke
     monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(10 << 30, 1 << 30, 9 << 30))
     assert full_disk_hint(tmp_path, "generator rank 0 died") == ""  # plenty of room: not the disk
     assert "MiB free" in full_disk_hint(tmp_path, "OSError: [Errno 28] No space left on device")
+
+
+def test_the_stage_runner_works_once_then_reads_the_recorded_outputs(tmp_path):
+    from w2s.stages import GENERATE, Stage
+
+    rd = RunDir(tmp_path / "run", _cfg("log.tensorboard=false"))
+    rd.open(recipe="tiny/dpo", overrides=[])
+    calls = []
+
+    def work(stage_dir, rec):
+        calls.append(stage_dir)
+        (stage_dir / "answers.jsonl").write_text('{"id": 1}\n')
+        rec["outputs"]["answers"] = stage_dir / "answers.jsonl"
+        rec["metrics"] = {"answers": 1}
+
+    first = rd.run(GENERATE, 1, {}, work)
+    again = rd.run(GENERATE, 1, {}, work)
+    assert first == again == {"answers": rd.stage_dir(1, "generate") / "answers.jsonl"} and len(calls) == 1
+    assert [(r["round"], r["stage"], r["answers"]) for r in rd.metrics()] == [(1, "generate", 1)]
+    assert rd.finished(rd.stage_dir(1, "generate"), list(GENERATE.keys))["config_keys"] == list(GENERATE.keys)
+
+    # Work that does not record what its stage declares is a bug: no manifest says it is done.
+    broken = Stage("correct", GENERATE.keys, ("corrections",))
+    with pytest.raises(RuntimeError, match="recorded no corrections"):
+        rd.run(broken, 1, {}, lambda stage_dir, rec: None)
+    assert not (rd.stage_dir(1, "correct") / "manifest.json").exists()

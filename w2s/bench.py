@@ -18,6 +18,7 @@ They are benchmarks, not tests: nothing asserts on time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import tempfile
@@ -170,6 +171,7 @@ def bench_aligner(args: argparse.Namespace) -> list[dict[str, Any]]:
     from w2s.data.files import read_jsonl
     from w2s.data.prompts import Prompt, read_prompts
     from w2s.eval.cli import aligner_corrections, answers_of, evaluate_and_report
+    from w2s.roles import ServicesOnDemand
 
     cfg = compose(args.recipe, list(args.overrides), job="loop")
     out = Path(args.output or tempfile.mkdtemp(prefix="w2s-bench-aligner-"))
@@ -189,25 +191,28 @@ def bench_aligner(args: argparse.Namespace) -> list[dict[str, Any]]:
     ns = argparse.Namespace(answer_key="answer", api_key_env="")
     sets["eval prompts"] = (prompts, None)  # answered by the strong model
     rows = []
-    for name, (items, answers) in sets.items():
-        folder = out / name.replace(" ", "-")
-        folder.mkdir(parents=True, exist_ok=True)
-        t1 = time.perf_counter()
-        if answers is None:
-            answers = answers_of("upstream", cfg.model.strong.path, items, cfg, ns, folder)
-        (folder / "corrections.jsonl").unlink(missing_ok=True)  # a new Aligner at the same path: correct again
-        corrections = aligner_corrections(str(aligner), items, answers, cfg, folder)
-        evaluate_and_report(cfg, items, corrections, answers, ("Aligner corrections", "original answers"), folder)
-        summary = json.loads((folder / "summary.json").read_text())["judges"]["similarity"]
-        reasons = [r[PROVENANCE_KEY]["finish_reason"] for r in read_jsonl(folder / "corrections.jsonl")]
-        rows.append({"set": name, "n": summary["n"], "omega": round(summary["omega"], 1),
-                     "ci95": f"[{summary['ci_low']:+.1f}, {summary['ci_high']:+.1f}]",
-                     "W/L/T": f"{summary['wins']}/{summary['losses']}/{summary['ties']}",
-                     "p": round(summary["p_value"], 4),
-                     "copy_rate": round(sum(corrections[i].strip() == answers[i].strip() for i in answers)
-                                        / len(answers), 3),
-                     "cut_off_rate": round(reasons.count("length") / len(reasons), 3),
-                     "train_s": round(train_s), "eval_s": round(time.perf_counter() - t1)})
+    with contextlib.ExitStack() as stack:
+        services = ServicesOnDemand(stack, cfg, out / "logs")  # generator, corrector and judges as in a round
+        for name, (items, answers) in sets.items():
+            folder = out / name.replace(" ", "-")
+            folder.mkdir(parents=True, exist_ok=True)
+            t1 = time.perf_counter()
+            if answers is None:
+                answers = answers_of("upstream", cfg.model.strong.path, items, cfg, ns, folder, services)
+            (folder / "corrections.jsonl").unlink(missing_ok=True)  # a new Aligner at the same path: correct again
+            corrections = aligner_corrections(str(aligner), items, answers, cfg, folder, services)
+            evaluate_and_report(cfg, items, corrections, answers, ("Aligner corrections", "original answers"), folder,
+                                services)
+            summary = json.loads((folder / "summary.json").read_text())["judges"]["similarity"]
+            reasons = [r[PROVENANCE_KEY]["finish_reason"] for r in read_jsonl(folder / "corrections.jsonl")]
+            rows.append({"set": name, "n": summary["n"], "omega": round(summary["omega"], 1),
+                         "ci95": f"[{summary['ci_low']:+.1f}, {summary['ci_high']:+.1f}]",
+                         "W/L/T": f"{summary['wins']}/{summary['losses']}/{summary['ties']}",
+                         "p": round(summary["p_value"], 4),
+                         "copy_rate": round(sum(corrections[i].strip() == answers[i].strip() for i in answers)
+                                            / len(answers), 3),
+                         "cut_off_rate": round(reasons.count("length") / len(reasons), 3),
+                         "train_s": round(train_s), "eval_s": round(time.perf_counter() - t1)})
     say(f"benchmark outputs (answers, corrections, reports): {out}")
     return rows
 

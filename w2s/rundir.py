@@ -39,6 +39,7 @@ from w2s.config.plain import to_plain
 from w2s.console import say
 from w2s.data.files import HashCache, WriterLock, append_jsonl, atomic_write_json, atomic_write_text
 from w2s.errors import RunDirError
+from w2s.stages import RUN_ORDER, Stage
 
 MANIFEST = "manifest.json"
 
@@ -140,17 +141,26 @@ def source_file(path: str) -> str:
     return str(p.resolve()) if p.exists() else path
 
 
-# The order stages run in within a round (the Aligner before round 1; the eval-vs rows close a round).
-STAGE_RUN_ORDER = ["aligner", "aligner-eval", "aligner-eval-prompts", "popalign", "popalign-train", "generate",
-                   "correct", "data", "train", "eval-answers"]
-
-
 def _run_order(round_index: Any, stage: Any) -> tuple[int, int]:
-    """Where a metrics row sorts: by round, then by its stage (``aligner-eval/<judge>`` is ``aligner-eval``'s
-    row); rows of no listed stage (the ``eval-vs-*`` comparisons) close their round."""
+    """Where a metrics row sorts: by round, then by its stage in :data:`w2s.stages.RUN_ORDER`
+    (``aligner-eval/<judge>`` is ``aligner-eval``'s row); rows of no declared stage (the ``eval-vs-*`` comparisons)
+    close their round."""
     stage = str(stage).split("/", 1)[0]
-    position = STAGE_RUN_ORDER.index(stage) if stage in STAGE_RUN_ORDER else len(STAGE_RUN_ORDER)
+    position = RUN_ORDER.index(stage) if stage in RUN_ORDER else len(RUN_ORDER)
     return (-1 if round_index is None else int(round_index), position)
+
+
+def training_metrics(result: dict[str, Any]) -> tuple[dict[str, Any], list[float]]:
+    """A training stage's metrics row and loss curve, from a trainer's result (the round's train stage, PopAlign's).
+    """
+    losses = list(result.get("losses") or [])
+    return ({"steps": result.get("steps"), "samples": result.get("samples"), "seconds": result.get("seconds"),
+             "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None}, losses)
+
+
+def say_losses(what: str, losses: list[float]) -> None:
+    if losses:
+        say(f"{what}: {len(losses)} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}")
 
 
 # ----------------------------------------------------------------------------------------------- the run
@@ -303,6 +313,31 @@ class RunDir:
         }
         self._hashes.save()
         atomic_write_json(stage_dir / MANIFEST, manifest)
+
+    def run(self, stage: Stage, round_index: int | None, inputs: dict[str, Any] | None,
+            work: Callable[[Path, dict[str, Any]], None]) -> dict[str, Path]:
+        """The one runner of every stage (the loop's, the Aligner's, evaluation's, PopAlign's): the outputs of a
+        finished stage that still holds (:meth:`finished`), else ``work(stage_dir, record)`` run as :meth:`stage`
+        runs a body (it writes into ``stage_dir`` and fills ``record["outputs"]`` and ``record["metrics"]``), then
+        the stage's row of metrics.jsonl. Returns output name -> path.
+
+        Raises:
+            RunDirError: a finished stage no longer matches its manifest (and ``run.resume`` is not ``fork``).
+        """
+        stage_dir = self.stage_dir(round_index, stage.name)
+        keys = list(stage.keys)
+        done = self.finished(stage_dir, keys, inputs)
+        if done and set(stage.outputs) <= set(done["outputs"]):  # (an older w2s may have recorded fewer)
+            return {name: self.output(done, name) for name in done["outputs"]}
+        with self.stage(stage_dir, keys, round_index=round_index, name=stage.name, inputs=inputs) as rec:
+            work(stage_dir, rec)
+            outputs = {name: Path(path) for name, path in rec["outputs"].items()}
+            missing = [name for name in stage.outputs if name not in outputs]
+            if missing:  # the declaration and the work disagree: a bug, caught before a manifest says "done"
+                raise RuntimeError(f"stage {stage.name} recorded no {', '.join(missing)} output")
+            if stage.metrics_row:
+                self.log_metrics(round_index, stage.name, rec["metrics"])
+        return outputs
 
     def output(self, manifest: dict[str, Any], name: str) -> Path:
         rec = manifest["outputs"][name]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -38,20 +41,29 @@ def test_prompt_from_an_aligner_dir_uses_its_metadata(tmp_path, capsys, tiny_wea
                                        "<|im_start|>assistant\n\n")
 
 
-def test_correct_command_with_instruction_and_overrides(tmp_path, tiny_weak, capsys):
+def _w2s(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "w2s.cli", *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+@pytest.mark.slow  # Ray and a corrector actor
+def test_correct_command_runs_in_a_corrector_actor_with_instruction_and_overrides(tmp_path, tiny_weak):
     src = tmp_path / "in.csv"
     src.write_text("question,answer\nWhat is 1 plus 1?,It is 3.\nHi?,Hello: yes\n")
     out = tmp_path / "out.jsonl"
-    assert _run(["aligner", "correct", "--aligner", tiny_weak, "--input", str(src), "--output", str(out),
-                 "--instruction", "Answer: kindly, {no} YAML here", "--no-progress", "correct.max_new_tokens=4",
-                 "model.aligner.dtype=float32", "correct.template=aligner-v1"]) == 0
+    result = _w2s("aligner", "correct", "--aligner", tiny_weak, "--input", str(src), "--output", str(out),
+                  "--instruction", "Answer: kindly, {no} YAML here", "--no-progress", "correct.max_new_tokens=4",
+                  "model.aligner.dtype=float32", "correct.template=aligner-v1")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == [0, 1] and rows[1]["answer"] == "Hello: yes"
     prov = rows[0]["w2s_correction"]
     assert prov["instruction"] == "Answer: kindly, {no} YAML here" and prov["template"] == "aligner-v1"
     assert prov["completion_tokens"] <= 4
-    printed = capsys.readouterr().out
-    assert "copy rate" in printed and "out.jsonl.stats.json" in printed
+    assert "copy rate" in result.stdout and "out.jsonl.stats.json" in result.stdout
+    # The Aligner ran in the role services' corrector actor, as in a round: its log is beside the output.
+    assert "starting 1 corrector actor(s)" in result.stdout
+    assert (tmp_path / "logs" / "corrector-0.log").is_file()
 
 
 def test_correct_rejects_unknown_keys():
@@ -70,10 +82,6 @@ def test_overrides_after_options_reach_the_config(tmp_path, capsys):
 
 @pytest.mark.slow  # a private Ray, two trainer actors importing DeepSpeed, two short SFT stages
 def test_train_runs_on_the_trainer_ranks(tmp_path, tiny_weak):
-    import os
-    import subprocess
-    import sys
-
     out = tmp_path / "aligner"
     result = subprocess.run(
         [sys.executable, "-m", "w2s.cli", "aligner", "train", "tiny/aligner", "--output", str(out),
@@ -177,7 +185,8 @@ def test_correct_refuses_a_template_the_aligner_was_not_trained_with_unless_allo
             "correct.max_new_tokens=2", "model.aligner.dtype=float32", "--no-progress"]
     assert main([*base, "--output", str(tmp_path / "a.jsonl")]) == 1
     assert "trained with template 'aligner-v2'" in capsys.readouterr().err and not (tmp_path / "a.jsonl").exists()
-    assert main([*base, "--output", str(tmp_path / "b.jsonl"), "--allow-template-mismatch"]) == 0
+    allowed = _w2s(*base, "--output", str(tmp_path / "b.jsonl"), "--allow-template-mismatch")
+    assert allowed.returncode == 0, allowed.stderr[-3000:]
     row = json.loads((tmp_path / "b.jsonl").read_text())
     assert (row["w2s_correction"]["template"], row["w2s_correction"]["template_source"]) == \
         ("aligner-v1", "config (trained with aligner-v2)")

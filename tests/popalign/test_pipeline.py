@@ -91,12 +91,12 @@ def test_seven_strategy_build_then_dpo_then_resume(tmp_path, tiny_strong, tiny_w
     assert abs(train["losses"][0] - math.log(2)) < 0.01  # policy == reference at the first step
     assert (run / "popalign-train" / "policy" / "config.json").exists()
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert {"popalign", "popalign-prefix", "popalign-train"} <= {m["stage"] for m in metrics}
+    assert {"popalign", "popalign/prefix", "popalign-train"} <= {m["stage"] for m in metrics}
 
     # A finished dataset is not rebuilt, and no model is loaded again.
     again = w2s("popalign", "tiny/popalign", f"run.dir={run}", *args)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "popalign: loading" not in again.stdout and "dataset already built" in again.stdout
+    assert "popalign: loading" not in again.stdout and "popalign: finished earlier, skipped" in again.stdout
     print(f"popalign: {manifest['metrics']}, DPO losses {train['losses'][0]:.4f} -> {train['losses'][-1]:.4f}")
 
 

@@ -7,6 +7,7 @@ Wire into the top-level parser with ``w2s.aligner.cli.add_parser(subparsers)``; 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -141,7 +142,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_output_dir(out, overwrite=args.overwrite)
     role = cfg.cluster.trainer
     print(f"training the Aligner on {role.num_actors} trainer rank(s) (cluster.trainer)")
-    with RayCluster(cfg.cluster), Services(cfg) as services:
+    with RayCluster(cfg.cluster, actor_logs=str(out.parent / "logs"), log_level=str(cfg.log.level)), \
+            Services(cfg) as services:
         meta = services.train("train_aligner", cfg, str(out), progress=bool(cfg.log.progress),
                               keep_warmup=args.keep_warmup)
     last = meta["stages"][-1]
@@ -188,6 +190,7 @@ def non_negative(text: str) -> int:
 def cmd_correct(args: argparse.Namespace) -> int:
     """``w2s aligner correct --aligner DIR --input FILE --output FILE [...]``."""
     from w2s.aligner.correct import correct_file
+    from w2s.roles import ServicesOnDemand
 
     overrides = list(args.overrides) + [f"model.aligner.path={args.aligner}"]
     if args.template:
@@ -204,9 +207,14 @@ def cmd_correct(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else (cfg.correct.seed if cfg.correct.seed is not None
                                                      else cfg.run.seed)
     try:
-        correct_file(args.aligner, args.input, args.output, model_cfg=cfg.model.aligner, correct_cfg=cfg.correct,
-                     user_templates=_user_templates(cfg), seed=int(seed),
-                     progress=not args.no_progress and bool(cfg.log.progress), max_rows=args.max_rows)
+        with contextlib.ExitStack() as stack:
+            # The Aligner corrects in the role services' corrector actor, as in a round (its placement, engine and
+            # log file, under the output's logs/), started once the input rows and the Aligner check out.
+            services = ServicesOnDemand(stack, cfg, Path(args.output).resolve().parent / "logs")
+            correct_file(args.aligner, args.input, args.output, model_cfg=cfg.model.aligner, correct_cfg=cfg.correct,
+                         user_templates=_user_templates(cfg), seed=int(seed),
+                         progress=not args.no_progress and bool(cfg.log.progress), max_rows=args.max_rows,
+                         make_corrector=lambda: services.corrector(args.aligner))
     except OSError as e:
         if Path(args.aligner).exists():
             raise

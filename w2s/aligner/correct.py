@@ -12,7 +12,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -299,9 +299,36 @@ def stats_path(output_path: str | os.PathLike) -> Path:
     return out.with_name(out.name + ".stats.json")
 
 
+def check_aligner(aligner_path: str, model_cfg: Any, correct_cfg: Any,
+                  user_templates: Mapping[str, Any] | None = None) -> str:
+    """What can be known of an Aligner without loading it, checked before any actor starts: its folder (or hub
+    name), code it would run (refused unless ``trust_remote_code``), the template it is asked to correct with
+    against the one it was trained with. Returns its resolved path.
+
+    Raises:
+        W2SError: as :func:`w2s.assets.resolve_model_path`, :func:`w2s.backends.models.guard_remote_code` and
+            :func:`resolve_template` say.
+        OSError: a hub name that cannot be loaded (offline, or no such model).
+    """
+    from w2s.assets import resolve_model_path
+    from w2s.backends.models import guard_remote_code
+
+    path = resolve_model_path(aligner_path)
+    trust = bool(model_cfg.trust_remote_code)
+    if not Path(path).is_dir():  # a hub name: its config, the least that must load
+        from transformers import AutoConfig
+
+        AutoConfig.from_pretrained(path, trust_remote_code=trust)
+    guard_remote_code(path, trust)
+    resolve_template(path, str(correct_cfg.template), user_templates,
+                     allow_mismatch=bool(correct_cfg.allow_template_mismatch))
+    return path
+
+
 def correct_file(aligner_path: str, input_path: str, output_path: str, *, model_cfg: Any, correct_cfg: Any,
                  user_templates: Mapping[str, Any] | None = None, seed: int | None = None,
-                 progress: bool = True, corrector: Corrector | None = None, max_rows: int = 0,
+                 progress: bool = True, corrector: Corrector | None = None,
+                 make_corrector: Callable[[], Any] | None = None, max_rows: int = 0,
                  echo: Any = print) -> dict[str, Any]:
     """Correct every (question, answer) row of a file into a JSON Lines output, resuming a previous run.
 
@@ -318,6 +345,8 @@ def correct_file(aligner_path: str, input_path: str, output_path: str, *, model_
         seed: base sampling seed (each batch adds its first row's index); default ``correct_cfg.seed`` or 42.
         progress: show a progress bar with rows/s and tokens/s.
         corrector: an already loaded :class:`Corrector` (then the aligner path and configs are taken from it).
+        make_corrector: builds the corrector once the input is read and checked (the CLIs: the role services'
+            corrector, :class:`w2s.roles.ServedCorrector`); default an in-process :class:`Corrector`.
         max_rows: correct at most this many input rows (0: all).
 
     Returns:
@@ -361,7 +390,9 @@ def correct_file(aligner_path: str, input_path: str, output_path: str, *, model_
     # One writer per output: a second process resuming the same file would duplicate every row it corrects.
     with WriterLock(out.with_name(f".{out.name}.lock"), f"{out}"):
         owned = corrector is None
-        corrector = corrector or Corrector(aligner_path, model_cfg, correct_cfg, user_templates=user_templates)
+        if corrector is None:
+            corrector = make_corrector() if make_corrector else Corrector(aligner_path, model_cfg, correct_cfg,
+                                                                          user_templates=user_templates)
         try:
             base_seed = int(seed if seed is not None else (corrector.sampling["seed"] or 42))
             provenance = {**corrector.provenance, "weights": _weights_hash(corrector.aligner_path, out),

@@ -11,35 +11,28 @@ from omegaconf import OmegaConf
 
 from w2s.console import say
 from w2s.rundir import source_file
+from w2s.stages import ALIGNER
 
 if TYPE_CHECKING:
     from w2s.controller.loop import Loop
 
-KEYS_ALIGNER = ["model.aligner", "aligner", "run.seed"]
-
-
-def _train(loop: Loop, cfg: Any, stage_dir: Path, inputs: dict[str, Any], round_index: int | None, what: str) -> str:
-    rd = loop.rd
-    done = rd.finished(stage_dir, KEYS_ALIGNER, inputs)
-    if done:
-        loop.aligner_heldout = rd.output(done, "heldout") if "heldout" in done["outputs"] else None
-        say(f"{what}: already trained ({rd.output(done, 'model')})")
-        return str(rd.output(done, "model"))
-    say(f"{what}: training the weak Aligner on {cfg.aligner.train.data.path} from {cfg.model.aligner.path} (SFT "
-        "through OpenRLHF)")
-    with rd.stage(stage_dir, KEYS_ALIGNER, round_index=round_index, name="aligner", inputs=inputs) as rec:
+def _train(loop: Loop, cfg: Any, inputs: dict[str, Any], round_index: int | None, what: str) -> str:
+    def work(stage_dir: Path, rec: dict[str, Any]) -> None:
+        say(f"{what}: training the weak Aligner on {cfg.aligner.train.data.path} from {cfg.model.aligner.path} (SFT "
+            "through OpenRLHF)")
         result = loop.services.train("train_aligner", cfg, str(stage_dir / "model"))
         rec["outputs"]["model"] = stage_dir / "model"
-        loop.aligner_heldout = Path(result["work_dir"]) / "eval.jsonl"  # whole questions, never trained on
-        rec["outputs"]["heldout"] = loop.aligner_heldout
+        rec["outputs"]["heldout"] = Path(result["work_dir"]) / "eval.jsonl"  # whole questions, never trained on
         rec["metrics"] = {k: v for k, v in result.items() if isinstance(v, (int, float))}
         for part in result.get("stages", []):  # the identity warm-up, then the corrections
             rec["metrics"].update({f"{part['stage']}_{k}": part[k] for k in ("steps", "loss_first", "loss_last")
                                    if part.get(k) is not None})
-        rd.log_metrics(round_index, "aligner", rec["metrics"])
         say(f"{what}: " + ", ".join(f"{p['stage']} {p.get('steps')} steps, loss {p.get('loss_first', 0):.3f} -> "
                                     f"{p.get('loss_last', 0):.3f}" for p in result.get("stages", [])))
-    return str(stage_dir / "model")
+
+    outputs = loop.rd.run(ALIGNER, round_index, inputs, work)
+    loop.aligner_heldout = outputs.get("heldout")
+    return str(outputs["model"])
 
 
 def aligner_stage(loop: Loop, *, force: bool = False) -> str:
@@ -52,7 +45,7 @@ def aligner_stage(loop: Loop, *, force: bool = False) -> str:
         return resolve_model_path(cfg.model.aligner.path, progress=say)
     inputs = {"triples": source_file(cfg.aligner.train.data.path),
               "base": resolve_model_path(cfg.model.aligner.path, progress=say)}
-    return _train(loop, cfg, loop.rd.stage_dir(None, "aligner"), inputs, None, "aligner")
+    return _train(loop, cfg, inputs, None, "aligner")
 
 
 def round_aligner_stage(loop: Loop, k: int, previous: str) -> str:
@@ -67,4 +60,4 @@ def round_aligner_stage(loop: Loop, k: int, previous: str) -> str:
     round_cfg = OmegaConf.merge(cfg, {"aligner": {"train": {"data": {"path": data}}},
                                       "model": {"aligner": {"path": init}}})
     inputs = {"triples": source_file(data), "base": init}
-    return _train(loop, round_cfg, loop.rd.stage_dir(k, "aligner"), inputs, k, f"round {k} aligner")
+    return _train(loop, round_cfg, inputs, k, f"round {k} aligner")

@@ -17,22 +17,19 @@ from w2s.console import say
 from w2s.data.files import read_jsonl, write_jsonl
 from w2s.eval.panel import SCORE_KINDS, ComparisonResult, EvalItem, compare, enabled_judges, fingerprint, score_answers
 from w2s.rundir import source_file
+from w2s.stages import ALIGNER_EVAL, ALIGNER_EVAL_PROMPTS, BASELINE_ANSWERS, EVAL_ANSWERS, Stage
 
 if TYPE_CHECKING:
     from w2s.controller.loop import Loop
     from w2s.data.prompts import Prompt
 
 
-def eval_answers(loop: Loop, round_index: int, label: str, policy: str, prompts: list[Prompt],
-                 keys: list[str]) -> list[dict[str, Any]]:
-    """One policy's answers on the evaluation prompts, with every score judge's score (cached as a stage)."""
-    rd, cfg = loop.rd, loop.cfg
-    stage_dir = rd.stage_dir(round_index, "eval-answers")
-    inputs = {"prompts": source_file(cfg.eval.prompts.path), "policy": policy}
-    done = rd.finished(stage_dir, keys, inputs)
-    if done and "answers" in done["outputs"]:  # (a run of an older w2s kept "scores" only: answered again)
-        return read_jsonl(rd.output(done, "answers"))
-    with rd.stage(stage_dir, keys, round_index=round_index, name="eval-answers", inputs=inputs) as rec:
+def eval_answers(loop: Loop, round_index: int, label: str, policy: str, prompts: list[Prompt]) -> list[dict[str, Any]]:
+    """One policy's answers on the evaluation prompts, with every score judge's score (a stage: round 0's, the
+    initial policy's, depends on it alone)."""
+    cfg = loop.cfg
+
+    def work(stage_dir: Path, rec: dict[str, Any]) -> None:
         outs = loop.generate(policy, prompts, cfg.eval.generate, int(cfg.run.seed),
                              f"round {round_index} eval answers ({label})", rec)
         answers = {p.id: o.text for p, o in zip(prompts, outs)}
@@ -46,7 +43,10 @@ def eval_answers(loop: Loop, round_index: int, label: str, policy: str, prompts:
         rec["outputs"]["answers"] = stage_dir / "answers.jsonl"
         rec["metrics"] = {"policy": label, "truncated": sum(o.finish_reason == "length" for o in outs),
                           **{f"mean_{name}": sum(s.values()) / len(s) for name, s in scores.items()}}
-    return rows
+
+    stage = BASELINE_ANSWERS if round_index == 0 else EVAL_ANSWERS
+    inputs = {"prompts": source_file(cfg.eval.prompts.path), "policy": policy}
+    return read_jsonl(loop.rd.run(stage, round_index, inputs, work)["answers"])
 
 
 def _answers(rows: list[dict[str, Any]]) -> dict[str, str]:
@@ -101,38 +101,37 @@ def _heldout_sides(rows: list[dict[str, Any]]) -> tuple[list[EvalItem], dict[str
             {r["id"]: r["aligner_correction"] for r in rows}, {r["id"]: r["answer"] for r in rows})
 
 
-def aligner_eval_stage(loop: Loop, aligner: str, heldout: Path, keys: list[str], k: int | None = None, *,
-                       name: str = "aligner-eval", what: str = "held-out triples (unseen questions)"
+def aligner_eval_stage(loop: Loop, aligner: str, heldout: Path, k: int | None = None, *,
+                       stage: Stage = ALIGNER_EVAL, what: str = "held-out triples (unseen questions)"
                        ) -> dict[str, Any] | None:
     """The Aligner's corrections of held-out (question, answer, reference) rows against those answers, by every
-    judge (the row's reference correction is the embedding judge's reference). ``name``: the stage; the rows are
-    its held-out triples (``aligner-eval``) or the initial policy's answers to the evaluation prompts
-    (``aligner-eval-prompts``, a second set that no training choice looked at)."""
+    judge (the row's reference correction is the embedding judge's reference). ``stage``: the rows are its held-out
+    triples (``aligner-eval``) or the initial policy's answers to the evaluation prompts (``aligner-eval-prompts``,
+    a second set that no training choice looked at). Its rows of metrics.jsonl are ``<stage>/<judge>``."""
     rd, cfg = loop.rd, loop.cfg
     triples = read_jsonl(heldout) if heldout.exists() else []
     if not triples:
         say("aligner eval: no held-out triples (aligner.train.eval_fraction=0); skipped")
         return None
-    stage_dir = rd.stage_dir(k, name)  # k: the round's own Aligner (aligner.per_round)
-    inputs = {"heldout": heldout, "aligner": aligner}
-    done = rd.finished(stage_dir, keys, inputs)
-    if done:
-        rows = read_jsonl(rd.output(done, "corrections"))
-    else:
-        with rd.stage(stage_dir, keys, round_index=k, name=name, inputs=inputs) as rec:
-            say(f"aligner eval: the Aligner corrects the answers of {len(triples)} {what}")
-            outs = loop.services.correct(aligner, [(t["question"], t["answer"]) for t in triples],
-                                         what="aligner eval")[0]
-            rows = [{**t, "id": str(t["id"]), "aligner_correction": o.text, "finish_reason": o.finish_reason}
-                    for t, o in zip(triples, outs)]
-            cand, base = score_answers(cfg.eval.judges, *_heldout_sides(rows), open_workers=loop.services.judge)
-            judged_by = {name: fingerprint(cfg.eval.judges[name]) for name in cand}
-            for r in rows:  # score judges' scores kept with the stage, so a resumed run does not score again
-                r["scores"] = {name: [cand[name][r["id"]], base[name][r["id"]]] for name in cand}
-                r["judged_by"] = judged_by
-            write_jsonl(stage_dir / "corrections.jsonl", rows)
-            rec["outputs"]["corrections"] = stage_dir / "corrections.jsonl"
-            rec["metrics"] = {"heldout": len(rows)}
+
+    def work(stage_dir: Path, rec: dict[str, Any]) -> None:
+        say(f"aligner eval: the Aligner corrects the answers of {len(triples)} {what}")
+        outs = loop.services.correct(aligner, [(t["question"], t["answer"]) for t in triples],
+                                     what="aligner eval")[0]
+        rows = [{**t, "id": str(t["id"]), "aligner_correction": o.text, "finish_reason": o.finish_reason}
+                for t, o in zip(triples, outs)]
+        cand, base = score_answers(cfg.eval.judges, *_heldout_sides(rows), open_workers=loop.services.judge)
+        judged_by = {name: fingerprint(cfg.eval.judges[name]) for name in cand}
+        for r in rows:  # score judges' scores kept with the stage, so a resumed run does not score again
+            r["scores"] = {name: [cand[name][r["id"]], base[name][r["id"]]] for name in cand}
+            r["judged_by"] = judged_by
+        write_jsonl(stage_dir / "corrections.jsonl", rows)
+        rec["outputs"]["corrections"] = stage_dir / "corrections.jsonl"
+        rec["metrics"] = {"heldout": len(rows)}
+
+    # k: the round's own Aligner (aligner.per_round)
+    outputs = rd.run(stage, k, {"heldout": heldout, "aligner": aligner}, work)
+    rows = read_jsonl(outputs["corrections"])
     items, corrections, answers = _heldout_sides(rows)
     scores = {name: tuple({r["id"]: r["scores"][name][side] for r in rows} for side in (0, 1))
               for name, j in enabled_judges(cfg.eval.judges).items()
@@ -144,16 +143,16 @@ def aligner_eval_stage(loop: Loop, aligner: str, heldout: Path, keys: list[str],
     cut = sum(r["finish_reason"] == "length" for r in rows) / len(rows)
     say(f"aligner eval: corrected vs original answers on {len(rows)} {what}; copy rate {copy:.0%}, cut off at "
         f"max_new_tokens {cut:.0%}")
-    return log_results(loop, k, name, result, stage_dir,
+    return log_results(loop, k, stage.name, result, rd.stage_dir(k, stage.name),
                        {"heldout": len(rows), "set": what, "copy_rate": copy, "truncated_rate": cut})
 
 
-def aligner_eval_prompts(loop: Loop, aligner: str, initial: list[dict[str, Any]], prompts: list[Prompt],
-                         keys: list[str]) -> dict[str, Any] | None:
+def aligner_eval_prompts(loop: Loop, aligner: str, initial: list[dict[str, Any]], prompts: list[Prompt]
+                         ) -> dict[str, Any] | None:
     """The Aligner on the initial policy's answers to the evaluation prompts (references as the corrections)."""
     rows = [{"id": str(p.id), "question": p.prompt, "answer": a["answer"], "correction": p.reference or "",
              "category": p.category} for p, a in zip(prompts, initial, strict=True)]
     path = loop.rd.path / "aligner-eval-prompts.jsonl"
     write_jsonl(path, rows)  # the same rows every time: its hash is the stage's input
-    return aligner_eval_stage(loop, aligner, path, keys, name="aligner-eval-prompts",
+    return aligner_eval_stage(loop, aligner, path, stage=ALIGNER_EVAL_PROMPTS,
                               what="evaluation prompts as the initial policy answers them")

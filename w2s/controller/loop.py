@@ -3,8 +3,8 @@
 Round k: the strong policy answers a slice of prompts (generate), the weak Aligner corrects the answers
 (correct), the corrections become training data (data: SFT rows, or correction > answer pairs for DPO and
 the reward model), the policy is trained from the previous round's policy (train), and the new policy is
-compared with the previous and the initial one on held-out prompts (eval). Each stage is one function
-below; each runs its role's actors, writes its outputs and a manifest, and is skipped on resume once done.
+compared with the previous and the initial one on held-out prompts (eval). Each stage is declared in
+:mod:`w2s.stages` and run by :meth:`w2s.rundir.RunDir.run`; its work is a function below, over the role services.
 """
 
 from __future__ import annotations
@@ -22,33 +22,18 @@ from omegaconf import DictConfig
 
 from w2s.console import say
 from w2s.controller import aligners, evaluation
-from w2s.controller.aligners import KEYS_ALIGNER
 from w2s.data.files import read_jsonl, write_jsonl
 from w2s.data.prompts import Prompt, read_prompts
 from w2s.errors import DataError, WorkerError
 from w2s.generation import Generation
-from w2s.rundir import RunDir, source_file
+from w2s.rundir import RunDir, say_losses, source_file, training_metrics
+from w2s.stages import CORRECT, DATA, GENERATE, TRAIN
 
 if TYPE_CHECKING:
     from w2s.roles import Services
 
 log = logging.getLogger("w2s")
 T = TypeVar("T")
-
-# The config sections each stage depends on (a change to them invalidates the finished stage).
-# Evaluation answers depend on the prompts and the decoding, not on the judges: a judge added to a finished run
-# scores the kept answers (each score is stored with its judge's fingerprint, see w2s.controller.evaluation).
-KEYS_EVAL_ANSWERS = ["eval.prompts", "eval.max_prompts", "eval.generate"]
-KEYS_BASELINE = ["model.strong", "run.seed"] + KEYS_EVAL_ANSWERS
-# A round's prompts are slice k of one seeded order of the prompt file, whatever the number of rounds: raising
-# loop.rounds on a finished run runs the new rounds only (loop.repeat_prompts only lifts a check).
-KEYS_GENERATE = ["model.strong", "generate", "loop.prompts", "loop.prompts_per_round", "run.seed"]
-KEYS_CORRECT = KEYS_GENERATE + ["model.aligner", "aligner", "correct"]
-KEYS_DATA = KEYS_CORRECT + ["loop.on_truncated", "train.method", "train.dpo.min_pair_distance", "train.dpo.pair_source",
-                             "train.dpo.extra_pairs", "train.dpo.extra_pairs_per_round"]
-KEYS_TRAIN = KEYS_CORRECT + ["train"]
-KEYS_EVAL = KEYS_TRAIN + KEYS_EVAL_ANSWERS
-
 
 def round_slices(prompts: list[Prompt], cfg: DictConfig) -> list[list[Prompt]]:
     """Each round's prompts: one seeded shuffle, then disjoint slices (or repeats when allowed)."""
@@ -156,11 +141,9 @@ class Loop:
         summaries: list[dict[str, Any]] = []
         evals: dict[str, list[dict[str, Any]]] = {}  # each policy's answers on the evaluation prompts, scored
         if cfg.eval.enabled:
-            evals["initial"] = self.retrying(evaluation.eval_answers, self, 0, "initial", initial, eval_prompts,
-                                             KEYS_BASELINE)
+            evals["initial"] = self.retrying(evaluation.eval_answers, self, 0, "initial", initial, eval_prompts)
             if cfg.eval.aligner and aligner:
-                self.retrying(evaluation.aligner_eval_prompts, self, aligner, evals["initial"], eval_prompts,
-                              KEYS_ALIGNER + ["correct"] + KEYS_BASELINE)
+                self.retrying(evaluation.aligner_eval_prompts, self, aligner, evals["initial"], eval_prompts)
 
         retry = self.retrying
         for k, round_prompts in enumerate(slices, start=1):
@@ -175,7 +158,7 @@ class Loop:
             new_policy = retry(self.train_stage, k, policy, initial, data)
             label = f"round-{k}"
             if cfg.eval.enabled:
-                evals[label] = retry(evaluation.eval_answers, self, k, label, new_policy, eval_prompts, KEYS_EVAL)
+                evals[label] = retry(evaluation.eval_answers, self, k, label, new_policy, eval_prompts)
                 summaries.append(evaluation.compare_stage(self, k, label, policy_label, evals, eval_prompts))
             policy, policy_label = new_policy, label
         say(f"final policy: {policy}")
@@ -186,15 +169,10 @@ class Loop:
         if self.aligner_heldout is None:
             say("aligner eval: the Aligner's stage recorded no held-out triples; skipped")
             return None
-        return evaluation.aligner_eval_stage(self, aligner, self.aligner_heldout, KEYS_ALIGNER + ["correct"], k)
+        return evaluation.aligner_eval_stage(self, aligner, self.aligner_heldout, k)
 
     def generate_stage(self, k: int, policy: str, prompts: list[Prompt]) -> list[dict[str, Any]]:
-        stage_dir = self.rd.stage_dir(k, "generate")
-        inputs = {"prompts": source_file(self.cfg.loop.prompts.path), "policy": policy}
-        done = self.rd.finished(stage_dir, KEYS_GENERATE, inputs)
-        if done:
-            return read_jsonl(self.rd.output(done, "answers"))
-        with self.rd.stage(stage_dir, KEYS_GENERATE, round_index=k, name="generate", inputs=inputs) as rec:
+        def work(stage_dir: Path, rec: dict[str, Any]) -> None:
             t0 = time.time()
             outs = self.generate(policy, prompts, self.cfg.generate, int(self.cfg.run.seed) + 1000 * k,
                                  f"round {k} generate", rec)
@@ -202,20 +180,16 @@ class Loop:
                      "finish_reason": o.finish_reason, "policy": policy} for p, o in zip(prompts, outs)]
             write_jsonl(stage_dir / "answers.jsonl", rows)
             rec["outputs"]["answers"] = stage_dir / "answers.jsonl"
-            secs = time.time() - t0
             rec["metrics"] = {"answers": len(rows), "tokens": sum(r["completion_tokens"] for r in rows),
-                              "seconds": round(secs, 2)}
-            self.rd.log_metrics(k, "generate", rec["metrics"])
-        return rows
+                              "seconds": round(time.time() - t0, 2)}
+
+        inputs = {"prompts": source_file(self.cfg.loop.prompts.path), "policy": policy}
+        return read_jsonl(self.rd.run(GENERATE, k, inputs, work)["answers"])
 
     def correct_stage(self, k: int, aligner: str, answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
         from w2s.data.text import normalized_edit_distance
-        stage_dir = self.rd.stage_dir(k, "correct")
-        inputs = {"answers": self.rd.stage_dir(k, "generate") / "answers.jsonl", "aligner": aligner}
-        done = self.rd.finished(stage_dir, KEYS_CORRECT, inputs)
-        if done:
-            return read_jsonl(self.rd.output(done, "corrections"))
-        with self.rd.stage(stage_dir, KEYS_CORRECT, round_index=k, name="correct", inputs=inputs) as rec:
+
+        def work(stage_dir: Path, rec: dict[str, Any]) -> None:
             t0 = time.time()
             say(f"round {k} correct: the Aligner corrects {len(answers)} answers")
             outs, provenance = self.services.correct(aligner, [(r["prompt"], r["answer"]) for r in answers],
@@ -230,27 +204,25 @@ class Loop:
                               "answers_cut": sum(o.answer_cut_tokens > 0 for o in outs),
                               "mean_edit_distance": sum(dists) / len(rows), "seconds": round(time.time() - t0, 2),
                               "tokens": sum(o.completion_tokens for o in outs)}
-            self.rd.log_metrics(k, "correct", rec["metrics"])
             say(f"round {k} correct: copy rate {rec['metrics']['copy_rate']:.2f}, mean normalised edit distance "
                 f"{rec['metrics']['mean_edit_distance']:.3f}")
-        return rows
 
-    def data_stage(self, k: int, rows: list[dict[str, Any]]) -> Path:
+        inputs = {"answers": self.rd.stage_dir(k, GENERATE.name) / "answers.jsonl", "aligner": aligner}
+        return read_jsonl(self.rd.run(CORRECT, k, inputs, work)["corrections"])
+
+    def data_stage(self, k: int, corrections: list[dict[str, Any]]) -> Path:
         """SFT rows (prompt -> correction) or preference pairs (correction > answer) in OpenRLHF's format."""
         from w2s.backends.data import check_loads, write_pair_rows, write_sft_rows
         from w2s.data.text import normalized_edit_distance
 
         method = self.cfg.train.method
-        stage_dir = self.rd.stage_dir(k, "data")
-        inputs = {"corrections": self.rd.stage_dir(k, "correct") / "corrections.jsonl"}
+        inputs = {"corrections": self.rd.stage_dir(k, CORRECT.name) / "corrections.jsonl"}
         if method == "dpo" and self.cfg.train.dpo.pair_source != "aligner":
             inputs["extra_pairs"] = source_file(self.cfg.train.dpo.extra_pairs)
-        done = self.rd.finished(stage_dir, KEYS_DATA, inputs)
-        if done:
-            return self.rd.output(done, "train")
-        with self.rd.stage(stage_dir, KEYS_DATA, round_index=k, name="data", inputs=inputs) as rec:
+
+        def work(stage_dir: Path, rec: dict[str, Any]) -> None:
             path = stage_dir / ("sft.jsonl" if method == "sft" else "pairs.jsonl")
-            rows, dropped = drop_truncated(rows, method, self.cfg.loop.on_truncated)
+            rows, dropped = drop_truncated(corrections, method, self.cfg.loop.on_truncated)
             # The policy is trained in the format it answers in: its chat template, or model.strong.prompt_template
             # (rows then hold the rendered prompt as raw text).
             chat, prompt_of, reply = self.prompt_format()
@@ -298,9 +270,9 @@ class Loop:
                                    trust_remote_code=bool(self.cfg.model.strong.trust_remote_code))
             rec["outputs"]["train"] = path
             rec["metrics"] = {"rows": n, "loadable_rows": loadable, **{f"dropped_{k2}": v for k2, v in dropped.items()}}
-            self.rd.log_metrics(k, "data", rec["metrics"])
             say(f"round {k} data: {n} {method} rows written ({loadable} load in OpenRLHF), dropped {dropped}")
-        return path
+
+        return self.rd.run(DATA, k, inputs, work)["train"]
 
     def prompt_format(self) -> tuple[bool, Callable[[str], str], Callable[[str], str]]:
         """How training rows carry the policy's prompts and replies: chat-message lists for its chat template
@@ -332,14 +304,11 @@ class Loop:
     def train_stage(self, k: int, policy: str, initial: str, data: Path) -> str:
         cfg = self.cfg
         method = cfg.train.method
-        stage_dir = self.rd.stage_dir(k, "train")
         inputs = {"data": data, "policy": policy}
         if method == "dpo" or (method == "rlhf" and cfg.train.rlhf.ppo_enabled):  # the KL anchor
             inputs["reference"] = initial if cfg.train.reference == "initial" else policy
-        done = self.rd.finished(stage_dir, KEYS_TRAIN, inputs)
-        if done:
-            return str(self.rd.output(done, "policy"))
-        with self.rd.stage(stage_dir, KEYS_TRAIN, round_index=k, name="train", inputs=inputs) as rec:
+
+        def work(stage_dir: Path, rec: dict[str, Any]) -> None:
             tb = str(self.rd.path / "tensorboard" / f"round-{k:02d}-{method}")
             out = stage_dir / "policy"
             chat = self.prompt_format()[0]
@@ -354,17 +323,12 @@ class Loop:
                 result = self.rlhf(k, policy, inputs.get("reference"), data, stage_dir, tb)
                 out = Path(result.pop("policy"))
             rec["outputs"]["policy"] = out
-            losses = result.get("losses") or []
-            rec["metrics"] = {"steps": result.get("steps"), "samples": result.get("samples"),
-                              "seconds": result.get("seconds"), "loss_first": losses[0] if losses else None,
-                              "loss_last": losses[-1] if losses else None,
-                              **{f"train_{m}": v for m, v in (result.get("metrics") or {}).items()
-                                 if isinstance(v, (int, float))}}
-            rec["losses"] = losses
-            self.rd.log_metrics(k, "train", rec["metrics"])
-            if losses:
-                say(f"round {k} train: {len(losses)} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}")
-        return str(out)
+            rec["metrics"], rec["losses"] = training_metrics(result)
+            rec["metrics"].update({f"train_{m}": v for m, v in (result.get("metrics") or {}).items()
+                                   if isinstance(v, (int, float))})
+            say_losses(f"round {k} train", rec["losses"])
+
+        return str(self.rd.run(TRAIN, k, inputs, work)["policy"])
 
     def rlhf(self, k: int, policy: str, reference: str | None, data: Path, stage_dir: Path,
              tb: str) -> dict[str, Any]:

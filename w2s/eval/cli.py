@@ -17,6 +17,7 @@ corrections of them: the paper's Table 1 experiment. Everything goes to ``--outp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from w2s.config.plain import to_plain
 from w2s.console import say
 from w2s.data.files import WriterLock, atomic_write_json, read_jsonl, write_jsonl
 from w2s.errors import DataError, W2SError
+from w2s.roles import ServicesOnDemand
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -97,22 +99,16 @@ def _from_endpoint(source: str, prompts: list[Any], cfg: Any, key_env: str) -> d
     return {p.id: t for p, t in zip(prompts, texts)}
 
 
-def _from_model(source: str, prompts: list[Any], cfg: Any) -> dict[str, str]:
-    from omegaconf import OmegaConf
-
-    from w2s.workers.generator import GeneratorWorker
-
-    model_cfg = OmegaConf.merge(cfg.model.strong, {"path": source})
-    worker = GeneratorWorker(source, to_plain(model_cfg), to_plain(cfg.eval.generate))
-    try:
-        outs = worker.generate([p.prompt for p in prompts], int(cfg.run.seed))
-    finally:
-        worker.close()
+def _from_model(source: str, prompts: list[Any], cfg: Any, services: ServicesOnDemand) -> dict[str, str]:
+    """A model's answers, from the role services' generator (``model.strong``'s settings, ``eval.generate``'s
+    decoding), as a round's evaluation answers are made."""
+    outs, _ = services().generate(source, [p.prompt for p in prompts], cfg.eval.generate, int(cfg.run.seed),
+                                  what=f"{source} answers")
     return {p.id: o.text for p, o in zip(prompts, outs)}
 
 
 def answers_of(side: str, source: str, prompts: list[Any], cfg: Any, args: argparse.Namespace,
-               out: Path) -> dict[str, str]:
+               out: Path, services: ServicesOnDemand) -> dict[str, str]:
     """One side's answers: read, generated or fetched; kept in OUT/answers-SIDE.jsonl and reused for the same
     source and prompts."""
     ids = [p.id for p in prompts]
@@ -128,23 +124,25 @@ def answers_of(side: str, source: str, prompts: list[Any], cfg: Any, args: argpa
     t0 = time.time()
     say(f"{side}: {source} answers {len(prompts)} prompts")
     answers = _from_endpoint(source, prompts, cfg, args.api_key_env) if kind == "endpoint" else \
-        _from_model(source, prompts, cfg)
+        _from_model(source, prompts, cfg, services)
     write_jsonl(path, [{"id": i, "prompt": p.prompt, "answer": answers[i]} for i, p in zip(ids, prompts)])
     atomic_write_json(meta, spec)
     say(f"{side}: {len(answers)} answers in {time.time() - t0:.0f} s")
     return answers
 
 
-def aligner_corrections(aligner: str, prompts: list[Any], upstream: dict[str, str], cfg: Any, out: Path
-                        ) -> dict[str, str]:
-    """The Aligner's corrections of the upstream answers (resumable through ``correct_file``)."""
+def aligner_corrections(aligner: str, prompts: list[Any], upstream: dict[str, str], cfg: Any, out: Path,
+                        services: ServicesOnDemand) -> dict[str, str]:
+    """The Aligner's corrections of the upstream answers, by the role services' corrector (resumable through
+    ``correct_file``)."""
     from w2s.aligner.correct import correct_file
 
     rows = out / "upstream.jsonl"
     write_jsonl(rows, [{"id": p.id, "question": p.prompt, "answer": upstream[p.id]} for p in prompts])
     output = out / "corrections.jsonl"
     correct_file(aligner, str(rows), str(output), model_cfg=cfg.model.aligner, correct_cfg=cfg.correct,
-                 user_templates=dict(cfg.aligner.templates), progress=False, echo=say)
+                 user_templates=dict(cfg.aligner.templates), progress=False, echo=say,
+                 make_corrector=lambda: services.corrector(aligner))
     return {str(r["id"]): r[cfg.correct.output_key] for r in read_jsonl(output)}
 
 
@@ -168,26 +166,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
     embedding = any(j.enabled and j.kind == "embedding" for j in cfg.eval.judges.values())
     prompts = read_prompts(cfg.eval.prompts, with_reference=embedding, what="prompts", echo=say)
     prompts = prompts[: args.max_prompts] if args.max_prompts else prompts
-    out = Path(args.output)
-    with WriterLock(out / ".w2s-eval.lock", f"evaluation folder {out}"):
+    out = Path(args.output).resolve()
+    # Models, the Aligner and the judges run in the role services' actors, as in a round (their logs in OUT/logs),
+    # started when first needed: bad answer files are reported before any actor starts.
+    with WriterLock(out / ".w2s-eval.lock", f"evaluation folder {out}"), contextlib.ExitStack() as stack:
+        services = ServicesOnDemand(stack, cfg, out / "logs")
         if args.upstream:
-            baseline = answers_of("upstream", args.upstream, prompts, cfg, args, out)
-            candidate = aligner_corrections(args.aligner, prompts, baseline, cfg, out)
+            baseline = answers_of("upstream", args.upstream, prompts, cfg, args, out, services)
+            candidate = aligner_corrections(args.aligner, prompts, baseline, cfg, out, services)
             labels = (f"{args.upstream} + Aligner {args.aligner}", str(args.upstream))
         else:
-            candidate = answers_of("candidate", args.candidate, prompts, cfg, args, out)
-            baseline = answers_of("baseline", args.baseline, prompts, cfg, args, out)
+            candidate = answers_of("candidate", args.candidate, prompts, cfg, args, out, services)
+            baseline = answers_of("baseline", args.baseline, prompts, cfg, args, out, services)
             labels = (str(args.candidate), str(args.baseline))
-        return evaluate_and_report(cfg, prompts, candidate, baseline, labels, out)
+        return evaluate_and_report(cfg, prompts, candidate, baseline, labels, out, services)
 
 
 def evaluate_and_report(cfg: Any, prompts: list[Any], candidate: dict[str, str], baseline: dict[str, str],
-                        labels: tuple[str, str], out: Path) -> int:
-    from w2s.eval.panel import EvalItem, compare, in_process_workers
+                        labels: tuple[str, str], out: Path, services: ServicesOnDemand) -> int:
+    from w2s.eval.panel import EvalItem, compare
 
     result = compare(cfg.eval.judges, EvalItem.of(prompts), {"eval": (candidate, baseline)},
-                     open_workers=in_process_workers, cache_dir=out / "judge-cache", seed=int(cfg.run.seed),
-                     say=say)["eval"]
+                     open_workers=lambda name, judge_cfg: services().judge(name, judge_cfg),
+                     cache_dir=out / "judge-cache", seed=int(cfg.run.seed), say=say)["eval"]
     result.write(out)
     summaries = {name: s.as_dict() for name, s in result.summaries.items()}
     atomic_write_json(out / "summary.json", {"candidate": labels[0], "baseline": labels[1], "prompts": len(prompts),

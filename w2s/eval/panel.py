@@ -4,8 +4,8 @@ Score judges (``embedding``, ``reward-model``, ``cost-model``) score each answer
 candidate's score beats the baseline's by more than ``tie_margin`` (a cost model: when its cost is lower).
 Pairwise judges (``pairwise``) judge each pair, through an endpoint from this process or through a local model in
 the judge role's workers. Where workers run is the caller's business: ``open_workers(name, cfg)`` returns a context
-manager yielding an object with ``map_shards(method, items, what=...)`` (a :class:`w2s.cluster.RoleGroup` in the
-loop, :class:`InProcess` for ``w2s eval``).
+manager yielding an object with ``map_shards(method, items, what=...)``: the role services' judge group
+(:meth:`w2s.roles.Services.judge`), in a round as in ``w2s eval``.
 """
 
 from __future__ import annotations
@@ -52,30 +52,6 @@ class ComparisonResult:
                                                  for j, per in self.outcomes.items() for i, o in per.items()])
         if self.judgements:
             write_jsonl(out_dir / "judgements.jsonl", self.judgements)
-
-
-class InProcess:
-    """Workers of one, in this process (``w2s eval`` on a laptop)."""
-
-    def __init__(self, worker: Any):
-        self.worker = worker
-
-    def map_shards(self, method: str, items: list[Any], *args: Any, what: str = "", **kwargs: Any) -> list[Any]:
-        return getattr(self.worker, method)(items, *args, **kwargs)
-
-    def __enter__(self) -> InProcess:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        close = getattr(self.worker, "close", None)
-        if close:
-            close()
-
-
-def in_process_workers(name: str, cfg: Any) -> InProcess:
-    from w2s.workers.judge import JudgeWorker
-
-    return InProcess(JudgeWorker(cfg))
 
 
 def enabled_judges(judges: Mapping[str, Any]) -> dict[str, Any]:

@@ -30,13 +30,12 @@ from w2s.data.prompts import read_prompts
 from w2s.errors import DataError
 from w2s.generation.encoding import derive_seed
 from w2s.popalign.strategies import CHOSEN, REJECTED, SLOTS, PairJob, ParseError, Request, make_builder
-from w2s.rundir import RunDir, read_state, source_file
+from w2s.rundir import RunDir, say_losses, source_file, training_metrics
+from w2s.stages import POPALIGN, POPALIGN_TRAIN
 
 if TYPE_CHECKING:
     from w2s.roles import Services
 
-KEYS_POPALIGN = ["popalign", "model.strong", "model.aligner", "correct", "aligner.templates", "run.seed"]
-KEYS_TRAIN = KEYS_POPALIGN + ["train.dpo"]
 ROLE_ORDER = ["generator", "larger", "higher", "smaller", "lower", "aligner"]
 DROP_REASONS = ["unparsed", "empty", "truncated", "identical", "near_identical", "over_length"]
 
@@ -289,27 +288,22 @@ def _table(counts: dict[str, dict[str, int]], accuracy: dict[str, dict]) -> list
 
 
 # ----------------------------------------------------------------------------------------------- entry
-def build_stage(cfg: DictConfig, rd: RunDir, services: Services) -> dict[str, Any]:
-    """Build (or reuse) the PopAlign dataset; returns the stage manifest."""
+def build_stage(cfg: DictConfig, rd: RunDir, services: Services) -> dict[str, Path]:
+    """Build (or reuse) the PopAlign dataset; returns the stage's outputs (``popalign``, ``train``, ``dropped``)."""
     from w2s.assets import resolve_model_path
     from w2s.backends.data import check_loads, write_pair_rows
 
-    stage_dir = rd.stage_dir(None, "popalign")
-    inputs = {"prompts": source_file(cfg.popalign.prompts.path)}
-    done = rd.finished(stage_dir, KEYS_POPALIGN, inputs)
-    if done:
-        say(f"popalign: dataset already built ({rd.output(done, 'popalign')})")
-        return done
     p = cfg.popalign
-    with_ref = bool(p.judge.enabled) and p.judge.kind == "embedding"
-    prompts = read_prompts(p.prompts, with_reference=with_ref, what="popalign.prompts", echo=say)
-    if p.max_prompts:
-        prompts = prompts[: int(p.max_prompts)]
-    jobs = select_jobs(prompts, cfg)
-    say(f"popalign: {len(prompts)} prompts, {len(jobs)} pairs to build with "
-        + ", ".join(f"{n} ({sum(j.builder.name == n for j in jobs)})" for n in p.strategies))
-    with rd.stage(stage_dir, KEYS_POPALIGN, round_index=None, name="popalign", inputs=inputs) as rec:
+
+    def work(stage_dir: Path, rec: dict[str, Any]) -> None:
         t0 = time.time()
+        with_ref = bool(p.judge.enabled) and p.judge.kind == "embedding"
+        prompts = read_prompts(p.prompts, with_reference=with_ref, what="popalign.prompts", echo=say)
+        if p.max_prompts:
+            prompts = prompts[: int(p.max_prompts)]
+        jobs = select_jobs(prompts, cfg)
+        say(f"popalign: {len(prompts)} prompts, {len(jobs)} pairs to build with "
+            + ", ".join(f"{n} ({sum(j.builder.name == n for j in jobs)})" for n in p.strategies))
         build = Build(cfg, rd, stage_dir, services)
         build.run(jobs)
         policy_tok = resolve_model_path(cfg.model.strong.path)
@@ -338,51 +332,39 @@ def build_stage(cfg: DictConfig, rd: RunDir, services: Services) -> dict[str, An
         rec["model_loads"] = dict(services.loads)
         rec["metrics"] = {"prompts": len(prompts), "pairs": len(jobs), "kept": len(kept), "dropped": len(dropped),
                           "loadable_rows": loadable, "seconds": round(time.time() - t0, 2)}
-        for name, c in rec["strategies"].items():
-            rd.log_metrics(None, f"popalign-{name}", c)
-        rd.log_metrics(None, "popalign", rec["metrics"])
+        for name, c in rec["strategies"].items():  # one row per strategy, then the stage's own (by the runner)
+            rd.log_metrics(None, f"{POPALIGN.name}/{name}", c)
         for line in _table(counts, accuracy):
             say(f"popalign: {line}")
         say(f"popalign: {len(kept)} pairs kept of {len(jobs)} ({loadable} load in OpenRLHF's DPO dataset): {out}")
-    return read_state(stage_dir / "manifest.json")
+
+    return rd.run(POPALIGN, None, {"prompts": source_file(cfg.popalign.prompts.path)}, work)
 
 
-def train_stage(cfg: DictConfig, rd: RunDir, data: Path, services: Services) -> dict[str, Any]:
-    """DPO of model.strong on the PopAlign pairs (train.dpo settings; the reference is model.strong)."""
+def train_stage(cfg: DictConfig, rd: RunDir, data: Path, services: Services) -> Path:
+    """DPO of model.strong on the PopAlign pairs (train.dpo settings; the reference is model.strong); the policy."""
     from w2s.assets import resolve_model_path
 
-    stage_dir = rd.stage_dir(None, "popalign-train")
     policy = resolve_model_path(cfg.model.strong.path, progress=say)
-    inputs = {"data": data, "policy": policy}
-    done = rd.finished(stage_dir, KEYS_TRAIN, inputs)
-    if done:
-        say(f"popalign train: already trained ({rd.output(done, 'policy')})")
-        return done
-    with rd.stage(stage_dir, KEYS_TRAIN, round_index=None, name="popalign-train", inputs=inputs) as rec:
+
+    def work(stage_dir: Path, rec: dict[str, Any]) -> None:
         out = stage_dir / "policy"
         say(f"popalign train: DPO of {policy} on {data}")
         result = services.train("train_dpo", cfg.train.dpo, policy, policy, str(data), str(out),
                                 seed=int(cfg.run.seed), tensorboard_dir=str(rd.path / "tensorboard" / "popalign-dpo"))
-        losses = result.get("losses") or []
         rec["outputs"]["policy"] = out
-        rec["losses"] = losses
-        rec["metrics"] = {"steps": result.get("steps"), "samples": result.get("samples"),
-                          "seconds": result.get("seconds"), "loss_first": losses[0] if losses else None,
-                          "loss_last": losses[-1] if losses else None}
-        rd.log_metrics(None, "popalign-train", rec["metrics"])
-        if losses:
-            say(f"popalign train: {len(losses)} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}")
-    return read_state(stage_dir / "manifest.json")
+        rec["metrics"], rec["losses"] = training_metrics(result)
+        say_losses("popalign train", rec["losses"])
+
+    return rd.run(POPALIGN_TRAIN, None, {"data": data, "policy": policy}, work)["policy"]
 
 
-def run_popalign(cfg: DictConfig, rd: RunDir, services: Services) -> dict[str, Any]:
+def run_popalign(cfg: DictConfig, rd: RunDir, services: Services) -> dict[str, Path | None]:
     """The ``popalign`` job: build the dataset, then (``popalign.train_dpo``) train on it with DPO.
 
     Returns:
-        ``{"build": manifest, "train": manifest or None}``.
+        ``{"pairs": the dataset, "policy": the trained policy or None}``.
     """
-    manifest = build_stage(cfg, rd, services)
-    trained = None
-    if cfg.popalign.train_dpo:
-        trained = train_stage(cfg, rd, rd.output(manifest, "train"), services)
-    return {"build": manifest, "train": trained}
+    built = build_stage(cfg, rd, services)
+    policy = train_stage(cfg, rd, built["train"], services) if cfg.popalign.train_dpo else None
+    return {"pairs": built["popalign"], "policy": policy}

@@ -41,9 +41,10 @@ class CorrectorWorker(RoleActorMixin):
         self.corrector = Corrector(path, self.model_cfg, self.correct_cfg, generator=generator, **self.templates)
         return {"loaded": True, "seconds": time.perf_counter() - t0}
 
-    def correct(self, pairs: list[tuple[str, str]]) -> list[Correction]:
-        """Correct (question, answer) pairs: the correction text and token counts of each."""
-        return self.corrector.correct([q for q, _ in pairs], [a for _, a in pairs])
+    def correct(self, pairs: list[tuple[str, str]], seed: int | None = None) -> list[Correction]:
+        """Correct (question, answer) pairs: the correction text and token counts of each (``seed``: the sampling
+        seed, default the correct section's)."""
+        return self.corrector.correct([q for q, _ in pairs], [a for _, a in pairs], seed=seed)
 
     def provenance(self) -> dict[str, Any]:
         return dict(getattr(self.corrector, "provenance", {}) or {})
