@@ -88,6 +88,8 @@ def test_lat_then_control_end_to_end_on_the_tiny_models(tmp_path, tiny_weak):
     lat = subprocess.run([sys.executable, "-m", "w2s.cli", "interpret", "lat", "interpret/quickstart", *args],
                          capture_output=True, text=True, timeout=600)
     assert lat.returncode == 0, lat.stdout[-2000:] + lat.stderr[-2000:]
+    # The hooks ran in the role services' corrector actor, as a round's corrections do: its log is in the output.
+    assert "starting 1 corrector actor(s)" in lat.stdout and (out / "logs" / "corrector-0.log").is_file()
     result = json.loads((out / "lat.json").read_text())
     n_layers = len(decoder_layers(_model(tiny_weak)))
     assert result["layers"] == n_layers and len(result["separation"]) == n_layers

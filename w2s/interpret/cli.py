@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ def cmd_interpret(args: argparse.Namespace) -> int:
     from w2s.data.files import WriterLock
     from w2s.errors import W2SError
     from w2s.interpret.pipeline import run_control, run_lat
+    from w2s.roles import ServicesOnDemand
 
     cfg = compose(args.recipe, list(args.overrides), job="interpret")
     aligner = args.aligner or cfg.model.aligner.path
@@ -45,9 +47,11 @@ def cmd_interpret(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else Path(cfg.run.dir) / "interpret"
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    with WriterLock(out / ".w2s-interpret.lock", f"interpret folder {out}"):
+    with WriterLock(out / ".w2s-interpret.lock", f"interpret folder {out}"), contextlib.ExitStack() as stack:
         aligner = resolve_model_path(aligner, progress=say)
-        (run_lat if args.what == "lat" else run_control)(cfg, aligner, out, say)
+        # The hooks run in the role services' corrector actor, as a round's corrections do (logs in OUT/logs).
+        services = ServicesOnDemand(stack, cfg, out.resolve() / "logs")
+        (run_lat if args.what == "lat" else run_control)(cfg, aligner, out, say, services)
         html = write_interpret_report(out)
     say(f"interpret {args.what}: done in {time.time() - t0:.0f} s; report: {html}")
     run_dir = out.parent

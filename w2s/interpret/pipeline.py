@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,6 @@ def _correct_cfg(cfg: Any, template: str | None = None) -> Any:
 
     return OmegaConf.merge(cfg.correct, to_plain(cfg.interpret.generate), {"backend": "transformers"},
                            {"template": template} if template else {})
-
-
-def load_corrector(path: str, cfg: Any, template: str | None = None) -> Any:
-    from w2s.aligner.correct import Corrector
-
-    return Corrector(path, cfg.model.aligner, _correct_cfg(cfg, template), user_templates=dict(cfg.aligner.templates))
 
 
 def read_pairs(cfg: Any) -> list[tuple[str, str]]:
@@ -157,22 +152,20 @@ def spec_of(cfg: Any, aligner: str, pairs: list[tuple[str, str]]) -> dict[str, A
             "correct": {k: to_plain(cfg.correct)[k] for k in ("template", "instruction")}}
 
 
-def run_lat(cfg: Any, aligner: str, out: Path, say: Any) -> dict[str, Any]:
+def run_lat(cfg: Any, aligner: str, out: Path, say: Any, services: Callable[[], Any]) -> dict[str, Any]:
+    """The LAT half; the model-bound work runs in the role services' corrector (``services()``), see
+    :class:`w2s.workers.interpreter.InterpreterWorker`."""
+    from w2s.config.plain import to_plain
     from w2s.interpret.plots import plot_lat, plot_separation
 
     pairs = read_pairs(cfg)[: int(cfg.interpret.max_pairs) or None]
-    corrector = load_corrector(aligner, cfg)
-    try:
-        stimuli = build_stimuli(corrector, pairs, cfg, say)
-        model = corrector.generator.model
-        reading = find_reading(model, stimuli, cfg)
-        cases = lat_cases(model, stimuli, reading, int(cfg.interpret.tokens))
-    finally:
-        corrector.close()
+    say(f"interpret: the Aligner corrects {len(pairs)} pairs; reading vectors and LAT scans in a corrector actor")
+    found = services().interpret(aligner, _correct_cfg(cfg), "lat", pairs, to_plain(cfg))
+    reading, cases = found["reading"], found["cases"]
     save_reading(out, reading, spec_of(cfg, aligner, pairs))
     sep = reading["separation"]
     best = max(range(len(sep)), key=lambda layer: sep[layer])
-    result = {"aligner": aligner, "pairs": len(pairs), "copied": sum(s.copied for s in stimuli),
+    result = {"aligner": aligner, "pairs": len(pairs), "copied": found["copied"],
               "contrast_rows": reading["rows"], "layers": len(sep), "separation": sep,
               "train_separation": reading["train_separation"], "explained_variance": reading["explained"].tolist(),
               "best_layer": best, "cases": cases, "heldout_pairs": reading["heldout_pairs"]}
@@ -193,16 +186,19 @@ def control_layers(cfg: Any, separation: list[float]) -> list[int]:
     return sorted(sorted(range(len(separation)), key=lambda layer: -separation[layer])[:quarter])
 
 
-def run_control(cfg: Any, aligner: str, out: Path, say: Any) -> dict[str, Any]:
+def run_control(cfg: Any, aligner: str, out: Path, say: Any, services: Callable[[], Any]) -> dict[str, Any]:
+    """The control half (the reading vectors of ``run_lat`` in ``out``, found again when missing); corrections
+    with the vectors added run in the role services' corrector, see :class:`w2s.workers.interpreter.InterpreterWorker`.
+    """
     from w2s.aligner.correct import read_metadata
-    from w2s.interpret.control import control_grid, linear_fit
+    from w2s.interpret.control import linear_fit
     from w2s.interpret.plots import plot_control
 
     pairs = read_pairs(cfg)
     reading = load_reading(out, spec_of(cfg, aligner, pairs[: int(cfg.interpret.max_pairs) or None]))
     if reading is None:
         say("interpret control: no reading vectors for this Aligner and these settings in the output; finding them")
-        run_lat(cfg, aligner, out, say)
+        run_lat(cfg, aligner, out, say, services)
         reading = load_reading(out, spec_of(cfg, aligner, pairs[: int(cfg.interpret.max_pairs) or None]))
     c = cfg.interpret.control
     layers = control_layers(cfg, list(reading["separation"]))
@@ -222,12 +218,9 @@ def run_control(cfg: Any, aligner: str, out: Path, say: Any) -> dict[str, Any]:
     elif c.base_model:
         say("interpret control: the Aligner has no w2s metadata naming its base model; base model skipped")
     for name, path, template in models:
-        corrector = load_corrector(path, cfg, template)
-        try:
-            series[name] = control_grid(corrector, grid_pairs, directions, alphas, seed=int(cfg.run.seed),
-                                        progress=lambda m, n=name: say(f"  {n}: {m}"))
-        finally:
-            corrector.close()
+        say(f"  {name}: corrections at {len(alphas)} alphas")
+        series[name] = services().interpret(path, _correct_cfg(cfg, template), "control", grid_pairs, directions,
+                                            alphas, int(cfg.run.seed))
     fits = {name: linear_fit([r["alpha"] for r in rows], [r["levenshtein_ratio"] for r in rows])
             for name, rows in series.items()}
     result = {"aligner": aligner, "layers": layers, "scale": c.scale, "scale_by_layer": scale, "pairs": len(grid_pairs),

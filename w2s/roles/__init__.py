@@ -39,6 +39,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from w2s.cluster import RoleGroup, wait_all
 from w2s.config.plain import to_plain
 from w2s.console import say
@@ -156,22 +158,24 @@ class Services:
             h.asleep = False
             self.turns.append((role, "wake_up"))
 
-    def _start(self, role: str, key: str, cls: type, *args: Any, loaded: str = "") -> Held:
+    def _start(self, role: str, key: str, cls: type, *args: Any, loaded: str = "", actors: int = 0) -> Held:
+        """Start a group of ``role`` (``actors``: that many instead of ``cluster.<role>.num_actors``)."""
         c = self.cfg.cluster
         while not self._fits(role) and self._evict():
             pass
         self._take_turn(role)  # a new engine measures the GPU memory it may take: the sharing roles sleep first
-        say(f"starting {c[role].num_actors} {role} actor(s)")
+        role_cfg = c[role] if not actors else OmegaConf.merge(c[role], {"num_actors": actors})
+        say(f"starting {role_cfg.num_actors} {role} actor(s)")
         opts = dict(strategy=c.placement_strategy, timeout_s=float(c.rpc_timeout_s),
                     liveness_s=float(c.liveness_timeout_s), start_timeout_s=float(c.start_timeout_s), init_args=args)
         try:
-            group = RoleGroup(role, cls, c[role], **opts)
+            group = RoleGroup(role, cls, role_cfg, **opts)
         except ClusterError:
             if not self.held:
                 raise
             while self._evict():  # resources held in ways _fits cannot see (another node's shape): all go
                 pass
-            group = RoleGroup(role, cls, c[role], **opts)
+            group = RoleGroup(role, cls, role_cfg, **opts)
         self.starts[role] += 1
         self.placements += group.placements()
         if self.on_placed:
@@ -274,6 +278,25 @@ class Services:
         with self._work():
             outs = h.group.map_shards("correct", pairs, seed, what=what)
         return outs, h.info
+
+    def interpret(self, model_path: str, correct_cfg: Any, method: str, *args: Any) -> Any:
+        """``w2s interpret``'s model-bound work (:class:`w2s.workers.interpreter.InterpreterWorker`'s ``lat`` or
+        ``control``) on ``model_path`` with the correction settings ``correct_cfg``: one corrector actor (the
+        reading vectors come from every pair at once), kept while the same model is asked again."""
+        from w2s.workers.interpreter import InterpreterWorker
+
+        cfg = self.cfg
+        templates = to_plain(cfg.aligner.templates) or None
+        key = _key(role="corrector", purpose="interpret", path=model_path, correct=to_plain(correct_cfg))
+        h = self.held.get(key)
+        if h is None:
+            h = self._start("corrector", key, InterpreterWorker, model_path, to_plain(cfg.model.aligner),
+                            to_plain(correct_cfg), templates, loaded=model_path, actors=1)
+        else:
+            self._take_turn("corrector", h)
+        h.last_used = time.monotonic()
+        with self._work():
+            return h.group.call_all(method, *args, what=f"interpret {method}")[0]
 
     # ------------------------------------------------------------------------------------------- trainer
     def train(self, function: str, section: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
