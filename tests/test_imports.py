@@ -1,7 +1,7 @@
-"""The package's import graph, read with ``ast``: no import circle (imports inside functions included: they run
-too; those under ``if TYPE_CHECKING:`` do not), and the layers below the driver (evaluation, the Aligner, PopAlign,
-the role services and actors, generation, data, training back-ends, config) never import ``w2s.controller``, even
-inside a function. No module is over 500 lines."""
+"""The package's import graph, read with ``ast``: no import circle (imports inside functions included: they run too;
+those under ``if TYPE_CHECKING:`` do not), and the layers below the driver (evaluation, the Aligner, PopAlign,
+interpretability, the role services and actors, generation, data, training back-ends, config, the run directory and
+its report, the benchmarks) never import ``w2s.controller``, even inside a function. No module is over 500 lines."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 import w2s
 
 ROOT = Path(w2s.__file__).parent
-BELOW_THE_DRIVER = ["w2s.eval", "w2s.aligner", "w2s.popalign", "w2s.roles", "w2s.workers", "w2s.generation",
-                    "w2s.data", "w2s.backends", "w2s.config", "w2s.rundir"]
+BELOW_THE_DRIVER = ["w2s.eval", "w2s.aligner", "w2s.popalign", "w2s.interpret", "w2s.roles", "w2s.workers",
+                    "w2s.generation", "w2s.data", "w2s.backends", "w2s.config", "w2s.rundir", "w2s.report",
+                    "w2s.stages", "w2s.bench"]
 MAX_LINES = 500
 
 

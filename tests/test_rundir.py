@@ -8,9 +8,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from w2s.config.compose import load_config
-from w2s.controller.report import latest_metrics
 from w2s.data.files import append_jsonl, atomic_write_text
 from w2s.errors import RunDirError
+from w2s.report import latest_metrics
 from w2s.rundir import RunDir
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.controller.test_loop import SMALL, w2s
-from w2s.controller.report import latest_metrics
+from w2s.report import latest_metrics
 
 KILLS = 20
 # What a rerun legitimately changes: wall-clock numbers and the attempt that wrote a row.

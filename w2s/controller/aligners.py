@@ -14,13 +14,14 @@ from w2s.rundir import source_file
 from w2s.stages import ALIGNER
 
 if TYPE_CHECKING:
-    from w2s.controller.loop import Loop
+    from w2s.controller.context import RunContext
 
-def _train(loop: Loop, cfg: Any, inputs: dict[str, Any], round_index: int | None, what: str) -> str:
+def _train(run: RunContext, cfg: Any, inputs: dict[str, Any], round_index: int | None, what: str
+           ) -> tuple[str, Path | None]:
     def work(stage_dir: Path, rec: dict[str, Any]) -> None:
         say(f"{what}: training the weak Aligner on {cfg.aligner.train.data.path} from {cfg.model.aligner.path} (SFT "
             "through OpenRLHF)")
-        result = loop.services.train("train_aligner", cfg, str(stage_dir / "model"))
+        result = run.services.train("train_aligner", cfg, str(stage_dir / "model"))
         rec["outputs"]["model"] = stage_dir / "model"
         rec["outputs"]["heldout"] = Path(result["work_dir"]) / "eval.jsonl"  # whole questions, never trained on
         rec["metrics"] = {k: v for k, v in result.items() if isinstance(v, (int, float))}
@@ -30,34 +31,33 @@ def _train(loop: Loop, cfg: Any, inputs: dict[str, Any], round_index: int | None
         say(f"{what}: " + ", ".join(f"{p['stage']} {p.get('steps')} steps, loss {p.get('loss_first', 0):.3f} -> "
                                     f"{p.get('loss_last', 0):.3f}" for p in result.get("stages", [])))
 
-    outputs = loop.rd.run(ALIGNER, round_index, inputs, work)
-    loop.aligner_heldout = outputs.get("heldout")
-    return str(outputs["model"])
+    outputs = run.rd.run(ALIGNER, round_index, inputs, work)
+    return str(outputs["model"]), outputs.get("heldout")
 
 
-def aligner_stage(loop: Loop, *, force: bool = False) -> str:
+def aligner_stage(run: RunContext, *, force: bool = False) -> tuple[str, Path | None]:
     """Train the Aligner first when asked (or forced: ``job: aligner``), cached in the run dir; else use
-    model.aligner.path as it is."""
+    model.aligner.path as it is. Returns the Aligner and its held-out triples (None when it was not trained)."""
     from w2s.assets import resolve_model_path
 
-    cfg = loop.cfg
+    cfg = run.cfg
     if not (cfg.aligner.train.enabled or force):
-        return resolve_model_path(cfg.model.aligner.path, progress=say)
+        return resolve_model_path(cfg.model.aligner.path, progress=say), None
     inputs = {"triples": source_file(cfg.aligner.train.data.path),
               "base": resolve_model_path(cfg.model.aligner.path, progress=say)}
-    return _train(loop, cfg, inputs, None, "aligner")
+    return _train(run, cfg, inputs, None, "aligner")
 
 
-def round_aligner_stage(loop: Loop, k: int, previous: str) -> str:
+def round_aligner_stage(run: RunContext, k: int, previous: str) -> tuple[str, Path | None]:
     """Aligner_k: trained on ``aligner.per_round[k - 1]`` (read as ``aligner.train.data`` says), from the base
     Aligner model or from Aligner_{k-1} (``aligner.per_round_init``)."""
     from w2s.assets import resolve_model_path
 
-    cfg = loop.cfg
+    cfg = run.cfg
     data = str(cfg.aligner.per_round[k - 1])
     init = previous if (cfg.aligner.per_round_init == "previous" and previous) else \
         resolve_model_path(cfg.model.aligner.path, progress=say)
     round_cfg = OmegaConf.merge(cfg, {"aligner": {"train": {"data": {"path": data}}},
                                       "model": {"aligner": {"path": init}}})
     inputs = {"triples": source_file(data), "base": init}
-    return _train(loop, round_cfg, inputs, k, f"round {k} aligner")
+    return _train(run, round_cfg, inputs, k, f"round {k} aligner")

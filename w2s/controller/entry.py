@@ -133,7 +133,7 @@ def run_job(cfg: DictConfig, *, recipe: str, overrides: list[str]) -> int:
         say(f"stopped during {e} after {time.time() - t0:.0f} s; re-run the same command to resume")
         say(f"run dir: {rd.path}")
         return EXIT_STOPPED
-    from w2s.controller.report import write_report
+    from w2s.report import write_report
 
     report = write_report(rd.path)
     say(f"finished in {time.time() - t0:.0f} s; report: {report.with_suffix('.html')} (and {report.name})")

@@ -20,20 +20,21 @@ from w2s.rundir import source_file
 from w2s.stages import ALIGNER_EVAL, ALIGNER_EVAL_PROMPTS, BASELINE_ANSWERS, EVAL_ANSWERS, Stage
 
 if TYPE_CHECKING:
-    from w2s.controller.loop import Loop
+    from w2s.controller.context import RunContext
     from w2s.data.prompts import Prompt
 
 
-def eval_answers(loop: Loop, round_index: int, label: str, policy: str, prompts: list[Prompt]) -> list[dict[str, Any]]:
+def eval_answers(run: RunContext, round_index: int, label: str, policy: str, prompts: list[Prompt]
+                 ) -> list[dict[str, Any]]:
     """One policy's answers on the evaluation prompts, with every score judge's score (a stage: round 0's, the
     initial policy's, depends on it alone)."""
-    cfg = loop.cfg
+    cfg = run.cfg
 
     def work(stage_dir: Path, rec: dict[str, Any]) -> None:
-        outs = loop.generate(policy, prompts, cfg.eval.generate, int(cfg.run.seed),
+        outs = run.generate(policy, prompts, cfg.eval.generate, int(cfg.run.seed),
                              f"round {round_index} eval answers ({label})", rec)
         answers = {p.id: o.text for p, o in zip(prompts, outs)}
-        scores = score_answers(cfg.eval.judges, EvalItem.of(prompts), answers, open_workers=loop.services.judge)[0]
+        scores = score_answers(cfg.eval.judges, EvalItem.of(prompts), answers, open_workers=run.services.judge)[0]
         judged_by = {name: fingerprint(cfg.eval.judges[name]) for name in scores}
         rows = [{"id": p.id, "prompt": p.prompt, "answer": o.text, "finish_reason": o.finish_reason,
                  "reference": p.reference, "category": p.category, "policy": label,
@@ -46,7 +47,7 @@ def eval_answers(loop: Loop, round_index: int, label: str, policy: str, prompts:
 
     stage = BASELINE_ANSWERS if round_index == 0 else EVAL_ANSWERS
     inputs = {"prompts": source_file(cfg.eval.prompts.path), "policy": policy}
-    return read_jsonl(loop.rd.run(stage, round_index, inputs, work)["answers"])
+    return read_jsonl(run.rd.run(stage, round_index, inputs, work)["answers"])
 
 
 def _answers(rows: list[dict[str, Any]]) -> dict[str, str]:
@@ -64,33 +65,33 @@ def _scores(cand: list[dict[str, Any]], base: list[dict[str, Any]], judges: Any)
     return out
 
 
-def log_results(loop: Loop, round_index: int | None, stage: str, result: ComparisonResult, out_dir: Path,
+def log_results(run: RunContext, round_index: int | None, stage: str, result: ComparisonResult, out_dir: Path,
                 extra: dict[str, Any]) -> dict[str, Any]:
     """Metrics rows, the console lines and the audit files of one comparison."""
     result.write(out_dir)
     summary = {}
     for name, s in result.summaries.items():
-        loop.rd.log_metrics(round_index, f"{stage}/{name}", {**extra, **s.as_dict()})
+        run.rd.log_metrics(round_index, f"{stage}/{name}", {**extra, **s.as_dict()})
         summary[name] = s.as_dict()
         say(f"  {s.line()}")
     return summary
 
 
-def compare_stage(loop: Loop, k: int, label: str, previous: str, answers: dict[str, list[dict[str, Any]]],
+def compare_stage(run: RunContext, k: int, label: str, previous: str, answers: dict[str, list[dict[str, Any]]],
                   prompts: list[Prompt]) -> dict[str, Any]:
     """Round k's policy against the previous and the initial one, by every judge, paired by prompt id."""
-    cfg = loop.cfg
+    cfg = run.cfg
     bases = {against: (previous if against == "previous" else "initial") for against in cfg.eval.compare_to}
     comparisons = {against: (_answers(answers[label]), _answers(answers[base])) for against, base in bases.items()}
     scores = {against: _scores(answers[label], answers[base], cfg.eval.judges) for against, base in bases.items()}
     results = compare(cfg.eval.judges, EvalItem.of(prompts), comparisons, scores=scores,
-                      open_workers=loop.services.judge, cache_dir=loop.rd.path / "judge-cache",
+                      open_workers=run.services.judge, cache_dir=run.rd.path / "judge-cache",
                       seed=int(cfg.run.seed), say=say)
     summary: dict[str, Any] = {"round": k, "policy": label}
     for against, result in results.items():
         say(f"round {k} eval: {label} vs {against} ({bases[against]}), {len(prompts)} prompts")
-        summary[against] = log_results(loop, k, f"eval-vs-{against}", result,
-                                       loop.rd.stage_dir(k, "compare") / against,
+        summary[against] = log_results(run, k, f"eval-vs-{against}", result,
+                                       run.rd.stage_dir(k, "compare") / against,
                                        {"against": bases[against], "compare_to": against})
     return summary
 
@@ -101,14 +102,14 @@ def _heldout_sides(rows: list[dict[str, Any]]) -> tuple[list[EvalItem], dict[str
             {r["id"]: r["aligner_correction"] for r in rows}, {r["id"]: r["answer"] for r in rows})
 
 
-def aligner_eval_stage(loop: Loop, aligner: str, heldout: Path, k: int | None = None, *,
+def aligner_eval_stage(run: RunContext, aligner: str, heldout: Path, k: int | None = None, *,
                        stage: Stage = ALIGNER_EVAL, what: str = "held-out triples (unseen questions)"
                        ) -> dict[str, Any] | None:
     """The Aligner's corrections of held-out (question, answer, reference) rows against those answers, by every
     judge (the row's reference correction is the embedding judge's reference). ``stage``: the rows are its held-out
     triples (``aligner-eval``) or the initial policy's answers to the evaluation prompts (``aligner-eval-prompts``,
     a second set that no training choice looked at). Its rows of metrics.jsonl are ``<stage>/<judge>``."""
-    rd, cfg = loop.rd, loop.cfg
+    rd, cfg = run.rd, run.cfg
     triples = read_jsonl(heldout) if heldout.exists() else []
     if not triples:
         say("aligner eval: no held-out triples (aligner.train.eval_fraction=0); skipped")
@@ -116,11 +117,11 @@ def aligner_eval_stage(loop: Loop, aligner: str, heldout: Path, k: int | None = 
 
     def work(stage_dir: Path, rec: dict[str, Any]) -> None:
         say(f"aligner eval: the Aligner corrects the answers of {len(triples)} {what}")
-        outs = loop.services.correct(aligner, [(t["question"], t["answer"]) for t in triples],
+        outs = run.services.correct(aligner, [(t["question"], t["answer"]) for t in triples],
                                      what="aligner eval")[0]
         rows = [{**t, "id": str(t["id"]), "aligner_correction": o.text, "finish_reason": o.finish_reason}
                 for t, o in zip(triples, outs)]
-        cand, base = score_answers(cfg.eval.judges, *_heldout_sides(rows), open_workers=loop.services.judge)
+        cand, base = score_answers(cfg.eval.judges, *_heldout_sides(rows), open_workers=run.services.judge)
         judged_by = {name: fingerprint(cfg.eval.judges[name]) for name in cand}
         for r in rows:  # score judges' scores kept with the stage, so a resumed run does not score again
             r["scores"] = {name: [cand[name][r["id"]], base[name][r["id"]]] for name in cand}
@@ -137,22 +138,22 @@ def aligner_eval_stage(loop: Loop, aligner: str, heldout: Path, k: int | None = 
               for name, j in enabled_judges(cfg.eval.judges).items()
               if all(r.get("judged_by", {}).get(name) == fingerprint(j) for r in rows)}
     result = compare(cfg.eval.judges, items, {"aligner": (corrections, answers)}, scores={"aligner": scores},
-                     open_workers=loop.services.judge, cache_dir=rd.path / "judge-cache", seed=int(cfg.run.seed),
+                     open_workers=run.services.judge, cache_dir=rd.path / "judge-cache", seed=int(cfg.run.seed),
                      say=say)["aligner"]
     copy = sum(corrections[i].strip() == answers[i].strip() for i in answers) / len(rows)
     cut = sum(r["finish_reason"] == "length" for r in rows) / len(rows)
     say(f"aligner eval: corrected vs original answers on {len(rows)} {what}; copy rate {copy:.0%}, cut off at "
         f"max_new_tokens {cut:.0%}")
-    return log_results(loop, k, stage.name, result, rd.stage_dir(k, stage.name),
+    return log_results(run, k, stage.name, result, rd.stage_dir(k, stage.name),
                        {"heldout": len(rows), "set": what, "copy_rate": copy, "truncated_rate": cut})
 
 
-def aligner_eval_prompts(loop: Loop, aligner: str, initial: list[dict[str, Any]], prompts: list[Prompt]
+def aligner_eval_prompts(run: RunContext, aligner: str, initial: list[dict[str, Any]], prompts: list[Prompt]
                          ) -> dict[str, Any] | None:
     """The Aligner on the initial policy's answers to the evaluation prompts (references as the corrections)."""
     rows = [{"id": str(p.id), "question": p.prompt, "answer": a["answer"], "correction": p.reference or "",
              "category": p.category} for p, a in zip(prompts, initial, strict=True)]
-    path = loop.rd.path / "aligner-eval-prompts.jsonl"
+    path = run.rd.path / "aligner-eval-prompts.jsonl"
     write_jsonl(path, rows)  # the same rows every time: its hash is the stage's input
-    return aligner_eval_stage(loop, aligner, path, stage=ALIGNER_EVAL_PROMPTS,
+    return aligner_eval_stage(run, aligner, path, stage=ALIGNER_EVAL_PROMPTS,
                               what="evaluation prompts as the initial policy answers them")

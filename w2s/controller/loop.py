@@ -22,10 +22,10 @@ from omegaconf import DictConfig
 
 from w2s.console import say
 from w2s.controller import aligners, evaluation
+from w2s.controller.context import RunContext
 from w2s.data.files import read_jsonl, write_jsonl
 from w2s.data.prompts import Prompt, read_prompts
 from w2s.errors import DataError, WorkerError
-from w2s.generation import Generation
 from w2s.rundir import RunDir, say_losses, source_file, training_metrics
 from w2s.stages import CORRECT, DATA, GENERATE, TRAIN
 
@@ -89,24 +89,12 @@ def preflight(cfg: DictConfig) -> LoopInputs:
 
 
 # ----------------------------------------------------------------------------------------------- the driver
-class Loop:
+class Loop(RunContext):
     """The rounds over the run's role services (:class:`w2s.roles.Services`), which keep every model loaded."""
 
     def __init__(self, cfg: DictConfig, rd: RunDir, services: Services | None = None):
-        self.cfg, self.rd, self.services = cfg, rd, services
+        super().__init__(cfg, rd, services)
         self.aligner_heldout: Path | None = None  # the trained Aligner's held-out triples
-
-    def generate(self, model_path: str, prompts: list[Prompt], sampling: Any, seed: int,
-                 what: str, rec: dict[str, Any] | None = None) -> list[Generation]:
-        """Answers of ``model_path`` to ``prompts``; the engine that served them goes to ``rec``'s provenance."""
-        t0 = time.time()
-        outs, engine = self.services.generate(model_path, [p.prompt for p in prompts], sampling, seed, what=what)
-        if rec is not None:
-            rec.setdefault("provenance", {})["engine"] = engine
-        tokens, secs = sum(o.completion_tokens for o in outs), time.time() - t0
-        say(f"{what}: {len(outs)} answers, {tokens} tokens in {secs:.1f} s ({tokens / max(secs, 1e-9):.1f} tokens/s, "
-            f"{engine['backend']})")
-        return outs
 
     def retrying(self, stage: Callable[..., T], *args: Any) -> T:
         """Run a stage, rerunning it up to run.max_retries times when one of its actors dies or times out
@@ -125,7 +113,13 @@ class Loop:
     # -- stages
     def aligner_stage(self, *, force: bool = False) -> str:
         """The Aligner used for every round (see :func:`w2s.controller.aligners.aligner_stage`)."""
-        return aligners.aligner_stage(self, force=force)
+        aligner, self.aligner_heldout = aligners.aligner_stage(self, force=force)
+        return aligner
+
+    def round_aligner_stage(self, k: int, previous: str) -> str:
+        """Round k's own Aligner (see :func:`w2s.controller.aligners.round_aligner_stage`)."""
+        aligner, self.aligner_heldout = aligners.round_aligner_stage(self, k, previous)
+        return aligner
 
     def run(self, inputs: LoopInputs) -> list[dict[str, Any]]:
         from w2s.assets import resolve_model_path
@@ -149,7 +143,7 @@ class Loop:
         for k, round_prompts in enumerate(slices, start=1):
             say(f"===== round {k}/{len(slices)}: {len(round_prompts)} prompts, policy {policy_label} =====")
             if per_round:
-                aligner = retry(aligners.round_aligner_stage, self, k, aligner)
+                aligner = retry(self.round_aligner_stage, k, aligner)
                 if cfg.eval.enabled and cfg.eval.aligner:
                     retry(self.aligner_eval, aligner, k)
             answers = retry(self.generate_stage, k, policy, round_prompts)

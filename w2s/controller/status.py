@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from w2s.controller.report import eval_rows, latest_metrics
 from w2s.errors import RunDirError
+from w2s.report import eval_rows, latest_metrics
 from w2s.rundir import read_state
 
 STAGE_ORDER = ["aligner", "aligner-eval", "eval-answers", "generate", "correct", "data", "train"]

@@ -72,9 +72,9 @@ def write_interpret_report(out: Path) -> Path:
 def _refresh_run_report(run_dir: Path) -> None:
     """The run's report gains the interpretability section, unless the run is being written right now."""
     from w2s.console import say
-    from w2s.controller.report import write_report
     from w2s.data.files import WriterLock
     from w2s.errors import W2SError
+    from w2s.report import write_report
 
     try:
         with WriterLock(run_dir / ".w2s.lock", f"run directory {run_dir}"):

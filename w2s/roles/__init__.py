@@ -183,6 +183,16 @@ class Services:
         self.held[key] = Held(role, key, group, loaded, shares_gpu=self.shares_gpu(role))
         return self.held[key]
 
+    def _use(self, role: str, key: str, start: Callable[[], Held]) -> Held:
+        """The group of ``key``, started when there is none; its turn taken when it shares GPUs."""
+        h = self.held.get(key)
+        if h is None:
+            h = start()
+        else:
+            self._take_turn(role, h)
+        h.last_used = time.monotonic()
+        return h
+
     def _model(self, role: str, key: str, path: str, swap: str, cls: type, *args: Any) -> Held:
         """The group of ``key`` holding ``path``: kept, given ``path``'s weights in place (``swap``), or
         started (afresh when the checkpoint does not fit the loaded model)."""
@@ -288,13 +298,9 @@ class Services:
         cfg = self.cfg
         templates = to_plain(cfg.aligner.templates) or None
         key = _key(role="corrector", purpose="interpret", path=model_path, correct=to_plain(correct_cfg))
-        h = self.held.get(key)
-        if h is None:
-            h = self._start("corrector", key, InterpreterWorker, model_path, to_plain(cfg.model.aligner),
-                            to_plain(correct_cfg), templates, loaded=model_path, actors=1)
-        else:
-            self._take_turn("corrector", h)
-        h.last_used = time.monotonic()
+        h = self._use("corrector", key, lambda: self._start(
+            "corrector", key, InterpreterWorker, model_path, to_plain(cfg.model.aligner), to_plain(correct_cfg),
+            templates, loaded=model_path, actors=1))
         with self._work():
             return h.group.call_all(method, *args, what=f"interpret {method}")[0]
 
@@ -304,12 +310,7 @@ class Services:
         result, with ``world_size``. See :class:`w2s.workers.trainer.TrainerWorker` for the functions."""
         from w2s.workers.trainer import TrainerWorker, model_kwargs
 
-        h = self.held.get("trainer")
-        if h is not None:
-            self._take_turn("trainer", h)
-        else:
-            h = self._join_trainers(TrainerWorker)
-        h.last_used = time.monotonic()
+        h = self._use("trainer", "trainer", lambda: self._join_trainers(TrainerWorker))
         kwargs = {**model_kwargs(self.cfg, function), **kwargs}
         t0 = time.perf_counter()
         result = h.group.call_all("run", function, to_plain(section), *args, what=f"trainer {function}", **kwargs)[0]
@@ -337,13 +338,12 @@ class Services:
 
         plain = to_plain(judge_cfg)
         key = _key(role="judge", judge=plain)
-        h = self.held.get(key)
-        if h is None:
+
+        def start() -> Held:
             say(f"judge {name}: {plain.get('kind')}")
-            h = self._start("judge", key, JudgeWorker, plain)
-        else:
-            self._take_turn("judge", h)
-        h.last_used = time.monotonic()
+            return self._start("judge", key, JudgeWorker, plain)
+
+        h = self._use("judge", key, start)
         with self._work():
             yield h.group
 

@@ -44,5 +44,12 @@ class InterpreterWorker(RoleActorMixin):
 
         return control_grid(self.corrector, pairs, directions, alphas, seed=seed, progress=say)
 
+    def sleep(self) -> bool:
+        """Another role takes the GPU this actor shares (see :meth:`w2s.workers.corrector.CorrectorWorker.sleep`)."""
+        return self.corrector.generator.sleep()
+
+    def wake_up(self) -> None:
+        self.corrector.generator.wake_up()
+
     def close(self) -> None:
         self.corrector.close()
