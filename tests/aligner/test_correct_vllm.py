@@ -19,7 +19,8 @@ def test_correct_a_file_on_vllm_then_resume(tmp_path, tiny_weak):
     src.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     base = [sys.executable, "-m", "w2s.cli", "aligner", "correct", "--aligner", tiny_weak, "--input", str(src),
             "--output", str(out), "--backend", "vllm", "--template", "aligner-v2", "--no-progress",
-            "correct.max_new_tokens=8", "correct.enforce_eager=true", "model.aligner.dtype=float32"]
+            "correct.max_new_tokens=8", "correct.enforce_eager=true", "correct.kv_cache_gib=0.25",
+            "model.aligner.dtype=float32"]
     first = subprocess.run([*base, "--max-rows", "4"], capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "4 new, 0 resumed" in first.stdout

@@ -17,9 +17,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 def test_two_dpo_rounds_with_vllm_generation_and_correction(tmp_path, tiny_strong, tiny_weak):
     run = tmp_path / "run"
     # Eager engines start in about half the time, which is what a short test wants (the evaluation answers stay
-    # on transformers: three more engine start-ups would test nothing new).
+    # on transformers: three more engine start-ups would test nothing new). Small KV caches: the default (a quarter
+    # of the free memory, up to 4 GiB each) would take 8 GiB for two engines while other tests run beside this one.
     result = w2s("run", "tiny/dpo", f"run.dir={run}", *SMALL, "generate.backend=vllm", "correct.backend=vllm",
-                 "generate.enforce_eager=true", "correct.enforce_eager=true", "cluster.num_cpus=6", env={**os.environ})
+                 "generate.enforce_eager=true", "correct.enforce_eager=true", "generate.kv_cache_gib=0.25",
+                 "correct.kv_cache_gib=0.25", "cluster.num_cpus=6", env={**os.environ})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     _check_finished_run(run, 2, "dpo")
     # One vLLM engine for both rounds' answers: round 2's policy went into it in place (vLLM's reload_weights).
