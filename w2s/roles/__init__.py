@@ -60,8 +60,7 @@ class Held:
     group: RoleGroup
     loaded: str = ""  # the model path its actors hold now
     last_used: float = field(default_factory=time.monotonic)
-    shares_gpu: bool = False  # its actors hold a fraction of a GPU: it sleeps while another role works
-    asleep: bool = False
+    asleep: bool = False  # its role shares GPUs (Services.shares_gpu) and another role works now
     info: dict[str, Any] = field(default_factory=dict)  # engine or provenance, asked once
 
 
@@ -148,7 +147,7 @@ class Services:
         if not self.shares_gpu(role):
             return
         for other in self.held.values():
-            if other is not h and other.shares_gpu and not other.asleep:
+            if other is not h and not other.asleep and self.shares_gpu(other.role):
                 freed = other.group.call_all("sleep", what=f"{other.role}: sleep")
                 other.asleep = True
                 self.turns.append((other.role, "sleep"))
@@ -180,7 +179,7 @@ class Services:
         self.placements += group.placements()
         if self.on_placed:
             self.on_placed(self.placements)
-        self.held[key] = Held(role, key, group, loaded, shares_gpu=self.shares_gpu(role))
+        self.held[key] = Held(role, key, group, loaded)
         return self.held[key]
 
     def _use(self, role: str, key: str, start: Callable[[], Held]) -> Held:
@@ -300,7 +299,7 @@ class Services:
         key = _key(role="corrector", purpose="interpret", path=model_path, correct=to_plain(correct_cfg))
         h = self._use("corrector", key, lambda: self._start(
             "corrector", key, InterpreterWorker, model_path, to_plain(cfg.model.aligner), to_plain(correct_cfg),
-            templates, loaded=model_path, actors=1))
+            templates, self.shares_gpu("corrector"), loaded=model_path, actors=1))
         with self._work():
             return h.group.call_all(method, *args, what=f"interpret {method}")[0]
 

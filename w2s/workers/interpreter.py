@@ -6,20 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from w2s.cluster import RoleActorMixin
 from w2s.workers import typed
+from w2s.workers.corrector import CorrectorWorker
 
 
-class InterpreterWorker(RoleActorMixin):
-    """Holds one Aligner (or the base model it was trained from) with the interpret decoding on transformers."""
-
-    def __init__(self, model_path: str, model_cfg: dict[str, Any], correct_cfg: dict[str, Any],
-                 user_templates: dict[str, Any] | None = None):
-        from w2s.aligner.correct import Corrector
-        from w2s.config.schema import CorrectConfig, ModelConfig
-
-        self.corrector = Corrector(model_path, typed(ModelConfig, model_cfg), typed(CorrectConfig, correct_cfg),
-                                   user_templates=user_templates)
+class InterpreterWorker(CorrectorWorker):
+    """A corrector actor holding one Aligner (or the base model it was trained from) with the interpret decoding on
+    transformers; it starts, sleeps, wakes and closes as the corrector does."""
 
     def lat(self, pairs: list[tuple[str, str]], cfg: dict[str, Any]) -> dict[str, Any]:
         """The stimuli (the Aligner's corrections of ``pairs``), the reading vectors found on half of them with the
@@ -43,13 +36,3 @@ class InterpreterWorker(RoleActorMixin):
         from w2s.interpret.control import control_grid
 
         return control_grid(self.corrector, pairs, directions, alphas, seed=seed, progress=say)
-
-    def sleep(self) -> bool:
-        """Another role takes the GPU this actor shares (see :meth:`w2s.workers.corrector.CorrectorWorker.sleep`)."""
-        return self.corrector.generator.sleep()
-
-    def wake_up(self) -> None:
-        self.corrector.generator.wake_up()
-
-    def close(self) -> None:
-        self.corrector.close()
