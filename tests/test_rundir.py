@@ -274,3 +274,42 @@ def test_the_stage_runner_works_once_then_reads_the_recorded_outputs(tmp_path):
     with pytest.raises(RuntimeError, match="recorded no corrections"):
         rd.run(broken, 1, {}, lambda stage_dir, rec: None)
     assert not (rd.stage_dir(1, "correct") / "manifest.json").exists()
+
+
+def test_the_runner_retries_work_whose_actor_died_on_restarted_services(tmp_path, capsys):
+    from w2s.errors import WorkerError
+    from w2s.stages import GENERATE
+
+    rd = RunDir(tmp_path / "run", _cfg("log.tensorboard=false", "run.max_retries=2"))
+    rd.open(recipe="tiny/dpo", overrides=[])
+    events = []
+
+    def work_failing(times):
+        def work(stage_dir, rec):
+            events.append("work")
+            if events.count("work") <= times:
+                (stage_dir / "partial.jsonl").write_text("{}\n")
+                raise WorkerError("generator-0 died")
+            (stage_dir / "answers.jsonl").write_text('{"id": 1}\n')
+            rec["outputs"]["answers"] = stage_dir / "answers.jsonl"
+            rec["metrics"] = {"answers": 1}
+        return work
+
+    # No driver owns services (restart_services unset): nothing to restart, so no retry.
+    with pytest.raises(WorkerError):
+        rd.run(GENERATE, 1, {}, work_failing(1))
+    assert events == ["work"]
+
+    events.clear()
+    rd.restart_services = lambda: events.append("restart")
+    out = rd.run(GENERATE, 1, {}, work_failing(2))  # fails twice, run.max_retries=2: the third try finishes
+    assert events == ["work", "restart", "work", "restart", "work"]
+    assert out["answers"].read_text() == '{"id": 1}\n'
+    assert [(r["round"], r["stage"]) for r in rd.metrics()] == [(1, "generate")]  # one row, of the try that worked
+    assert "round-01/generate failed (generator-0 died); retry 2/2 (run.max_retries)" in capsys.readouterr().out
+
+    events.clear()
+    with pytest.raises(WorkerError, match="died"):  # three failures: the last one is the run's error
+        rd.run(GENERATE, 2, {}, work_failing(3))
+    assert events == ["work", "restart", "work", "restart", "work"]
+    assert not (rd.stage_dir(2, "generate") / "manifest.json").exists()

@@ -38,7 +38,7 @@ from w2s import __version__
 from w2s.config.plain import to_plain
 from w2s.console import say
 from w2s.data.files import HashCache, WriterLock, append_jsonl, atomic_write_json, atomic_write_text
-from w2s.errors import RunDirError
+from w2s.errors import RunDirError, WorkerError
 from w2s.stages import RUN_ORDER, Stage
 
 MANIFEST = "manifest.json"
@@ -178,6 +178,9 @@ class RunDir:
         self.attempt = 0  # this driver's attempt number (1, 2, ...), set by open()
         # Seconds spent in work calls so far (w2s.roles.Services.work_s): a manifest's work_seconds is its share.
         self.work_clock: Callable[[], float] = lambda: 0.0
+        # Set by the driver that owns the role services: a stage whose actor died (WorkerError) is retried up to
+        # run.max_retries times on fresh services (the failed role's group is gone; every role starts afresh).
+        self.restart_services: Callable[[], None] | None = None
 
     # -- set-up
     def open(self, *, recipe: str, overrides: list[str]) -> bool:
@@ -319,17 +322,34 @@ class RunDir:
         """The one runner of every stage (the loop's, the Aligner's, evaluation's, PopAlign's): the outputs of a
         finished stage that still holds (:meth:`finished`), else ``work(stage_dir, record)`` run as :meth:`stage`
         runs a body (it writes into ``stage_dir`` and fills ``record["outputs"]`` and ``record["metrics"]``), then
-        the stage's row of metrics.jsonl. Returns output name -> path.
+        the stage's row of metrics.jsonl. Work that fails because an actor died or timed out
+        (:class:`~w2s.errors.WorkerError`) is rerun up to ``run.max_retries`` times on restarted services (an
+        unfinished stage has no manifest, so a rerun starts it cleanly). Returns output name -> path.
 
         Raises:
             RunDirError: a finished stage no longer matches its manifest (and ``run.resume`` is not ``fork``).
+            WorkerError: the work still failed after its retries.
         """
         stage_dir = self.stage_dir(round_index, stage.name)
         keys = list(stage.keys)
         done = self.finished(stage_dir, keys, inputs)
         if done and set(stage.outputs) <= set(done["outputs"]):  # (an older w2s may have recorded fewer)
             return {name: self.output(done, name) for name in done["outputs"]}
-        with self.stage(stage_dir, keys, round_index=round_index, name=stage.name, inputs=inputs) as rec:
+        retries = int(self.cfg.run.max_retries) if self.restart_services else 0
+        for attempt in range(retries + 1):
+            try:
+                return self._work(stage, round_index, stage_dir, inputs, work)
+            except WorkerError as e:
+                if attempt == retries:
+                    raise
+                say(f"{stage_dir.relative_to(self.path)} failed ({e}); retry {attempt + 1}/{retries} "
+                    "(run.max_retries)")
+                self.restart_services()
+        raise AssertionError("unreachable")
+
+    def _work(self, stage: Stage, round_index: int | None, stage_dir: Path, inputs: dict[str, Any] | None,
+              work: Callable[[Path, dict[str, Any]], None]) -> dict[str, Path]:
+        with self.stage(stage_dir, list(stage.keys), round_index=round_index, name=stage.name, inputs=inputs) as rec:
             work(stage_dir, rec)
             outputs = {name: Path(path) for name, path in rec["outputs"].items()}
             missing = [name for name in stage.outputs if name not in outputs]

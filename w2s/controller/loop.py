@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
@@ -25,7 +25,7 @@ from w2s.controller import aligners, evaluation
 from w2s.controller.context import RunContext
 from w2s.data.files import read_jsonl, write_jsonl
 from w2s.data.prompts import Prompt, read_prompts
-from w2s.errors import DataError, WorkerError
+from w2s.errors import DataError
 from w2s.rundir import RunDir, say_losses, source_file, training_metrics
 from w2s.stages import CORRECT, DATA, GENERATE, TRAIN
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from w2s.roles import Services
 
 log = logging.getLogger("w2s")
-T = TypeVar("T")
+
 
 def round_slices(prompts: list[Prompt], cfg: DictConfig) -> list[list[Prompt]]:
     """Each round's prompts: one seeded shuffle, then disjoint slices (or repeats when allowed)."""
@@ -96,20 +96,6 @@ class Loop(RunContext):
         super().__init__(cfg, rd, services)
         self.aligner_heldout: Path | None = None  # the trained Aligner's held-out triples
 
-    def retrying(self, stage: Callable[..., T], *args: Any) -> T:
-        """Run a stage, rerunning it up to run.max_retries times when one of its actors dies or times out
-        (an unfinished stage has no manifest, so a rerun starts it cleanly)."""
-        attempts = int(self.cfg.run.max_retries) + 1
-        for attempt in range(1, attempts + 1):
-            try:
-                return stage(*args)
-            except WorkerError as e:
-                if attempt == attempts:
-                    raise
-                say(f"{stage.__name__} failed ({e}); retry {attempt}/{attempts - 1} (run.max_retries)")
-                self.services.close()  # the failed role's group is gone: every role starts afresh
-        raise AssertionError("unreachable")
-
     # -- stages
     def aligner_stage(self, *, force: bool = False) -> str:
         """The Aligner used for every round (see :func:`w2s.controller.aligners.aligner_stage`)."""
@@ -127,32 +113,31 @@ class Loop(RunContext):
         cfg = self.cfg
         slices, eval_prompts = inputs.slices, inputs.eval_prompts
         per_round = bool(cfg.aligner.per_round)  # Aligner_k trained on round k's data (the paper's §4)
-        aligner = "" if per_round else self.retrying(self.aligner_stage)
+        aligner = "" if per_round else self.aligner_stage()
         if cfg.eval.enabled and cfg.eval.aligner and cfg.aligner.train.enabled and not per_round:
-            self.retrying(self.aligner_eval, aligner, None)
+            self.aligner_eval(aligner, None)
         initial = resolve_model_path(cfg.model.strong.path, progress=say)
         policy, policy_label = initial, "initial"
         summaries: list[dict[str, Any]] = []
         evals: dict[str, list[dict[str, Any]]] = {}  # each policy's answers on the evaluation prompts, scored
         if cfg.eval.enabled:
-            evals["initial"] = self.retrying(evaluation.eval_answers, self, 0, "initial", initial, eval_prompts)
+            evals["initial"] = evaluation.eval_answers(self, 0, "initial", initial, eval_prompts)
             if cfg.eval.aligner and aligner:
-                self.retrying(evaluation.aligner_eval_prompts, self, aligner, evals["initial"], eval_prompts)
+                evaluation.aligner_eval_prompts(self, aligner, evals["initial"], eval_prompts)
 
-        retry = self.retrying
         for k, round_prompts in enumerate(slices, start=1):
             say(f"===== round {k}/{len(slices)}: {len(round_prompts)} prompts, policy {policy_label} =====")
             if per_round:
-                aligner = retry(self.round_aligner_stage, k, aligner)
+                aligner = self.round_aligner_stage(k, aligner)
                 if cfg.eval.enabled and cfg.eval.aligner:
-                    retry(self.aligner_eval, aligner, k)
-            answers = retry(self.generate_stage, k, policy, round_prompts)
-            corrections = retry(self.correct_stage, k, aligner, answers)
-            data = retry(self.data_stage, k, corrections)
-            new_policy = retry(self.train_stage, k, policy, initial, data)
+                    self.aligner_eval(aligner, k)
+            answers = self.generate_stage(k, policy, round_prompts)
+            corrections = self.correct_stage(k, aligner, answers)
+            data = self.data_stage(k, corrections)
+            new_policy = self.train_stage(k, policy, initial, data)
             label = f"round-{k}"
             if cfg.eval.enabled:
-                evals[label] = retry(evaluation.eval_answers, self, k, label, new_policy, eval_prompts)
+                evals[label] = evaluation.eval_answers(self, k, label, new_policy, eval_prompts)
                 summaries.append(evaluation.compare_stage(self, k, label, policy_label, evals, eval_prompts))
             policy, policy_label = new_policy, label
         say(f"final policy: {policy}")
