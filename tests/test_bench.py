@@ -1,4 +1,5 @@
-"""`w2s bench aligner` on the tiny models: it trains the Aligner, judges it on both held-out sets, prints a table."""
+"""`w2s bench` on the tiny models: generation and training in the role actors a round starts, the Aligner's effect
+on both held-out sets, where a run's time went; each prints a table."""
 
 from __future__ import annotations
 
@@ -30,6 +31,40 @@ def test_bench_aligner_reports_both_held_out_sets(tmp_path):
         cut = sum(w["w2s_correction"]["finish_reason"] == "length" for w in written)
         assert r["cut_off_rate"] == round(cut / r["n"], 3)
     assert (out / "eval-prompts" / "report.html").exists()
+
+
+def _rows(stdout: str) -> list[dict]:
+    return json.loads(next(line for line in reversed(stdout.splitlines()) if line.startswith("[")))
+
+
+@pytest.mark.slow  # Ray, a generator actor, then trainer ranks
+def test_bench_generate_and_train_run_in_the_recipes_role_actors(tmp_path):
+    bench = [sys.executable, "-m", "w2s.cli", "bench"]
+    out = tmp_path / "generate"
+    result = subprocess.run([*bench, "generate", "--recipe", "tiny/dpo", "--model", "asset:tiny-strong", "--dtype",
+                             "float32", "--prompts", "4", "--batch", "2,4", "--max-new-tokens", "6", "--json",
+                             "--output", str(out)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rows = _rows(result.stdout)
+    assert [(r["backend"], r["batch"], r["prompts"]) for r in rows] == [("transformers", 2, 4), ("transformers", 4, 4)]
+    # The random tiny model never stops by itself: every answer is max_new_tokens long.
+    assert [r["new_tokens"] for r in rows] == [4 * 6, 4 * 6]
+    # One engine for both batch sizes: one start-up, one actor whose peak (torch and the model loaded) is measured.
+    assert rows[0]["startup_s"] == rows[1]["startup_s"] > 0
+    assert rows[0]["peak_mem_mb"] == rows[1]["peak_mem_mb"] > 200
+    assert (out / "logs" / "generator-0.log").exists()
+
+    out = tmp_path / "train"
+    result = subprocess.run([*bench, "train", "--recipe", "tiny/dpo", "--model", "asset:tiny-strong", "--method",
+                             "dpo", "--rows", "8", "--micro-batch", "2", "--json", "--output", str(out)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    [row] = _rows(result.stdout)
+    # 8 pairs, 2 per micro-batch, 2 micro-batches a step on the recipe's one rank: 2 steps over 8 samples.
+    assert (row["method"], row["ranks"], row["samples"], row["steps"]) == ("dpo", 1, 8, 2)
+    assert row["seconds_total"] > row["seconds_training"] > 0  # the ranks' start-up is not training
+    assert row["peak_mem_mb"] > 200
+    assert (out / "logs" / "trainer-0.log").exists() and (out / "policy" / "config.json").exists()
 
 
 def test_bench_loop_says_where_a_runs_time_went(tmp_path):

@@ -1,8 +1,9 @@
-"""``w2s bench``: throughput numbers for the two hot paths, printed as a table.
+"""``w2s bench``: throughput of the hot paths, the Aligner's effect and where a run's time goes, printed as a table.
 
 * ``w2s bench generate``: engine start-up, tokens/s, prompts/s and peak memory of the generation backends side by
-  side (``--backend transformers,vllm``), the transformers backend at several batch sizes.
-* ``w2s bench train``: samples/s of OpenRLHF's SFT or DPO trainer through w2s's backend (in this process).
+  side (``--backend transformers,vllm``), the transformers backend at several batch sizes, each in the generator
+  actor a round of ``--recipe`` would start.
+* ``w2s bench train``: samples/s of OpenRLHF's SFT or DPO trainer on the recipe's trainer ranks.
 * ``w2s bench aligner``: trains a recipe's Aligner, then its effect: omega with a 95% CI (embedding judge), copy
   rate and share of corrections cut off at max_new_tokens, on the held-out questions of its triples and on the
   recipe's evaluation prompts answered by its strong model (a second set, never used to choose the training).
@@ -10,8 +11,9 @@
   wall seconds against the part spent in work (generation, correction, optimizer steps, judging, as the role
   services timed it): the rest is start-up and orchestration. Also how many actor processes each role started.
 
-Each prints peak resident memory too (generation: of the whole process tree, vLLM's engine process
-included). Run them on an otherwise idle machine; numbers from a loaded machine mean little.
+Each runs on the role services, as a round does (the recipe's placement, engines and actor logs, in the
+output folder's logs/), and prints the peak resident memory of the actors that did the work, their engines'
+processes included. Run them on an otherwise idle machine; numbers from a loaded machine mean little.
 They are benchmarks, not tests: nothing asserts on time.
 """
 
@@ -20,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -31,133 +32,97 @@ PROMPTS = ["What is the capital of France?", "How can I sleep better?", "Explain
            "What is 17 times 23?", "Write a haiku about rain."]
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _bench_services(args: argparse.Namespace, stack: contextlib.ExitStack, overrides: list[str]
+                    ) -> tuple[Any, Path]:
+    """The recipe's config with ``overrides`` (the model under test), and a private Ray for the role services
+    (not counted in any number: a run starts it once). Actor logs go to the output folder's logs/."""
+    from w2s.aligner.cli import compose
+    from w2s.cluster import RayCluster
+
+    cfg = compose(args.recipe, [*args.overrides, *overrides], job="loop")
+    out = Path(args.output or tempfile.mkdtemp(prefix=f"w2s-bench-{args.what}-"))
+    out.mkdir(parents=True, exist_ok=True)
+    stack.enter_context(RayCluster(cfg.cluster, actor_logs=str(out / "logs"), log_level=str(cfg.log.level)))
+    return cfg, out
 
 
-class TreeMemory:
-    """Peak resident memory of this process and its children (vLLM runs its engine in a child process), sampled
-    every 0.2 s in a thread."""
-
-    def __init__(self) -> None:
-        import threading
-
-        self.peak_mb = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> float:
-        import psutil
-
-        me = psutil.Process()
-        total = 0
-        for p in [me, *me.children(recursive=True)]:
-            try:
-                total += p.memory_info().rss
-            except psutil.Error:  # exited between listing and reading
-                pass
-        return total / 2**20
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.2):
-            self.peak_mb = max(self.peak_mb, self._sample())
-
-    def __enter__(self) -> TreeMemory:
-        self.peak_mb = self._sample()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def bench_generate_one(args: argparse.Namespace, backend: str) -> list[dict[str, Any]]:
-    """One backend in this process: engine start-up once, then each batch size on the same prompts.
+def bench_generate(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Each backend of ``--backend`` in the generator actor a round would start (the recipe's placement, engine
+    settings and tensor parallelism), one after the other on the same prompts: start-up (actor and engine) once,
+    then each batch size; peak memory is the actor's, its engine's processes included.
 
     vLLM schedules its own batches, so it is measured once with every prompt submitted together (``batch``
     says ``all``); the transformers backend is measured at each ``--batch`` size.
     """
     from omegaconf import OmegaConf
 
-    from w2s.config.schema import ModelConfig, SamplingConfig
-    from w2s.generation import make_generator, render_chat
+    from w2s.roles import Services
 
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.prompts)]
     rows = []
-    model_cfg = OmegaConf.structured(ModelConfig(path=args.model, dtype=args.dtype))
-    batches: list[int | str] = list(args.batch) if backend == "transformers" else ["all"]
-    with TreeMemory() as mem:
-        t0 = time.perf_counter()
-        sampling = OmegaConf.structured(SamplingConfig(backend=backend, max_new_tokens=args.max_new_tokens,
-                                                       temperature=0.0))
-        gen = make_generator(args.model, model_cfg, sampling)
-        startup = time.perf_counter() - t0
-        prompts = [render_chat(gen.tokenizer, PROMPTS[i % len(PROMPTS)]) for i in range(args.prompts)]
-        for batch in batches:
-            size = len(prompts) if batch == "all" else int(batch)
-            sampling.batch_prompts_per_actor = size
-            gen.generate(prompts[:size], sampling, seed=0)  # warm-up: first-call allocations, compiled kernels
-            t1 = time.perf_counter()
-            outs = gen.generate(prompts, sampling, seed=0)
-            secs = time.perf_counter() - t1
-            tokens = sum(o.completion_tokens for o in outs)
-            rows.append({"backend": backend, "batch": batch, "prompts": len(prompts), "new_tokens": tokens,
-                         "startup_s": round(startup, 1), "seconds": round(secs, 2),
-                         "tokens_per_s": round(tokens / secs, 1), "prompts_per_s": round(len(prompts) / secs, 2)})
-        gen.close()
-    for r in rows:
-        r["peak_mem_mb"] = round(mem.peak_mb)
-    return rows
-
-
-def bench_generate(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Every backend of ``--backend`` on the same prompts; each in its own process when there are several, so
-    that start-up and peak memory are each backend's own."""
-    if len(args.backend) == 1:
-        return bench_generate_one(args, args.backend[0])
-    import subprocess
-    import sys
-
-    rows = []
-    for backend in args.backend:
-        argv = [sys.executable, "-m", "w2s.cli", "bench", "generate", "--json", "--backend", backend,
-                "--model", args.model, "--dtype", args.dtype, "--prompts", str(args.prompts),
-                "--batch", ",".join(map(str, args.batch)), "--max-new-tokens", str(args.max_new_tokens)]
-        out = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True).stdout
-        # The table is the last line (libraries may print before it).
-        rows += json.loads(next(line for line in reversed(out.splitlines()) if line.startswith("[")))
+    with contextlib.ExitStack() as stack:
+        cfg, _ = _bench_services(args, stack, [f"model.strong.path={args.model}", f"model.strong.dtype={args.dtype}"])
+        for backend in args.backend:
+            sampling = OmegaConf.merge(cfg.generate, {"backend": backend, "max_new_tokens": args.max_new_tokens,
+                                                      "temperature": 0.0})
+            with Services(cfg) as services:  # closed after each backend: the next one's memory is its own
+                t0 = time.perf_counter()
+                services.generator(args.model, cfg.model.strong, sampling)
+                startup = time.perf_counter() - t0
+                for batch in list(args.batch) if backend == "transformers" else ["all"]:
+                    size = len(prompts) if batch == "all" else int(batch)
+                    sampling = OmegaConf.merge(sampling, {"batch_prompts_per_actor": size})
+                    # warm-up: first-call allocations, compiled kernels
+                    services.generate(args.model, prompts[:size], sampling, 0, what=f"bench {backend} warm-up")
+                    t1 = time.perf_counter()
+                    outs, _ = services.generate(args.model, prompts, sampling, 0, what=f"bench {backend}")
+                    secs = time.perf_counter() - t1
+                    tokens = sum(o.completion_tokens for o in outs)
+                    rows.append({"backend": backend, "batch": batch, "prompts": len(prompts), "new_tokens": tokens,
+                                 "startup_s": round(startup, 1), "seconds": round(secs, 2),
+                                 "tokens_per_s": round(tokens / secs, 1),
+                                 "prompts_per_s": round(len(prompts) / secs, 2)})
+                peak = services.peak_memory_mb("generator")
+            for r in rows:
+                r.setdefault("peak_mem_mb", round(peak))
     return rows
 
 
 def bench_train(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """OpenRLHF's SFT or DPO trainer on the recipe's trainer ranks (``cluster.trainer``), on ``--rows``
+    synthetic rows: the wall time of the call (the ranks' start-up included), the optimizer's own time and
+    samples/s, and the ranks' peak memory together."""
     from omegaconf import OmegaConf
 
     from w2s.assets import resolve_model_path
     from w2s.backends import data as data_files
-    from w2s.backends import openrlhf
-    from w2s.config.schema import DPOConfig, SFTConfig
+    from w2s.roles import Services
 
-    model = resolve_model_path(args.model)
-    cfg_cls = SFTConfig if args.method == "sft" else DPOConfig
-    cfg = OmegaConf.structured(cfg_cls(max_len=256, micro_batch_samples_per_device=args.micro_batch,
-                                       global_batch_samples=args.micro_batch * 2, zero_stage=0))
-    with tempfile.TemporaryDirectory(prefix="w2s-bench-") as tmp:
-        data = Path(tmp) / "data.jsonl"
+    with contextlib.ExitStack() as stack:
+        cfg, out = _bench_services(args, stack, [f"model.strong.path={args.model}"])
+        model = resolve_model_path(args.model)
+        ranks = int(cfg.cluster.trainer.num_actors)
+        section = OmegaConf.merge(cfg.train[args.method], {
+            "micro_batch_samples_per_device": args.micro_batch,
+            "global_batch_samples": args.micro_batch * ranks * 2})  # two micro-batches a step on each rank
+        data = out / f"{args.method}.jsonl"  # beside the actor logs: on a cluster, a folder every node reads
         answers = [f"Here is a short answer number {i}, with a few more words to make it realistic." for i in
                    range(args.rows)]
-        if args.method == "sft":
-            data_files.write_sft_rows(data, [(PROMPTS[i % 8], a) for i, a in enumerate(answers)], chat=True)
+        with Services(cfg) as services:
             t0 = time.perf_counter()
-            result = openrlhf.train_sft(cfg, model, str(data), str(Path(tmp) / "out"))
-        else:
-            data_files.write_pair_rows(data, [(PROMPTS[i % 8], a, "No.") for i, a in enumerate(answers)])
-            t0 = time.perf_counter()
-            result = openrlhf.train_dpo(cfg, model, model, str(data), str(Path(tmp) / "out"))
-        secs = time.perf_counter() - t0
-    return [{"method": args.method, "model": args.model, "samples": result.samples, "steps": result.steps,
-             "seconds_total": round(secs, 2), "seconds_training": round(result.seconds, 2),
-             "samples_per_s": round(result.samples / max(result.seconds, 1e-9), 2),
-             "peak_rss_mb": round(peak_rss_mb())}]
+            if args.method == "sft":
+                data_files.write_sft_rows(data, [(PROMPTS[i % 8], a) for i, a in enumerate(answers)], chat=True)
+                result = services.train("train_sft", section, model, str(data), str(out / "policy"))
+            else:
+                data_files.write_pair_rows(data, [(PROMPTS[i % 8], a, "No.") for i, a in enumerate(answers)])
+                result = services.train("train_dpo", section, model, model, str(data), str(out / "policy"))
+            secs = time.perf_counter() - t0
+            peak = services.peak_memory_mb("trainer")
+    return [{"method": args.method, "model": args.model, "ranks": ranks, "samples": result["samples"],
+             "steps": result["steps"], "seconds_total": round(secs, 2),
+             "seconds_training": round(result["seconds"], 2),
+             "samples_per_s": round(result["samples"] / max(result["seconds"], 1e-9), 2),
+             "peak_mem_mb": round(peak)}]
 
 
 def bench_aligner(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -295,11 +260,12 @@ def add_parser(subparsers: Any) -> None:
                               "or where a run's time goes",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["generate", "train", "aligner", "loop"])
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="aligner, loop: config overrides of the recipe")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides of the recipe")
     p.add_argument("--recipe", default="quickstart", help="aligner: the recipe whose Aligner is trained; loop: the "
-                   "recipe that runs")
-    p.add_argument("--output", help="aligner: folder for the Aligner and the evaluations; loop: the run dir "
-                   "(default: a new temp dir)")
+                   "recipe that runs; generate, train: the recipe whose cluster, engine and training settings apply")
+    p.add_argument("--output", help="aligner: folder for the Aligner and the evaluations; loop: the run dir; "
+                   "generate, train: folder for the actor logs and the training's data and model (default: a new "
+                   "temp dir)")
     p.add_argument("--run-dir", help="loop: read this finished run instead of running the recipe")
     p.add_argument("--aligner", help="aligner: measure this trained Aligner instead of training one (its held-out "
                    "triples are read from ALIGNER.work/eval.jsonl)")

@@ -210,6 +210,12 @@ class RoleActorMixin:
 
         return progress.snapshot()
 
+    def memory(self) -> dict[str, float]:
+        """Peak resident memory of this actor's process and the processes it started (a vLLM engine's)."""
+        from w2s.memory import tree_peak_mb
+
+        return {"peak_mb": tree_peak_mb()}
+
 
 @dataclass
 class ActorHandle:

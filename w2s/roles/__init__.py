@@ -354,6 +354,11 @@ class Services:
             out.setdefault(h.role, []).extend(a.where.get("pid") for a in h.group.actors)
         return out
 
+    def peak_memory_mb(self, role: str) -> float:
+        """Peak resident memory of ``role``'s live actors together, each with the processes it started."""
+        return sum(m["peak_mb"] for h in self.held.values() if h.role == role
+                   for m in h.group.call_all("memory", what=f"{role}: memory"))
+
     def close(self) -> None:
         """Stop every group (their engines' processes too)."""
         for key in list(self.held):
