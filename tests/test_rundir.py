@@ -313,3 +313,16 @@ def test_the_runner_retries_work_whose_actor_died_on_restarted_services(tmp_path
         rd.run(GENERATE, 2, {}, work_failing(3))
     assert events == ["work", "restart", "work", "restart", "work"]
     assert not (rd.stage_dir(2, "generate") / "manifest.json").exists()
+
+
+def test_metrics_go_to_tensorboard_as_scalars_by_round(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    rd = RunDir(tmp_path / "run", _cfg())  # log.tensorboard is on by default
+    rd.open(recipe="tiny/dpo", overrides=[])
+    rd.log_metrics(1, "train", {"loss_last": 0.5, "steps": 3, "method": "dpo", "ok": True})
+    rd.log_metrics(2, "train", {"loss_last": 0.25, "steps": 3, "method": "dpo", "ok": True})
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard" / "rounds"))
+    events.Reload()
+    assert sorted(events.Tags()["scalars"]) == ["train/loss_last", "train/steps"]  # numbers only, not flags
+    assert [(e.step, e.value) for e in events.Scalars("train/loss_last")] == [(1, 0.5), (2, 0.25)]

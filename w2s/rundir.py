@@ -377,14 +377,20 @@ class RunDir:
         if self.cfg.log.wandb.project:
             self._wandb_log(numbers, round_index)
         if self.cfg.log.tensorboard:
-            if self._tb is None:
-                from torch.utils.tensorboard import SummaryWriter
+            self._tensorboard_log(numbers, round_index)
 
-                self._tb = SummaryWriter(str(self.path / "tensorboard" / "rounds"))
-            for key, value in metrics.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self._tb.add_scalar(f"{stage}/{key}", value, round_index or 0)
-            self._tb.flush()
+    def _tensorboard_log(self, numbers: dict[str, float], round_index: int | None) -> None:
+        """Scalars in ``tensorboard/rounds`` (step: the round), written with TensorBoard's own event writer: the
+        driver never imports torch for it (torch's SummaryWriter writes the same events)."""
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        if self._tb is None:
+            self._tb = EventFileWriter(str(self.path / "tensorboard" / "rounds"))
+        values = [Summary.Value(tag=tag, simple_value=float(v)) for tag, v in numbers.items()]
+        self._tb.add_event(Event(wall_time=time.time(), step=round_index or 0, summary=Summary(value=values)))
+        self._tb.flush()
 
     def _wandb_log(self, numbers: dict[str, float], round_index: int | None) -> None:
         import wandb

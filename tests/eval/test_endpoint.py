@@ -23,8 +23,11 @@ class Script:
         self.requests: list[dict] = []
         self.headers: list[dict] = []
         self.in_flight = self.max_in_flight = 0
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()
         self.answer = lambda body: "- Better: [[responseA]]"
+        # Each request waits (up to 5 s) until this many are in flight: overlap that does not depend on the
+        # machine's load, so that a concurrency limit is seen exactly.
+        self.hold_until = 0
 
 
 @pytest.fixture
@@ -43,6 +46,8 @@ def server():
                 script.in_flight += 1
                 script.max_in_flight = max(script.max_in_flight, script.in_flight)
                 failure = script.failures.pop(0) if script.failures else None
+                script.lock.notify_all()
+                script.lock.wait_for(lambda: script.in_flight >= script.hold_until, timeout=5)
             time.sleep(0.05)
             if failure:
                 status, headers = failure
@@ -59,6 +64,7 @@ def server():
             self.wfile.write(payload)
             with script.lock:
                 script.in_flight -= 1
+                script.lock.notify_all()
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -104,9 +110,10 @@ def test_gives_up_after_max_retries_with_a_clear_message(server):
 
 
 def test_concurrency_limit_is_honoured(server):
+    server.hold_until = 3  # the server waits for a third request: a client that allowed more would send a fourth
     chat = ChatEndpoint(_cfg(server.url, concurrency=3))
     texts = chat.complete([[{"role": "user", "content": str(i)}] for i in range(12)])
-    assert len(texts) == 12 and server.max_in_flight <= 3 and server.max_in_flight >= 2
+    assert len(texts) == 12 and server.max_in_flight == 3
 
 
 def test_pairwise_judge_both_orders_and_the_cache_resumes_without_asking_again(server, tmp_path):

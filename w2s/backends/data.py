@@ -13,7 +13,8 @@ prompt alone, stores its length ``prompt_ids_len`` and ``get_loss_mask`` sets ``
 -1] = 1``; the trainer uses ``loss_mask[:, :-1]`` on next-token log-probs, so position ``j`` scores token
 ``j + 1`` and the scored tokens are exactly ``prompt_ids_len ..`` the EOS (checked in the tests).
 
-OpenRLHF's datasets import without flash-attn, so :func:`check_loads` runs in the driver without the CPU layer.
+:func:`check_loads` reads a file as training will; the role services run it on a trainer rank
+(:meth:`w2s.roles.Services.check_loads`), so that the driver never imports OpenRLHF.
 """
 
 from __future__ import annotations
@@ -244,7 +245,7 @@ def check_loads(data_path: str, tokenizer_path: str, kind: Kind, *, chat: bool =
     Raises:
         DataError: a malformed row (named by row and field), or no row kept.
     """
-    # Only OpenRLHF's datasets are needed, which import without flash-attn: the driver process stays unpatched.
+    # Only OpenRLHF's datasets are needed (they import without flash-attn).
     section = {"sft": SFTConfig, "dpo": DPOConfig, "rm": RewardModelConfig}[kind](max_len=max_len)
     args = namespace(flat_args(section, seed=0, micro=1, global_batch=1, chat=chat,
                                kind=kind, tensorboard_dir=None, output_dir="unused", attn="sdpa"))

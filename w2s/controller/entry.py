@@ -62,19 +62,20 @@ def quiet_libraries() -> None:
     """Keep library noise off the driver's console: deprecation warnings and per-call progress bars (model
     loading, dataset mapping). The actors' own noise goes to RUN_DIR/logs; log.level=DEBUG keeps all of it."""
     import os
+    import sys
     import warnings
 
     for category in (DeprecationWarning, FutureWarning, UserWarning):
         warnings.filterwarnings("ignore", category=category)
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    # transformers reads this one when it is imported (its progress bars follow the hub's), so the driver need not
+    # import it (a second of start-up) only to quiet it.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    try:
+    if "transformers" in sys.modules:  # imported already: too late for the environment
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    except ImportError:  # the light install: nothing to quiet
-        pass
 
 
 def run_job(cfg: DictConfig, *, recipe: str, overrides: list[str]) -> int:

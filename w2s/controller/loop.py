@@ -191,7 +191,7 @@ class Loop(RunContext):
 
     def data_stage(self, k: int, corrections: list[dict[str, Any]]) -> Path:
         """SFT rows (prompt -> correction) or preference pairs (correction > answer) in OpenRLHF's format."""
-        from w2s.backends.data import check_loads, write_pair_rows, write_sft_rows
+        from w2s.backends.data import write_pair_rows, write_sft_rows
         from w2s.data.text import normalized_edit_distance
 
         method = self.cfg.train.method
@@ -245,8 +245,8 @@ class Loop(RunContext):
             kind = {"sft": "sft", "dpo": "dpo", "rlhf": "rm"}[method]
             tokenizer = resolve_model_path(self.cfg.model.strong.path)
             section = self.cfg.train[method] if method != "rlhf" else self.cfg.train.rlhf.reward_model
-            loadable = check_loads(str(path), tokenizer, kind, chat=chat, max_len=int(section.max_len),
-                                   trust_remote_code=bool(self.cfg.model.strong.trust_remote_code))
+            loadable = self.services.check_loads(str(path), tokenizer, kind, chat=chat, max_len=int(section.max_len),
+                                                 trust_remote_code=bool(self.cfg.model.strong.trust_remote_code))
             rec["outputs"]["train"] = path
             rec["metrics"] = {"rows": n, "loadable_rows": loadable, **{f"dropped_{k2}": v for k2, v in dropped.items()}}
             say(f"round {k} data: {n} {method} rows written ({loadable} load in OpenRLHF), dropped {dropped}")

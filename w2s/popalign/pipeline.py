@@ -291,7 +291,7 @@ def _table(counts: dict[str, dict[str, int]], accuracy: dict[str, dict]) -> list
 def build_stage(cfg: DictConfig, rd: RunDir, services: Services) -> dict[str, Path]:
     """Build (or reuse) the PopAlign dataset; returns the stage's outputs (``popalign``, ``train``, ``dropped``)."""
     from w2s.assets import resolve_model_path
-    from w2s.backends.data import check_loads, write_pair_rows
+    from w2s.backends.data import write_pair_rows
 
     p = cfg.popalign
 
@@ -318,8 +318,8 @@ def build_stage(cfg: DictConfig, rd: RunDir, services: Services) -> dict[str, Pa
         write_jsonl(out, kept)
         write_pair_rows(pairs, [(r["prompt"], r["chosen"], r["rejected"]) for r in kept])
         max_len = int(p.filter.max_len) or int(cfg.train.dpo.max_len)
-        loadable = check_loads(str(pairs), policy_tok, "dpo", chat=True, max_len=max_len,
-                               trust_remote_code=bool(cfg.model.strong.trust_remote_code))
+        loadable = services.check_loads(str(pairs), policy_tok, "dpo", chat=True, max_len=max_len,
+                                        trust_remote_code=bool(cfg.model.strong.trust_remote_code))
         rec["outputs"].update({"popalign": out, "train": pairs})
         if p.output.write_dropped:
             write_jsonl(stage_dir / "dropped.jsonl", dropped)

@@ -318,6 +318,16 @@ class Services:
         result.setdefault("world_size", len(h.group.actors))
         return result
 
+    def check_loads(self, data_path: str, tokenizer_path: str, kind: str, *, chat: bool, max_len: int,
+                    trust_remote_code: bool) -> int:
+        """The rows of a training file OpenRLHF keeps, counted by the trainer ranks (each reads the file as its
+        training will; a malformed row is a DataError naming it)."""
+        from w2s.workers.trainer import TrainerWorker
+
+        h = self._use("trainer", "trainer", lambda: self._join_trainers(TrainerWorker))
+        return h.group.call_all("check_loads", data_path, tokenizer_path, kind, chat=chat, max_len=max_len,
+                                trust_remote_code=trust_remote_code, what=f"trainer: check {kind} rows")[0]
+
     def _join_trainers(self, cls: type) -> Held:
         h = self._start("trainer", "trainer", cls)
         g, c = h.group, self.cfg.cluster

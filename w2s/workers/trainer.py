@@ -66,6 +66,13 @@ class TrainerWorker(RoleActorMixin):
             release_memory()  # the rank stays for the next training: the models of this one go
         return dataclasses.asdict(result) if dataclasses.is_dataclass(result) else dict(result)
 
+    def check_loads(self, data_path: str, tokenizer_path: str, kind: str, **kwargs: Any) -> int:
+        """The rows of a training file that OpenRLHF's dataset keeps, read here as training will read them
+        (:func:`w2s.backends.data.check_loads`): the driver does not import OpenRLHF for it."""
+        from w2s.backends.data import check_loads
+
+        return check_loads(data_path, tokenizer_path, kind, **kwargs)
+
     def sleep(self) -> bool:
         """Another role takes the GPUs these ranks share: what they hold between trainings (the kept DPO reference)
         leaves them (each training's own models are already freed when it returns)."""
