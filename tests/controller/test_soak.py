@@ -66,11 +66,10 @@ def _kill_during(args: list[str], run: Path, target: int, delay: float, log: Pat
 
 
 @pytest.mark.slow
-def test_twenty_random_sigkills_end_like_an_uninterrupted_run(tmp_path, tiny_strong):
+@pytest.mark.xdist_group("finished-dpo-run")  # tests/controller/conftest.py: its finished run is built once
+def test_twenty_random_sigkills_end_like_an_uninterrupted_run(tmp_path, finished_dpo_run):
     args = ["run", "tiny/dpo", *SMALL]
-    reference = tmp_path / "reference"
-    done = w2s(*args, f"run.dir={reference}")
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    reference = finished_dpo_run  # the same command, never interrupted
 
     run = tmp_path / "killed"
     rng = random.Random(2026)
