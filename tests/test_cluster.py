@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import socket
@@ -34,12 +35,12 @@ def test_private_instance_ignores_a_cluster_already_running_here(monkeypatch):
                               f"--temp-dir={short}"], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        deadline = time.time() + 90
-        while subprocess.run([ray_bin, "status", f"--address=127.0.0.1:{port}"], env=env,
-                             capture_output=True).returncode != 0:
-            assert other.poll() is None, other.stdout.read()
-            assert time.time() < deadline, "the other Ray cluster did not come up"
-            time.sleep(1)
+        # `ray start` says so once its head node is up (polling `ray status` would start a Python process a second).
+        said, deadline, fd = "", time.time() + 90, other.stdout.fileno()
+        while "Ray runtime started" not in said and other.poll() is None and time.time() < deadline:
+            if select.select([fd], [], [], 1.0)[0]:
+                said += os.read(fd, 65536).decode(errors="replace")
+        assert other.poll() is None and "Ray runtime started" in said, said[-3000:]
         monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")  # what a bare ray.init() would attach to
         cfg = OmegaConf.structured(ClusterConfig(num_cpus=2))
         with RayCluster(cfg) as cluster:
