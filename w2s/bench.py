@@ -108,14 +108,15 @@ def bench_train(args: argparse.Namespace) -> list[dict[str, Any]]:
         data = out / f"{args.method}.jsonl"  # beside the actor logs: on a cluster, a folder every node reads
         answers = [f"Here is a short answer number {i}, with a few more words to make it realistic." for i in
                    range(args.rows)]
+        if args.method == "sft":
+            data_files.write_sft_rows(data, [(PROMPTS[i % 8], a) for i, a in enumerate(answers)], chat=True)
+            train_args: tuple = ("train_sft", section, model)
+        else:
+            data_files.write_pair_rows(data, [(PROMPTS[i % 8], a, "No.") for i, a in enumerate(answers)])
+            train_args = ("train_dpo", section, model, model)  # the reference: the same model
         with Services(cfg) as services:
             t0 = time.perf_counter()
-            if args.method == "sft":
-                data_files.write_sft_rows(data, [(PROMPTS[i % 8], a) for i, a in enumerate(answers)], chat=True)
-                result = services.train("train_sft", section, model, str(data), str(out / "policy"))
-            else:
-                data_files.write_pair_rows(data, [(PROMPTS[i % 8], a, "No.") for i, a in enumerate(answers)])
-                result = services.train("train_dpo", section, model, model, str(data), str(out / "policy"))
+            result = services.train(*train_args, str(data), str(out / "policy"))
             secs = time.perf_counter() - t0
             peak = services.peak_memory_mb("trainer")
     return [{"method": args.method, "model": args.model, "ranks": ranks, "samples": result["samples"],

@@ -307,9 +307,9 @@ class Services:
     def train(self, function: str, section: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Run a training function on the trainer ranks (one torch.distributed world, joined once); rank 0's
         result, with ``world_size``. See :class:`w2s.workers.trainer.TrainerWorker` for the functions."""
-        from w2s.workers.trainer import TrainerWorker, model_kwargs
+        from w2s.workers.trainer import model_kwargs
 
-        h = self._use("trainer", "trainer", lambda: self._join_trainers(TrainerWorker))
+        h = self._trainers()
         kwargs = {**model_kwargs(self.cfg, function), **kwargs}
         t0 = time.perf_counter()
         result = h.group.call_all("run", function, to_plain(section), *args, what=f"trainer {function}", **kwargs)[0]
@@ -322,11 +322,15 @@ class Services:
                     trust_remote_code: bool) -> int:
         """The rows of a training file OpenRLHF keeps, counted by the trainer ranks (each reads the file as its
         training will; a malformed row is a DataError naming it)."""
+        return self._trainers().group.call_all("check_loads", data_path, tokenizer_path, kind, chat=chat,
+                                               max_len=max_len, trust_remote_code=trust_remote_code,
+                                               what=f"trainer: check {kind} rows")[0]
+
+    def _trainers(self) -> Held:
+        """The trainer ranks (one torch.distributed world, joined once), started on first use."""
         from w2s.workers.trainer import TrainerWorker
 
-        h = self._use("trainer", "trainer", lambda: self._join_trainers(TrainerWorker))
-        return h.group.call_all("check_loads", data_path, tokenizer_path, kind, chat=chat, max_len=max_len,
-                                trust_remote_code=trust_remote_code, what=f"trainer: check {kind} rows")[0]
+        return self._use("trainer", "trainer", lambda: self._join_trainers(TrainerWorker))
 
     def _join_trainers(self, cls: type) -> Held:
         h = self._start("trainer", "trainer", cls)
