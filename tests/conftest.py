@@ -133,19 +133,21 @@ def pytest_testnodedown(node, error):
 
 
 # Tests that must not run beside each other under xdist (`--dist loadgroup` keeps a group in one worker): vLLM
-# engines bound the suite's memory (two would take about 14 GB), the Slurm tests share one cluster and its ports.
-_SERIAL_GROUPS = ("vllm", "slurm")
+# engines bound the suite's memory (two would take about 14 GB), the Slurm tests share one cluster and its ports,
+# and a Slurm test does not run beside a vLLM engine's start either: both groups are one, "serial". (A Ray node
+# of a one-CPU Slurm job, on a core a starting engine also loads, can miss Ray's own 30 s start-up wait; and a
+# two-node job beside an engine was the suite's memory peak.)
+_SERIAL_MARKERS = ("vllm", "slurm")
+SERIAL_GROUP = "serial"
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups in the workers
 def pytest_collection_modifyitems(config, items):
-    """Group the tests that must run one at a time (see _SERIAL_GROUPS); skip `gpu` tests without CUDA (checked
+    """Group the tests that must run one at a time (see _SERIAL_MARKERS); skip `gpu` tests without CUDA (checked
     lazily: torch is imported only when such a test exists)."""
     for item in items:
-        for group in _SERIAL_GROUPS:
-            if group in item.keywords:
-                item.add_marker(pytest.mark.xdist_group(group))
-                break
+        if any(marker in item.keywords for marker in _SERIAL_MARKERS):
+            item.add_marker(pytest.mark.xdist_group(SERIAL_GROUP))
     gpu_items = [item for item in items if "gpu" in item.keywords]
     if not gpu_items:
         return
