@@ -65,6 +65,7 @@ def bench_generate(args: argparse.Namespace) -> list[dict[str, Any]]:
         for backend in args.backend:
             sampling = OmegaConf.merge(cfg.generate, {"backend": backend, "max_new_tokens": args.max_new_tokens,
                                                       "temperature": 0.0})
+            measured = []
             with Services(cfg) as services:  # closed after each backend: the next one's memory is its own
                 t0 = time.perf_counter()
                 services.generator(args.model, cfg.model.strong, sampling)
@@ -78,13 +79,12 @@ def bench_generate(args: argparse.Namespace) -> list[dict[str, Any]]:
                     outs, _ = services.generate(args.model, prompts, sampling, 0, what=f"bench {backend}")
                     secs = time.perf_counter() - t1
                     tokens = sum(o.completion_tokens for o in outs)
-                    rows.append({"backend": backend, "batch": batch, "prompts": len(prompts), "new_tokens": tokens,
-                                 "startup_s": round(startup, 1), "seconds": round(secs, 2),
-                                 "tokens_per_s": round(tokens / secs, 1),
-                                 "prompts_per_s": round(len(prompts) / secs, 2)})
-                peak = services.peak_memory_mb("generator")
-            for r in rows:
-                r.setdefault("peak_mem_mb", round(peak))
+                    measured.append({"backend": backend, "batch": batch, "prompts": len(prompts),
+                                     "new_tokens": tokens, "startup_s": round(startup, 1), "seconds": round(secs, 2),
+                                     "tokens_per_s": round(tokens / secs, 1),
+                                     "prompts_per_s": round(len(prompts) / secs, 2)})
+                peak = round(services.peak_memory_mb("generator"))
+            rows += [{**r, "peak_mem_mb": peak} for r in measured]
     return rows
 
 

@@ -6,7 +6,6 @@ engine or trainer where it runs, vLLM's engine process included, not the driver 
 
 from __future__ import annotations
 
-import os
 import resource
 import sys
 
@@ -23,17 +22,15 @@ def _peak_kib(pid: int) -> int:
     return 0
 
 
-def tree_peak_mb(pid: int | None = None) -> float:
-    """Sum of the peak resident memory of ``pid`` (default: this process) and each of its live descendants, in
-    MiB: an upper bound of the tree's simultaneous peak (each process's own peak is exact). Without /proc (macOS),
-    this process's ``ru_maxrss`` alone."""
+def tree_peak_mb() -> float:
+    """Sum of the peak resident memory of this process and each of its live descendants, in MiB: an upper bound
+    of the tree's simultaneous peak (each process's own peak is exact). Without /proc (macOS), this process's
+    ``ru_maxrss`` alone."""
     import psutil
 
-    root = psutil.Process(pid)
-    total = 0
-    for p in [root, *root.children(recursive=True)]:
-        total += _peak_kib(p.pid)
-    if total == 0 and (pid is None or pid == os.getpid()):
+    me = psutil.Process()
+    total = sum(_peak_kib(p.pid) for p in [me, *me.children(recursive=True)])
+    if total == 0:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes there, KiB on Linux
     return total / 1024
