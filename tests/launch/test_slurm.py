@@ -375,32 +375,22 @@ def _check_two_node_run(slurm: LocalSlurmCluster, run_dir: Path) -> None:
     assert metrics
 
 
-@pytest.mark.slurm
-def test_two_node_job_runs_w2s_on_ray_across_both_nodes(slurm, tmp_path, ray_tmp, tiny_weak, tiny_strong):
-    run_dir = tmp_path / "run"
-    t0 = time.monotonic()
-    job = _launch(slurm, run_dir, ray_tmp)
-    info = slurm.wait_job(job, timeout_s=400)
-    wall = time.monotonic() - t0
-    logs = _job_logs(run_dir)
-    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", logs
-    print(f"job {job}: {wall:.1f}s wall, nodes {info.get('NodeList')}")
-    _check_two_node_run(slurm, run_dir)
+def _check_job_files(run_dir: Path, job: str) -> None:
+    """A job's scripts and logs are kept with the run; each Ray node's srun asked for its node's CPUs and got both
+    cores; every port a node was given comes from the job's recorded plan."""
     for name in ("w2s.sbatch", "ray_cluster.sh", f"job-{job}.out", f"driver-{job}.log", f"ray-n1-{job}.log",
                  f"ray-n2-{job}.log"):
         assert (run_dir / "slurm" / name).is_file(), name
     job_out = (run_dir / "slurm" / f"job-{job}.out").read_text()
     assert "Ray cluster of 2 nodes up" in job_out
-    # Each Ray node's srun asked for its node's CPUs, and the task was allowed both cores of its node.
     for node in ("n1", "n2"):
         assert f"srun --overlap --nodes=1 --ntasks=1 --nodelist={node} --cpus-per-task=2 " in job_out, job_out
         assert "2 CPU(s) (allowed: 0-1)" in (run_dir / "slurm" / f"ray-{node}-{job}.log").read_text()
-    # Every port either Ray node was given comes from the job's recorded plan; the head's include the client server.
+    # The head's ports include the client server's.
     plan = _plan_ports(run_dir / "slurm" / f"ray-ports-{job}.env")
     for node, least in (("n1", 11), ("n2", 8)):
         given = re.findall(r"-port=(\d+)", (run_dir / "slurm" / f"ray-{node}-{job}.log").read_text())
         assert len(given) >= least and {int(p) for p in given} <= plan, (node, given)
-    assert _our_ray_processes(ray_tmp) == []  # torn down by PID, nothing left behind
 
 
 @pytest.mark.slurm
@@ -429,7 +419,9 @@ def test_preempted_job_is_requeued_and_resumes_the_run(slurm, tmp_path, ray_tmp,
 
 @pytest.mark.slurm
 def test_killed_job_resubmitted_resumes_the_run(slurm, tmp_path, ray_tmp, tiny_weak, tiny_strong):
-    """A hard kill (scancel, no warning) mid-run, then the kept script submitted again: the run resumes."""
+    """A hard kill (scancel, no warning) mid-run, then the kept script submitted again: the run resumes, in a
+    two-node job of its own whose scripts, logs, CPUs and ports are checked (every Slurm test runs a whole job,
+    so this one also stands for a job that runs w2s on Ray across both nodes)."""
     run_dir = tmp_path / "run"
     job = _launch(slurm, run_dir, ray_tmp)
     done_before = _wait_for_a_finished_stage(slurm, job, run_dir)
@@ -448,7 +440,8 @@ def test_killed_job_resubmitted_resumes_the_run(slurm, tmp_path, ray_tmp, tiny_w
         assert p.read_bytes() == content, p
     assert len(json.loads((run_dir / "run.json").read_text())["attempts"]) == 2
     _check_two_node_run(slurm, run_dir)
-    assert _our_ray_processes(ray_tmp) == []
+    _check_job_files(run_dir, again)
+    assert _our_ray_processes(ray_tmp) == []  # torn down by PID, nothing left behind
 
 
 @pytest.mark.slurm
