@@ -95,7 +95,10 @@ class Build:
                 except json.JSONDecodeError:
                     continue  # a partial last line from a killed build
                 self.cache[row["key"]] = row
-        self.aligner_provenance: dict[str, Any] = {}
+        # The Aligner's provenance (its template, instruction, sampling) is kept with its corrections, so that a
+        # build resumed from the cache alone (no corrector started) records it as the first build did.
+        self.aligner_provenance: dict[str, Any] = next(
+            (r["aligner_provenance"] for r in self.cache.values() if r.get("aligner_provenance")), {})
 
     def key_of(self, req: Request) -> str:
         """The cache key of a request. Greedy answers to one conversation by one model are equal, so they are
@@ -163,6 +166,8 @@ class Build:
             row = {"key": key, "model": req.model, "path": path, "text": out.text, "rendered": text,
                    "finish_reason": out.finish_reason, "prompt_tokens": out.prompt_tokens,
                    "completion_tokens": out.completion_tokens}
+            if aligner:
+                row["aligner_provenance"] = self.aligner_provenance
             append_jsonl(self.cache_path, row)
             self.cache[key] = row
         tokens = sum(o.completion_tokens for o in outs)
