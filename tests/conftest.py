@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 # Any accidental model-hub access must fail fast, and no test may write to the user's cache.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -215,3 +218,18 @@ def tiny_reward_model(tiny_weak, tmp_path_factory) -> str:
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return str(out)
+
+
+# The tests that use `benched_tiny_aligner` carry the xdist group "trained-aligner", so that under `make test` they run
+# in one worker and the Aligner is trained once (a fixture of session scope is built once per worker).
+@pytest.fixture(scope="session")
+def benched_tiny_aligner(tmp_path_factory, tiny_weak) -> tuple[Path, str]:
+    """`w2s bench aligner` on tiny/aligner, run once: it trains the recipe's Aligner (`w2s aligner train`, into
+    OUT/aligner), then measures it. The output folder and the command's stdout; tests that need a trained tiny
+    Aligner read OUT/aligner."""
+    out = tmp_path_factory.mktemp("bench-aligner") / "bench"
+    cmd = [sys.executable, "-m", "w2s.cli", "bench", "aligner", "--recipe", "tiny/aligner", "--json", "--output",
+           str(out), "eval.max_prompts=4", "correct.max_new_tokens=8", "eval.generate.max_new_tokens=8"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return out, result.stdout

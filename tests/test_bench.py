@@ -11,13 +11,10 @@ import pytest
 
 
 @pytest.mark.slow  # trains an Aligner
-def test_bench_aligner_reports_both_held_out_sets(tmp_path):
-    out = tmp_path / "bench"
-    cmd = [sys.executable, "-m", "w2s.cli", "bench", "aligner", "--recipe", "tiny/aligner", "--json", "--output",
-           str(out), "eval.max_prompts=4", "correct.max_new_tokens=8", "eval.generate.max_new_tokens=8"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    rows = json.loads(next(line for line in reversed(result.stdout.splitlines()) if line.startswith("[")))
+@pytest.mark.xdist_group("trained-aligner")  # benched_tiny_aligner is built once (tests/conftest.py)
+def test_bench_aligner_reports_both_held_out_sets(benched_tiny_aligner):
+    out, stdout = benched_tiny_aligner
+    rows = json.loads(next(line for line in reversed(stdout.splitlines()) if line.startswith("[")))
     assert [r["set"] for r in rows] == ["held-out triples", "eval prompts"]
     heldout = [json.loads(line) for line in (out / "aligner.work" / "eval.jsonl").read_text().splitlines()]
     assert rows[0]["n"] == len(heldout) and rows[1]["n"] == 4

@@ -72,12 +72,11 @@ def test_token_levenshtein_and_the_linear_fit():
 
 
 @pytest.mark.slow  # trains an Aligner, w2s interpret
-def test_lat_then_control_end_to_end_on_the_tiny_models(tmp_path, tiny_weak):
-    """A w2s Aligner (trained for real, briefly) on the tiny models: the LAT outputs, then control reusing them."""
-    aligner = tmp_path / "aligner"
-    train = subprocess.run([sys.executable, "-m", "w2s.cli", "aligner", "train", "tiny/aligner", "--output",
-                            str(aligner)], capture_output=True, text=True, timeout=600)
-    assert train.returncode == 0, train.stdout[-2000:] + train.stderr[-2000:]
+@pytest.mark.xdist_group("trained-aligner")  # benched_tiny_aligner is built once (tests/conftest.py)
+def test_lat_then_control_end_to_end_on_the_tiny_models(tmp_path, tiny_weak, benched_tiny_aligner):
+    """A w2s Aligner (trained for real, briefly, by `w2s aligner train`) on the tiny models: the LAT outputs, then
+    control reusing them."""
+    aligner = benched_tiny_aligner[0] / "aligner"
     out = tmp_path / "interpret"
     # Sampled at temperature 1: greedy, the tiny Aligner writes a prefix of the answer and stops (nothing to contrast).
     args = ["--aligner", str(aligner), "--output", str(out),
