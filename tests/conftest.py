@@ -142,15 +142,23 @@ def pytest_testnodedown(node, error):
 # two-node job beside an engine was the suite's memory peak.)
 _SERIAL_MARKERS = ("vllm", "slurm")
 SERIAL_GROUP = "serial"
+# Session fixtures built by a whole CLI run (a fixture of session scope is built once per worker): the tests that use
+# one form a group, so that they run in one worker and it is built once.
+SHARED_RUN_GROUPS = {"finished_dpo_run": "finished-dpo-run", "benched_tiny_aligner": "trained-aligner"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups in the workers
 def pytest_collection_modifyitems(config, items):
-    """Group the tests that must run one at a time (see _SERIAL_MARKERS); skip `gpu` tests without CUDA (checked
-    lazily: torch is imported only when such a test exists)."""
+    """Group the tests that must run one at a time (see _SERIAL_MARKERS) and those sharing a run built once (see
+    SHARED_RUN_GROUPS); skip `gpu` tests without CUDA (checked lazily: torch is imported only when such a test
+    exists)."""
     for item in items:
         if any(marker in item.keywords for marker in _SERIAL_MARKERS):
             item.add_marker(pytest.mark.xdist_group(SERIAL_GROUP))
+            continue
+        shared = [group for fixture, group in SHARED_RUN_GROUPS.items() if fixture in item.fixturenames]
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(shared[0]))
     gpu_items = [item for item in items if "gpu" in item.keywords]
     if not gpu_items:
         return
@@ -220,8 +228,6 @@ def tiny_reward_model(tiny_weak, tmp_path_factory) -> str:
     return str(out)
 
 
-# The tests that use `benched_tiny_aligner` carry the xdist group "trained-aligner", so that under `make test` they run
-# in one worker and the Aligner is trained once (a fixture of session scope is built once per worker).
 @pytest.fixture(scope="session")
 def benched_tiny_aligner(tmp_path_factory, tiny_weak) -> tuple[Path, str]:
     """`w2s bench aligner` on tiny/aligner, run once: it trains the recipe's Aligner (`w2s aligner train`, into

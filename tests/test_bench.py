@@ -11,7 +11,6 @@ import pytest
 
 
 @pytest.mark.slow  # trains an Aligner
-@pytest.mark.xdist_group("trained-aligner")  # benched_tiny_aligner is built once (tests/conftest.py)
 def test_bench_aligner_reports_both_held_out_sets(benched_tiny_aligner):
     out, stdout = benched_tiny_aligner
     rows = json.loads(next(line for line in reversed(stdout.splitlines()) if line.startswith("[")))

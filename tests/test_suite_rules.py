@@ -18,3 +18,17 @@ def test_vllm_and_slurm_tests_run_one_at_a_time_under_xdist(request):
     if not serial:
         pytest.skip("no vLLM or Slurm test selected")
     assert all(n.endswith("@serial") for n in serial), serial[:3]  # one group: one worker, one at a time
+
+
+def test_tests_sharing_a_run_built_once_run_in_one_worker_under_xdist(request):
+    """Under `make test` every test using a session fixture built by a whole CLI run (tests/conftest.py,
+    SHARED_RUN_GROUPS) carries that fixture's group, so that the run is built once, not once per worker."""
+    from tests.conftest import SHARED_RUN_GROUPS
+
+    if not os.environ.get("PYTEST_XDIST_WORKER") or not getattr(request.config.option, "loadgroup", False):
+        pytest.skip("checks the grouping of an xdist --dist loadgroup run (make test)")
+    sharing = {item.nodeid: group for item in request.session.items
+               for fixture, group in SHARED_RUN_GROUPS.items() if fixture in item.fixturenames}
+    if not sharing:
+        pytest.skip("no test of a shared run selected")
+    assert all(nodeid.endswith(f"@{group}") for nodeid, group in sharing.items()), sharing

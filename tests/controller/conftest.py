@@ -8,8 +8,7 @@ import pytest
 
 from tests.controller.test_loop import SMALL, w2s
 
-# The tests that use `finished_dpo_run` carry the xdist group "finished-dpo-run", so that under `make test` they run
-# in one worker and the run is built once (a fixture of session scope is built once per worker).
+# The tests that use `finished_dpo_run` run in one worker under `make test` (tests/conftest.py, SHARED_RUN_GROUPS).
 
 
 @pytest.fixture(scope="session")

@@ -192,7 +192,6 @@ def test_dpo_stopped_then_killed_mid_stage_resumes_without_redoing_finished_stag
 
 
 @pytest.mark.slow  # w2s run
-@pytest.mark.xdist_group("finished-dpo-run")  # tests/controller/conftest.py: its finished run is built once
 def test_a_finished_run_grows_by_a_round(tmp_path, finished_dpo_run):
     """loop.rounds 2 -> 3 on a finished run: round 3 runs, rounds 0-2 are kept byte for byte (files and metrics)."""
     run = tmp_path / "run"

@@ -66,7 +66,6 @@ def _kill_during(args: list[str], run: Path, target: int, delay: float, log: Pat
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("finished-dpo-run")  # tests/controller/conftest.py: its finished run is built once
 def test_twenty_random_sigkills_end_like_an_uninterrupted_run(tmp_path, finished_dpo_run):
     args = ["run", "tiny/dpo", *SMALL]
     reference = finished_dpo_run  # the same command, never interrupted

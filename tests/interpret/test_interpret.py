@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from w2s.interpret.control import linear_fit, token_levenshtein
+from w2s.interpret.control import levenshtein_ratio, linear_fit, token_levenshtein
 from w2s.interpret.reading import band_vector, lat_scan, reading_vectors, separation
 from w2s.interpret.residual import ResidualReader, ResidualSteer, decoder_layers
 
@@ -72,7 +73,6 @@ def test_token_levenshtein_and_the_linear_fit():
 
 
 @pytest.mark.slow  # trains an Aligner, w2s interpret
-@pytest.mark.xdist_group("trained-aligner")  # benched_tiny_aligner is built once (tests/conftest.py)
 def test_lat_then_control_end_to_end_on_the_tiny_models(tmp_path, tiny_weak, benched_tiny_aligner):
     """A w2s Aligner (trained for real, briefly, by `w2s aligner train`) on the tiny models: the LAT outputs, then
     control reusing them."""
@@ -82,7 +82,7 @@ def test_lat_then_control_end_to_end_on_the_tiny_models(tmp_path, tiny_weak, ben
     args = ["--aligner", str(aligner), "--output", str(out),
             "interpret.pairs.path=recipes/data/tiny/aligner_triples.jsonl", "interpret.max_pairs=12",
             "interpret.tokens=6", "interpret.generate.max_new_tokens=8", "interpret.generate.preset=",
-            "interpret.generate.temperature=1.0", "interpret.control.max_pairs=4",
+            "interpret.generate.temperature=1.0", "interpret.control.max_pairs=3",
             "interpret.control.alphas=[-0.5,0.0,0.5]", "model.aligner.dtype=float32"]
     lat = subprocess.run([sys.executable, "-m", "w2s.cli", "interpret", "lat", "interpret/quickstart", *args],
                          capture_output=True, text=True, timeout=600)
@@ -92,7 +92,11 @@ def test_lat_then_control_end_to_end_on_the_tiny_models(tmp_path, tiny_weak, ben
     result = json.loads((out / "lat.json").read_text())
     n_layers = len(decoder_layers(_model(tiny_weak)))
     assert result["layers"] == n_layers and len(result["separation"]) == n_layers
-    assert all(0 <= s <= 1 for s in result["separation"])
+    # The best layer is the one that separates the held-out pairs best, and control steers the top quarter of
+    # layers by that separation (checked below).
+    sep = result["separation"]
+    assert sep[result["best_layer"]] == max(sep)
+    top_quarter = sorted(sorted(range(n_layers), key=lambda layer: -sep[layer])[:math.ceil(n_layers / 4)])
     scan = result["cases"]["correction"]["scan"]
     assert len(scan) == n_layers and 1 <= len(scan[0]) <= 6
     # Separation is measured on held-out pairs: some of the 12, not all (the rest found the reading vectors).
@@ -106,7 +110,21 @@ def test_lat_then_control_end_to_end_on_the_tiny_models(tmp_path, tiny_weak, ben
     c = json.loads((out / "control.json").read_text())
     assert set(c["series"]) == {"aligner", "base model"}  # the base model it was trained from, steered too
     assert [r["alpha"] for r in c["series"]["aligner"]] == [-0.5, 0.0, 0.5]
-    assert all(r["levenshtein_ratio"] >= 0 and 0 <= r["copy_rate"] <= 1 for r in c["series"]["aligner"])
-    assert set(c["fits"]["aligner"]) == {"slope", "intercept", "r2"} and (out / "control.png").exists()
+    assert c["layers"] == top_quarter and c["pairs"] == 3
+    # The metrics are those of the corrections written: each alpha's three corrections (all of them are kept as
+    # examples) give its mean token-level edit ratio to the answer and its copy rate.
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(aligner)
+    for r in c["series"]["aligner"]:
+        examples = r["examples"]
+        assert len(examples) == 3
+        ratios = [levenshtein_ratio(tokenizer, e["answer"], e["correction"]) for e in examples]
+        assert r["levenshtein_ratio"] == pytest.approx(sum(ratios) / 3)
+        assert r["copy_rate"] == sum(e["correction"].strip() == e["answer"].strip() for e in examples) / 3
+    rows = c["series"]["aligner"]
+    assert c["fits"]["aligner"] == pytest.approx(linear_fit([r["alpha"] for r in rows],
+                                                            [r["levenshtein_ratio"] for r in rows]))
+    assert (out / "control.png").exists()
     html = (out / "report.html").read_text()
     assert "Representation control" in html and "where the Aligner decides to correct" in html
