@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -93,6 +94,15 @@ def test_config_hash_ignores_defaults_so_new_schema_fields_keep_runs_resumable()
     assert config_hash(_cfg("generate.max_new_tokens=5"), ["generate"]) != base
     assert config_hash(_cfg("train.dpo.pair_source=both", "train.dpo.extra_pairs=README.md"),
                        ["generate", "train.dpo.pair_source"]) != base
+    # Known answer: the hash is that of exactly the values that differ from the schema's defaults, in the sections
+    # asked for (loop.rounds is not one; loop.prompts_per_round keeps its default).
+    from w2s.config.schema import W2SConfig
+
+    changed = OmegaConf.merge(OmegaConf.structured(W2SConfig), {"generate": {"max_new_tokens": 7},
+                                                                "loop": {"rounds": 5}})
+    expected = json.dumps({"generate": {"max_new_tokens": 7}}, sort_keys=True).encode()
+    assert config_hash(changed, ["generate", "loop.prompts_per_round"]) == \
+        hashlib.sha256(expected).hexdigest()[:16]
 
 
 def _finished_stage(rd, stage, inputs):
