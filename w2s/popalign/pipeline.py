@@ -95,10 +95,7 @@ class Build:
                 except json.JSONDecodeError:
                     continue  # a partial last line from a killed build
                 self.cache[row["key"]] = row
-        # The Aligner's provenance (its template, instruction, sampling) is kept with its corrections, so that a
-        # build resumed from the cache alone (no corrector started) records it as the first build did.
-        self.aligner_provenance: dict[str, Any] = next(
-            (r["aligner_provenance"] for r in self.cache.values() if r.get("aligner_provenance")), {})
+        self.aligner_provenance: dict[str, Any] = {}  # the served Aligner's (template, instruction, sampling)
 
     def key_of(self, req: Request) -> str:
         """The cache key of a request. Greedy answers to one conversation by one model are equal, so they are
@@ -166,7 +163,7 @@ class Build:
             row = {"key": key, "model": req.model, "path": path, "text": out.text, "rendered": text,
                    "finish_reason": out.finish_reason, "prompt_tokens": out.prompt_tokens,
                    "completion_tokens": out.completion_tokens}
-            if aligner:
+            if aligner:  # kept with the correction: a build resumed from the cache alone starts no corrector
                 row["aligner_provenance"] = self.aligner_provenance
             append_jsonl(self.cache_path, row)
             self.cache[key] = row
@@ -230,8 +227,9 @@ def assemble(jobs: list[PairJob], build: Build, cfg: DictConfig,
             "finish_reason": {s: out[s]["finish_reason"] for s in SLOTS},
             "completion_tokens": {s: out[s]["completion_tokens"] for s in SLOTS},
         }
-        if any(job.requests[s].model == "aligner" for s in SLOTS):
-            prov["aligner"] = build.aligner_provenance
+        corrected = [out[s] for s in SLOTS if job.requests[s].model == "aligner"]
+        if corrected:  # the provenance of the Aligner that wrote this correction (older caches do not keep it)
+            prov["aligner"] = corrected[0].get("aligner_provenance") or build.aligner_provenance
         row = {"id": f"{job.prompt_id}:{name}", "prompt_id": job.prompt_id, "strategy": name, "prompt": job.query}
         try:
             texts = {s: job.builder.postprocess(s, out[s]["text"]) for s in SLOTS}
