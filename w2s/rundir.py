@@ -108,28 +108,21 @@ _ABSENT = object()
 
 
 @functools.cache
-def _schema_defaults() -> dict[str, Any]:
-    """The schema's defaults as plain Python, built once: a stage's check and its manifest each hash the config,
-    and building the structured schema takes about a tenth of a second each time."""
+def _schema_defaults() -> DictConfig:
+    """The schema's defaults, built once (read-only): a stage's check and its manifest each hash the config, and
+    building the structured schema takes about a tenth of a second each time."""
     from w2s.config.schema import W2SConfig
 
-    return to_plain(OmegaConf.structured(W2SConfig))
-
-
-def _select(tree: Any, key: str) -> Any:
-    """``tree``'s value at the dotted ``key``; None where there is none (as ``OmegaConf.select``)."""
-    for part in key.split("."):
-        if not isinstance(tree, dict) or part not in tree:
-            return None
-        tree = tree[part]
-    return tree
+    defaults = OmegaConf.structured(W2SConfig)
+    OmegaConf.set_readonly(defaults, True)
+    return defaults
 
 
 def config_hash(cfg: DictConfig, keys: list[str]) -> str:
     """Hash of what a stage depends on: the values of the given config sections that differ from the schema's
     defaults, so that a field added to the schema later (with a default) does not invalidate finished stages."""
     defaults = _schema_defaults()
-    parts = {k: _changes(to_plain(OmegaConf.select(cfg, k)), _select(defaults, k)) for k in keys}
+    parts = {k: _changes(to_plain(OmegaConf.select(cfg, k)), to_plain(OmegaConf.select(defaults, k))) for k in keys}
     parts = {k: v for k, v in parts.items() if v is not _ABSENT}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
