@@ -68,9 +68,16 @@ def test_bench_loop_says_where_a_runs_time_went(tmp_path):
     run = tmp_path / "run"
     stages = {"aligner": (100.0, 90.0), "round-01/generate": (10.0, 4.0), "round-01/train": (30.0, 27.0),
               "round-02/generate": (8.0, 6.0)}
+    services = {"round-01/generate": {"started": {"generator": 1}, "refits": []},
+                "round-01/train": {"started": {"trainer": 1}, "refits": []},
+                "round-02/generate": {"started": {}, "refits": [
+                    {"role": "generator", "checked": True, "mean_abs_diff": 0.0012, "tokens": 20, "tolerance": 0.1},
+                    {"role": "generator", "checked": False, "why": "no probe"}]}}
     for where, (wall, work) in stages.items():
         (run / where).mkdir(parents=True)
-        (run / where / "manifest.json").write_text(json.dumps({"seconds": wall, "work_seconds": work}))
+        (run / where / "manifest.json").write_text(json.dumps({"seconds": wall, "work_seconds": work,
+                                                               **({"services": services[where]}
+                                                                  if where in services else {})}))
     (run / "cluster.json").write_text(json.dumps({"actors": [{"role": "generator"}, {"role": "trainer"},
                                                              {"role": "trainer"}]}))
     result = subprocess.run([sys.executable, "-m", "w2s.cli", "bench", "loop", "--run-dir", str(run), "--json"],
@@ -84,3 +91,8 @@ def test_bench_loop_says_where_a_runs_time_went(tmp_path):
     assert rows["before the rounds (total)"]["startup_share"] == "10%"
     assert (rows["whole run (total)"]["wall_s"], rows["whole run (total)"]["work_s"]) == (148.0, 127.0)
     assert list(rows)[:4] == ["aligner", "round-01/generate", "round-01/train", "round-02/generate"]
+    # Which roles started in each stage (none after round 1 here) and the refit checks of in-place loads.
+    assert rows["aligner"]["roles_started"] == "-" and rows["round-02/generate"]["roles_started"] == "-"
+    assert rows["round-01 (total)"]["roles_started"] == "generator 1, trainer 1"
+    assert rows["round-02 (total)"]["refit_checks"] == "1 passed (max 0.0012), 1 unchecked"
+    assert rows["round-01 (total)"]["refit_checks"] == "-"

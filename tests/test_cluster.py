@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from w2s.cluster import STOP, RayCluster, RoleGroup, StopRequested, wait_all
 from w2s.config.schema import ClusterConfig
 from w2s.errors import ClusterError, WorkerError
+from w2s.placement import remove_placement_groups
 
 
 @pytest.mark.slow  # two Ray instances
@@ -142,6 +143,49 @@ class TestRoleGroups:
             assert [len(pg.bundle_specs) for pg in whole.pgs] == [1]
             assert shared.pgs[0].bundle_specs == [{"CPU": 0.25, "GPU": 0.5}] * 2
             assert [len(g) for _, g in shared.call_all("env")] == [1, 1]
+
+    def test_colocated_roles_share_each_gpu_rank_by_rank_and_never_within_a_role(self, ray8):
+        """cluster.colocate: one group of whole-GPU bundles; rank i of every role on GPU i (Ray's assignment, read
+        in the actors), a tensor-parallel engine on two consecutive GPUs, a second group of a narrower role beside
+        the first; the pool outlives the groups."""
+        from w2s.placement import gpu_pool, place_pool, pool_nodes
+
+        cfg = OmegaConf.create({"placement_strategy": "PACK", "colocate": ["generator", "trainer", "judge"],
+                                "generator": _role(2, 0.1, 2), "trainer": _role(4, 0.1, 1),
+                                "judge": _role(1, 0.1, 1)})
+        pool = gpu_pool(cfg)
+        assert pool.share == pytest.approx(1 / 3)
+        # Four alike GPUs, each a seat (CPUs) for every role: Ray places a group's bundles largest first.
+        assert [b["CPU"] for b in pool.bundles] == pytest.approx([0.3] * 4)
+        pg = place_pool(pool)
+        assert len(set(pool_nodes(pg))) == 1
+        try:
+            seated = {}
+            with RoleGroup("trainer", _probe_class(), cfg.trainer, strategy="PACK", timeout_s=60,
+                           pool=(pool, pg)) as trainer, \
+                    RoleGroup("generator", _probe_class(), cfg.generator, strategy="PACK", timeout_s=60,
+                              pool=(pool, pg)) as generator, \
+                    RoleGroup("judge", _probe_class(), cfg.judge, strategy="PACK", timeout_s=60, pool=(pool, pg),
+                              offset=0) as judge0, \
+                    RoleGroup("judge", _probe_class(), cfg.judge, strategy="PACK", timeout_s=60, pool=(pool, pg),
+                              offset=1) as judge1:
+                for name, group in (("trainer", trainer), ("judge0", judge0), ("judge1", judge1)):
+                    seated[name] = [g for _, g in group.call_all("env")]
+                assert all(len(g) == 1 for g in seated["trainer"])
+                trainer_gpus = [g[0] for g in seated["trainer"]]
+                assert len(set(trainer_gpus)) == 4  # no two ranks of one role on one GPU
+                assert seated["judge0"] == [[trainer_gpus[0]]] and seated["judge1"] == [[trainer_gpus[1]]]
+                assert [p["pool_bundles"] for p in generator.placements()] == [[0, 1], [2, 3]]
+                for rank, engine in enumerate(generator.actors):
+                    (env, gpus) = wait_all([engine.actor.env.remote()], [engine], what="env", timeout_s=60)[0]
+                    assert gpus == [] and env["VLLM_RAY_BUNDLE_INDICES"] == f"{2 * rank},{2 * rank + 1}"
+                    assert float(env["VLLM_RAY_PER_WORKER_GPUS"]) == pytest.approx(1 / 3, abs=1e-3)
+                    workers = wait_all([engine.actor.worker_gpus.remote()], [engine], what="workers", timeout_s=60)[0]
+                    # The engine's workers sit on the GPUs of trainer ranks 2i and 2i+1.
+                    assert [w[0] for w, _ in workers] == trainer_gpus[2 * rank:2 * rank + 2]
+            assert ray.util.placement_group_table(pg)["state"] == "CREATED"  # the groups never remove the pool
+        finally:
+            remove_placement_groups([pg])
 
     def test_placement_errors_name_the_fix(self, ray8):
         # Three 3-GPU engines need 9 of the 8 GPUs: refused at once; the strategy is not the problem.

@@ -27,3 +27,10 @@ def test_a_gpu_smoke_round(tmp_path, method):
     assert train["metrics"]["steps"] >= 1
     policy = run / "round-01" / "train" / "policy"
     assert (policy / "config.json").is_file() and any(policy.glob("*.safetensors"))
+    # gpu/smoke colocates generator, corrector and trainer on the one GPU: one process each, all on GPU 0, taking
+    # turns (the trainer's turn put the engines to sleep).
+    actors = [a for a in json.loads((run / "cluster.json").read_text())["actors"] if a["role"] != "judge"]
+    if method == "dpo":
+        assert sorted(a["role"] for a in actors) == ["corrector", "generator", "trainer"]
+        assert {a["pool_bundles"][0] for a in actors} == {0} and len({tuple(a["gpu_ids"]) for a in actors}) == 1
+        assert ["generator", "sleep"] in train["services"]["turns"]

@@ -185,28 +185,41 @@ def bench_aligner(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def loop_times(run_dir: Path) -> list[dict[str, Any]]:
     """Per stage of a run (its manifests), then per round and for the whole run: wall seconds, work seconds and
-    the rest (start-up and orchestration)."""
+    the rest (start-up and orchestration), the role groups started and the refit checks of weights taken in
+    place."""
+    from collections import Counter
+
     from w2s.rundir import read_state
 
     manifests = sorted(run_dir.glob("*/manifest.json")) + sorted(run_dir.glob("round-*/*/manifest.json"))
     rows: list[dict[str, Any]] = []
-    totals: dict[str, list[float]] = {}
+    totals: dict[str, list[Any]] = {}
     for path in manifests:
         m = read_state(path)
         wall, work = float(m.get("seconds", 0.0)), float(m.get("work_seconds", 0.0))
+        services = m.get("services") or {}
+        started, refits = Counter(services.get("started") or {}), list(services.get("refits") or [])
         where = str(path.parent.relative_to(run_dir))
-        rows.append(_time_row(where, wall, work))
+        rows.append(_time_row(where, wall, work, started, refits))
         group = where.split("/")[0] if where.startswith("round-") else "before the rounds"
         for key in (group, "whole run"):
-            t = totals.setdefault(key, [0.0, 0.0])
+            t = totals.setdefault(key, [0.0, 0.0, Counter(), []])
             t[0], t[1] = t[0] + wall, t[1] + work
+            t[2].update(started)
+            t[3] += refits
     return rows + [_time_row(f"{key} (total)", *t) for key, t in totals.items()]
 
 
-def _time_row(where: str, wall: float, work: float) -> dict[str, Any]:
+def _time_row(where: str, wall: float, work: float, started: dict[str, int], refits: list[dict[str, Any]]
+              ) -> dict[str, Any]:
     other = max(wall - work, 0.0)
+    checked = [r for r in refits if r.get("checked")]
+    refit = "-" if not refits else f"{len(checked)} passed" + (
+        f" (max {max(r['mean_abs_diff'] for r in checked):.2g})" if checked else "") + (
+        f", {len(refits) - len(checked)} unchecked" if len(checked) < len(refits) else "")
     return {"stage": where, "wall_s": round(wall, 1), "work_s": round(work, 1), "startup_and_orchestration_s":
-            round(other, 1), "startup_share": f"{100 * other / wall:.0f}%" if wall else "-"}
+            round(other, 1), "startup_share": f"{100 * other / wall:.0f}%" if wall else "-",
+            "roles_started": ", ".join(f"{r} {n}" for r, n in sorted(started.items())) or "-", "refit_checks": refit}
 
 
 def bench_loop(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -9,7 +9,9 @@
   tensor-parallel vLLM engine) gets its own STRICT_PACK group of N one-GPU bundles on one node, runs itself on the
   first bundle without GPUs, captures its child tasks into the group, and finds its bundles in
   ``VLLM_RAY_BUNDLE_INDICES`` / ``VLLM_RAY_PER_WORKER_GPUS`` (vLLM's ray executor refuses bundles of more than one
-  GPU, and its workers take one GPU each).
+  GPU, and its workers take one GPU each). Colocated roles (``cluster.colocate``) take seats in the one placement
+  group of GPUs they share (:class:`w2s.placement.GpuPool`, placed by the role services), which a group never
+  removes.
 * Every remote wait goes through :func:`wait_all`: interruptible by SIGTERM/SIGUSR2, bounded by liveness
   (the actors waited on are pinged on a concurrency group of their own, so a ping is answered while a long
   call runs; one that answers no ping for ``cluster.liveness_timeout_s`` is taken for hung), by
@@ -238,14 +240,18 @@ class RoleGroup:
 
     def __init__(self, role: str, cls: type, role_cfg: Any, *, strategy: str, timeout_s: float,
                  liveness_s: float = DEFAULT_LIVENESS_S, start_timeout_s: float = 3600.0,
-                 init_args: tuple = (), init_kwargs: dict | None = None, env: dict[str, str] | None = None):
+                 init_args: tuple = (), init_kwargs: dict | None = None, env: dict[str, str] | None = None,
+                 pool: Any = None, offset: int = 0):
         import ray
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         self.role, self.timeout_s, self.liveness_s = role, timeout_s, liveness_s
-        self.layout = role_layout(role, role_cfg, strategy)
+        self.layout = role_layout(role, role_cfg, strategy, pool=pool[0] if pool else None, offset=offset)
         self.actors: list[ActorHandle] = []
-        self.pgs = place_role(self.layout, strategy, timeout_s=min(timeout_s or PLACEMENT_WAIT_S, PLACEMENT_WAIT_S))
+        # pool: (GpuPool, its placement group), kept by the caller; else the role's own groups, removed with it.
+        self.owns_pgs = self.layout.pool is None
+        self.pgs = place_role(self.layout, strategy, timeout_s=min(timeout_s or PLACEMENT_WAIT_S, PLACEMENT_WAIT_S)
+                              ) if self.owns_pgs else [pool[1]]
         try:
             # A concurrency group of its own lets a ping be answered while a work method runs.
             logs = dict(ACTOR_LOGS)
@@ -256,7 +262,7 @@ class RoleGroup:
                     "scheduling_strategy": PlacementGroupSchedulingStrategy(
                         self.pgs[slot.group], placement_group_bundle_index=slot.bundle,
                         # vLLM's workers (child actors) land in this actor's bundles.
-                        placement_group_capture_child_tasks=bool(self.layout.tensor_parallel)),
+                        placement_group_capture_child_tasks=len(slot.bundles) > 1),
                 }
                 if env or slot.env:
                     opts["runtime_env"] = {"env_vars": {**(env or {}), **slot.env}}
@@ -295,7 +301,11 @@ class RoleGroup:
         return [x for part in parts for x in part]
 
     def placements(self) -> list[dict[str, Any]]:
-        return [{"role": a.role, "rank": a.rank, **a.where} for a in self.actors]
+        """Each actor's role, rank and where it runs (with its GPUs; colocated: the pool's bundles it sits on)."""
+        pooled = self.layout.pool is not None
+        return [{"role": a.role, "rank": a.rank, **a.where,
+                 **({"pool_bundles": list(slot.bundles)} if pooled else {})}
+                for a, slot in zip(self.actors, self.layout.slots)]
 
     def shutdown(self, wait_s: float = 15.0) -> None:
         """Kill the actors and remove their placement groups. ``ray.kill`` returns before the processes exit: the
@@ -315,7 +325,8 @@ class RoleGroup:
                 ray.kill(a.actor, no_restart=True)
             except Exception:  # already dead
                 pass
-        remove_placement_groups(self.pgs)
+        if self.owns_pgs:
+            remove_placement_groups(self.pgs)
         psutil.wait_procs(procs, timeout=wait_s)
 
     def __enter__(self) -> RoleGroup:

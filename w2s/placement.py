@@ -1,9 +1,17 @@
 """How a role's actors are laid out in placement groups (:func:`role_layout`: the one bundle computation, also
 used by ``w2s plan``), how the groups are placed (:func:`place_role`), and why they cannot be when they cannot
-(:func:`placement_problem`: the arithmetic and the fix). See :mod:`w2s.cluster` for the layout rules."""
+(:func:`placement_problem`: the arithmetic and the fix). See :mod:`w2s.cluster` for the layout rules.
+
+Roles named in ``cluster.colocate`` share GPUs as OpenRLHF's hybrid engine does (:class:`GpuPool`): one placement
+group of whole-GPU bundles, each bundle a seat for every colocated role (a share of its GPU and the role's CPUs);
+rank *i* of every colocated role sits on bundle *i* (an actor of *k* GPUs, a tensor-parallel engine, on bundles
+*ik* .. *ik+k-1*), so no two ranks of one role share a GPU, and the roles take turns in GPU memory
+(:mod:`w2s.roles`). A role with fewer GPUs than the pool may hold several groups at once, side by side
+(``offset``)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +33,59 @@ class ActorSlot:
 
 
 @dataclass(frozen=True)
+class GpuPool:
+    """The GPUs the roles of ``cluster.colocate`` share: ``bundles`` one per GPU, placed as one group."""
+
+    roles: tuple[str, ...]
+    widths: tuple[int, ...]  # GPUs per actor of each role (k: a tensor-parallel engine's bundles)
+    cpus: tuple[float, ...]  # CPUs per actor of each role
+    bundles: tuple[dict[str, float], ...]
+    strategy: str
+
+    @property
+    def share(self) -> float:
+        """The part of one GPU each colocated role's actor (or engine worker) reserves there."""
+        return 1.0 / len(self.roles)
+
+    @property
+    def groups(self) -> tuple[tuple[tuple[dict[str, float], ...], str], ...]:
+        return ((self.bundles, self.strategy),)
+
+    def width(self, role: str) -> int:
+        return self.widths[self.roles.index(role)]
+
+
+def gpu_pool(cluster_cfg: Any) -> GpuPool | None:
+    """The pool of ``cluster.colocate`` (None when no role is colocated): as many one-GPU bundles as the widest
+    colocated role needs (actors x GPUs per actor), each with a seat for every colocated role (its CPUs). The
+    bundles are all alike, on purpose: Ray places the bundles of a group largest first, so bundles of different
+    sizes could be reordered across nodes, split a tensor-parallel engine's consecutive GPUs, or fail to fill nodes
+    they would fit exactly. An engine of k GPUs thus reserves its CPUs on each of its k GPUs (it uses them on the
+    first).
+
+    Raises:
+        ClusterError: a colocated role that asks for no GPU or for a fraction of one (validation says so first).
+    """
+    roles = tuple(str(r) for r in (cluster_cfg.get("colocate") or []))
+    if not roles:
+        return None
+    widths, cpus, size = [], [], 0
+    for r in roles:
+        rc = cluster_cfg[r]
+        gpus = float(rc.num_gpus_per_actor)
+        if gpus < 1 or gpus != int(gpus):
+            raise ClusterError(f"cluster.{r}.num_gpus_per_actor={gpus:g}: a colocated role's actors take whole GPUs "
+                               f"(cluster.colocate shares them). Fix: set it to 1 (or k for a tensor-parallel "
+                               f"engine), or take {r} out of cluster.colocate.")
+        widths.append(int(gpus))
+        cpus.append(float(rc.num_cpus_per_actor))
+        size = max(size, int(rc.num_actors) * int(gpus))
+    seat = sum(cpus)
+    bundles = [{"GPU": 1.0} | ({"CPU": seat} if seat else {}) for _ in range(size)]
+    return GpuPool(roles, tuple(widths), tuple(cpus), tuple(bundles), str(cluster_cfg.placement_strategy))
+
+
+@dataclass(frozen=True)
 class RoleLayout:
     """The placement groups of one role and the slot of each of its actors (see the module docstring)."""
 
@@ -34,6 +95,7 @@ class RoleLayout:
     gpus_per_actor: float
     groups: tuple[tuple[tuple[dict[str, float], ...], str], ...]  # (bundles, strategy) per placement group
     slots: tuple[ActorSlot, ...]
+    pool: GpuPool | None = None  # colocated: its actors sit in the pool's one group (``groups`` is empty)
 
     @property
     def tensor_parallel(self) -> int:
@@ -41,21 +103,30 @@ class RoleLayout:
         return int(self.gpus_per_actor) if self.gpus_per_actor > 1 else 0
 
     def total(self, resource: str) -> float:
+        """What the role reserves (colocated: its seats in the pool, a share of each GPU it sits on)."""
+        if self.pool is not None:
+            if resource == "GPU":
+                return sum(len(s.bundles) for s in self.slots) * self.pool.share
+            return sum(s.num_cpus for s in self.slots) if resource == "CPU" else 0.0
         return sum(b.get(resource, 0.0) for bundles, _ in self.groups for b in bundles)
 
     def describe_actor(self) -> str:
         return f"{self.gpus_per_actor:g} GPU(s) + {self.cpus_per_actor:g} CPU(s)"
 
 
-def role_layout(role: str, role_cfg: Any, strategy: str, *, key: str = "") -> RoleLayout:
+def role_layout(role: str, role_cfg: Any, strategy: str, *, key: str = "", pool: GpuPool | None = None,
+                offset: int = 0) -> RoleLayout:
     """How ``cluster.<role>`` is placed with ``cluster.placement_strategy`` = ``strategy`` (``key``: the config
-    section to name in fixes, default ``cluster.<role>``).
+    section to name in fixes, default ``cluster.<role>``); in ``pool`` when the role is colocated, from its bundle
+    ``offset`` on.
 
     Raises:
-        ClusterError: more than one GPU per actor that is not a whole number.
+        ClusterError: more than one GPU per actor that is not a whole number; a colocated group beyond the pool.
     """
     n, cpus, gpus = int(role_cfg.num_actors), float(role_cfg.num_cpus_per_actor), float(role_cfg.num_gpus_per_actor)
     key = key or f"cluster.{role}"
+    if pool is not None and role in pool.roles:
+        return _pooled_layout(role, key, n, cpus, pool, offset)
     if gpus <= 1:  # whole or shared GPUs: one bundle per actor, the actor reserves all of it
         bundle = {"CPU": cpus} | ({"GPU": gpus} if gpus else {})
         slots = tuple(ActorSlot(0, i, (i,), cpus, gpus) for i in range(n))
@@ -72,6 +143,23 @@ def role_layout(role: str, role_cfg: Any, strategy: str, *, key: str = "") -> Ro
     slots = tuple(ActorSlot(i, 0, tuple(range(k)), cpus, 0.0, env) for i in range(n))
     return RoleLayout(role, key, cpus, gpus, tuple((tuple(dict(b) for b in bundles), "STRICT_PACK") for _ in range(n)),
                       slots)
+
+
+def _pooled_layout(role: str, key: str, n: int, cpus: float, pool: GpuPool, offset: int) -> RoleLayout:
+    k, share = pool.width(role), pool.share
+    if offset + n * k > len(pool.bundles):
+        raise ClusterError(f"{key}: {n} actor(s) x {k} GPU(s) from GPU {offset} on do not fit the "
+                           f"{len(pool.bundles)} GPUs of cluster.colocate")
+    slots = []
+    for i in range(n):
+        first = offset + i * k
+        if k == 1:
+            slots.append(ActorSlot(0, first, (first,), cpus, share))
+        else:  # the engine's workers (one per GPU) take the shares; the actor itself holds none
+            env = {"VLLM_RAY_BUNDLE_INDICES": ",".join(str(first + j) for j in range(k)),
+                   "VLLM_RAY_PER_WORKER_GPUS": f"{share:g}"}
+            slots.append(ActorSlot(0, first, tuple(range(first, first + k)), cpus, 0.0, env))
+    return RoleLayout(role, key, cpus, float(k), (), tuple(slots), pool)
 
 
 def _node_resources() -> list[dict[str, float]]:
@@ -153,6 +241,83 @@ def place_role(layout: RoleLayout, strategy: str, *, timeout_s: float = PLACEMEN
         remove_placement_groups(pgs)
         raise ClusterError(message)
     return pgs
+
+
+def pool_problem(pool: GpuPool, why: str = "") -> str:
+    """Why the colocated roles' GPUs cannot be placed on the cluster Ray is connected to, with the fix."""
+    import ray
+
+    nodes = _node_resources()
+    node_gpus = [float(r.get("GPU", 0)) for r in nodes]
+    node_cpus = [float(r.get("CPU", 0)) for r in nodes]
+    n = len(pool.bundles)
+    seat = max(b.get("CPU", 0.0) for b in pool.bundles)
+    seats = " + ".join(f"{r} {c:g}" for r, c in zip(pool.roles, pool.cpus))
+    avail = ray.available_resources()
+    cpus = sum(b.get("CPU", 0.0) for b in pool.bundles)
+    text = (f"cannot place the GPUs shared by cluster.colocate={list(pool.roles)}: {n} GPU(s), each with the CPUs of "
+            f"every colocated role's actor ({seats} = {seat:g}), {n} GPUs and {cpus:g} CPUs in all; the cluster's "
+            f"{len(nodes)} node(s) have {_sum(node_gpus) if nodes else 0} GPUs and "
+            f"{_sum(node_cpus) if nodes else 0} CPUs (free now: {avail.get('GPU', 0):g} GPUs, {avail.get('CPU', 0):g} "
+            "CPUs)")
+    if why:
+        text += f"; {why}"
+    short = [i for i, (g, c) in enumerate(zip(node_gpus, node_cpus)) if min(g, n) * seat > c + 1e-9]
+    if n > sum(node_gpus):
+        fix = f"lower the colocated roles' num_actors (x GPUs per actor) to at most {sum(node_gpus):g}, or add nodes"
+    elif short:
+        g = min(node_gpus[short[0]], n)
+        fix = (f"a node of {g:g} GPUs needs {g:g} x {seat:g} = {g * seat:g} CPUs for the seats but has "
+               f"{node_cpus[short[0]]:g}: lower num_cpus_per_actor of {', '.join(f'cluster.{r}' for r in pool.roles)} "
+               f"so that they add up to at most {math.floor(node_cpus[short[0]] / g * 100) / 100:g} per GPU")
+    else:
+        fix = "other placement groups or actors hold resources now: let them finish, or lower the colocated num_actors"
+    return f"{text}. Fix: {fix}."
+
+
+def place_pool(pool: GpuPool, *, timeout_s: float = PLACEMENT_WAIT_S) -> Any:
+    """Create the pool's placement group and wait until it is placed; returns it.
+
+    Raises:
+        ClusterError: it cannot be placed within ``timeout_s``, or a tensor-parallel engine's GPUs would fall on
+            several nodes (none is left behind), with the arithmetic.
+    """
+    import ray
+    from ray.util.placement_group import placement_group
+
+    nodes = _node_resources()
+    if (len(pool.bundles) > sum(r.get("GPU", 0) for r in nodes)
+            or sum(b.get("CPU", 0) for b in pool.bundles) > sum(r.get("CPU", 0) for r in nodes)):
+        raise ClusterError(pool_problem(pool))
+    pg = placement_group(list(pool.bundles), strategy=pool.strategy, name="")
+    done, _ = ray.wait([pg.ready()], timeout=timeout_s)
+    if not done:
+        message = pool_problem(pool)
+        remove_placement_groups([pg])
+        raise ClusterError(message)
+    split = pool_split(pool, pool_nodes(pg))
+    if split:
+        remove_placement_groups([pg])
+        raise ClusterError(pool_problem(pool, split))
+    return pg
+
+
+def pool_nodes(pg: Any) -> list[str]:
+    """The node id of each of a placement group's bundles, in bundle order."""
+    import ray
+
+    table = ray.util.placement_group_table(pg)["bundles_to_node_id"]
+    return [table[b] for b in sorted(table)]
+
+
+def pool_split(pool: GpuPool, nodes: list[str]) -> str:
+    """Empty when every tensor-parallel engine's GPUs (consecutive bundles) are on one node; else which are not."""
+    for r, k in zip(pool.roles, pool.widths):
+        for first in range(0, len(nodes) - k + 1, k) if k > 1 else ():
+            if len(set(nodes[first:first + k])) > 1:
+                return (f"{r}'s tensor-parallel engine on GPUs {first}..{first + k - 1} would span several nodes "
+                        "(tensor parallelism needs them on one)")
+    return ""
 
 
 def remove_placement_groups(pgs: list[Any]) -> None:

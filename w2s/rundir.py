@@ -173,6 +173,14 @@ def say_losses(what: str, losses: list[float]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- the run
+def stage_activity(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What the role services did between two :meth:`w2s.roles.Services.activity` readings: role groups started,
+    the refit checks of the weights taken in place, and the colocated roles' turns ([role, sleep|wake_up])."""
+    started = {role: n - before.get("started", {}).get(role, 0) for role, n in after.get("started", {}).items()}
+    return {"started": {role: n for role, n in started.items() if n > 0},
+            **{k: after.get(k, [])[len(before.get(k, [])):] for k in ("refits", "turns")}}
+
+
 class RunDir:
     def __init__(self, path: str | os.PathLike, cfg: DictConfig):
         self.path = Path(path).resolve()
@@ -187,6 +195,8 @@ class RunDir:
         self.attempt = 0  # this driver's attempt number (1, 2, ...), set by open()
         # Seconds spent in work calls so far (w2s.roles.Services.work_s): a manifest's work_seconds is its share.
         self.work_clock: Callable[[], float] = lambda: 0.0
+        # What the role services did so far (w2s.roles.Services.activity): a manifest records a stage's share.
+        self.services_activity: Callable[[], dict[str, Any]] = dict
         # Set by the driver that owns the role services: a stage whose actor died (WorkerError) is retried up to
         # run.max_retries times on fresh services (the failed role's group is gone; every role starts afresh).
         self.restart_services: Callable[[], None] | None = None
@@ -311,7 +321,7 @@ class RunDir:
         """
         stage_dir.mkdir(parents=True, exist_ok=True)
         record: dict[str, Any] = {"outputs": {}, "metrics": {}}
-        started, work = time.time(), self.work_clock()
+        started, work, activity = time.time(), self.work_clock(), self.services_activity()
         yield record
         outputs = {}
         for k, v in record.pop("outputs").items():
@@ -321,7 +331,7 @@ class RunDir:
             "config_keys": config_keys, "seed": int(self.cfg.run.seed), "inputs": self._describe(inputs or {}),
             "outputs": outputs, "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
             "seconds": round(time.time() - started, 2), "work_seconds": round(self.work_clock() - work, 2),
-            "attempt": self.attempt, **record,
+            "attempt": self.attempt, "services": stage_activity(activity, self.services_activity()), **record,
         }
         self._hashes.save()
         atomic_write_json(stage_dir / MANIFEST, manifest)

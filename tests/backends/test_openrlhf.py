@@ -33,6 +33,19 @@ def _cfg(kind=SFTConfig, **over):
     return cfg
 
 
+def _assert_refit_probe_is_the_saved_models(path: str, *, tolerance: float) -> None:
+    """The trainer wrote the saved model's log-probabilities of the refit probe beside it, in its training dtype:
+    the saved weights, loaded as an engine loads them, give the same numbers."""
+    from transformers import AutoModelForCausalLM
+
+    from w2s.generation.refit import compare, hf_token_logprobs, read_probe
+
+    probe = read_probe(path)
+    assert probe is not None and probe["dtype"] == "bfloat16"
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, attn_implementation="eager").eval()
+    assert compare(probe["logprobs"], hf_token_logprobs(model, probe["ids"]), tolerance, path) <= tolerance
+
+
 def _weights(path: str) -> dict[str, torch.Tensor]:
     files = sorted(Path(path).glob("*.safetensors"))
     assert files, f"no safetensors in {path}"
@@ -89,6 +102,7 @@ def test_sft_chat_rows_train_and_save_a_loadable_model(sft_chat, tiny_weak):
     assert result.metrics["rows_kept"] == 32 and result.metrics["loss_last"] == result.losses[-1]
     _assert_loadable_causal_lm(result.output_dir)
     assert _differs(result.output_dir, tiny_weak)
+    _assert_refit_probe_is_the_saved_models(result.output_dir, tolerance=1e-3)
     # Every saved file has the mode a plain write gives (safetensors' temporary files would leave 0600).
     import os
     from pathlib import Path
@@ -247,6 +261,8 @@ def test_lora_sft_saves_a_merged_full_model(tiny_weak, data_dir, tmp_path):
     assert not any("lora" in k for k in _weights(str(out)))
     _assert_loadable_causal_lm(str(out))
     assert _differs(str(out), tiny_weak)  # the merged adapters changed the linear weights
+    # Measured through the adapters before merging, in bf16: the merged weights answer the same within rounding.
+    _assert_refit_probe_is_the_saved_models(str(out), tolerance=0.05)
 
 
 def test_check_loads_accepts_good_rows_and_rejects_bad(tiny_weak, data_dir, tmp_path):

@@ -18,9 +18,28 @@ def _issues(*overrides: str) -> dict[str, str]:
 
 def test_vllm_runs_on_cpu_actors_and_on_whole_or_shared_gpus():
     load_config("tiny/dpo", ["generate.backend=vllm", "correct.backend=vllm", "eval.generate.backend=vllm"])
-    load_config("tiny/dpo", ["generate.backend=vllm", "cluster.num_gpus=1", "cluster.generator.num_gpus_per_actor=0.5"])
+    load_config("tiny/dpo", ["generate.backend=vllm", "cluster.num_gpus=1", "cluster.generator.num_gpus_per_actor=1",
+                             "cluster.corrector.num_gpus_per_actor=1", "cluster.colocate=[generator,corrector]"])
     load_config("tiny/dpo", ["generate.backend=vllm", "generate.tensor_parallel_size=2", "cluster.num_gpus=2",
                              "cluster.generator.num_gpus_per_actor=2"])
+
+
+def test_roles_share_gpus_through_colocate_never_through_fractions():
+    """A fraction would pair a role's own actors up on one GPU (Ray places fractions best-fit): refused, naming
+    colocate; a colocated role takes whole GPUs; the seats' CPUs must fit a private instance. All at once."""
+    issues = _issues("cluster.num_gpus=1", "cluster.generator.num_gpus_per_actor=0.5",
+                     "cluster.colocate=[corrector,trainer,trainer]")
+    assert "best-fit" in issues["cluster.generator.num_gpus_per_actor"]
+    assert "cluster.colocate=[generator,trainer]" in issues["cluster.generator.num_gpus_per_actor"]
+    assert "repeated" in issues["cluster.colocate"]
+    issues = _issues("cluster.num_gpus=2", "cluster.colocate=[generator,trainer]",
+                     "cluster.generator.num_gpus_per_actor=1")
+    assert "a colocated role without GPUs" in issues["cluster.trainer.num_gpus_per_actor"]
+    two = ["cluster.num_gpus=2", "cluster.colocate=[generator,trainer]"] + [
+        f"cluster.{r}.{k}" for r in ("generator", "trainer") for k in ("num_gpus_per_actor=1", "num_actors=2")]
+    issues = _issues(*two, "cluster.num_cpus=3", "cluster.trainer.num_cpus_per_actor=1")
+    assert "2 shared GPU(s) x (generator 1 + trainer 1) CPUs = 4 CPUs" in issues["cluster.colocate"]
+    load_config("tiny/dpo", [*two, "cluster.num_cpus=4"])
 
 
 def test_a_tensor_parallel_engine_needs_one_gpu_per_rank_in_its_actor():

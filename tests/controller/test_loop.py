@@ -128,6 +128,73 @@ def test_sft_two_rounds_with_two_trainer_ranks(tmp_path, tiny_strong):
     assert "starting" not in again.stdout  # judge verdicts came from the cache, scores from the stages
 
 
+# Generator, corrector and trainer colocated on two logical GPUs, two ranks each (the judge on CPU beside them).
+COLOCATED = ["cluster.num_gpus=2", "cluster.num_cpus=8", "cluster.colocate=[generator,corrector,trainer]"] + [
+    f"cluster.{r}.{k}" for r in ("generator", "corrector", "trainer")
+    for k in ("num_actors=2", "num_gpus_per_actor=1", "num_cpus_per_actor=1")]
+
+
+@pytest.mark.slow  # w2s run
+def test_dpo_with_the_roles_colocated_on_two_logical_gpus_keeps_every_process_and_takes_turns(tmp_path, tiny_strong):
+    """The one-node layout with logical GPUs: rank i of every colocated role on GPU i (Ray's assignment, read in
+    the actor), one process per role and rank for the whole run, the turns recorded, no role started after round
+    1, each round's policy taken in place with the refit check passing, and the answers after a wake-up those of
+    a fresh engine."""
+    run = tmp_path / "run"
+    greedy = ["generate.temperature=0", "eval.generate.preset=greedy"]  # (the tiny recipes set temperature 1)
+    result = w2s("run", "tiny/dpo", f"run.dir={run}", *SMALL, *COLOCATED, *greedy)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    _check_finished_run(run, 2, "dpo")
+    actors = json.loads((run / "cluster.json").read_text())["actors"]
+    assert sorted((a["role"], a["rank"]) for a in actors) == [
+        ("corrector", 0), ("corrector", 1), ("generator", 0), ("generator", 1), ("judge", 0), ("trainer", 0),
+        ("trainer", 1)]
+    assert len({a["pid"] for a in actors}) == len(actors)  # one process each, none restarted
+    gpus = {(a["role"], a["rank"]): a["gpu_ids"] for a in actors}
+    for rank in (0, 1):
+        assert gpus[("generator", rank)] == gpus[("corrector", rank)] == gpus[("trainer", rank)]
+        assert [a["pool_bundles"] for a in actors if a["rank"] == rank and a["role"] != "judge"] == [[rank]] * 3
+    assert gpus[("trainer", 0)] != gpus[("trainer", 1)] and len(gpus[("trainer", 0)]) == 1
+    assert gpus[("judge", 0)] == []
+    manifest = lambda where: json.loads((run / where / "manifest.json").read_text())["services"]  # noqa: E731
+    # Round 2 starts nothing: every role kept its processes.
+    assert {p.parent.name: manifest(p.parent.relative_to(run))["started"] for p in run.glob("round-02/*/manifest.json")
+            } == {stage: {} for stage in ("generate", "correct", "data", "train", "eval-answers")}
+    # Each round's policy is taken in place by the generator (for the evaluation answers, right after training),
+    # checked against the log-probabilities the trainer measured for the checkpoint it saved.
+    for k in (1, 2):
+        [refit] = manifest(f"round-{k:02d}/eval-answers")["refits"]
+        assert refit["role"] == "generator" and refit["path"] == str(run / f"round-{k:02d}" / "train" / "policy")
+        assert refit["checked"] and refit["tokens"] > 10 and refit["mean_abs_diff"] <= refit["tolerance"] == 0.1
+    # The turns, in order: the one role about to work wakes up after the one that worked went to sleep.
+    assert manifest("round-02/correct")["turns"] == [["generator", "sleep"], ["corrector", "wake_up"]]
+    assert manifest("round-02/data")["turns"] == [["corrector", "sleep"], ["trainer", "wake_up"]]
+    assert manifest("round-02/eval-answers")["turns"] == [["trainer", "sleep"], ["generator", "wake_up"]]
+    bench = subprocess.run([sys.executable, "-m", "w2s.cli", "bench", "loop", "--run-dir", str(run), "--json"],
+                           capture_output=True, text=True, timeout=120)
+    rows = {r["stage"]: r for r in json.loads(bench.stdout.splitlines()[-1])}
+    assert rows["round-02 (total)"]["roles_started"] == "-"
+    assert rows["round-02 (total)"]["refit_checks"].startswith("1 passed")
+    # The answers the generator gave after waking up and taking the round-1 policy in place (round 2's) are those of
+    # fresh generator actors loaded from that checkpoint (actors again: greedy decoding of a random tiny model turns
+    # on the last bits of its logits, which another process's thread count already changes).
+    import ray
+
+    from w2s.config.compose import load_config
+    from w2s.roles import Services
+
+    cfg = load_config("tiny/dpo", [*SMALL, *COLOCATED, *greedy])
+    answers = read_jsonl(run / "round-02" / "generate" / "answers.jsonl")
+    ray.init(address="local", num_cpus=8, num_gpus=2, include_dashboard=False)
+    try:
+        with Services(cfg) as fresh:
+            outs, _ = fresh.generate(str(run / "round-01" / "train" / "policy"), [a["prompt"] for a in answers],
+                                     cfg.generate, 0, what="fresh")
+    finally:
+        ray.shutdown()
+    assert [o.text for o in outs] == [a["answer"] for a in answers]
+
+
 def _start_and_signal(tmp_path: Path, args: list[str], marker: str, sig: int, name: str) -> int:
     """Start the driver, wait for ``marker`` in its output, send ``sig`` (to the whole process group for SIGKILL,
     as a crash would, or to the driver alone, as Slurm's warning does); return its exit status."""

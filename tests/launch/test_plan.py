@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -48,12 +49,34 @@ class TestOneNode:
         assert {"gpu/alpaca7b-aligner7b-dpo", "gpu/popalign-yi", "aligner/aligner-7b"} <= set(names)
         for name in names:
             _check_fits(name, node)
-        # PopAlign's 34B generator: four TP-2 engines, each two one-GPU bundles on the node.
+        # PopAlign's 34B generator: four TP-2 engines, each on two consecutive shared GPUs of the node.
         plan = make_plan(load_config("gpu/popalign-yi", JOINED), nodes=1, gpus_per_node=8, cpus_per_node=CPUS,
                          node_ids=node)
         gen = plan.role("generator")
-        assert gen.layout.groups[0] == (({"CPU": 8.0, "GPU": 1.0}, {"GPU": 1.0}), "STRICT_PACK")
+        assert [list(s.bundles) for s in gen.layout.slots] == [[0, 1], [2, 3], [4, 5], [6, 7]]
+        # Alike bundles, a seat for every colocated role (started by this job or not): 2 + 2 + 6 + 2 CPUs.
+        assert plan.pool.bundles == ({"GPU": 1.0, "CPU": 12.0},) * 8
         assert gen.actor_nodes == [["node1", "node1"]] * 4
+
+    def test_colocated_roles_share_every_gpu_rank_by_rank(self, node):
+        """The 1 x 8 layout: one rank of each role on every GPU, shown per GPU, the pool's CPUs exactly the node's."""
+        plan = make_plan(load_config("gpu/alpaca7b-aligner7b-dpo", JOINED), nodes=1, gpus_per_node=8,
+                         cpus_per_node=CPUS, node_ids=node)
+        assert plan.ok, plan.render()
+        assert plan.pool.roles == ("generator", "corrector", "trainer", "judge")
+        assert plan.pool_nodes == ["node1"] * 8
+        for role in ("generator", "corrector", "trainer"):
+            assert [list(s.bundles) for s in plan.role(role).layout.slots] == [[i] for i in range(8)]
+        text = plan.render()
+        assert "shared GPUs (cluster.colocate): 8, each role's actor taking 0.25 of a GPU" in text
+        assert re.search(r"^GPU\s+NODE\s+GENERATOR\s+CORRECTOR\s+TRAINER\s+JUDGE\s+CPUS$", text, re.M), text
+        for i in range(8):
+            judge = "rank 0" if i == 0 else "-"
+            assert re.search(rf"^{i}\s+node1\s+rank {i}\s+rank {i}\s+rank {i}\s+{judge}\s+12$", text, re.M), text
+        # The README shows this plan: every line it quotes is the command's own.
+        readme = (Path(__file__).parents[2] / "README.md").read_text()
+        quoted = readme.split("--cpus-per-node 96`:\n\n```\n", 1)[1].split("```", 1)[0].splitlines()
+        assert len(quoted) > 5 and all(line in text.splitlines() for line in quoted if line not in ("", "..."))
 
     def test_too_small_a_cluster_is_refused_with_the_arithmetic(self, node):
         plan = make_plan(load_config("gpu/alpaca2-70b-aligner13b-sft", JOINED), nodes=1, gpus_per_node=8,
@@ -81,6 +104,18 @@ class TestOneNode:
 
 
 @pytest.mark.slow
+def test_colocated_roles_on_a_node_without_their_cpus_are_refused_naming_the_keys():
+    with logical_cluster(1, 8, 64) as ids:
+        plan = make_plan(load_config("gpu/alpaca7b-aligner7b-dpo", JOINED), nodes=1, gpus_per_node=8,
+                         cpus_per_node=64, node_ids=ids)
+    assert not plan.ok
+    assert ("8 GPU(s), each with the CPUs of every colocated role's actor (generator 2 + corrector 2 + trainer 6 "
+            "+ judge 2 = 12)") in plan.pool_problem
+    assert ("a node of 8 GPUs needs 8 x 12 = 96 CPUs for the seats but has 64: lower num_cpus_per_actor of "
+            "cluster.generator, cluster.corrector, cluster.trainer, cluster.judge") in plan.pool_problem
+    assert "does not fit:\n  - colocated roles: cannot place the GPUs shared by cluster.colocate" in plan.render()
+
+@pytest.mark.slow
 @pytest.mark.parametrize("nodes", [2, 4])
 def test_multi_node_recipes_fit_their_stated_layout(nodes):
     names = _by_layout(nodes)
@@ -98,15 +133,23 @@ def test_multi_node_recipes_fit_their_stated_layout(nodes):
             assert sorted(n[0] for n in gen.actor_nodes) == ["node1", "node2", "node3", "node4"]
             assert all(set(n) == {n[0]} for n in gen.actor_nodes)
             assert plan.role("trainer").per_node() == {f"node{i}": 8 for i in range(1, 5)}
+        if nodes == 2:  # the 13B policy: TP-2 engines on GPUs 2i, 2i+1 of one node, beside every other role's ranks
+            plan = make_plan(load_config("gpu/alpaca2-13b-aligner7b-dpo", JOINED), nodes=2, gpus_per_node=8,
+                             cpus_per_node=CPUS, node_ids=ids)
+            assert plan.pool_nodes == ["node1"] * 8 + ["node2"] * 8 or plan.pool_nodes == ["node2"] * 8 + ["node1"] * 8
+            gen = plan.role("generator")
+            assert [list(s.bundles) for s in gen.layout.slots] == [[2 * i, 2 * i + 1] for i in range(8)]
+            assert re.search(r"^1\s+node\d\s+rank 0 \(tp 1\)\s+rank 1\s+rank 1\s+rank 1\s+12$", plan.render(),
+                             re.M), plan.render()
 
 
 @pytest.mark.slow
 def test_plan_command_exits_non_zero_when_a_role_does_not_fit(capsys):
-    rc = main(["plan", "gpu/alpaca7b-aligner7b-sft", "cluster.generator.num_actors=9", "--nodes", "1",
-               "--gpus-per-node", "8", "--cpus-per-node", "96"])
+    rc = main(["plan", "gpu/alpaca7b-aligner7b-sft", "cluster.generator.num_actors=9", "cluster.colocate=[]",
+               "--nodes", "1", "--gpus-per-node", "8", "--cpus-per-node", "96"])
     out = capsys.readouterr().out
     assert rc == 1
     assert re.search(r"^generator\s+generate, eval\s+9\s.*NO$", out, re.M), out
     assert re.search(r"^trainer\s+train \(sft\)\s+8\s.*node1:8\s+yes$", out, re.M), out
-    assert "9 actor(s) x 1 GPU(s) + 4 CPU(s) need 9 GPUs and 36 CPUs" in out
+    assert "9 actor(s) x 1 GPU(s) + 2 CPU(s) need 9 GPUs and 18 CPUs" in out
     assert "lower cluster.generator.num_actors to 8" in out

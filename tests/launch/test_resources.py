@@ -129,3 +129,23 @@ def test_every_gpu_and_aligner_recipe_fits_its_stated_layout(name):
     assert rep.ok, [str(i) for i in rep.issues]
     if cfg.model.strong.params_b or cfg.model.aligner.params_b:  # sized models: a memory check ran and passed
         assert any(n.startswith("fits: ") for n in rep.notes), rep.notes
+
+
+def test_a_nodes_cpus_must_hold_every_actor_placed_there_not_only_one():
+    """Eight trainer ranks of 8 CPUs on one 8-GPU node need 64 CPUs; colocated roles seat one actor each per GPU."""
+    cfg = load_config("gpu/alpaca7b-aligner7b-dpo", [*JOINED, "cluster.colocate=[generator,corrector]",
+                                                     "cluster.trainer.num_cpus_per_actor=8"])
+    rep = check_resources(cfg, Request(nodes=1, gpus_per_node=8, cpus_per_node=48))
+    keys = {i.key: f"{i.problem} | {i.fix}" for i in rep.issues}
+    assert "8 trainer actors fill a node's 8 GPUs and need 8 x 8 = 64 CPUs, but a node has 48" in \
+        keys["cluster.trainer.num_cpus_per_actor"]
+    assert "lower it to at most 6" in keys["cluster.trainer.num_cpus_per_actor"]
+    assert "8 shared GPUs seat one actor of each colocated role (generator 2 + corrector 2 CPUs each): 32 CPUs" \
+        not in keys.get("cluster.colocate", "")  # 32 <= 48: fits
+    rep = check_resources(load_config("gpu/alpaca7b-aligner7b-dpo", JOINED),
+                          Request(nodes=1, gpus_per_node=8, cpus_per_node=64))
+    assert [i.key for i in rep.issues] == ["cluster.colocate"]
+    assert "(generator 2 + corrector 2 + trainer 6 + judge 2 CPUs each): 96 CPUs, but a node has 64" in \
+        rep.issues[0].problem
+    assert check_resources(load_config("gpu/alpaca7b-aligner7b-dpo", JOINED),
+                           Request(nodes=1, gpus_per_node=8, cpus_per_node=96)).ok

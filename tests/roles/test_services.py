@@ -55,7 +55,7 @@ def test_generator_takes_new_weights_in_place_and_answers_as_a_fresh_engine(tmp_
         assert services.pids()["generator"] == pid and services.starts["generator"] == 1
         assert after != before
         # Another architecture cannot be taken in place: a fresh engine, in a new process.
-        assert "config.json differs" in architecture_change(tiny_strong, tiny_weak)
+        assert "other tensors" in architecture_change(tiny_strong, tiny_weak)
         _texts(services, tiny_weak, cfg)
         assert services.starts["generator"] == 2 and services.pids()["generator"] != pid
     with Services(cfg) as fresh:  # a fresh engine loaded from the new checkpoint answers the same
@@ -75,13 +75,14 @@ def one_logical_gpu():
 @pytest.mark.vllm
 def test_vllm_engine_takes_new_weights_in_place_sleeps_while_a_role_sharing_its_gpu_works_and_closes(
         tmp_path, one_logical_gpu, tiny_strong):
-    """Generator and corrector hold half of one (logical) GPU each: they stay placed and take turns, the engine
-    sleeping (vLLM's sleep: on CPU the scheduler pauses, so an engine left asleep would never answer)."""
+    """Generator and corrector share one (logical) GPU (cluster.colocate): they stay placed and take turns, the
+    engine sleeping (vLLM's sleep: on CPU the scheduler pauses, so an engine left asleep would never answer)."""
     import psutil
 
     vllm = ["generate.backend=vllm", "generate.enforce_eager=true", "generate.kv_cache_gib=0.25"]
-    halves = ["cluster.num_gpus=1"] + [f"cluster.{r}.num_gpus_per_actor=0.5" for r in ("generator", "corrector")]
-    cfg = load_config("tiny/dpo", vllm + halves)
+    shared = ["cluster.num_gpus=1", "cluster.colocate=[generator,corrector]"] + [
+        f"cluster.{r}.num_gpus_per_actor=1" for r in ("generator", "corrector")]
+    cfg = load_config("tiny/dpo", vllm + shared)
     trained = _perturbed(tiny_strong, tmp_path / "trained")
     with Services(cfg) as services:
         before = _texts(services, tiny_strong, cfg)
@@ -147,3 +148,31 @@ def test_a_role_fits_as_its_strategy_places_it():
     assert not fits_on_nodes([(({"CPU": 1.0, "GPU": 1.0},), "PACK")], [{"CPU": 4.0}])
     # Groups share the room: the second group sees what the first took.
     assert not fits_on_nodes([(({"CPU": 1.0},), "PACK"), (({"CPU": 1.0},), "PACK")], [{"CPU": 1.0}])
+
+
+@pytest.mark.gpu  # vLLM's sleep mode needs its CUDA memory pool; logical GPUs cannot show memory coming back
+@pytest.mark.slow
+def test_colocated_roles_on_one_gpu_give_its_memory_back_in_turn(tiny_strong):
+    """gpu/smoke's layout (generator, corrector and trainer colocated on the one GPU): when the corrector takes its
+    turn the generator's engine sleeps, and the free GPU memory rises by most of what that engine held."""
+    import torch
+
+    ray.init(address="local", num_gpus=1, include_dashboard=False)
+    try:
+        cfg = load_config("gpu/smoke", ["cluster.address="])
+        with Services(cfg) as services:
+            free_before = torch.cuda.mem_get_info()[0]
+            _texts(services, tiny_strong, cfg)
+            held = free_before - torch.cuda.mem_get_info()[0]
+            assert held > 0.1 * torch.cuda.mem_get_info()[1]  # the weights and a KV cache of 0.2 of the GPU
+            generator = next(h for h in services.held.values() if h.role == "generator")
+            assert generator.group.call_all("sleep") == [True]  # what the corrector's turn does first
+            generator.asleep = True
+            services.turns.append(("generator", "sleep"))
+            freed = torch.cuda.mem_get_info()[0] - (free_before - held)
+            assert freed > 0.7 * held, (freed, held)
+            services.correct(cfg.model.aligner.path, [("q", "a")], what="test")  # starts beside the sleeper
+            assert _texts(services, tiny_strong, cfg)  # the generator's turn again: awake, checked, answering
+            assert services.turns[-1] == ("generator", "wake_up") and services.starts["generator"] == 1
+    finally:
+        ray.shutdown()

@@ -153,11 +153,13 @@ def _partial_dir(output_dir: str) -> str:
     return output_dir.rstrip("/") + ".partial"
 
 
-def _save(strategy: Any, model: Any, tok: Any, output_dir: str) -> None:
+def _save(strategy: Any, model: Any, tok: Any, output_dir: str, *, probe: bool = False) -> None:
     """Save an HF model directory atomically: rank 0 writes a sibling temp dir, then renames it into place.
 
     LoRA models are merged into their base weights first (OpenRLHF's ``save_model`` would save only the adapter),
-    so later stages load the output with ``AutoModelForCausalLM`` like any full model.
+    so later stages load the output with ``AutoModelForCausalLM`` like any full model. ``probe``: the saved
+    model's log-probabilities of the refit probe go with it (:mod:`w2s.generation.refit`), for the engine that
+    takes these weights in place to check itself against.
     """
     import torch.distributed as dist
     from peft import PeftModel
@@ -167,6 +169,8 @@ def _save(strategy: Any, model: Any, tok: Any, output_dir: str) -> None:
     if rank0 and os.path.exists(partial):
         shutil.rmtree(partial)
     unwrapped = strategy._unwrap_model(model)
+    # Every rank runs the forward pass (ZeRO-3 gathers each layer's shards from all of them); rank 0 writes it.
+    refit = _refit_probe(unwrapped, tok) if probe else None
     if isinstance(unwrapped, PeftModel):
         if rank0:  # ZeRO 0-2 (enforced): every rank holds the full weights
             merged = unwrapped.merge_and_unload()
@@ -178,6 +182,10 @@ def _save(strategy: Any, model: Any, tok: Any, output_dir: str) -> None:
     if rank0:
         from w2s.data.files import give_usual_modes
 
+        if refit is not None:
+            from w2s.generation.refit import write_probe
+
+            write_probe(partial, *refit)
         give_usual_modes(partial)
         if os.path.exists(output_dir):
             old = output_dir.rstrip("/") + ".old"
@@ -186,6 +194,20 @@ def _save(strategy: Any, model: Any, tok: Any, output_dir: str) -> None:
             shutil.rmtree(old, ignore_errors=True)
         os.replace(partial, output_dir)
     dist.barrier()
+
+
+def _refit_probe(module: Any, tok: Any) -> tuple[list[int], list[float], str]:
+    """The trained model's log-probabilities of the refit probe's tokens, in its training dtype."""
+    from w2s.generation.refit import hf_token_logprobs, probe_ids
+
+    ids = probe_ids(tok)
+    training = module.training
+    module.eval()
+    try:
+        logprobs = hf_token_logprobs(module, ids)
+    finally:
+        module.train(training)
+    return ids, logprobs, str(next(module.parameters()).dtype).removeprefix("torch.")
 
 
 def _setup(cfg: Any, kind: Kind, *, output_dir: str, seed: int, chat: bool, tensorboard_dir: str | None,
@@ -316,7 +338,7 @@ def _run(kind: Kind, cfg: Any, model_path: str, data_path: str, output_dir: str,
         fit_seconds = time.monotonic() - fit_start
         if kind == "rm":
             strategy._unwrap_model(model).config.value_head_prefix = args.ds.value_head_prefix
-        _save(strategy, model, tok, output_dir)
+        _save(strategy, model, tok, output_dir, probe=kind != "rm")
         if not args.ckpt.disable_ds:
             checkpoint.finish(strategy, args.ckpt.path)
         metrics = _finish_metrics(data, global_batch, steplog)

@@ -28,6 +28,42 @@ from w2s.errors import ConfigIssue
 JOB_ALIASES = {"run": None, "aligner-train": "aligner", "train-aligner": "aligner"}
 
 
+def colocate_issues(c: DictConfig) -> list[ConfigIssue]:
+    """``cluster.colocate`` names known roles of whole GPUs, and no role asks for a fraction of a GPU: Ray places
+    fractional requests best-fit, so two actors of one role would land on one GPU (two DeepSpeed ranks on one
+    device, two vLLM engines awake on one) while the other roles' actors sat elsewhere."""
+    roles = ("generator", "corrector", "trainer", "judge")
+    colocated = [str(r) for r in c.colocate]
+    issues = []
+    unknown = [r for r in colocated if r not in roles]
+    if unknown or len(set(colocated)) != len(colocated):
+        issues.append(ConfigIssue("cluster.colocate", colocated, f"unknown or repeated roles {unknown or colocated}",
+                                  f"list each of {', '.join(roles)} at most once"))
+    for r in roles:
+        gpus = float(c[r].num_gpus_per_actor)
+        if 0 < gpus < 1:
+            issues.append(ConfigIssue(
+                f"cluster.{r}.num_gpus_per_actor", gpus, "a fraction of a GPU: Ray places fractional requests "
+                "best-fit, so actors of one role would pair up on one GPU instead of sharing it with other roles",
+                f"set it to 1 and share GPUs with cluster.colocate (e.g. cluster.colocate=[{r},trainer])"))
+        elif r in colocated and gpus < 1:
+            issues.append(ConfigIssue(f"cluster.{r}.num_gpus_per_actor", gpus, "a colocated role without GPUs "
+                                      "(cluster.colocate shares GPUs)", f"set it to 1, or take {r} out of "
+                                      "cluster.colocate"))
+    if not issues and colocated and not c.address and c.num_cpus:
+        from w2s.placement import gpu_pool
+
+        pool = gpu_pool(c)
+        need = sum(b.get("CPU", 0.0) for b in pool.bundles)
+        if need > c.num_cpus:
+            seat = " + ".join(f"{r} {x:g}" for r, x in zip(pool.roles, pool.cpus))
+            issues.append(ConfigIssue("cluster.colocate", colocated, f"{len(pool.bundles)} shared GPU(s) x ({seat}) "
+                                      f"CPUs = {need:g} CPUs, but the local Ray instance has cluster.num_cpus="
+                                      f"{c.num_cpus}", "lower the colocated roles' num_cpus_per_actor, or raise "
+                                      "cluster.num_cpus"))
+    return issues
+
+
 def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
     """All cross-field problems of a composed config, for the given job (None: ``cfg.job``)."""
     from w2s.aligner.templates import TEMPLATE_NAMES
@@ -56,6 +92,7 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
         if role.num_gpus_per_actor > 1 and role.num_gpus_per_actor != int(role.num_gpus_per_actor):
             issues.append(ConfigIssue(f"cluster.{role_key}.num_gpus_per_actor", role.num_gpus_per_actor,
                                       "above 1, GPUs per actor must be a whole number", ""))
+    issues += colocate_issues(c)
     if not c.address:  # a private local instance: what it will have is known now
         for res, total in (("cpus", c.num_cpus), ("gpus", c.num_gpus)):
             for role_key in ("generator", "corrector", "trainer", "judge"):

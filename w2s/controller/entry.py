@@ -113,6 +113,7 @@ def run_job(cfg: DictConfig, *, recipe: str, overrides: list[str]) -> int:
 
             with Services(cfg, on_placed=rd.record_placements) as services:
                 rd.work_clock = lambda: services.work_s
+                rd.services_activity = services.activity
                 rd.restart_services = services.close
                 if cfg.job == "loop":
                     from w2s.controller.loop import run_loop

@@ -24,6 +24,10 @@ class Generator(Protocol):
     def generate(self, prompts: list[str], sampling_cfg: Any, *, seed: int, progress: bool = False,
                  seeds: list[int] | None = None) -> list[Generation]: ...
 
+    def token_logprobs(self, ids: list[int]) -> list[float]:
+        """log p(ids[t] | ids[:t]) for t >= 1 under the loaded weights (the refit check,
+        :mod:`w2s.generation.refit`)."""
+
     def sleep(self) -> bool:
         """Free the accelerator for another role sharing it (weights to host memory); whether memory was freed."""
 

@@ -181,6 +181,11 @@ class HFGenerator:
             load_into(self.model, model_path)
         self.model_path = model_path
 
+    def token_logprobs(self, ids: list[int]) -> list[float]:
+        from w2s.generation.refit import hf_token_logprobs
+
+        return hf_token_logprobs(self.model, ids)
+
     def sleep(self) -> bool:
         """Move the weights to host memory while another role uses the GPU (nothing to move on CPU)."""
         if self.device.type == "cpu":

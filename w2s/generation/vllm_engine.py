@@ -328,6 +328,17 @@ class VLLMGenerator:
         self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model_path)})
         self.llm.reset_prefix_cache()
 
+    def token_logprobs(self, ids: list[int]) -> list[float]:
+        """The prompt's own log-probabilities (``prompt_logprobs``: vLLM always includes the prompt token's), one
+        token generated and dropped; prefix caching does not serve a request that asks for them."""
+        from vllm.inputs import TokensPrompt
+
+        if self.llm is None:
+            raise W2SError("this vLLM generator is closed")
+        params = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        [out] = self.llm.generate([TokensPrompt(prompt_token_ids=list(ids))], params, use_tqdm=False)
+        return [float(step[token].logprob) for token, step in zip(ids[1:], out.prompt_logprobs[1:], strict=True)]
+
     def sleep(self) -> bool:
         """vLLM's sleep, level 1: the scheduler pauses, the weights go to host memory and the KV cache is freed
         (with sleep mode; on CPU only the pause). Whether GPU memory was freed."""

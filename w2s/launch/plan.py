@@ -8,8 +8,11 @@ the job uses, the placement groups the run would create (:func:`w2s.placement.ro
 the run uses) are created, read back (which node holds each actor's bundles) and removed. w2s runs one stage
 at a time; its role services (:mod:`w2s.roles`) keep a role's actors for the run while they fit beside the next
 role and otherwise stop the least recently used, so each role is placed alone on the empty cluster here: the
-peak a run needs is the largest role. With RLHF the PPO stage's colocated placement group (OpenRLHF's
-``colocate_all``: one bundle of 1 GPU + 1 CPU per trainer GPU, PACK) is placed the same way.
+peak a run needs is the largest role. Roles named in ``cluster.colocate`` share one placement group of whole GPUs
+for the whole run (:class:`w2s.placement.GpuPool`): it is placed first and kept while the other roles are placed
+beside it, and the plan shows which rank of which role sits on each GPU. With RLHF the PPO stage's colocated
+placement group (OpenRLHF's ``colocate_all``: one bundle of 1 GPU + 1 CPU per trainer GPU, PACK) is placed alone:
+the run gives every role's GPUs back before PPO.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from w2s.errors import ClusterError
+from w2s.placement import gpu_pool
 
 ROLES = ("generator", "corrector", "trainer", "judge")
 PLAN_WAIT_S = 15.0  # on an empty logical cluster a placement group is placed at once, or never
@@ -69,10 +73,13 @@ class Plan:
     roles: list[RolePlan] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    pool: Any = None  # w2s.placement.GpuPool of cluster.colocate's roles that the job starts
+    pool_nodes: list[str] = field(default_factory=list)  # node label of each shared GPU
+    pool_problem: str = ""
 
     @property
     def ok(self) -> bool:
-        return all(r.fits for r in self.roles)
+        return all(r.fits for r in self.roles) and not self.pool_problem
 
     def role(self, name: str) -> RolePlan:
         return next(r for r in self.roles if r.role == name)
@@ -198,17 +205,25 @@ def _restore(path: str, text: str | None) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- placing
-def place(role: str, stages: str, role_cfg: Any, strategy: str, labels: dict[str, str], key: str = "") -> RolePlan:
-    """Place one role on the connected (empty) cluster, read where its bundles went, then remove them."""
+def place(role: str, stages: str, role_cfg: Any, strategy: str, labels: dict[str, str], key: str = "",
+          pool: Any = None, pool_nodes: list[str] | None = None) -> RolePlan:
+    """Place one role on the connected cluster, read where its bundles went, then remove them (a colocated role:
+    its seats in the placed ``pool``, whose GPUs are on ``pool_nodes``)."""
     import ray
 
     from w2s.placement import place_role, remove_placement_groups, role_layout
 
     try:
-        layout = role_layout(role, role_cfg, strategy, key=key)
+        layout = role_layout(role, role_cfg, strategy, key=key, pool=pool)
     except ClusterError as e:
         return RolePlan(role, stages, None, strategy, problem=str(e))
     plan = RolePlan(role, stages, layout, strategy)
+    if layout.pool is not None:
+        if not pool_nodes:
+            plan.problem = "its shared GPUs could not be placed (see colocated roles)"
+        else:
+            plan.actor_nodes = [[pool_nodes[b] for b in slot.bundles] for slot in layout.slots]
+        return plan
     try:
         pgs = place_role(layout, strategy, timeout_s=PLAN_WAIT_S)
     except ClusterError as e:
@@ -248,9 +263,10 @@ def make_plan(cfg: Any, *, nodes: int, gpus_per_node: int, cpus_per_node: int = 
     if ppo is not None:  # PPO runs on the trainer role's GPUs
         todo.append(("ppo", "train (rlhf): OpenRLHF PPO, colocated", ppo, "PACK", "cluster.trainer"))
     checked = cpus_per_node > 0
+    pool = gpu_pool(cfg.cluster)  # as the run places it: a seat for every colocated role, started or not
     if not checked:  # enough CPUs that they never decide anything
         cpus_per_node = max([math.ceil(float(rc.num_actors) * float(rc.num_cpus_per_actor)) for _, _, rc, _, _ in todo]
-                            + [1]) + 1
+                            + [1]) + 1 + (math.ceil(sum(b.get("CPU", 0.0) for b in pool.bundles)) if pool else 0)
     plan = Plan(recipe, nodes, gpus_per_node, cpus_per_node, checked, str(cfg.job),
                 unused=[r for r in ROLES if r not in used])
     if ppo is not None and int(c.gpus_per_node) != gpus_per_node:
@@ -258,9 +274,38 @@ def make_plan(cfg: Any, *, nodes: int, gpus_per_node: int, cpus_per_node: int = 
                           "PPO refuses to start when they differ")
     with contextlib.nullcontext(node_ids) if node_ids else logical_cluster(nodes, gpus_per_node, cpus_per_node) as ids:
         labels = {nid: f"node{i + 1}" for i, nid in enumerate(ids)}
-        for role, stages, role_cfg, strat, key in todo:
-            plan.roles.append(place(role, stages, role_cfg, strat, labels, key))
+        with _placed_pool(pool, labels, plan):
+            for role, stages, role_cfg, strat, key in todo:
+                if role == "ppo":
+                    continue
+                plan.roles.append(place(role, stages, role_cfg, strat, labels, key, pool=pool,
+                                        pool_nodes=plan.pool_nodes))
+        for role, stages, role_cfg, strat, key in todo:  # PPO runs with every role's GPUs given back
+            if role == "ppo":
+                plan.roles.append(place(role, stages, role_cfg, strat, labels, key))
     return plan
+
+
+@contextlib.contextmanager
+def _placed_pool(pool: Any, labels: dict[str, str], plan: Plan) -> Iterator[None]:
+    """The pool placed for real while the roles are (its GPUs' nodes in ``plan.pool_nodes``), removed after."""
+    from w2s.placement import place_pool, pool_nodes, remove_placement_groups
+
+    plan.pool = pool
+    if pool is None:
+        yield
+        return
+    try:
+        pg = place_pool(pool, timeout_s=PLAN_WAIT_S)
+    except ClusterError as e:
+        plan.pool_problem = str(e)
+        yield
+        return
+    try:
+        plan.pool_nodes = [labels.get(n, "?") for n in pool_nodes(pg)]
+        yield
+    finally:
+        remove_placement_groups([pg])
 
 
 # ----------------------------------------------------------------------------------------------- output
@@ -268,6 +313,8 @@ def _bundles(r: RolePlan) -> str:
     lay = r.layout
     if lay is None:
         return "-"
+    if lay.pool is not None:
+        return f"{lay.tensor_parallel or 1} shared GPU(s), the colocated group"
     if lay.tensor_parallel:
         return f"{lay.tensor_parallel} x 1 GPU, own group, STRICT_PACK"
     return f"1 of one group, {r.strategy}"
@@ -282,8 +329,10 @@ def render(plan: Plan) -> str:
     cpus = f"{plan.cpus_per_node} CPUs per node" if plan.cpus_checked else \
         f"CPUs not checked (no --cpus-per-node; each node got {plan.cpus_per_node} logical CPUs)"
     lines = [f"{head}, {cpus}",
-             "Stages run one at a time and each starts its own role actors, so every role is placed alone on the "
-             "empty cluster.", ""]
+             ("Colocated roles share one group of GPUs for the whole run and take turns in their memory; the other "
+              "roles are placed beside it." if plan.pool else
+              "Stages run one at a time and each starts its own role actors, so every role is placed alone on the "
+              "empty cluster."), ""]
     cols = ["ROLE", "STAGES", "ACTORS", "PER ACTOR", "BUNDLES PER ACTOR", "ROLE TOTAL", "ACTORS PER NODE", "FITS"]
     rows = []
     for r in plan.roles:
@@ -299,14 +348,22 @@ def render(plan: Plan) -> str:
     for row in [cols, *rows]:
         lines.append("  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip())
     lines.append("")
-    placed = [r for r in plan.roles if r.layout is not None]
+    if plan.pool is not None:
+        lines += _shared_gpus(plan) + [""]
+    # Colocated roles hold their shared GPUs for the whole run; the others are placed one at a time beside them.
+    placed = [r for r in plan.roles if r.layout is not None and r.layout.pool is None
+              and not (plan.pool and r.role == "ppo")]  # PPO runs after the roles gave their GPUs back
+    of_cpus = f" of {plan.nodes * plan.cpus_per_node}" if plan.cpus_checked else ""
+    if plan.pool is not None:
+        pool_cpus = sum(b.get("CPU", 0.0) for b in plan.pool.bundles)
+        lines.append(f"held for the whole run: {len(plan.pool.bundles)} of {plan.nodes * plan.gpus_per_node} GPUs "
+                     f"and {pool_cpus:g}{of_cpus} CPUs, shared by the colocated roles")
     if placed:
         gpu_peak = max(r.layout.total("GPU") for r in placed)
         cpu_peak = max(r.layout.total("CPU") for r in placed)
         by = lambda res, peak: ", ".join(r.role for r in placed if r.layout.total(res) == peak)  # noqa: E731
-        of_cpus = f" of {plan.nodes * plan.cpus_per_node}" if plan.cpus_checked else ""
-        lines.append(f"peak: {gpu_peak:g} of {plan.nodes * plan.gpus_per_node} GPUs ({by('GPU', gpu_peak)}); "
-                     f"{cpu_peak:g}{of_cpus} CPUs ({by('CPU', cpu_peak)})")
+        lines.append(f"peak{' beside them' if plan.pool else ''}: {gpu_peak:g} of {plan.nodes * plan.gpus_per_node} "
+                     f"GPUs ({by('GPU', gpu_peak)}); {cpu_peak:g}{of_cpus} CPUs ({by('CPU', cpu_peak)})")
     if plan.unused:
         lines.append(f"not started by job {plan.job}: {', '.join(plan.unused)}")
     lines += [f"note: {n}" for n in plan.notes]
@@ -314,8 +371,28 @@ def render(plan: Plan) -> str:
         lines.append("fits: every role can be placed")
     else:
         lines.append("does not fit:")
+        lines += [f"  - colocated roles: {plan.pool_problem}"] if plan.pool_problem else []
         lines += [f"  - {r.role}: {r.problem}" for r in plan.roles if not r.fits]
     return "\n".join(lines)
+
+
+def _shared_gpus(plan: Plan) -> list[str]:
+    """One row per shared GPU: its node and the rank of each colocated role sitting there."""
+    pool = plan.pool
+    share = f"{pool.share:.2f}".rstrip("0").rstrip(".")
+    head = (f"shared GPUs (cluster.colocate): {len(pool.bundles)}, each role's actor taking {share} of a GPU "
+            f"and turns in its memory")
+    cols = ["GPU", "NODE", *[r.upper() for r in pool.roles], "CPUS"]
+    seats: dict[str, dict[int, str]] = {r: {} for r in pool.roles}
+    for r in plan.roles:
+        if r.layout is not None and r.layout.pool is not None:
+            for rank, slot in enumerate(r.layout.slots):
+                for j, b in enumerate(slot.bundles):
+                    seats[r.role][b] = f"rank {rank}" + (f" (tp {j})" if len(slot.bundles) > 1 else "")
+    rows = [[str(b), plan.pool_nodes[b] if plan.pool_nodes else "-", *[seats[r].get(b, "-") for r in pool.roles],
+             f"{bundle.get('CPU', 0.0):g}"] for b, bundle in enumerate(pool.bundles)]
+    widths = [max(len(x) for x in col) for col in zip(cols, *rows)]
+    return [head] + ["  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip() for row in [cols, *rows]]
 
 
 # ----------------------------------------------------------------------------------------------- command

@@ -183,9 +183,48 @@ def check_resources(cfg: Any, req: Request) -> Report:
             rep.issues.append(ConfigIssue(f"cluster.{role}.num_cpus_per_actor", cpus,
                                           f"one {role} actor needs {cpus:g} CPUs but a node has {req.cpus_per_node}",
                                           "lower it or ask for bigger nodes"))
+    _check_node_cpus(cfg, req, rep)
     _check_training(cfg, req, usable, rep)
     _check_generation(cfg, req, usable, rep)
     return rep
+
+
+def _check_node_cpus(cfg: Any, req: Request, rep: Report) -> None:
+    """The CPUs of all the actors one node holds (not only one actor's): a role's GPU actors fill a node's GPUs,
+    and colocated roles seat one actor of each role on every GPU (:func:`w2s.placement.gpu_pool`)."""
+    if not req.cpus_per_node or req.gpus_per_node <= 0:
+        return
+    from w2s.errors import ClusterError
+    from w2s.placement import gpu_pool
+
+    colocated = [str(r) for r in (_get(cfg, "cluster.colocate", []) or [])]
+    try:
+        pool = gpu_pool(cfg.cluster) if colocated else None
+    except ClusterError:  # validation names the role
+        pool = None
+    if pool is not None:
+        g = req.gpus_per_node
+        need = max(sum(b.get("CPU", 0.0) for b in pool.bundles[i:i + g]) for i in range(0, len(pool.bundles), g))
+        if need > req.cpus_per_node:
+            seat = " + ".join(f"{r} {c:g}" for r, c in zip(pool.roles, pool.cpus))
+            rep.issues.append(ConfigIssue("cluster.colocate", colocated,
+                              f"a node's {min(g, len(pool.bundles))} shared GPUs seat one actor of each colocated role "
+                              f"({seat} CPUs each): {need:g} CPUs, but a node has {req.cpus_per_node}",
+                              "lower the colocated roles' num_cpus_per_actor (cluster.<role>.num_cpus_per_actor) or "
+                              "ask for nodes with more CPUs"))
+    for role in ROLES:
+        gpus = float(_get(cfg, f"cluster.{role}.num_gpus_per_actor", 0.0))
+        if role in colocated or gpus <= 0:
+            continue
+        n = int(_get(cfg, f"cluster.{role}.num_actors", 1))
+        cpus = float(_get(cfg, f"cluster.{role}.num_cpus_per_actor", 1.0))
+        on_node = min(n, math.floor(req.gpus_per_node / gpus + 1e-9))
+        if on_node * cpus > req.cpus_per_node:
+            rep.issues.append(ConfigIssue(f"cluster.{role}.num_cpus_per_actor", cpus,
+                              f"{on_node} {role} actors fill a node's {req.gpus_per_node} GPUs and need {on_node} x "
+                              f"{cpus:g} = {on_node * cpus:g} CPUs, but a node has {req.cpus_per_node}",
+                              f"lower it to at most {math.floor(req.cpus_per_node / on_node * 100) / 100:g} or ask for "
+                              "nodes with more CPUs"))
 
 
 def _check_training(cfg: Any, req: Request, usable: float, rep: Report) -> None:

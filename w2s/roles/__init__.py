@@ -13,12 +13,15 @@ The round loop, PopAlign and the evaluation stages ask a :class:`Services` for w
 * the **judges** keep their score or judge model.
 
 Groups stay placed while they fit beside the next role; when a role cannot be placed next to them, the least
-recently used idle groups are shut down to make room (on a GPU node that cannot hold every role at once, roles
-then take turns as they did before). Roles whose actors reserve a fraction of a GPU (``num_gpus_per_actor``
-below 1) share GPUs and stay placed together; they take turns in memory instead, as OpenRLHF's hybrid engine
-does: before one of them works, the others sleep (vLLM's sleep mode: weights to host memory, KV cache freed;
-transformers and score models: weights to host memory; trainer ranks: the kept DPO reference leaves the GPU),
-and it wakes up. A restarted driver builds fresh services: nothing here outlives the run.
+recently used idle groups are shut down to make room. Roles named in ``cluster.colocate`` share GPUs instead, as
+OpenRLHF's hybrid engine does: one placement group of whole-GPU bundles (:class:`w2s.placement.GpuPool`), rank *i* of
+every colocated role on GPU *i*, placed once and kept for the run. They take turns in GPU memory: before one group
+works, every other colocated group sleeps (vLLM's sleep: weights to host memory, KV cache freed; transformers and
+score models: weights to host memory; trainer ranks: the kept DPO reference leaves the GPU, each training's own
+models being freed when it returns) and keeps its process, and it wakes up (each engine checks, after waking,
+that it answers as it did before sleeping). A role with fewer GPUs than the pool may hold several groups side by
+side (another model's generator); one more than fits takes the place of its least recently used group
+(:mod:`w2s.roles.pool`). A restarted driver builds fresh services: nothing here outlives the run.
 
 Commands outside a run (``w2s aligner correct``, ``w2s eval``, ``w2s bench aligner``) use the same services through
 :class:`ServicesOnDemand` (Ray and the services started on first use) and :class:`ServedCorrector` (the corrector
@@ -46,6 +49,7 @@ from w2s.config.plain import to_plain
 from w2s.console import say
 from w2s.errors import ClusterError
 from w2s.placement import fits_on_nodes, role_layout
+from w2s.roles.pool import SharedGpus
 
 # The sampling fields an engine is started with; the rest (temperature, lengths, ...) are per call.
 ENGINE_FIELDS = ("backend", "tensor_parallel_size", "gpu_memory_utilization", "kv_cache_gib", "enforce_eager")
@@ -60,7 +64,8 @@ class Held:
     group: RoleGroup
     loaded: str = ""  # the model path its actors hold now
     last_used: float = field(default_factory=time.monotonic)
-    asleep: bool = False  # its role shares GPUs (Services.shares_gpu) and another role works now
+    asleep: bool = False  # colocated (Services.shares_gpu) and another group works now
+    offset: int = -1  # colocated: the pool GPU its rank 0 sits on; -1: a group of its own
     info: dict[str, Any] = field(default_factory=dict)  # engine or provenance, asked once
 
 
@@ -104,27 +109,33 @@ class Services:
         self.starts: Counter[str] = Counter()  # role -> groups started (a test and the bench read it)
         self.loads: Counter[str] = Counter()  # "role:path" -> times loaded (started or taken in place)
         self.turns: list[tuple[str, str]] = []  # (role, "sleep" | "wake_up") in order, for roles sharing GPUs
+        self.refits: list[dict[str, Any]] = []  # each in-place load's refit check (role, path, what rank 0 measured)
         self.work_s = 0.0
+        self.shared = SharedGpus(cfg.cluster)  # the GPUs colocated roles share, placed on first use
 
     # ------------------------------------------------------------------------------------------- groups
     def _fits(self, role: str) -> bool:
         """Whether ``role``'s placement groups fit what the nodes have free now, as their strategy places them
         (SPREAD: each bundle on a node of its own, as far as there are nodes; PACK: each group on one node)."""
-        import ray
-
         c = self.cfg.cluster
         layout = role_layout(role, c[role], c.placement_strategy)
+        return fits_on_nodes(layout.groups, self._free_per_node())
+
+    @staticmethod
+    def _free_per_node() -> list[dict[str, float]]:
+        import ray
+
         try:
             from ray._private.state import available_resources_per_node
 
-            per_node = [dict(free) for free in available_resources_per_node().values()]
+            return [dict(free) for free in available_resources_per_node().values()]
         except Exception:  # no per-node view: the cluster's totals
-            per_node = [dict(ray.available_resources())]
-        return fits_on_nodes(layout.groups, per_node)
+            return [dict(ray.available_resources())]
 
     def _evict(self, keep: str = "") -> bool:
-        """Shut the least recently used group down (not ``keep``); False when there is none."""
-        idle = sorted((h for k, h in self.held.items() if k != keep), key=lambda h: h.last_used)
+        """Shut the least recently used group of its own placement down (not ``keep``: colocated groups free no
+        resources, their GPUs stay the pool's); False when there is none."""
+        idle = sorted((h for k, h in self.held.items() if k != keep and h.offset < 0), key=lambda h: h.last_used)
         if not idle:
             return False
         h = idle[0]
@@ -139,38 +150,44 @@ class Services:
         h.group.shutdown()
 
     def shares_gpu(self, role: str) -> bool:
-        """Whether ``role``'s actors reserve a fraction of a GPU, so that other roles' actors may hold the rest."""
-        return 0.0 < float(self.cfg.cluster[role].num_gpus_per_actor) < 1.0
+        """Whether ``role`` is colocated (``cluster.colocate``): its actors share GPUs with other roles' actors."""
+        return self.shared.shares(role)
 
     def _take_turn(self, role: str, h: Held | None = None) -> None:
-        """Before ``role`` works (or starts) on GPUs it shares: every other sharing group sleeps, ``h`` wakes."""
+        """Before ``role`` works (or starts) on GPUs it shares: every other colocated group sleeps (another group
+        of the same role too: it sits on GPUs that this one's ranks may share with other roles), ``h`` wakes."""
         if not self.shares_gpu(role):
             return
         for other in self.held.values():
-            if other is not h and not other.asleep and self.shares_gpu(other.role):
+            if other is not h and not other.asleep and other.offset >= 0:
                 freed = other.group.call_all("sleep", what=f"{other.role}: sleep")
                 other.asleep = True
                 self.turns.append((other.role, "sleep"))
                 say(f"{other.role}: asleep while {role} works" + (" (GPU memory freed)" if any(freed) else ""))
         if h is not None and h.asleep:
-            h.group.call_all("wake_up", what=f"{role}: wake up")
+            h.group.call_all("wake_up", what=f"{role}: wake up")  # each engine checks it answers as before
             h.asleep = False
             self.turns.append((role, "wake_up"))
 
     def _start(self, role: str, key: str, cls: type, *args: Any, loaded: str = "", actors: int = 0) -> Held:
         """Start a group of ``role`` (``actors``: that many instead of ``cluster.<role>.num_actors``)."""
         c = self.cfg.cluster
-        while not self._fits(role) and self._evict():
-            pass
-        self._take_turn(role)  # a new engine measures the GPU memory it may take: the sharing roles sleep first
         role_cfg = c[role] if not actors else OmegaConf.merge(c[role], {"num_actors": actors})
-        say(f"starting {role_cfg.num_actors} {role} actor(s)")
         opts = dict(strategy=c.placement_strategy, timeout_s=float(c.rpc_timeout_s),
                     liveness_s=float(c.liveness_timeout_s), start_timeout_s=float(c.start_timeout_s), init_args=args)
+        offset = -1
+        if self.shares_gpu(role):
+            offset = self._seat(role, int(role_cfg.num_actors))
+            opts.update(pool=(self.shared.pool, self.shared.placed(self._free_per_node, self._evict)), offset=offset)
+        else:
+            while not self._fits(role) and self._evict():
+                pass
+        self._take_turn(role)  # a new engine measures the GPU memory it may take: the sharing roles sleep first
+        say(f"starting {role_cfg.num_actors} {role} actor(s)")
         try:
             group = RoleGroup(role, cls, role_cfg, **opts)
         except ClusterError:
-            if not self.held:
+            if offset >= 0 or not any(h.offset < 0 for h in self.held.values()):
                 raise
             while self._evict():  # resources held in ways _fits cannot see (another node's shape): all go
                 pass
@@ -179,8 +196,20 @@ class Services:
         self.placements += group.placements()
         if self.on_placed:
             self.on_placed(self.placements)
-        self.held[key] = Held(role, key, group, loaded)
+        self.held[key] = Held(role, key, group, loaded, offset=offset)
         return self.held[key]
+
+    def _seat(self, role: str, actors: int) -> int:
+        """The pool GPU a new colocated group of ``role`` starts at (its least recently used group of that role
+        stopped when the role's groups hold every place)."""
+        while True:
+            mine = [(h.key, {b for slot in h.group.layout.slots for b in slot.bundles}, h.last_used)
+                    for h in self.held.values() if h.role == role and h.offset >= 0]
+            offset, stop = self.shared.seat(role, actors, mine)
+            if offset >= 0:
+                return offset
+            say(f"{role}: stopped to make room for another {role} group")
+            self._stop(stop)
 
     def _use(self, role: str, key: str, start: Callable[[], Held]) -> Held:
         """The group of ``key``, started when there is none; its turn taken when it shares GPUs."""
@@ -204,7 +233,11 @@ class Services:
         if h is not None and h.loaded != path:
             answers = h.group.call_all(swap, path, what=f"{role}: {swap}")
             if all(a["loaded"] for a in answers):
-                say(f"{role}: took {path} in place ({max(a['seconds'] for a in answers):.1f} s)")
+                refit = answers[0]["refit"]
+                self.refits.append({"role": role, "path": given, **refit})
+                check = (f"refit check: mean |d log p| {max(a['refit']['mean_abs_diff'] for a in answers):.2g} "
+                         f"<= {refit['tolerance']:g}" if refit["checked"] else f"refit not checked: {refit['why']}")
+                say(f"{role}: took {path} in place ({max(a['seconds'] for a in answers):.1f} s; {check})")
                 self.loads[f"{role}:{given}"] += 1
                 h.loaded, h.info = path, {}
             else:
@@ -368,15 +401,21 @@ class Services:
             out.setdefault(h.role, []).extend(a.where.get("pid") for a in h.group.actors)
         return out
 
+    def activity(self) -> dict[str, Any]:
+        """What the services did so far: role groups started, the refit check of every in-place load, and the turns
+        of colocated roles (each stage's manifest records its share; ``w2s bench loop`` prints it)."""
+        return {"started": dict(self.starts), "refits": list(self.refits), "turns": [list(t) for t in self.turns]}
+
     def peak_memory_mb(self, role: str) -> float:
         """Peak resident memory of ``role``'s live actors together, each with the processes it started."""
         return sum(m["peak_mb"] for h in self.held.values() if h.role == role
                    for m in h.group.call_all("memory", what=f"{role}: memory"))
 
     def close(self) -> None:
-        """Stop every group (their engines' processes too)."""
+        """Stop every group (their engines' processes too) and give the colocated roles' GPUs back."""
         for key in list(self.held):
             self._stop(key)
+        self.shared.release()
 
     def __enter__(self) -> Services:
         return self

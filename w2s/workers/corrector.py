@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from w2s.aligner.correct import Correction
 from w2s.cluster import RoleActorMixin
-from w2s.workers import typed
+from w2s.workers import EngineTurns, typed
 
 
-class CorrectorWorker(RoleActorMixin):
+class CorrectorWorker(EngineTurns, RoleActorMixin):
     """Holds one Aligner; :meth:`load_aligner` swaps in another of the same architecture (each round's own Aligner)
     without restarting the engine."""
 
@@ -35,11 +34,16 @@ class CorrectorWorker(RoleActorMixin):
         why = architecture_change(self.corrector.aligner_path, path)
         if why:
             return {"loaded": False, "why": why}
-        t0 = time.perf_counter()
-        generator = self.corrector.generator
-        generator.load_weights(path)
-        self.corrector = Corrector(path, self.model_cfg, self.correct_cfg, generator=generator, **self.templates)
-        return {"loaded": True, "seconds": time.perf_counter() - t0}
+        answer = self._take_in_place(path)
+        self.corrector = Corrector(path, self.model_cfg, self.correct_cfg, generator=self.corrector.generator,
+                                   **self.templates)
+        return answer
+
+    def _engine(self) -> Any:
+        return self.corrector.generator
+
+    def _tolerance(self) -> float:
+        return float(self.correct_cfg.refit_tolerance)
 
     def correct(self, pairs: list[tuple[str, str]], seed: int | None = None) -> list[Correction]:
         """Correct (question, answer) pairs: the correction text and token counts of each (``seed``: the sampling
@@ -48,13 +52,6 @@ class CorrectorWorker(RoleActorMixin):
 
     def provenance(self) -> dict[str, Any]:
         return dict(getattr(self.corrector, "provenance", {}) or {})
-
-    def sleep(self) -> bool:
-        """Another role takes the GPU this actor shares: the Aligner's engine sleeps."""
-        return self.corrector.generator.sleep()
-
-    def wake_up(self) -> None:
-        self.corrector.generator.wake_up()
 
     def close(self) -> None:
         self.corrector.close()

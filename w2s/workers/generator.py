@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from w2s.cluster import RoleActorMixin
 from w2s.generation import Generation
-from w2s.workers import typed
+from w2s.workers import EngineTurns, typed
 
 
-class GeneratorWorker(RoleActorMixin):
+class GeneratorWorker(EngineTurns, RoleActorMixin):
     """Holds one engine for the whole run and answers chat prompts with it; :meth:`load_weights` gives it a new
     checkpoint of the same architecture (the next round's policy) without restarting it."""
 
@@ -32,8 +31,9 @@ class GeneratorWorker(RoleActorMixin):
         return self.sampling if sampling_cfg is None else typed(SamplingConfig, sampling_cfg)
 
     def load_weights(self, model_path: str) -> dict[str, Any]:
-        """Take ``model_path``'s weights in place when it is the loaded architecture; ``loaded`` False (with the
-        reason) when it is not, and the caller starts a fresh engine."""
+        """Take ``model_path``'s weights in place when its tensors fit the loaded model, then check the engine against
+        the trainer (``refit``); ``loaded`` False (with the reason) when they do not, and the caller starts a fresh
+        engine."""
         from w2s.assets import resolve_model_path
         from w2s.generation.weights import architecture_change
 
@@ -41,10 +41,15 @@ class GeneratorWorker(RoleActorMixin):
         why = architecture_change(self.loaded, path)
         if why:
             return {"loaded": False, "why": why}
-        t0 = time.perf_counter()
-        self.generator.load_weights(path)
+        answer = self._take_in_place(path)
         self.loaded = path
-        return {"loaded": True, "seconds": time.perf_counter() - t0}
+        return answer
+
+    def _engine(self) -> Any:
+        return self.generator
+
+    def _tolerance(self) -> float:
+        return float(self.sampling.refit_tolerance)
 
     def generate(self, prompts: list[str], seed: int, sampling_cfg: dict[str, Any] | None = None) -> list[Generation]:
         """Answer user prompts (the chat or prompt template is applied here): text and token counts per prompt.
@@ -83,13 +88,6 @@ class GeneratorWorker(RoleActorMixin):
             except md.PackageNotFoundError:
                 pass
         return {"backend": backend, "class": type(self.generator).__name__, "version": ", ".join(versions)}
-
-    def sleep(self) -> bool:
-        """Another role takes the GPU this actor shares: the engine sleeps (see the engines' ``sleep``)."""
-        return self.generator.sleep()
-
-    def wake_up(self) -> None:
-        self.generator.wake_up()
 
     def close(self) -> None:
         self.generator.close()

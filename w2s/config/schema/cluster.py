@@ -12,7 +12,8 @@ from w2s.config.schema.fields import _f
 class RoleConfig:
     num_actors: int = _f(1, "Actors playing this role (data parallel for generation; ranks for training).")
     num_cpus_per_actor: float = _f(1.0, "CPUs reserved per actor.")
-    num_gpus_per_actor: float = _f(0.0, "GPUs reserved per actor (fractions share a GPU).")
+    num_gpus_per_actor: float = _f(0.0, "GPUs per actor: 0 (CPU), 1, or k (a tensor-parallel vLLM engine). Roles "
+                                   "share GPUs through cluster.colocate, not through fractions.")
 
 
 @dataclass
@@ -48,6 +49,12 @@ class ClusterConfig:
     trainer: RoleConfig = _f(help="Trainer ranks; together they form one torch.distributed world.",
                              factory=RoleConfig)
     judge: RoleConfig = _f(help="Judge actors.", factory=RoleConfig)
+    colocate: list[str] = _f(help="Roles that share GPUs, as OpenRLHF's hybrid engine does: one placement group of "
+                             "whole-GPU bundles, rank i of every listed role on GPU i (k consecutive GPUs for an "
+                             "actor of k), kept for the run; the roles take turns in GPU memory (vLLM engines "
+                             "sleep, models move to host memory) and keep their processes. E.g. [generator, "
+                             "corrector, trainer, judge] on one 8-GPU node. Empty: each role has GPUs of its own.",
+                             factory=list)
 
 
 # ----------------------------------------------------------------------------------------------- run and log

@@ -108,6 +108,11 @@ class SamplingConfig:
     enforce_eager: bool = _f(False, "vLLM: run the model eagerly (no torch.compile, no CUDA graphs): slower "
                              "generation, faster start-up (on CPU about half).")
     seed: int | None = _f(None, "Sampling seed. Empty: derived from run.seed and the round.")
+    refit_tolerance: float = _f(0.1, "After the engine takes new weights in place (or wakes up), the mean "
+                                "|difference| in nats allowed between its log-probabilities of a few fixed tokens "
+                                "and the trainer's for the checkpoint it saved (or the engine's own before it "
+                                "slept); above it the stage stops with both numbers. Other kernels and bf16 stay "
+                                "well below 0.1; wrong weights are far above. 0: no check.", minimum=0)
 
 
 @dataclass
