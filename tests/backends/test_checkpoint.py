@@ -23,6 +23,22 @@ PAIRS = [(p, a, "I do not know, sorry.") for p, a in ROWS]
 
 
 # ----------------------------------------------------------------------------------------------- the record
+def test_a_finished_output_is_reused_only_for_the_same_training_and_unchanged_files(tmp_path):
+    """RLHF's reward model after a stop: kept with its training's record, content hash and result."""
+    out = tmp_path / "reward_model"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"weights")
+    record = {"kind": "reward_model", "seed": 1}
+    sha = checkpoint.mark_finished(out, record, {"steps": 4, "losses": [0.7, 0.5]})
+    assert (tmp_path / f"reward_model.{checkpoint.FINISHED}").is_file()
+    kept = checkpoint.finished_output(out, record)
+    assert kept == {"record": record, "sha256": sha, "result": {"steps": 4, "losses": [0.7, 0.5]}}
+    assert checkpoint.finished_output(out, {**record, "seed": 2}) is None  # another training's
+    (out / "model.safetensors").write_bytes(b"other weights")
+    assert checkpoint.finished_output(out, record) is None  # changed since it finished
+    assert checkpoint.finished_output(tmp_path / "never", record) is None
+
+
 def _fake_checkpoint(ckpt: Path, record: dict, tag: str | None = "global_step2") -> None:
     ckpt.mkdir(parents=True)
     (ckpt / checkpoint.RECORD).write_text(json.dumps(record))

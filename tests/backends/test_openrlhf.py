@@ -225,10 +225,17 @@ def test_the_dpo_reference_is_kept_for_the_next_round_and_trains_as_a_fresh_one(
     backend.KEPT_REFERENCE.drop()
 
 
-def test_reward_model_saves_value_head_and_normalisation(tiny_weak, data_dir, tmp_path):
+def test_reward_model_saves_value_head_and_normalisation(tiny_weak, data_dir, tmp_path, monkeypatch):
+    from deepspeed.runtime.engine import DeepSpeedEngine
+
+    destroyed = []
+    real_destroy = DeepSpeedEngine.destroy
+    monkeypatch.setattr(DeepSpeedEngine, "destroy", lambda self: (destroyed.append(self), real_destroy(self)))
     cfg = _cfg(RewardModelConfig, epochs=1)
     result = backend.train_reward_model(cfg, tiny_weak, str(data_dir / "pairs.jsonl"), str(tmp_path / "rm"),
                                         attn_implementation="flash_attention_2")
+    # The reward model is the DeepSpeed engine itself (no Actor around it): released, not left to the collector.
+    assert len(destroyed) == 1
     assert result.steps == 4 and result.losses[-1] < result.losses[0]
     assert result.attn_implementation == "sdpa"  # flash-attention 2 without CUDA: sdpa, not a failed load
     config = json.loads((Path(result.output_dir) / "config.json").read_text())

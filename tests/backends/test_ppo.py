@@ -243,13 +243,20 @@ def test_the_loop_keeps_only_this_rounds_own_ppo_checkpoint(tmp_path):
         (stage / "ppo_prompts.jsonl").write_text('{"prompt": "Hi?"}\n')
         return Loop(cfg, rd), stage
 
+    def saved_actor(ckpt: Path) -> None:  # what OpenRLHF's actor saves
+        (ckpt / "_actor" / "global_step20").mkdir(parents=True)
+        (ckpt / "_actor" / "latest").write_text("global_step20")
+
     loop, stage = prepared(0)
-    ckpt = Path(loop.ppo_checkpoint(1, "/models/policy", stage / "rm", stage, [8]))
+    ckpt = Path(loop.ppo_checkpoint(1, "/models/policy", stage / "rm", stage, [8], reward_sha256="aa"))
     assert ckpt == stage / "policy.ckpt" and (ckpt / checkpoint.RECORD).is_file()
-    (ckpt / "_actor" / "global_step20").mkdir(parents=True)  # what OpenRLHF's actor then saves
-    (ckpt / "_actor" / "latest").write_text("global_step20")
-    loop.ppo_checkpoint(1, "/models/policy", stage / "rm", stage, [8])
+    saved_actor(ckpt)
+    loop.ppo_checkpoint(1, "/models/policy", stage / "rm", stage, [8], reward_sha256="aa")
     assert (ckpt / "_actor" / "global_step20").is_dir()  # the same PPO again: kept for OpenRLHF to load
+    # The same path holding another reward model (retrained after a requeue): another PPO, its state removed.
+    loop.ppo_checkpoint(1, "/models/policy", stage / "rm", stage, [8], reward_sha256="bb")
+    assert not (ckpt / "_actor").exists()
+    saved_actor(ckpt)
     other, _ = prepared(1)
-    other.ppo_checkpoint(1, "/models/policy", stage / "rm", stage, [8])
+    other.ppo_checkpoint(1, "/models/policy", stage / "rm", stage, [8], reward_sha256="bb")
     assert not (ckpt / "_actor").exists()  # another seed's PPO: removed

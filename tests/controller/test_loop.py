@@ -195,6 +195,28 @@ def test_dpo_with_the_roles_colocated_on_two_logical_gpus_keeps_every_process_an
     assert [o.text for o in outs] == [a["answer"] for a in answers]
 
 
+@pytest.mark.slow  # w2s run, twice
+def test_rlhf_a_rerun_of_a_stopped_train_stage_uses_its_finished_reward_model(tmp_path, tiny_strong):
+    """A train stage stopped after its reward model finished (where PPO would run on a GPU cluster) is run again
+    without training the reward model again: the same files, the same numbers, no trainer started."""
+    run = tmp_path / "run"
+    args = ["run", "tiny/rlhf", f"run.dir={run}", *SMALL, "loop.rounds=1", "eval.enabled=false"]
+    first = w2s(*args)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    train = run / "round-01" / "train"
+    files = {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in (train / "reward_model").iterdir()}
+    before = json.loads((train / "manifest.json").read_text())
+    (train / "manifest.json").unlink()  # the stage never finished: its manifest is written last
+    again = w2s(*args)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "the reward model trained before the stop is used again" in again.stdout
+    assert {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in (train / "reward_model").iterdir()} == files
+    after = json.loads((train / "manifest.json").read_text())
+    # This driver's services started no trainer (the data stage was finished): nothing was trained.
+    assert after["services"]["started"] == {} and after["metrics"] == before["metrics"]
+    assert after["outputs"] == before["outputs"]
+
+
 def _start_and_signal(tmp_path: Path, args: list[str], marker: str, sig: int, name: str) -> int:
     """Start the driver, wait for ``marker`` in its output, send ``sig`` (to the whole process group for SIGKILL,
     as a crash would, or to the driver alone, as Slurm's warning does); return its exit status."""

@@ -108,3 +108,33 @@ def finish(strategy: Any, ckpt_dir: str) -> None:
     """After the trained model is saved: its resumable state is no longer needed (rank 0 removes it)."""
     if strategy.is_rank_0():
         shutil.rmtree(ckpt_dir, ignore_errors=True)
+
+
+# A finished training's output, kept for a rerun of its stage: the record of the training that wrote it, the
+# output's content hash and the training's result. RLHF's reward model uses it: a stage stopped during PPO (a Slurm
+# requeue) does not train its reward model again, and PPO goes on against the very same one.
+FINISHED = "w2s-finished.json"
+
+
+def mark_finished(output_dir: str | os.PathLike, record: dict[str, Any], result: dict[str, Any]) -> str:
+    """Record that ``output_dir`` is the finished output of the training ``record`` describes; its sha256."""
+    out = Path(output_dir)
+    sha = HashCache(None).sha256(out)
+    atomic_write_json(out.parent / f"{out.name}.{FINISHED}", {"record": record, "sha256": sha, "result": result})
+    return sha
+
+
+def finished_output(output_dir: str | os.PathLike, record: dict[str, Any]) -> dict[str, Any] | None:
+    """The kept entry (``sha256``, ``result``) when ``output_dir`` is the finished output of ``record``'s training
+    and still holds what it held then; None otherwise (never finished, another training's, or changed since)."""
+    out = Path(output_dir)
+    try:
+        kept = json.loads((out.parent / f"{out.name}.{FINISHED}").read_text())
+    except (OSError, ValueError):
+        return None
+    if kept.get("record") != record or not out.is_dir():
+        return None
+    if HashCache(None).sha256(out) != kept.get("sha256"):
+        log.warning("%s changed since its training finished: it is trained again", out)
+        return None
+    return kept

@@ -17,7 +17,9 @@ log = logging.getLogger(__name__)
 def release(*objects: Any) -> None:
     """Tear down DeepSpeed engines so the next call in this process starts clean (the process group stays)."""
     for obj in objects:
-        engine = getattr(obj, "model", obj)
+        # An OpenRLHF Actor holds its engine in .model; a reward model is the engine itself. Ask for destroy first:
+        # a DeepSpeed engine forwards unknown attributes to its module, so its .model is the inner transformer.
+        engine = obj if callable(getattr(obj, "destroy", None)) else getattr(obj, "model", obj)
         destroy = getattr(engine, "destroy", None)
         if callable(destroy):
             try:

@@ -311,26 +311,36 @@ class Loop(RunContext):
 
     def rlhf(self, k: int, policy: str, reference: str | None, data: Path, stage_dir: Path,
              tb: str) -> dict[str, Any]:
-        """Reward model on the round's pairs, then (GPU clusters) PPO through OpenRLHF's Ray trainer."""
+        """Reward model on the round's pairs, then (GPU clusters) PPO through OpenRLHF's Ray trainer. A reward model
+        this stage finished before a stop (the same training, its files unchanged) is used again, not retrained."""
+        from w2s.assets import resolve_model_path
+        from w2s.backends.checkpoint import finished_output, mark_finished, training_record
+        from w2s.config.plain import to_plain
+
         cfg = self.cfg
         rm_cfg = cfg.train.rlhf.reward_model
         rm_out = stage_dir / "reward_model"
-        base = rm_cfg.base or policy
-        from w2s.assets import resolve_model_path
-
-        result = self.services.train("train_reward_model", rm_cfg, resolve_model_path(base), str(data),
-                                     str(rm_out), seed=int(cfg.run.seed) + k, tensorboard_dir=tb + "-rm",
-                                     chat=self.prompt_format()[0])
+        base, seed, chat = resolve_model_path(rm_cfg.base or policy), int(cfg.run.seed) + k, self.prompt_format()[0]
+        record = training_record("reward_model", {"section": to_plain(rm_cfg), "seed": seed, "chat": chat},
+                                 model_path=base, data_paths=(str(data),))
+        kept = finished_output(rm_out, record)
+        if kept is not None:
+            say(f"round {k} train: the reward model trained before the stop is used again ({rm_out}, verified)")
+            result, rm_sha = dict(kept["result"]), str(kept["sha256"])
+        else:
+            result = self.services.train("train_reward_model", rm_cfg, base, str(data), str(rm_out), seed=seed,
+                                         tensorboard_dir=tb + "-rm", chat=chat)
+            rm_sha = mark_finished(rm_out, record, result)
         result["policy"] = policy
         if cfg.train.rlhf.ppo_enabled:
-            result["policy"] = str(self.ppo(k, policy, rm_out, stage_dir, reference=reference))
+            result["policy"] = str(self.ppo(k, policy, rm_out, stage_dir, reference=reference, reward_sha256=rm_sha))
         else:
             say(f"round {k} train: reward model trained ({rm_out}); PPO disabled (train.rlhf.ppo_enabled=false), "
                 "the policy is unchanged this round")
         return result
 
     def ppo(self, k: int, policy: str, reward_model: Path, stage_dir: Path, *, reference: str | None = None,
-            ) -> Path:
+            reward_sha256: str = "") -> Path:
         import ray
 
         from w2s.backends.ppo import alive_gpu_nodes
@@ -339,7 +349,8 @@ class Loop(RunContext):
         node_gpus = alive_gpu_nodes()
         cmd = self.ppo_command(k, policy, reward_model, stage_dir, ray.get_runtime_context().gcs_address,
                                node_gpus=node_gpus, reference=reference)
-        ckpt = self.ppo_checkpoint(k, policy, reward_model, stage_dir, node_gpus, reference=reference)
+        ckpt = self.ppo_checkpoint(k, policy, reward_model, stage_dir, node_gpus, reference=reference,
+                                   reward_sha256=reward_sha256)
         say(f"round {k} train: PPO through OpenRLHF ({stage_dir / 'ppo.log'})")
         self.services.close()  # PPO places its own actors on the trainer's GPUs: the roles give theirs back
         c = self.cfg.cluster
@@ -349,9 +360,10 @@ class Loop(RunContext):
         return stage_dir / "policy"
 
     def ppo_checkpoint(self, k: int, policy: str, reward_model: Path, stage_dir: Path,
-                       node_gpus: list[int] | None, *, reference: str | None = None) -> str:
+                       node_gpus: list[int] | None, *, reference: str | None = None, reward_sha256: str = "") -> str:
         """Round k's PPO checkpoint folder, made this PPO's own before OpenRLHF starts: OpenRLHF loads whatever
-        checkpoint it finds there, so another training's (other prompts, policy, settings) is removed first."""
+        checkpoint it finds there, so another training's (other prompts, policy, settings, or a reward model of
+        other contents: ``reward_sha256``) is removed first."""
         from w2s.backends.args import checkpoint_dir
         from w2s.backends.checkpoint import claim, training_record
         from w2s.config.plain import to_plain
@@ -360,7 +372,8 @@ class Loop(RunContext):
         ckpt = checkpoint_dir(str(stage_dir / "policy"))
         if ppo_cfg.checkpoint_every:
             record = training_record("ppo", {"ppo": to_plain(ppo_cfg), "seed": int(self.cfg.run.seed) + k,
-                                             "gpus": node_gpus, "reward_model": str(reward_model)},
+                                             "gpus": node_gpus, "reward_model": str(reward_model),
+                                             "reward_model_sha256": reward_sha256},
                                      model_path=policy, ref_path=reference or policy,
                                      data_paths=(str(stage_dir / "ppo_prompts.jsonl"),))
             if claim(ckpt, record, state_dir=str(Path(ckpt) / "_actor")):  # OpenRLHF's actor state
