@@ -128,12 +128,6 @@ def test_sft_two_rounds_with_two_trainer_ranks(tmp_path, tiny_strong):
     assert "starting" not in again.stdout  # judge verdicts came from the cache, scores from the stages
 
 
-# Generator, corrector and trainer colocated on two logical GPUs, two ranks each (the judge on CPU beside them).
-COLOCATED = ["cluster.num_gpus=2", "cluster.num_cpus=8", "cluster.colocate=[generator,corrector,trainer]"] + [
-    f"cluster.{r}.{k}" for r in ("generator", "corrector", "trainer")
-    for k in ("num_actors=2", "num_gpus_per_actor=1", "num_cpus_per_actor=1")]
-
-
 @pytest.mark.slow  # w2s run
 def test_dpo_with_the_roles_colocated_on_two_logical_gpus_keeps_every_process_and_takes_turns(tmp_path, tiny_strong):
     """The one-node layout with logical GPUs: rank i of every colocated role on GPU i (Ray's assignment, read in
@@ -142,7 +136,8 @@ def test_dpo_with_the_roles_colocated_on_two_logical_gpus_keeps_every_process_an
     a fresh engine."""
     run = tmp_path / "run"
     greedy = ["generate.temperature=0", "eval.generate.preset=greedy"]  # (the tiny recipes set temperature 1)
-    result = w2s("run", "tiny/dpo", f"run.dir={run}", *SMALL, *COLOCATED, *greedy)
+    # tiny/colocated: generator, corrector and trainer colocated on two logical GPUs, two ranks each.
+    result = w2s("run", "tiny/colocated", f"run.dir={run}", *SMALL, *greedy)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     _check_finished_run(run, 2, "dpo")
     actors = json.loads((run / "cluster.json").read_text())["actors"]
@@ -162,6 +157,8 @@ def test_dpo_with_the_roles_colocated_on_two_logical_gpus_keeps_every_process_an
             } == {stage: {} for stage in ("generate", "correct", "data", "train", "eval-answers")}
     # Each round's policy is taken in place by the generator (for the evaluation answers, right after training),
     # checked against the log-probabilities the trainer measured for the checkpoint it saved.
+    policies = [run / f"round-{k:02d}" / "train" / "policy" / "model.safetensors" for k in (1, 2)]
+    assert policies[0].read_bytes() != policies[1].read_bytes()  # each round's weights are new ones
     for k in (1, 2):
         [refit] = manifest(f"round-{k:02d}/eval-answers")["refits"]
         assert refit["role"] == "generator" and refit["path"] == str(run / f"round-{k:02d}" / "train" / "policy")
@@ -183,7 +180,7 @@ def test_dpo_with_the_roles_colocated_on_two_logical_gpus_keeps_every_process_an
     from w2s.config.compose import load_config
     from w2s.roles import Services
 
-    cfg = load_config("tiny/dpo", [*SMALL, *COLOCATED, *greedy])
+    cfg = load_config("tiny/colocated", [*SMALL, *greedy])
     answers = read_jsonl(run / "round-02" / "generate" / "answers.jsonl")
     ray.init(address="local", num_cpus=8, num_gpus=2, include_dashboard=False)
     try:
