@@ -228,14 +228,24 @@ def test_the_dpo_reference_is_kept_for_the_next_round_and_trains_as_a_fresh_one(
 def test_reward_model_saves_value_head_and_normalisation(tiny_weak, data_dir, tmp_path, monkeypatch):
     from deepspeed.runtime.engine import DeepSpeedEngine
 
-    destroyed = []
+    from w2s.backends import reference
+
+    destroyed, released = [], []  # engines destroyed; (engine released, destroyed by that release)
     real_destroy = DeepSpeedEngine.destroy
     monkeypatch.setattr(DeepSpeedEngine, "destroy", lambda self: (destroyed.append(self), real_destroy(self)))
+
+    def release(*objects):
+        before = len(destroyed)
+        reference.release(*objects)
+        released.extend((o, any(d is o for d in destroyed[before:])) for o in objects)
+
+    monkeypatch.setattr(backend, "release", release)
     cfg = _cfg(RewardModelConfig, epochs=1)
     result = backend.train_reward_model(cfg, tiny_weak, str(data_dir / "pairs.jsonl"), str(tmp_path / "rm"),
                                         attn_implementation="flash_attention_2")
-    # The reward model is the DeepSpeed engine itself (no Actor around it): released, not left to the collector.
-    assert len(destroyed) == 1
+    # The reward model is the DeepSpeed engine itself (no Actor around it): destroyed by its release, not left to
+    # the collector (other tests' engines may be collected meanwhile: only what the release did counts).
+    assert [(type(o).__name__, done) for o, done in released] == [("DeepSpeedEngine", True)]
     assert result.steps == 4 and result.losses[-1] < result.losses[0]
     assert result.attn_implementation == "sdpa"  # flash-attention 2 without CUDA: sdpa, not a failed load
     config = json.loads((Path(result.output_dir) / "config.json").read_text())

@@ -43,6 +43,34 @@ def test_lock_is_released_when_the_holder_is_killed(tmp_path):
         pass
 
 
+# A writer that forks a child before it dies (as a process being started is, until it execs): the child shares the
+# lock's open file for ``sys.argv[2]`` seconds after the writer is gone.
+FORK_AND_HOLD = ("import os, sys, time; from w2s.data.files import WriterLock; "
+                 "lock = WriterLock(sys.argv[1], 'the thing').acquire()\n"
+                 "if os.fork() == 0:\n    os.setsid(); time.sleep(float(sys.argv[2])); os._exit(0)\n"
+                 "print('held', flush=True); time.sleep(60)")
+
+
+def test_a_straggler_of_a_killed_writer_is_waited_for_then_named(tmp_path, monkeypatch):
+    from w2s.data import files
+
+    lock = tmp_path / "out.lock"
+    for hold_s, wait_s in ((0.8, 15.0), (30.0, 0.5)):
+        proc = subprocess.Popen([sys.executable, "-c", FORK_AND_HOLD, str(lock), str(hold_s)], stdout=subprocess.PIPE,
+                                text=True)
+        assert proc.stdout.readline().strip() == "held"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        monkeypatch.setattr(files, "STRAGGLER_WAIT_S", wait_s)
+        if hold_s < wait_s:  # the straggler lets go within the wait: the rerun goes on
+            WriterLock(lock, "the thing").acquire().release()
+        else:  # it does not: refused, naming who still holds the lock
+            with pytest.raises(W2SError, match=rf"pid {proc.pid} on .* that process has exited, but pid \d+ \(python"):
+                WriterLock(lock, "the thing").acquire()
+            for holder in files._holders(lock):  # the straggler, ours to stop
+                os.kill(int(holder.split()[1]), signal.SIGKILL)
+
+
 def test_release_and_reacquire_in_one_process(tmp_path):
     first = WriterLock(tmp_path / "x.lock", "x").acquire()
     with pytest.raises(W2SError):

@@ -176,3 +176,22 @@ def test_colocated_roles_on_one_gpu_give_its_memory_back_in_turn(tiny_strong):
             assert services.turns[-1] == ("generator", "wake_up") and services.starts["generator"] == 1
     finally:
         ray.shutdown()
+
+
+@pytest.mark.slow  # Ray and probe actors
+def test_a_role_outside_the_shared_gpus_that_finds_none_left_is_told_to_join_them(one_logical_gpu):
+    """The colocated roles hold the one GPU for the run: a judge asking for a GPU of its own gets the placement
+    arithmetic and the fix (colocate it), and no colocated group is stopped for it."""
+    from tests.test_cluster import _probe_class
+    from w2s.errors import ClusterError
+
+    cfg = load_config("tiny/dpo", ["cluster.num_gpus=1", "cluster.colocate=[generator]", "cluster.rpc_timeout_s=2",
+                                   "cluster.generator.num_gpus_per_actor=1", "cluster.judge.num_gpus_per_actor=1"])
+    with Services(cfg) as services:
+        services._start("generator", "g", _probe_class())
+        with pytest.raises(ClusterError) as e:
+            services._start("judge", "j", _probe_class())
+        assert "cannot place the judge role" in str(e.value)
+        assert "The colocated roles hold 1 GPU(s) for the whole run (cluster.colocate): add judge to " \
+               "cluster.colocate" in str(e.value)
+        assert list(services.held) == ["g"] and services.starts == {"generator": 1}

@@ -84,6 +84,39 @@ def append_jsonl(path: str | os.PathLike, row: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
+# How long a writer waits for a lock whose recorded holder has exited on this host (a straggler it started).
+STRAGGLER_WAIT_S = 15.0
+
+
+def _exited_here(holder: str) -> bool:
+    """Whether a lock file's ``pid N on HOST ...`` names a process of this host that no longer exists."""
+    import socket
+
+    parts = holder.split()
+    if len(parts) < 4 or parts[0] != "pid" or parts[2] != "on" or parts[3] != socket.gethostname():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError):
+        return False
+    return False
+
+
+def _holders(path: Path) -> list[str]:
+    """The processes of this host that have ``path`` open (Linux's /proc; empty elsewhere): 'pid N (command)'."""
+    found = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.path.realpath(f) == str(path.resolve()) for f in fd_dir.iterdir()):
+                pid = fd_dir.parent.name
+                found.append(f"pid {pid} ({(fd_dir.parent / 'comm').read_text().strip()})")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
 class WriterLock:
     """One writer at a time for a run directory or an output file: an exclusive ``flock`` on ``PATH``, which
     the kernel releases when the holding process exits, however it exits (no stale lock after a SIGKILL).
@@ -105,13 +138,24 @@ class WriterLock:
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
-            os.close(fd)
-            raise W2SError(f"{self.what} is being written by {holder} (lock {self.path}); wait for that process to "
-                           "finish or stop it, or choose another output") from None
+        deadline = time.monotonic() + STRAGGLER_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+                gone = _exited_here(holder)
+                # The writer died a moment ago (a crash, a requeue), but a process it was starting still shares the
+                # lock's open file until it execs or exits: give it a few seconds rather than refuse the rerun.
+                if gone and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    continue
+                os.close(fd)
+                why = (f"; that process has exited, but {', '.join(_holders(self.path)) or 'a process it started'} "
+                       "still holds the lock" if gone else "")
+                raise W2SError(f"{self.what} is being written by {holder} (lock {self.path}){why}; wait for that "
+                               "process to finish or stop it, or choose another output") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
                   .encode(), 0)

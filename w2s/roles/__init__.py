@@ -185,13 +185,20 @@ class Services:
         self._take_turn(role)  # a new engine measures the GPU memory it may take: the sharing roles sleep first
         say(f"starting {role_cfg.num_actors} {role} actor(s)")
         try:
-            group = RoleGroup(role, cls, role_cfg, **opts)
-        except ClusterError:
-            if offset >= 0 or not any(h.offset < 0 for h in self.held.values()):
+            try:
+                group = RoleGroup(role, cls, role_cfg, **opts)
+            except ClusterError:
+                if offset >= 0 or not any(h.offset < 0 for h in self.held.values()):
+                    raise
+                while self._evict():  # resources held in ways _fits cannot see (another node's shape): all go
+                    pass
+                group = RoleGroup(role, cls, role_cfg, **opts)
+        except ClusterError as e:
+            if offset >= 0 or self.shared.pg is None:
                 raise
-            while self._evict():  # resources held in ways _fits cannot see (another node's shape): all go
-                pass
-            group = RoleGroup(role, cls, role_cfg, **opts)
+            raise ClusterError(f"{e} The colocated roles hold {len(self.shared.pool.bundles)} GPU(s) for the whole "
+                               f"run (cluster.colocate): add {role} to cluster.colocate, or give the cluster GPUs "
+                               "beyond those") from e
         self.starts[role] += 1
         self.placements += group.placements()
         if self.on_placed:
