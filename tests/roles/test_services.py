@@ -22,9 +22,12 @@ def local_ray():
 
 
 def _perturbed(src: str, out) -> str:
-    """A checkpoint of ``src``'s architecture with other weights (what a train stage writes)."""
+    """A checkpoint of ``src``'s architecture with other weights, and the refit probe the trainer writes with it
+    (what a train stage writes)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from w2s.generation.refit import hf_token_logprobs, probe_ids, write_probe
 
     torch.manual_seed(1)
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
@@ -32,7 +35,10 @@ def _perturbed(src: str, out) -> str:
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.5)
     model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(src).save_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(src)
+    tok.save_pretrained(out)
+    ids = probe_ids(tok)
+    write_probe(out, ids, hf_token_logprobs(model.eval(), ids), "float32")
     return str(out)
 
 
@@ -96,6 +102,9 @@ def test_vllm_engine_takes_new_weights_in_place_sleeps_while_a_role_sharing_its_
         assert services.pids()["generator"] == [pid] and services.starts["generator"] == 1
         assert services.loads == {f"generator:{tiny_strong}": 1, f"generator:{trained}": 1,
                                   f"corrector:{cfg.model.aligner.path}": 1}
+        # vLLM's prompt log-probabilities of the probe after the reload are the trainer's (transformers, float32).
+        [refit] = services.refits
+        assert refit["checked"] and refit["mean_abs_diff"] < 1e-3, refit
         assert after != before
         assert _texts(services, trained, cfg) == after  # awake and not turned again: no other role worked
         assert len(services.turns) == 3

@@ -73,7 +73,7 @@ class Plan:
     roles: list[RolePlan] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    pool: Any = None  # w2s.placement.GpuPool of cluster.colocate's roles that the job starts
+    pool: Any = None  # w2s.placement.GpuPool of cluster.colocate, as the run places it
     pool_nodes: list[str] = field(default_factory=list)  # node label of each shared GPU
     pool_problem: str = ""
 
