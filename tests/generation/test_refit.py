@@ -23,7 +23,7 @@ from w2s.generation.refit import (
 )
 
 
-def _checkpoint(src: str, out, seed: int, *, probe: bool = True) -> str:
+def perturbed_checkpoint(src: str, out, seed: int, *, probe: bool = True) -> str:
     """``src``'s architecture with other weights, saved with its probe as the trainer writes it."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -49,14 +49,14 @@ def engine(tiny_strong):
 
 
 def test_the_check_passes_after_a_real_reload_and_fails_on_other_values(engine, tiny_strong, tmp_path):
-    trained = _checkpoint(tiny_strong, tmp_path / "trained", seed=1)
+    trained = perturbed_checkpoint(tiny_strong, tmp_path / "trained", seed=1)
     probe = read_probe(trained)
     assert len(probe["ids"]) > 10 and len(probe["logprobs"]) == len(probe["ids"]) - 1
     engine.load_weights(trained)
     done = verify(engine, trained, 0.1)
     assert done["checked"] and done["mean_abs_diff"] < 1e-4 and done["tokens"] == len(probe["logprobs"])
     # Another checkpoint's weights under this one's probe: the same tensors and shapes, other values.
-    other = _checkpoint(tiny_strong, tmp_path / "other", seed=2, probe=False)
+    other = perturbed_checkpoint(tiny_strong, tmp_path / "other", seed=2, probe=False)
     wrong = tmp_path / "wrong"
     shutil.copytree(other, wrong)
     shutil.copy(f"{trained}/{PROBE_FILE}", wrong / PROBE_FILE)
@@ -78,6 +78,6 @@ def test_a_wake_up_is_checked_against_the_answer_before_sleeping(engine, tiny_st
     engine.wake_up()
     assert check.after_wake() == 0.0
     check.before_sleep()
-    engine.load_weights(_checkpoint(tiny_strong, tmp_path / "changed", seed=3, probe=False))  # woke up wrong
+    engine.load_weights(perturbed_checkpoint(tiny_strong, tmp_path / "changed", seed=3, probe=False))  # woke up wrong
     with pytest.raises(RefitError, match="after waking up"):
         check.after_wake()

@@ -24,22 +24,9 @@ def local_ray():
 def _perturbed(src: str, out) -> str:
     """A checkpoint of ``src``'s architecture with other weights, and the refit probe the trainer writes with it
     (what a train stage writes)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from tests.generation.test_refit import perturbed_checkpoint
 
-    from w2s.generation.refit import hf_token_logprobs, probe_ids, write_probe
-
-    torch.manual_seed(1)
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.5)
-    model.save_pretrained(out)
-    tok = AutoTokenizer.from_pretrained(src)
-    tok.save_pretrained(out)
-    ids = probe_ids(tok)
-    write_probe(out, ids, hf_token_logprobs(model.eval(), ids), "float32")
-    return str(out)
+    return perturbed_checkpoint(src, out, seed=1)
 
 
 def _texts(services: Services, path: str, cfg) -> list[str]:
