@@ -54,6 +54,19 @@ class GpuPool:
     def width(self, role: str) -> int:
         return self.widths[self.roles.index(role)]
 
+    @property
+    def seat_cpus(self) -> float:
+        """The CPUs of one GPU's seat (every bundle is alike: one actor of each colocated role)."""
+        return sum(self.cpus)
+
+    @property
+    def total_cpus(self) -> float:
+        return self.seat_cpus * len(self.bundles)
+
+    def describe_seat(self) -> str:
+        """``generator 2 + corrector 2 + trainer 6``: the CPUs of a seat, role by role."""
+        return " + ".join(f"{r} {c:g}" for r, c in zip(self.roles, self.cpus))
+
 
 def gpu_pool(cluster_cfg: Any) -> GpuPool | None:
     """The pool of ``cluster.colocate`` (None when no role is colocated): as many one-GPU bundles as the widest
@@ -81,7 +94,7 @@ def gpu_pool(cluster_cfg: Any) -> GpuPool | None:
         cpus.append(float(rc.num_cpus_per_actor))
         size = max(size, int(rc.num_actors) * int(gpus))
     seat = sum(cpus)
-    bundles = [{"GPU": 1.0} | ({"CPU": seat} if seat else {}) for _ in range(size)]
+    bundles = [{"GPU": 1.0} | ({"CPU": seat} if seat else {}) for _ in range(size)]  # GpuPool.seat_cpus
     return GpuPool(roles, tuple(widths), tuple(cpus), tuple(bundles), str(cluster_cfg.placement_strategy))
 
 
@@ -251,12 +264,11 @@ def pool_problem(pool: GpuPool, why: str = "") -> str:
     node_gpus = [float(r.get("GPU", 0)) for r in nodes]
     node_cpus = [float(r.get("CPU", 0)) for r in nodes]
     n = len(pool.bundles)
-    seat = max(b.get("CPU", 0.0) for b in pool.bundles)
-    seats = " + ".join(f"{r} {c:g}" for r, c in zip(pool.roles, pool.cpus))
+    seat = pool.seat_cpus
     avail = ray.available_resources()
-    cpus = sum(b.get("CPU", 0.0) for b in pool.bundles)
     text = (f"cannot place the GPUs shared by cluster.colocate={list(pool.roles)}: {n} GPU(s), each with the CPUs of "
-            f"every colocated role's actor ({seats} = {seat:g}), {n} GPUs and {cpus:g} CPUs in all; the cluster's "
+            f"every colocated role's actor ({pool.describe_seat()} = {seat:g}), {n} GPUs and {pool.total_cpus:g} CPUs "
+            "in all; the cluster's "
             f"{len(nodes)} node(s) have {_sum(node_gpus) if nodes else 0} GPUs and "
             f"{_sum(node_cpus) if nodes else 0} CPUs (free now: {avail.get('GPU', 0):g} GPUs, {avail.get('CPU', 0):g} "
             "CPUs)")
@@ -287,7 +299,7 @@ def place_pool(pool: GpuPool, *, timeout_s: float = PLACEMENT_WAIT_S) -> Any:
 
     nodes = _node_resources()
     if (len(pool.bundles) > sum(r.get("GPU", 0) for r in nodes)
-            or sum(b.get("CPU", 0) for b in pool.bundles) > sum(r.get("CPU", 0) for r in nodes)):
+            or pool.total_cpus > sum(r.get("CPU", 0) for r in nodes)):
         raise ClusterError(pool_problem(pool))
     pg = placement_group(list(pool.bundles), strategy=pool.strategy, name="")
     done, _ = ray.wait([pg.ready()], timeout=timeout_s)

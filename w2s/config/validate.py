@@ -54,13 +54,11 @@ def colocate_issues(c: DictConfig) -> list[ConfigIssue]:
         from w2s.placement import gpu_pool
 
         pool = gpu_pool(c)
-        need = sum(b.get("CPU", 0.0) for b in pool.bundles)
-        if need > c.num_cpus:
-            seat = " + ".join(f"{r} {x:g}" for r, x in zip(pool.roles, pool.cpus))
-            issues.append(ConfigIssue("cluster.colocate", colocated, f"{len(pool.bundles)} shared GPU(s) x ({seat}) "
-                                      f"CPUs = {need:g} CPUs, but the local Ray instance has cluster.num_cpus="
-                                      f"{c.num_cpus}", "lower the colocated roles' num_cpus_per_actor, or raise "
-                                      "cluster.num_cpus"))
+        if pool.total_cpus > c.num_cpus:
+            issues.append(ConfigIssue(
+                "cluster.colocate", colocated, f"{len(pool.bundles)} shared GPU(s) x ({pool.describe_seat()}) CPUs = "
+                f"{pool.total_cpus:g} CPUs, but the local Ray instance has cluster.num_cpus={c.num_cpus}",
+                "lower the colocated roles' num_cpus_per_actor, or raise cluster.num_cpus"))
     return issues
 
 

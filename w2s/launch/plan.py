@@ -266,7 +266,7 @@ def make_plan(cfg: Any, *, nodes: int, gpus_per_node: int, cpus_per_node: int = 
     pool = gpu_pool(cfg.cluster)  # as the run places it: a seat for every colocated role, started or not
     if not checked:  # enough CPUs that they never decide anything
         cpus_per_node = max([math.ceil(float(rc.num_actors) * float(rc.num_cpus_per_actor)) for _, _, rc, _, _ in todo]
-                            + [1]) + 1 + (math.ceil(sum(b.get("CPU", 0.0) for b in pool.bundles)) if pool else 0)
+                            + [1]) + 1 + (math.ceil(pool.total_cpus) if pool else 0)
     plan = Plan(recipe, nodes, gpus_per_node, cpus_per_node, checked, str(cfg.job),
                 unused=[r for r in ROLES if r not in used])
     if ppo is not None and int(c.gpus_per_node) != gpus_per_node:
@@ -355,7 +355,7 @@ def render(plan: Plan) -> str:
               and not (plan.pool and r.role == "ppo")]  # PPO runs after the roles gave their GPUs back
     of_cpus = f" of {plan.nodes * plan.cpus_per_node}" if plan.cpus_checked else ""
     if plan.pool is not None:
-        pool_cpus = sum(b.get("CPU", 0.0) for b in plan.pool.bundles)
+        pool_cpus = plan.pool.total_cpus
         lines.append(f"held for the whole run: {len(plan.pool.bundles)} of {plan.nodes * plan.gpus_per_node} GPUs "
                      f"and {pool_cpus:g}{of_cpus} CPUs, shared by the colocated roles")
     if placed:

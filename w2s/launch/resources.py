@@ -203,13 +203,12 @@ def _check_node_cpus(cfg: Any, req: Request, rep: Report) -> None:
     except ClusterError:  # validation names the role
         pool = None
     if pool is not None:
-        g = req.gpus_per_node
-        need = max(sum(b.get("CPU", 0.0) for b in pool.bundles[i:i + g]) for i in range(0, len(pool.bundles), g))
+        g = min(req.gpus_per_node, len(pool.bundles))
+        need = g * pool.seat_cpus
         if need > req.cpus_per_node:
-            seat = " + ".join(f"{r} {c:g}" for r, c in zip(pool.roles, pool.cpus))
             rep.issues.append(ConfigIssue("cluster.colocate", colocated,
-                              f"a node's {min(g, len(pool.bundles))} shared GPUs seat one actor of each colocated role "
-                              f"({seat} CPUs each): {need:g} CPUs, but a node has {req.cpus_per_node}",
+                              f"a node's {g} shared GPUs seat one actor of each colocated role "
+                              f"({pool.describe_seat()} CPUs each): {need:g} CPUs, but a node has {req.cpus_per_node}",
                               "lower the colocated roles' num_cpus_per_actor (cluster.<role>.num_cpus_per_actor) or "
                               "ask for nodes with more CPUs"))
     for role in ROLES:

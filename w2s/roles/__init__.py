@@ -65,8 +65,12 @@ class Held:
     loaded: str = ""  # the model path its actors hold now
     last_used: float = field(default_factory=time.monotonic)
     asleep: bool = False  # colocated (Services.shares_gpu) and another group works now
-    offset: int = -1  # colocated: the pool GPU its rank 0 sits on; -1: a group of its own
     info: dict[str, Any] = field(default_factory=dict)  # engine or provenance, asked once
+
+    @property
+    def pooled(self) -> bool:
+        """Colocated: its actors sit on the shared GPUs (cluster.colocate), which stopping it does not free."""
+        return self.group.layout.pool is not None
 
 
 def _key(**parts: Any) -> str:
@@ -135,7 +139,7 @@ class Services:
     def _evict(self, keep: str = "") -> bool:
         """Shut the least recently used group of its own placement down (not ``keep``: colocated groups free no
         resources, their GPUs stay the pool's); False when there is none."""
-        idle = sorted((h for k, h in self.held.items() if k != keep and h.offset < 0), key=lambda h: h.last_used)
+        idle = sorted((h for k, h in self.held.items() if k != keep and not h.pooled), key=lambda h: h.last_used)
         if not idle:
             return False
         h = idle[0]
@@ -159,7 +163,7 @@ class Services:
         if not self.shares_gpu(role):
             return
         for other in self.held.values():
-            if other is not h and not other.asleep and other.offset >= 0:
+            if other is not h and not other.asleep and other.pooled:
                 freed = other.group.call_all("sleep", what=f"{other.role}: sleep")
                 other.asleep = True
                 self.turns.append((other.role, "sleep"))
@@ -175,10 +179,10 @@ class Services:
         role_cfg = c[role] if not actors else OmegaConf.merge(c[role], {"num_actors": actors})
         opts = dict(strategy=c.placement_strategy, timeout_s=float(c.rpc_timeout_s),
                     liveness_s=float(c.liveness_timeout_s), start_timeout_s=float(c.start_timeout_s), init_args=args)
-        offset = -1
-        if self.shares_gpu(role):
-            offset = self._seat(role, int(role_cfg.num_actors))
-            opts.update(pool=(self.shared.pool, self.shared.placed(self._free_per_node, self._evict)), offset=offset)
+        pooled = self.shares_gpu(role)
+        if pooled:
+            opts.update(pool=(self.shared.pool, self.shared.placed(self._free_per_node, self._evict)),
+                        offset=self._seat(role, int(role_cfg.num_actors)))
         else:
             while not self._fits(role) and self._evict():
                 pass
@@ -188,13 +192,13 @@ class Services:
             try:
                 group = RoleGroup(role, cls, role_cfg, **opts)
             except ClusterError:
-                if offset >= 0 or not any(h.offset < 0 for h in self.held.values()):
+                if pooled or all(h.pooled for h in self.held.values()):
                     raise
                 while self._evict():  # resources held in ways _fits cannot see (another node's shape): all go
                     pass
                 group = RoleGroup(role, cls, role_cfg, **opts)
         except ClusterError as e:
-            if offset >= 0 or self.shared.pg is None:
+            if pooled or self.shared.pg is None:
                 raise
             raise ClusterError(f"{e} The colocated roles hold {len(self.shared.pool.bundles)} GPU(s) for the whole "
                                f"run (cluster.colocate): add {role} to cluster.colocate, or give the cluster GPUs "
@@ -203,7 +207,7 @@ class Services:
         self.placements += group.placements()
         if self.on_placed:
             self.on_placed(self.placements)
-        self.held[key] = Held(role, key, group, loaded, offset=offset)
+        self.held[key] = Held(role, key, group, loaded)
         return self.held[key]
 
     def _seat(self, role: str, actors: int) -> int:
@@ -211,7 +215,7 @@ class Services:
         stopped when the role's groups hold every place)."""
         while True:
             mine = [(h.key, {b for slot in h.group.layout.slots for b in slot.bundles}, h.last_used)
-                    for h in self.held.values() if h.role == role and h.offset >= 0]
+                    for h in self.held.values() if h.role == role and h.pooled]
             offset, stop = self.shared.seat(role, actors, mine)
             if offset >= 0:
                 return offset
