@@ -40,6 +40,19 @@ def test_sign_test_hand_computed():
     assert sign_test(20, 0) == pytest.approx(2 / 2 ** 20)
 
 
+@pytest.mark.parametrize("wins,losses", [(600, 500), (1100, 0), (5000, 4900), (2600, 2400), (40000, 39000)])
+def test_sign_test_at_paper_scale_against_exact_integers(wins, losses):
+    """n past 1024 (where 2.0 ** n is no float) against the exact binomial tail in integers and fractions."""
+    n, k = wins + losses, min(wins, losses)
+    term, tail = 1, 1  # C(n, 0), then C(n, i) from C(n, i - 1), summed in integers
+    for i in range(1, k + 1):
+        term = term * (n - i + 1) // i
+        tail += term
+    exact = min(1.0, 2 * tail / 2 ** n)  # int / int: correctly rounded, however large
+    assert sign_test(wins, losses) == pytest.approx(exact, rel=1e-9, abs=1e-300)
+    assert sign_test(losses, wins) == sign_test(wins, losses)
+
+
 def test_summary_pairs_by_id_and_breaks_down_by_category():
     outcomes = {"a": "win", "b": "loss", "c": "win", "d": None, "e": "tie"}
     candidate = {"a": "one two three", "b": "x", "c": "y z", "d": "", "e": "w"}

@@ -11,6 +11,7 @@ manager yielding an object with ``map_shards(method, items, what=...)``: the rol
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,9 +40,15 @@ class EvalItem:
 
 @dataclass
 class ComparisonResult:
-    summaries: dict[str, Summary]
-    outcomes: dict[str, dict[str, str | None]]          # judge -> prompt id -> win/loss/tie/None
+    outcomes: dict[str, dict[str, str | None]] = field(default_factory=dict)  # judge -> prompt id -> outcome
     judgements: list[dict[str, Any]] = field(default_factory=list)  # pairwise judges' raw outputs, for audit
+    pending: dict[str, Callable[[], Summary]] = field(default_factory=dict, repr=False)  # judge -> its summary
+
+    @functools.cached_property
+    def summaries(self) -> dict[str, Summary]:
+        """Each judge's statistics, computed when first asked for: callers :meth:`write` the verdicts first, so
+        that a summary that fails loses no judging."""
+        return {name: summary() for name, summary in self.pending.items()}
 
     def write(self, out_dir: Path) -> None:
         """``outcomes.jsonl`` (judge, prompt id, outcome) and, for pairwise judges, ``judgements.jsonl``."""
@@ -154,7 +161,7 @@ def compare(judges: Mapping[str, Any], items: Sequence[EvalItem], comparisons: M
 
     active = enabled_judges(judges)
     categories = {it.id: it.category for it in items if it.category}
-    results = {label: ComparisonResult({}, {}) for label in comparisons}
+    results = {label: ComparisonResult() for label in comparisons}
     for name, cfg in active.items():
         if cfg.kind in SCORE_KINDS:
             for label, (cand, base) in comparisons.items():
@@ -166,8 +173,9 @@ def compare(judges: Mapping[str, Any], items: Sequence[EvalItem], comparisons: M
                 outcomes = {it.id: score_outcome(cs[it.id], bs[it.id], margin=float(cfg.tie_margin),
                                                  lower_is_better=cfg.kind == "cost-model") for it in items}
                 results[label].outcomes[name] = outcomes
-                results[label].summaries[name] = summarize(name, dimension(cfg), outcomes, candidate=cand,
-                                                           baseline=base, categories=categories, seed=seed)
+                results[label].pending[name] = functools.partial(
+                    summarize, name, dimension(cfg), outcomes, candidate=cand, baseline=base, categories=categories,
+                    seed=seed)
             continue
         cache_dir.mkdir(parents=True, exist_ok=True)
         with JudgementCache(cache_dir / f"{name}.jsonl") as cache, _chat_backend(name, cfg, open_workers) as chat:
@@ -178,8 +186,8 @@ def compare(judges: Mapping[str, Any], items: Sequence[EvalItem], comparisons: M
                 judged = judge.judge([Pair(it.id, it.prompt, cand[it.id], base[it.id]) for it in items])
                 outcomes = {j.id: j.outcome for j in judged}
                 results[label].outcomes[name] = outcomes
-                results[label].summaries[name] = summarize(
-                    name, dimension(cfg), outcomes, candidate=cand, baseline=base, categories=categories,
+                results[label].pending[name] = functools.partial(
+                    summarize, name, dimension(cfg), outcomes, candidate=cand, baseline=base, categories=categories,
                     consistency={j.id: j.consistent for j in judged}, seed=seed)
                 results[label].judgements += [{"judge": name, "id": j.id, "outcome": j.outcome, **o}
                                               for j in judged for o in j.judgements]

@@ -42,13 +42,20 @@ def bootstrap_ci(outcomes: Sequence[str], *, resamples: int = 2000, seed: int = 
 
 def sign_test(wins: int, losses: int) -> float:
     """Two-sided exact sign test of wins against losses (ties dropped): the chance of a split at least this
-    uneven if neither answer were better."""
+    uneven if neither answer were better.
+
+    Summed in log space (``lgamma``, then log-sum-exp from the largest term), so that it holds for the tens of
+    thousands of prompts of a paper-scale set, where ``2 ** n`` is no float."""
     n = wins + losses
     if n == 0:
         return 1.0
     k = min(wins, losses)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
-    return min(1.0, 2.0 * tail)
+    if 2 * k == n:
+        return 1.0
+    log_terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) for i in range(k + 1)]
+    top = max(log_terms)
+    log_tail = top + math.log(math.fsum(math.exp(t - top) for t in log_terms)) - n * math.log(2.0)
+    return min(1.0, 2.0 * math.exp(log_tail))
 
 
 @dataclass
