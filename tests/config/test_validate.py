@@ -56,6 +56,13 @@ def test_batch_sizes_must_be_positive():
     assert "must be at least 1" in issues["train.dpo.global_batch_samples"]
 
 
+@pytest.mark.parametrize("role", ["trainer", "generator", "corrector", "judge"])
+def test_a_role_with_no_actors_is_a_config_error_not_a_traceback(role):
+    """0 trainer ranks once divided the batch size check by zero (a ZeroDivisionError in w2s validate and run)."""
+    issues = _issues(f"cluster.{role}.num_actors=0", "train.dpo.global_batch_samples=3")
+    assert issues[f"cluster.{role}.num_actors"] == f"must be at least 1 | set cluster.{role}.num_actors=1 (or more)"
+
+
 def test_config_errors_survive_pickling_as_when_raised_in_an_actor():
     import pickle
 

@@ -79,7 +79,7 @@ def check_trainer(key: str, t: Any, trainer_ranks: int, issues: list[ConfigIssue
     elif t.global_batch_samples < 1:
         issues.append(ConfigIssue(f"{key}.global_batch_samples", t.global_batch_samples, "must be at least 1",
                                   f"set {key}.global_batch_samples to a multiple of {per_step}"))
-    elif t.global_batch_samples % per_step:
+    elif trainer_ranks >= 1 and t.global_batch_samples % per_step:  # 0 ranks: cluster.trainer.num_actors says so
         fix_value = max(per_step, (t.global_batch_samples // per_step) * per_step)
         issues.append(ConfigIssue(
             f"{key}.global_batch_samples", t.global_batch_samples,

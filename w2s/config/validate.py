@@ -84,7 +84,8 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
     for role_key in ("generator", "corrector", "trainer", "judge"):
         role = c[role_key]
         if role.num_actors < 1:
-            issues.append(ConfigIssue(f"cluster.{role_key}.num_actors", role.num_actors, "must be at least 1", ""))
+            issues.append(ConfigIssue(f"cluster.{role_key}.num_actors", role.num_actors, "must be at least 1",
+                                      f"set cluster.{role_key}.num_actors=1 (or more)"))
         if role.num_cpus_per_actor < 0 or role.num_gpus_per_actor < 0:
             issues.append(ConfigIssue(f"cluster.{role_key}", dict(role), "resources must not be negative", ""))
         if role.num_gpus_per_actor > 1 and role.num_gpus_per_actor != int(role.num_gpus_per_actor):
