@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -75,6 +77,14 @@ def test_config_and_provenance_written(tmp_path):
     assert OmegaConf.create(text).train.dpo.beta == 0.25
     info = json.loads((tmp_path / "run.json").read_text())
     assert info["attempts"][0]["overrides"] == ["train.dpo.beta=0.25"]
+    # The checkout's revision (the suite runs from one, editable install): once "unknown" in every run, from a
+    # lookup one folder too high.
+    import w2s
+
+    head = subprocess.run(["git", "-C", str(Path(w2s.__file__).parent), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    revision = info["attempts"][0]["git_revision"]
+    assert revision.removesuffix("+dirty") == head and f"git {revision}" in text.splitlines()[0]
 
 
 def test_metrics_survive_a_partial_last_line(tmp_path):

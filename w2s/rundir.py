@@ -128,14 +128,18 @@ def config_hash(cfg: DictConfig, keys: list[str]) -> str:
 
 
 def git_revision() -> str:
-    root = Path(__file__).resolve().parents[2]
+    """The checkout w2s runs from (``+dirty`` with uncommitted changes to tracked files), or ``unknown`` for an
+    installed package: a repository that merely holds the environment it is installed in is not its source."""
+    package = Path(__file__).resolve().parent
     try:
-        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+        top, rev = subprocess.run(["git", "-C", str(package), "rev-parse", "--show-toplevel", "HEAD"],
+                                  capture_output=True, text=True, timeout=5, check=True).stdout.split()
+        if not (Path(top) / "w2s" / Path(__file__).name).resolve() == Path(__file__).resolve():
+            return "unknown"
+        dirty = subprocess.run(["git", "-C", top, "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=5).stdout.strip()
         return rev + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
+    except (OSError, subprocess.SubprocessError, ValueError):
         return "unknown"
 
 
@@ -213,12 +217,13 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         info = read_state(self.path / "run.json") if existing else {
             "recipe": recipe, "overrides": overrides, "created": time.strftime("%Y-%m-%d %H:%M:%S"), "attempts": []}
+        revision = git_revision()
         info["attempts"].append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "w2s_version": __version__,
-                                 "git_revision": git_revision(), "overrides": overrides, "pid": os.getpid(),
+                                 "git_revision": revision, "overrides": overrides, "pid": os.getpid(),
                                  "host": os.uname().nodename})
         self.attempt = len(info["attempts"])
         atomic_write_json(self.path / "run.json", info)
-        header = (f"# w2s {__version__}, git {git_revision()}\n# recipe: {recipe}\n"
+        header = (f"# w2s {__version__}, git {revision}\n# recipe: {recipe}\n"
                   f"# overrides: {' '.join(overrides) or '(none)'}\n")
         atomic_write_text(self.path / "config.yaml", header + OmegaConf.to_yaml(self.cfg, resolve=True))
         return existing
