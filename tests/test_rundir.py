@@ -172,6 +172,38 @@ def test_hashes_are_cached_by_size_and_mtime(tmp_path, monkeypatch):
     assert str(big) not in opened  # not read again
 
 
+def test_a_same_size_edit_with_its_mtime_put_back_is_seen(tmp_path):
+    """An edit in place (one byte) or a file swapped in by rename, both with size and modification time restored
+    (os.utime): the inode's change time and number still differ, so the cached hash is not trusted."""
+    import os
+    import time
+
+    from w2s.data import files as mod
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_bytes(b'{"a": 1}\n')
+    st = data.stat()
+    first = mod.HashCache(tmp_path / "hashes.json")
+    original = first.sha256(data)
+    first.save()
+    time.sleep(0.01)  # a change time the clock can tell apart
+    with open(data, "r+b") as f:
+        f.write(b"[")
+    os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (data.stat().st_size, data.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    assert mod.HashCache(tmp_path / "hashes.json").sha256(data) != original
+    data.write_bytes(b'{"a": 1}\n')
+    cache = mod.HashCache(tmp_path / "hashes.json")
+    restored = cache.sha256(data)
+    cache.save()
+    assert restored == original
+    swapped = tmp_path / "swapped"
+    swapped.write_bytes(b'{"a": 2}\n')
+    os.utime(swapped, ns=(st.st_atime_ns, data.stat().st_mtime_ns))
+    os.replace(swapped, data)
+    assert mod.HashCache(tmp_path / "hashes.json").sha256(data) != original
+
+
 def test_corrupt_manifest_is_one_clear_error(tmp_path):
     rd = RunDir(tmp_path / "run", _cfg())
     stage = rd.stage_dir(1, "generate")

@@ -237,7 +237,7 @@ def _check_same_run(path: Path, rows: list[dict[str, Any]], provenance: dict[str
 
 
 def _weights_hash(aligner_path: str, out: Path) -> str:
-    """sha256 of the Aligner's folder (every file), remembered by size and mtime beside the output, so a resume
+    """sha256 of the Aligner's folder (every file), remembered by file stamps beside the output, so a resume
     reads the weights again only when they changed; a name that is not a local folder stands for itself."""
     from w2s.data.files import HashCache
 

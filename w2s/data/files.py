@@ -178,8 +178,12 @@ class WriterLock:
 
 
 class HashCache:
-    """sha256 of files and folders, remembered by (size, mtime) in a JSON file, so that verifying the inputs and
-    outputs of finished stages on every resume reads only what changed (a model folder is hashed once)."""
+    """sha256 of files and folders, remembered in a JSON file by each file's stamp, so that verifying the inputs and
+    outputs of finished stages on every resume reads only what changed (a model folder is hashed once).
+
+    The stamp is size, modification time, inode change time and inode number: ``os.utime`` (or ``touch -r``,
+    ``cp -p``) can put a modification time back after an edit, but no call sets the change time, and a file
+    swapped in by rename has another inode."""
 
     def __init__(self, path: Path | None):
         self.path = path
@@ -193,10 +197,10 @@ class HashCache:
 
     def _file(self, q: Path) -> str:
         st = q.stat()
-        key, stamp = str(q.resolve()), [st.st_size, st.st_mtime_ns]
+        key, stamp = str(q.resolve()), [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         hit = self._entries.get(key)
-        if hit and hit[:2] == stamp:
-            return hit[2]
+        if hit and hit[:-1] == stamp:
+            return hit[-1]
         h = hashlib.sha256()
         with open(q, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
