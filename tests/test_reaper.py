@@ -11,15 +11,15 @@ import time
 import psutil
 import pytest
 
-from w2s.reaper import TAG, tagged
+from w2s.reaper import TAG, carries, tagged
 
 
 def _owned_by(pid: int) -> list[psutil.Process]:
-    """Live processes whose W2S_RAY_OWNER names the driver ``pid``."""
+    """Live processes whose W2S_RAY_OWNER names the driver ``pid`` (read from the raw environment block)."""
     found = []
     for p in psutil.process_iter(["pid"]):
         try:
-            if p.environ().get(TAG, "").startswith(f"{pid}-") and p.status() != psutil.STATUS_ZOMBIE:
+            if carries(p.pid, f"{pid}-", prefix=True) and p.status() != psutil.STATUS_ZOMBIE:
                 found.append(p)
         except psutil.Error:
             pass
@@ -38,15 +38,19 @@ def test_a_sigkilled_driver_takes_its_private_ray_instance_with_it(tmp_path):
         while "starting 1 generator actor(s)" not in log_path.read_text():
             assert driver.poll() is None and time.time() < deadline, log_path.read_text()[-3000:]
             time.sleep(0.2)
-        ray_procs = _owned_by(driver.pid)
-        names = " ".join(" ".join(p.cmdline()) for p in ray_procs)
-        assert "gcs_server" in names and "raylet" in names  # the instance, tagged
+        descendants = [p for p in psutil.Process(driver.pid).children(recursive=True)
+                       if "w2s.reaper" not in " ".join(p.cmdline())]
+        names = " ".join(" ".join(p.cmdline()) for p in descendants)
+        assert "gcs_server" in names and "raylet" in names and "ray::DashboardAgent" in names
+        # Ray's title rewrite zeroes the start of its agents' environment (the tag too, at times): the reaper knows
+        # them as the driver's descendants as well.
         os.kill(driver.pid, signal.SIGKILL)  # the driver alone, as the OOM killer would
         driver.wait(timeout=30)
         deadline = time.time() + 15
-        while _owned_by(driver.pid) and time.time() < deadline:
+        while any(p.is_running() for p in descendants) and time.time() < deadline:
             time.sleep(0.5)
-        left = [(p.pid, " ".join(p.cmdline())[:80]) for p in _owned_by(driver.pid)]
+        left = [(p.pid, " ".join(p.cmdline())[:80]) for p in descendants + _owned_by(driver.pid) if p.is_running()
+                and p.status() != psutil.STATUS_ZOMBIE]
         assert left == [], left
     finally:
         if driver.poll() is None:
@@ -80,3 +84,43 @@ def test_the_reaper_kills_only_what_carries_its_tag_once_the_driver_is_gone(tmp_
                 p.wait()
         if reaper.is_running():
             reaper.kill()
+
+
+@pytest.mark.slow  # four Python processes start and end
+def test_what_a_cut_short_shutdown_orphaned_is_swept_when_the_driver_exits(tmp_path):
+    """A stand-in driver starts the reaper, then a child that starts a grandchild and exits: the grandchild is
+    re-parented away from the driver, as Ray's agents are when Ctrl-C cuts ``ray.shutdown`` short, and its title
+    rewrite zeroes its environment block, tag included. The driver's normal stop still has it swept."""
+    ready = tmp_path / "grandchild.pid"
+    grandchild = ("import os, setproctitle, sys, time; setproctitle.setproctitle('ray::DashboardAgent'); "
+                  "open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)")
+    driver_code = f"""
+import os, subprocess, sys, time
+from w2s import reaper
+r = reaper.start()
+# The child lives long enough for the reaper to see its grandchild (Ray's agents live for the whole run).
+subprocess.run([sys.executable, "-c", "import subprocess as s, sys, time; s.Popen(sys.argv[1:], stdout=s.DEVNULL, "
+                "stderr=s.DEVNULL); time.sleep(2)", sys.executable, "-c", {grandchild!r}, {str(ready)!r}], check=True)
+print(reaper.carries(int(open({str(ready)!r}).read()), os.environ[reaper.TAG]), flush=True)
+reaper.stop(r)
+"""
+    driver = subprocess.run([sys.executable, "-c", driver_code], capture_output=True, text=True, timeout=60,
+                            env={k: v for k, v in os.environ.items() if k != TAG})
+    pid = int(ready.read_text())
+    try:
+        assert driver.returncode == 0, driver.stderr[-2000:]
+        assert driver.stdout.split() == ["False"]  # its tag is gone: only the reaper's lineage knows it
+        deadline = time.time() + 10
+        while _alive(pid) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not _alive(pid)
+    finally:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -6,10 +6,12 @@ import argparse
 import errno
 import importlib
 import sys
+import time
 from collections.abc import Callable
 
 from w2s import __version__
 from w2s.errors import ConfigError, W2SError
+from w2s.stopping import EXIT_STOPPED, StopRequested, stop_signals
 
 EXIT_CONFIG = 2
 
@@ -186,8 +188,14 @@ def main(argv: list[str] | None = None) -> int:
         hint = "; ".join(f"{f}: config values are set as key=value, e.g. {f.lstrip('-').split('=')[0]}=VALUE"
                          for f in flags) or f"unexpected arguments: {' '.join(unknown)}"
         commands.get(args.command, parser).error(hint)
+    t0 = time.time()
     try:
-        return int(args.func(args) or 0)
+        with stop_signals():
+            return int(args.func(args) or 0)
+    except StopRequested as e:
+        print(f"stopped during {e} after {time.time() - t0:.0f} s; what was finished is kept: re-run the same "
+              "command to resume", file=sys.stderr)
+        return EXIT_STOPPED
     except ConfigError as e:
         print(e, file=sys.stderr)
         return EXIT_CONFIG

@@ -25,7 +25,6 @@ import contextlib
 import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from typing import Any
 
 from w2s.errors import ClusterError, WorkerError
 from w2s.placement import PLACEMENT_WAIT_S, place_role, remove_placement_groups, role_layout
+from w2s.stopping import STOP, StopRequested, reclaim_stop_signals, stop_deferred
 
 log = logging.getLogger("w2s.cluster")
 
@@ -41,13 +41,6 @@ log = logging.getLogger("w2s.cluster")
 FORWARDED_ENV = ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "W2S_CACHE", "HF_HOME",
                  "TOKENIZERS_PARALLELISM", "WANDB_MODE", "NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME",
                  "OMP_NUM_THREADS", "PYTHONPATH"]
-
-
-class StopRequested(Exception):
-    """SIGTERM or SIGUSR2 arrived: the driver stops at the next safe point."""
-
-
-STOP = threading.Event()
 
 
 # Where role actors write their stdout/stderr (RUN_DIR/logs), and at what log level; set by RayCluster for a run.
@@ -106,7 +99,7 @@ class RayCluster:
         if not self.cfg.address:
             self.reaper = reaper.start()
         try:
-            with _own_sigterm_kept():
+            with _own_sigterm_kept(), stop_deferred():
                 if self.cfg.address:
                     ray.init(address=self.cfg.address, runtime_env=runtime_env, log_to_driver=not quiet,
                              configure_logging=False)
@@ -115,12 +108,18 @@ class RayCluster:
                              num_gpus=self.cfg.num_gpus or None, include_dashboard=self.cfg.include_dashboard,
                              dashboard_host=self.cfg.dashboard_host, _temp_dir=self.cfg.temp_dir or None,
                              runtime_env=runtime_env, log_to_driver=not quiet, configure_logging=False)
-        except Exception as e:  # Ray raises many types here; all mean the same to the user
-            reaper.stop(self.reaper)
+        except BaseException as e:  # Ray raises many types here; all mean the same to the user
+            reaper.stop(self.reaper)  # sweeps what had started (Ctrl-C: Ray's agents outlive an interrupted start)
+            if not isinstance(e, Exception):
+                raise
             where = self.cfg.address or "a private local instance"
             raise ClusterError(f"could not start or join Ray ({where}): {e}. Check cluster.address; on Slurm, "
                                "the head's `ray start` log under RUN_DIR/slurm/.") from e
         self.started = True
+        reclaim_stop_signals()
+        if STOP.is_set():  # SIGTERM/SIGUSR2 arrived while Ray started
+            self.__exit__()
+            raise StopRequested("Ray's start-up")
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -129,9 +128,10 @@ class RayCluster:
         from w2s import reaper
 
         ACTOR_LOGS.clear()
-        if self.started and ray.is_initialized():
-            ray.shutdown()
-        reaper.stop(self.reaper)
+        with stop_deferred():
+            if self.started and ray.is_initialized():
+                ray.shutdown()
+            reaper.stop(self.reaper)
         self.reaper = None
 
     def describe(self) -> dict[str, Any]:
@@ -392,8 +392,8 @@ def wait_all(refs: list[Any], actors: list[ActorHandle], *, what: str, timeout_s
     pending = list(refs)
     start = time.monotonic()
     watch = _Liveness(actors, liveness_s) if liveness_s > 0 else None
-    line = LiveLine(what)
-    try:
+    # A stop signal sets STOP, checked here every second.
+    with stop_deferred(), contextlib.closing(LiveLine(what)) as line:
         while pending:
             if STOP.is_set():
                 raise StopRequested(what)
@@ -416,8 +416,6 @@ def wait_all(refs: list[Any], actors: list[ActorHandle], *, what: str, timeout_s
                         "its process is alive to Ray but frozen (stopped, swapping, or stuck in native code that holds "
                         "Python's GIL). `py-spy dump --pid PID` on that node shows where; raise "
                         "cluster.liveness_timeout_s if it is only slow")))
-    finally:
-        line.close()
     return [results[i] for i in range(len(refs))]
 
 

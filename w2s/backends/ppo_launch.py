@@ -19,7 +19,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from w2s.cluster import STOP, StopRequested
+from w2s.cluster import STOP, StopRequested, stop_deferred
 from w2s.errors import W2SError
 
 
@@ -69,7 +69,7 @@ def launch_ppo(cmd: list[str], env: dict[str, str] | None, log_path: str | os.Pa
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **(env or {})}
     start = time.monotonic()
-    with open(log_path, "w", encoding="utf-8") as log:
+    with open(log_path, "w", encoding="utf-8") as log, stop_deferred():  # a stop signal: the loop below stops it
         log.write("$ " + shlex.join(cmd) + "\n")
         log.flush()
         try:

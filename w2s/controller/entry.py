@@ -1,27 +1,24 @@
 """``w2s run``: open the run directory, start or join Ray, run the recipe's job, write the report.
 
-SIGTERM and SIGUSR2 (Slurm's pre-emption warning) set a flag; the driver stops at the next safe point
-(every remote wait checks it each second), nothing unfinished is marked done, and the process exits with
-status 143 so a requeued job resumes the same run directory.
+SIGTERM and SIGUSR2 (Slurm's pre-emption warning) stop the driver (:func:`w2s.cluster.stop_signals`, which the
+CLI holds for every command): at the next safe point while it waits on its actors (every remote wait checks each
+second); nothing unfinished is marked done, and the process exits with status 143 so that a requeued job resumes
+the same run directory.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig
 
-from w2s.cluster import STOP, RayCluster, StopRequested
+from w2s.cluster import RayCluster
 from w2s.console import say
 from w2s.errors import WorkerError
 from w2s.rundir import RunDir
-
-EXIT_STOPPED = 143
-
+from w2s.stopping import EXIT_STOPPED, STOP, StopRequested
 
 LOW_SPACE_BYTES = 1 << 30
 
@@ -46,16 +43,6 @@ def full_disk_hint(run_dir: Path, error: str) -> str:
 def default_run_dir(recipe: str) -> Path:
     name = Path(recipe).stem
     return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def _install_signal_handlers() -> None:
-    def handler(signum: int, _frame: Any) -> None:
-        if not STOP.is_set():
-            say(f"received {signal.Signals(signum).name}: stopping at the next safe point")
-        STOP.set()
-
-    for sig in (signal.SIGTERM, signal.SIGUSR2):
-        signal.signal(sig, handler)
 
 
 def quiet_libraries() -> None:
@@ -91,7 +78,6 @@ def run_job(cfg: DictConfig, *, recipe: str, overrides: list[str]) -> int:
     rd = RunDir(run_dir, cfg)
     resumed = rd.open(recipe=recipe, overrides=overrides)
     say(f"run dir: {rd.path}" + (" (resuming)" if resumed else ""))
-    _install_signal_handlers()
     t0 = time.time()
     inputs = None
     if cfg.job == "loop":
@@ -100,8 +86,6 @@ def run_job(cfg: DictConfig, *, recipe: str, overrides: list[str]) -> int:
         inputs = preflight(cfg)
     try:
         with RayCluster(cfg.cluster, actor_logs=str(rd.path / "logs"), log_level=level) as cluster:
-            if STOP.is_set():  # SIGTERM/SIGUSR2 arrived while Ray started
-                raise StopRequested("Ray's start-up")
             info = cluster.describe()
             rd.record_cluster(info)
             nodes = [n for n in info["nodes"] if n["alive"]]

@@ -1,0 +1,74 @@
+"""SIGTERM and SIGUSR2 stop every command alike: inside a remote wait at its next check, elsewhere at once; the
+command says how to resume and exits 143 (what a scheduler's pre-emption expects)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from w2s.stopping import STOP, StopRequested, stop_deferred, stop_signals
+
+
+def test_a_signal_stops_at_once_outside_a_wait_and_at_the_next_check_inside_one(capsys):
+    before = signal.getsignal(signal.SIGTERM)
+    with stop_signals():
+        with stop_deferred():
+            os.kill(os.getpid(), signal.SIGUSR2)
+            time.sleep(0.1)  # the handler has run: it only set the flag
+            assert STOP.is_set()
+        with pytest.raises(StopRequested, match="SIGTERM"):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+    assert signal.getsignal(signal.SIGTERM) is before  # put back for whoever runs next in this process
+    out = capsys.readouterr().out
+    assert "received SIGUSR2: stopping at the next safe point" in out and "SIGTERM" not in out  # said once
+    with stop_signals():
+        assert not STOP.is_set()  # a new command starts unstopped
+
+
+def _signalled(cmd: list[str], marker: str, log: Path) -> tuple[int, str]:
+    """Start ``w2s CMD``, SIGTERM it once ``marker`` is printed, return its exit status and output."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "w2s.cli", *cmd], stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        deadline = time.time() + 300
+        while marker not in log.read_text():
+            assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGTERM)  # the command alone, as Slurm's pre-emption does
+        return proc.wait(timeout=120), log.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow  # three commands start Ray and an actor each
+def test_every_command_that_starts_ray_stops_on_sigterm_with_143_and_says_how_to_resume(tmp_path, tiny_weak):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"id": i, "question": f"What is {i} plus 1?", "answer": "It is 3."}) + "\n"
+                            for i in range(40)))
+    answers = tmp_path / "answers.jsonl"
+    prompts = "recipes/data/quickstart/eval.jsonl"
+    answers.write_text("".join(json.dumps({"id": json.loads(line)["id"], "answer": "x"}) + "\n"
+                               for line in Path(prompts).read_text().splitlines()))
+    commands = {
+        "correct": (["aligner", "correct", "--aligner", tiny_weak, "--input", str(rows), "--output",
+                     str(tmp_path / "c" / "out.jsonl"), "model.aligner.dtype=float32"], "corrector actor(s)"),
+        "eval": (["eval", "--prompts", prompts, "--candidate", str(answers), "--baseline", str(answers), "--output",
+                  str(tmp_path / "e")], "judge actor(s)"),
+        "interpret": (["interpret", "lat", "interpret/quickstart", "--aligner", tiny_weak, "--output",
+                       str(tmp_path / "i"), "model.aligner.dtype=float32"], "corrector actor(s)"),
+    }
+    for name, (cmd, marker) in commands.items():
+        code, out = _signalled(cmd, f"starting 1 {marker}", tmp_path / f"{name}.log")
+        assert code == 143, (name, out[-3000:])
+        assert "received SIGTERM" in out and "re-run the same command to resume" in out, (name, out[-3000:])
+        assert "Traceback" not in out, (name, out[-3000:])
