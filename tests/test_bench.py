@@ -27,6 +27,16 @@ def test_bench_aligner_reports_both_held_out_sets(benched_tiny_aligner):
         cut = sum(w["w2s_correction"]["finish_reason"] == "length" for w in written)
         assert r["cut_off_rate"] == round(cut / r["n"], 3)
     assert (out / "eval-prompts" / "report.html").exists()
+    # The Aligner keeps which questions it trained on: every row of its data but the held-out ones.
+    from w2s.aligner.trained_questions import seen_in_training
+    from w2s.data.io import read_rows
+    from w2s.shipped import resolve_path
+
+    meta = json.loads((out / "aligner" / "w2s_aligner.json").read_text())
+    rows = read_rows(str(resolve_path(meta["data"]["path"])), required=["question"], what="triples").rows
+    held = {h["question"] for h in heldout}
+    trained = seen_in_training(str(out / "aligner"), [(str(r["id"]), r["question"]) for r in rows])
+    assert trained == [str(r["id"]) for r in rows if r["question"] not in held] and held
 
 
 def _rows(stdout: str) -> list[dict]:

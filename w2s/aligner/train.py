@@ -8,7 +8,9 @@ The stages (paper §2, "residual correction"):
    learns to copy, then to correct.
 3. SFT on (question, answer) -> correction over the whole training split, starting from the warm-up output
    (or the base model).
-4. Write ``w2s_aligner.json`` into the model directory, so correction later picks the same template.
+4. Write ``w2s_aligner.json`` into the model directory, so correction later picks the same template, and the
+   digests of its training questions (:mod:`w2s.aligner.trained_questions`), so that an evaluation on them is
+   caught.
 
 Raw templates (``aligner-v1``/``aligner-v2``/user templates) train on ``prompt + correction + EOS`` with the
 prompt masked from the loss (OpenRLHF ``chat=False``); the ``chat`` template sends the user message through the
@@ -30,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from w2s.aligner import METADATA_FILE
+from w2s.aligner import METADATA_FILE, trained_questions
 from w2s.aligner.dataset import Triple, load_triples, warmup_subset
 from w2s.aligner.templates import INSTRUCTION_PRESETS, get_template, render, render_body, resolve_instruction
 from w2s.backends import checkpoint
@@ -212,6 +214,7 @@ def train_aligner(cfg: Any, output_dir: str | os.PathLike, *, progress: bool = T
         "seconds": round(time.monotonic() - start, 2),
     }
     if rank0:
+        trained_questions.write(out, [t.question for t in split.train])  # before the metadata, which ends the work
         atomic_write_text(out / METADATA_FILE, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     last = stages[-1]
     echo(f"Aligner written to {out} ({last['steps']} steps, loss {last['loss_first']} -> {last['loss_last']})")

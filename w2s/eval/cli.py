@@ -166,6 +166,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     embedding = any(j.enabled and j.kind == "embedding" for j in cfg.eval.judges.values())
     prompts = read_prompts(cfg.eval.prompts, with_reference=embedding, what="prompts", echo=say)
     prompts = prompts[: args.max_prompts] if args.max_prompts else prompts
+    overlap = aligner_overlap(args.aligner, prompts, cfg) if args.aligner else None
     out = Path(args.output).resolve()
     # Models, the Aligner and the judges run in the role services' actors, as in a round (their logs in OUT/logs),
     # started when first needed: bad answer files are reported before any actor starts.
@@ -179,11 +180,35 @@ def cmd_eval(args: argparse.Namespace) -> int:
             candidate = answers_of("candidate", args.candidate, prompts, cfg, args, out, services)
             baseline = answers_of("baseline", args.baseline, prompts, cfg, args, out, services)
             labels = (str(args.candidate), str(args.baseline))
-        return evaluate_and_report(cfg, prompts, candidate, baseline, labels, out, services)
+        return evaluate_and_report(cfg, prompts, candidate, baseline, labels, out, services, overlap=overlap)
+
+
+def aligner_overlap(aligner: str, prompts: list[Any], cfg: Any) -> dict[str, Any]:
+    """How many prompts the Aligner was trained on (:mod:`w2s.aligner.trained_questions`), checked before anything
+    starts: refused unless ``eval.allow_overlap``, which runs with the count in ``summary.json`` and the report."""
+    from w2s.aligner.trained_questions import seen_in_training
+    from w2s.assets import resolve_model_path
+
+    path = resolve_model_path(aligner)
+    ids = seen_in_training(path, [(p.id, p.prompt) for p in prompts])
+    if ids is None:
+        say(f"the Aligner {aligner} records no training questions (trained before w2s kept them, or elsewhere): "
+            "whether the prompts were among them is not checked")
+        return {"checked": False}
+    if ids and not cfg.eval.allow_overlap:
+        raise DataError(f"{len(ids)} of the {len(prompts)} prompts were the Aligner's training questions (ids "
+                        f"{', '.join(ids[:10])}{', ...' if len(ids) > 10 else ''}): its effect there is not its "
+                        "effect on new questions. Evaluate on prompts it never saw, or set eval.allow_overlap=true "
+                        "to run anyway (the count goes into summary.json and the report)")
+    if ids:
+        say(f"warning: {len(ids)} of the {len(prompts)} prompts were the Aligner's training questions "
+            "(eval.allow_overlap=true)")
+    return {"checked": True, "aligner_training_questions": len(ids), "ids": ids[:50]}
 
 
 def evaluate_and_report(cfg: Any, prompts: list[Any], candidate: dict[str, str], baseline: dict[str, str],
-                        labels: tuple[str, str], out: Path, services: ServicesOnDemand) -> int:
+                        labels: tuple[str, str], out: Path, services: ServicesOnDemand, *,
+                        overlap: dict[str, Any] | None = None) -> int:
     from w2s.eval.panel import EvalItem, compare
 
     result = compare(cfg.eval.judges, EvalItem.of(prompts), {"eval": (candidate, baseline)},
@@ -192,23 +217,28 @@ def evaluate_and_report(cfg: Any, prompts: list[Any], candidate: dict[str, str],
     result.write(out)
     summaries = {name: s.as_dict() for name, s in result.summaries.items()}
     atomic_write_json(out / "summary.json", {"candidate": labels[0], "baseline": labels[1], "prompts": len(prompts),
-                                             "judges": summaries})
+                                             "overlap": overlap, "judges": summaries})
     say(f"candidate {labels[0]} vs baseline {labels[1]} on {len(prompts)} prompts:")
     for s in result.summaries.values():
         say(f"  {s.line()}")
-    html = write_eval_report(out, prompts, candidate, baseline, labels, result)
+    html = write_eval_report(out, prompts, candidate, baseline, labels, result, overlap)
     say(f"report: {html}")
     return 0
 
 
 def write_eval_report(out: Path, prompts: list[Any], candidate: dict[str, str], baseline: dict[str, str],
-                      labels: tuple[str, str], result: Any) -> Path:
+                      labels: tuple[str, str], result: Any, overlap: dict[str, Any] | None = None) -> Path:
     from w2s.eval.html import Section, Text
     from w2s.eval.report import OMEGA_NOTE, agreement_figure, category_table, omega_table, samples, write_reports
 
     rows = [s.as_dict() for s in result.summaries.values()]
+    seen = ""
+    if overlap is not None:
+        seen = (f"\n\n{overlap['aligner_training_questions']} of the {len(prompts)} prompts were the Aligner's "
+                "training questions." if overlap["checked"] else
+                "\n\nThe Aligner records no training questions: whether these prompts were among them is unknown.")
     blocks: list[Any] = [Text(f"Candidate: {labels[0]}\n\nBaseline: {labels[1]}\n\n{len(prompts)} prompts, paired by "
-                              f"id.\n\n{OMEGA_NOTE}"), omega_table(rows, [], "Candidate vs baseline, per judge.")]
+                              f"id.{seen}\n\n{OMEGA_NOTE}"), omega_table(rows, [], "Candidate vs baseline, per judge.")]
     cats = category_table(rows)
     agree = agreement_figure(result.outcomes, out / "plots" / "agreement.png")
     blocks += [b for b in (cats, agree) if b]

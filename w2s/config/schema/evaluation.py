@@ -83,6 +83,9 @@ class EvalConfig:
                                    "judge; an optional category per prompt for the breakdown).",
                                    factory=PromptDataConfig)
     max_prompts: int = _f(0, "Evaluate on at most this many prompts (0: all).", minimum=0)
+    allow_overlap: bool = _f(False, "Run an evaluation whose prompts include questions the evaluated Aligner was "
+                             "trained on (w2s eval --aligner); without it such a run is refused. The count goes into "
+                             "summary.json and the report.")
     compare_to: list[str] = _f(help="Policies each round's policy is compared with.",
                                factory=lambda: ["previous", "initial"])
     judges: dict[str, JudgeConfig] = _f(help="The judges, by name; all of them judge every comparison. A recipe adds "
