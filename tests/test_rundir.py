@@ -378,3 +378,20 @@ def test_metrics_go_to_tensorboard_as_scalars_by_round(tmp_path):
     events.Reload()
     assert sorted(events.Tags()["scalars"]) == ["train/loss_last", "train/steps"]  # numbers only, not flags
     assert [(e.step, e.value) for e in events.Scalars("train/loss_last")] == [(1, 0.5), (2, 0.25)]
+
+
+def test_a_run_with_rounds_beyond_loop_rounds_is_refused_before_anything_is_written(tmp_path):
+    """loop.rounds 3 -> 2 on a finished run once said "final policy round-02" while round 3 stayed in its status and
+    report; the same count, or more rounds, resumes."""
+    from w2s.rundir import refuse_fewer_rounds
+
+    run = tmp_path / "run"
+    for k in (0, 1, 2, 3):
+        (run / f"round-{k:02d}" / "generate").mkdir(parents=True)
+        (run / f"round-{k:02d}" / "generate" / "manifest.json").write_text("{}")
+    (run / "round-04" / "generate").mkdir(parents=True)  # begun, nothing finished: not a round of the run yet
+    with pytest.raises(RunDirError, match=r"round\(s\) 3, beyond loop.rounds=2: .*Set loop.rounds=3 to resume"):
+        refuse_fewer_rounds(run, 2)
+    refuse_fewer_rounds(run, 3)
+    refuse_fewer_rounds(run, 5)
+    refuse_fewer_rounds(tmp_path / "new", 1)

@@ -127,6 +127,19 @@ def config_hash(cfg: DictConfig, keys: list[str]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def refuse_fewer_rounds(run_dir: Path, rounds: int) -> None:
+    """A loop run directory holds one experiment: rounds finished beyond ``loop.rounds`` would stay in its status,
+    report and metrics, beside a "final policy" that is not the last one. Refused, before anything is written."""
+    beyond = sorted({int(m.parent.parent.name[len("round-"):]) for m in run_dir.glob("round-*/*/manifest.json")
+                     if m.parent.parent.name[len("round-"):].isdigit()} - set(range(rounds + 1)))
+    if beyond:
+        raise RunDirError(
+            f"{run_dir} holds finished work of round(s) {', '.join(map(str, beyond))}, beyond loop.rounds={rounds}: "
+            f"its report and status would show them beside round {rounds}'s \"final\" policy. Set "
+            f"loop.rounds={beyond[-1]} to resume it as it is, or give a new run.dir (round {rounds}'s results are "
+            f"already in round-{rounds:02d}/)")
+
+
 def git_revision() -> str:
     """The checkout w2s runs from (``+dirty`` with uncommitted changes to tracked files), or ``unknown`` for an
     installed package: a repository that merely holds the environment it is installed in is not its source."""

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from w2s.cluster import RayCluster
 from w2s.console import say
 from w2s.errors import WorkerError
-from w2s.rundir import RunDir
+from w2s.rundir import RunDir, refuse_fewer_rounds
 from w2s.stopping import EXIT_STOPPED, STOP, StopRequested
 
 LOW_SPACE_BYTES = 1 << 30
@@ -75,6 +75,8 @@ def run_job(cfg: DictConfig, *, recipe: str, overrides: list[str]) -> int:
 
     progress.ENABLED = bool(cfg.log.progress)
     run_dir = Path(cfg.run.dir) if cfg.run.dir else default_run_dir(recipe)
+    if cfg.job == "loop":
+        refuse_fewer_rounds(run_dir, int(cfg.loop.rounds))
     rd = RunDir(run_dir, cfg)
     resumed = rd.open(recipe=recipe, overrides=overrides)
     say(f"run dir: {rd.path}" + (" (resuming)" if resumed else ""))
