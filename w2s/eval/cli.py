@@ -166,6 +166,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     embedding = any(j.enabled and j.kind == "embedding" for j in cfg.eval.judges.values())
     prompts = read_prompts(cfg.eval.prompts, with_reference=embedding, what="prompts", echo=say)
     prompts = prompts[: args.max_prompts] if args.max_prompts else prompts
+    check_models(args, cfg)
     overlap = aligner_overlap(args.aligner, prompts, cfg) if args.aligner else None
     out = Path(args.output).resolve()
     # Models, the Aligner and the judges run in the role services' actors, as in a round (their logs in OUT/logs),
@@ -181,6 +182,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
             baseline = answers_of("baseline", args.baseline, prompts, cfg, args, out, services)
             labels = (str(args.candidate), str(args.baseline))
         return evaluate_and_report(cfg, prompts, candidate, baseline, labels, out, services, overlap=overlap)
+
+
+def check_models(args: argparse.Namespace, cfg: Any) -> None:
+    """What can be known of the models without loading them, checked here before any actor starts: each model
+    source's folder (or asset) and any code it ships (run in the generator only with
+    ``model.strong.trust_remote_code``), and the Aligner as ``w2s aligner correct`` checks it."""
+    from w2s.aligner.correct import check_aligner
+    from w2s.assets import resolve_model_path
+    from w2s.backends.models import guard_remote_code
+
+    for source in (args.candidate, args.baseline, args.upstream):
+        if source and _kind(source) == "model":
+            guard_remote_code(resolve_model_path(source), bool(cfg.model.strong.trust_remote_code),
+                              key="model.strong.trust_remote_code")
+    if args.aligner:
+        check_aligner(args.aligner, cfg.model.aligner, cfg.correct, to_plain(cfg.aligner.templates) or None)
 
 
 def aligner_overlap(aligner: str, prompts: list[Any], cfg: Any) -> dict[str, Any]:
