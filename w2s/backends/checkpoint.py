@@ -104,6 +104,27 @@ def resume(strategy: Any, engine: Any, ckpt_dir: str, record: dict[str, Any]) ->
     return int(states["consumed_samples"]), step
 
 
+# Every optimizer step's logs, appended by rank 0 beside the checkpoints: a training resumed from step k reports the
+# whole training (its steps, first loss, means), not only the part after k.
+STEPS = "w2s_steps.jsonl"
+
+
+def steps_before(ckpt_dir: str, step: int) -> list[dict[str, float]]:
+    """The logs of steps 1..``step`` kept in ``ckpt_dir`` (those after the checkpoint were redone and are dropped;
+    a last line cut short by a kill is not a step)."""
+    rows: list[dict[str, float]] = []
+    try:
+        lines = (Path(ckpt_dir) / STEPS).read_text().splitlines()
+    except OSError:
+        return rows
+    for line in lines[:step]:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            break
+    return rows
+
+
 def finish(strategy: Any, ckpt_dir: str) -> None:
     """After the trained model is saved: its resumable state is no longer needed (rank 0 removes it)."""
     if strategy.is_rank_0():

@@ -22,11 +22,13 @@ enabled, so a model that ships code is refused unless ``trust_remote_code`` is s
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 import shutil
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -42,6 +44,7 @@ from w2s.backends.args import (
 from w2s.backends.data import Data, check_enough, load_tokenizer, prepare_data
 from w2s.backends.models import guard_remote_code, training_attn
 from w2s.backends.reference import KEPT_REFERENCE, release
+from w2s.data.files import atomic_write_text
 from w2s.errors import W2SError
 
 log = logging.getLogger(__name__)
@@ -115,10 +118,17 @@ class _StepLog:
     more robust than parsing TensorBoard files, which only rank 0 writes and only when a directory is set.
     """
 
-    def __init__(self, trainer: Any, strategy: Any, total_steps: int, global_batch: int, first_step: int = 0):
+    def __init__(self, trainer: Any, strategy: Any, total_steps: int, global_batch: int, first_step: int = 0,
+                 ckpt_dir: str | None = None):
         from w2s import progress
 
-        self.records: list[dict[str, float]] = []
+        # Resumed from a checkpoint of step k: steps 1..k as they were logged (checkpoint.STEPS), then this call's.
+        self.records: list[dict[str, float]] = checkpoint.steps_before(ckpt_dir, first_step) if ckpt_dir else []
+        earlier = len(self.records)
+        history = Path(ckpt_dir) / checkpoint.STEPS if ckpt_dir and strategy.is_rank_0() else None
+        if history is not None:
+            history.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(history, "".join(json.dumps(r) + "\n" for r in self.records))
         progress.start(total_steps, "steps")
         if first_step:
             progress.update(first_step, samples=first_step * global_batch)
@@ -134,7 +144,10 @@ class _StepLog:
                 if key in logs:
                     logs[key] = float(strategy.all_reduce(float(logs[key])))
             self.records.append({k: float(v) for k, v in logs.items() if isinstance(v, (int, float))})
-            done = first_step + len(self.records)
+            if history is not None:
+                with open(history, "a") as f:
+                    f.write(json.dumps(self.records[-1]) + "\n")
+            done = first_step + len(self.records) - earlier
             progress.update(done, samples=done * global_batch, loss=logs.get("loss_mean"))
             return original(args, global_step, step_bar, logs_dict, client_states)
 
@@ -331,7 +344,8 @@ def _run(kind: Kind, cfg: Any, model_path: str, data_path: str, output_dir: str,
                                             data_paths=(data_path, eval_path), world_size=world)
         consumed, first_step = checkpoint.resume(strategy, model if kind == "rm" else model.model, args.ckpt.path,
                                                  record)
-    steplog = _StepLog(trainer, strategy, total_steps, global_batch, first_step)
+    steplog = _StepLog(trainer, strategy, total_steps, global_batch, first_step,
+                       None if args.ckpt.disable_ds else args.ckpt.path)
     try:
         fit_start = time.monotonic()
         trainer.fit(args, consumed, steps_per_epoch)
