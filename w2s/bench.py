@@ -137,7 +137,7 @@ def bench_aligner(args: argparse.Namespace) -> list[dict[str, Any]]:
     from w2s.data.files import read_jsonl
     from w2s.data.prompts import Prompt, read_prompts
     from w2s.eval.cli import aligner_corrections, answers_of, evaluate_and_report
-    from w2s.roles import ServicesOnDemand
+    from w2s.roles.on_demand import ServicesOnDemand
 
     cfg = compose(args.recipe, list(args.overrides), job="loop")
     out = Path(args.output or tempfile.mkdtemp(prefix="w2s-bench-aligner-"))

@@ -66,6 +66,46 @@ def test_correct_command_runs_in_a_corrector_actor_with_instruction_and_override
     assert (tmp_path / "logs" / "corrector-0.log").is_file()
 
 
+@pytest.mark.slow  # Ray and two corrector actors, one killed mid-file
+def test_correct_retries_on_a_fresh_corrector_when_its_actor_dies_and_keeps_the_rows_written(tmp_path, tiny_weak):
+    """run.max_retries is honoured outside a run too: the corrector actor SIGKILLed after some batches, the command
+    restarts it and goes on from the rows already written (none redone, none lost)."""
+    import signal
+    import time
+
+    import psutil
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "question": f"What is {i} plus 1?", "answer": "It is 3."}) + "\n"
+                           for i in range(60)))
+    out = tmp_path / "out.jsonl"
+    cmd = [sys.executable, "-m", "w2s.cli", "aligner", "correct", "--aligner", tiny_weak, "--input", str(src),
+           "--output", str(out), "--no-progress", "correct.max_new_tokens=6", "correct.batch_prompts_per_actor=4",
+           "model.aligner.dtype=float32", "run.max_retries=1"]
+    log = tmp_path / "correct.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        deadline = time.time() + 300
+        while not (out.exists() and len(out.read_text().splitlines()) >= 8):
+            assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        actor = next(p for p in psutil.Process(proc.pid).children(recursive=True)
+                     if p.cmdline() and p.cmdline()[0].startswith("ray::CorrectorWorker"))
+        actor.send_signal(signal.SIGKILL)
+        written = out.read_text().splitlines()
+        assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert "correction failed" in text and "retry 1/1 (run.max_retries) on restarted services" in text
+    assert text.count("starting 1 corrector actor(s)") == 2
+    rows = out.read_text().splitlines()
+    assert rows[:len(written)] == written and sorted(json.loads(r)["id"] for r in rows) == list(range(60))
+
+
 def test_correct_rejects_unknown_keys():
     with pytest.raises(ConfigError, match="correct.max_new_token"):
         _run(["aligner", "correct", "--aligner", "x", "--input", "i", "--output", "o", "correct.max_new_token=3"])

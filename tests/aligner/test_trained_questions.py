@@ -28,7 +28,8 @@ def test_questions_match_across_case_unicode_form_and_whitespace(tmp_path):
 
 def _prompts_and_answers(tmp_path, n):
     prompts, answers = tmp_path / "prompts.jsonl", tmp_path / "answers.jsonl"
-    prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"Question {i}?", "reference": "r"}) + "\n" for i in range(n)))
+    prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"Question {i}?", "reference": "r"}) + "\n"
+                               for i in range(n)))
     answers.write_text("".join(json.dumps({"id": f"p{i}", "answer": "x"}) + "\n" for i in range(n)))
     return prompts, answers
 

@@ -190,7 +190,7 @@ def non_negative(text: str) -> int:
 def cmd_correct(args: argparse.Namespace) -> int:
     """``w2s aligner correct --aligner DIR --input FILE --output FILE [...]``."""
     from w2s.aligner.correct import correct_file
-    from w2s.roles import ServicesOnDemand
+    from w2s.roles.on_demand import ServicesOnDemand
 
     overrides = list(args.overrides) + [f"model.aligner.path={args.aligner}"]
     if args.template:
@@ -210,11 +210,13 @@ def cmd_correct(args: argparse.Namespace) -> int:
         with contextlib.ExitStack() as stack:
             # The Aligner corrects in the role services' corrector actor, as in a round (its placement, engine and
             # log file, under the output's logs/), started once the input rows and the Aligner check out.
+            # A retry (run.max_retries) goes on from the rows already written.
             services = ServicesOnDemand(stack, cfg, Path(args.output).resolve().parent / "logs")
-            correct_file(args.aligner, args.input, args.output, model_cfg=cfg.model.aligner, correct_cfg=cfg.correct,
-                         user_templates=_user_templates(cfg), seed=int(seed),
-                         progress=not args.no_progress and bool(cfg.log.progress), max_rows=args.max_rows,
-                         make_corrector=lambda: services.corrector(args.aligner))
+            services.retrying("correction", lambda: correct_file(
+                args.aligner, args.input, args.output, model_cfg=cfg.model.aligner, correct_cfg=cfg.correct,
+                user_templates=_user_templates(cfg), seed=int(seed),
+                progress=not args.no_progress and bool(cfg.log.progress), max_rows=args.max_rows,
+                make_corrector=lambda: services.corrector(args.aligner)))
     except OSError as e:
         if Path(args.aligner).exists():
             raise

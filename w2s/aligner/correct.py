@@ -19,7 +19,7 @@ from typing import Any
 
 from w2s.aligner import METADATA_FILE
 from w2s.aligner.templates import Template, get_template, render, resolve_instruction, template_from_dict
-from w2s.data.files import WriterLock
+from w2s.data.files import WriterLock, naming
 from w2s.data.text import distance_stats, edit_distance, normalized_edit_distance
 from w2s.errors import DataError, W2SError
 
@@ -346,7 +346,7 @@ def correct_file(aligner_path: str, input_path: str, output_path: str, *, model_
         progress: show a progress bar with rows/s and tokens/s.
         corrector: an already loaded :class:`Corrector` (then the aligner path and configs are taken from it).
         make_corrector: builds the corrector once the input is read and checked (the CLIs: the role services'
-            corrector, :class:`w2s.roles.ServedCorrector`); default an in-process :class:`Corrector`.
+            corrector, :class:`w2s.roles.on_demand.ServedCorrector`); default an in-process :class:`Corrector`.
         max_rows: correct at most this many input rows (0: all).
 
     Returns:
@@ -413,7 +413,7 @@ def correct_file(aligner_path: str, input_path: str, output_path: str, *, model_
                 bar = tqdm(total=len(data.rows), initial=len(data.rows) - len(todo), desc="correct", unit="row",
                            dynamic_ncols=True)
             start, new_tokens = time.perf_counter(), 0
-            with open(out, "ab") as f:
+            with naming(out), open(out, "ab") as f:
                 for b in range(0, len(todo), chunk):
                     batch = todo[b:b + chunk]
                     rows = [row for _, row in batch]

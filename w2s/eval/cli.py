@@ -27,7 +27,7 @@ from w2s.config.plain import to_plain
 from w2s.console import say
 from w2s.data.files import WriterLock, atomic_write_json, read_jsonl, write_jsonl
 from w2s.errors import DataError, W2SError
-from w2s.roles import ServicesOnDemand
+from w2s.roles.on_demand import ServicesOnDemand
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -173,15 +173,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     # started when first needed: bad answer files are reported before any actor starts.
     with WriterLock(out / ".w2s-eval.lock", f"evaluation folder {out}"), contextlib.ExitStack() as stack:
         services = ServicesOnDemand(stack, cfg, out / "logs")
-        if args.upstream:
-            baseline = answers_of("upstream", args.upstream, prompts, cfg, args, out, services)
-            candidate = aligner_corrections(args.aligner, prompts, baseline, cfg, out, services)
-            labels = (f"{args.upstream} + Aligner {args.aligner}", str(args.upstream))
-        else:
-            candidate = answers_of("candidate", args.candidate, prompts, cfg, args, out, services)
-            baseline = answers_of("baseline", args.baseline, prompts, cfg, args, out, services)
-            labels = (str(args.candidate), str(args.baseline))
-        return evaluate_and_report(cfg, prompts, candidate, baseline, labels, out, services, overlap=overlap)
+
+        def evaluate() -> int:  # a retry (run.max_retries) reuses the answers and judgements already kept
+            if args.upstream:
+                baseline = answers_of("upstream", args.upstream, prompts, cfg, args, out, services)
+                candidate = aligner_corrections(args.aligner, prompts, baseline, cfg, out, services)
+                labels = (f"{args.upstream} + Aligner {args.aligner}", str(args.upstream))
+            else:
+                candidate = answers_of("candidate", args.candidate, prompts, cfg, args, out, services)
+                baseline = answers_of("baseline", args.baseline, prompts, cfg, args, out, services)
+                labels = (str(args.candidate), str(args.baseline))
+            return evaluate_and_report(cfg, prompts, candidate, baseline, labels, out, services, overlap=overlap)
+
+        return services.retrying("evaluation", evaluate)
 
 
 def check_models(args: argparse.Namespace, cfg: Any) -> None:

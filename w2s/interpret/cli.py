@@ -36,7 +36,7 @@ def cmd_interpret(args: argparse.Namespace) -> int:
     from w2s.data.files import WriterLock
     from w2s.errors import W2SError
     from w2s.interpret.pipeline import run_control, run_lat
-    from w2s.roles import ServicesOnDemand
+    from w2s.roles.on_demand import ServicesOnDemand
 
     cfg = compose(args.recipe, list(args.overrides), job="interpret")
     aligner = args.aligner or cfg.model.aligner.path
@@ -51,7 +51,8 @@ def cmd_interpret(args: argparse.Namespace) -> int:
         aligner = resolve_model_path(aligner, progress=say)
         # The hooks run in the role services' corrector actor, as a round's corrections do (logs in OUT/logs).
         services = ServicesOnDemand(stack, cfg, out.resolve() / "logs")
-        (run_lat if args.what == "lat" else run_control)(cfg, aligner, out, say, services)
+        run = run_lat if args.what == "lat" else run_control
+        services.retrying(f"interpret {args.what}", lambda: run(cfg, aligner, out, say, services))
         html = write_interpret_report(out)
     say(f"interpret {args.what}: done in {time.time() - t0:.0f} s; report: {html}")
     run_dir = out.parent

@@ -23,9 +23,8 @@ that it answers as it did before sleeping). A role with fewer GPUs than the pool
 side (another model's generator); one more than fits takes the place of its least recently used group
 (:mod:`w2s.roles.pool`). A restarted driver builds fresh services: nothing here outlives the run.
 
-Commands outside a run (``w2s aligner correct``, ``w2s eval``, ``w2s bench aligner``) use the same services through
-:class:`ServicesOnDemand` (Ray and the services started on first use) and :class:`ServedCorrector` (the corrector
-driven as an in-process Aligner would be).
+Commands outside a run (``w2s aligner correct``, ``w2s eval``, ``w2s interpret``, ``w2s bench``) use the same
+services through :mod:`w2s.roles.on_demand`.
 
 Every work call adds its wall time to :attr:`Services.work_s`; a stage's manifest records the share of its wall
 time spent in work calls (``work_seconds``; for training, OpenRLHF's ``fit`` itself), the rest being start-up and
@@ -433,55 +432,3 @@ class Services:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-class ServicesOnDemand:
-    """Ray and the role services for a command outside a run (``w2s aligner correct``, ``w2s eval``), started on
-    first use, so that bad input is reported before any actor starts, and closed with ``stack``. Actors write their
-    logs to ``logs`` (the command's output folder), as a run's do to ``RUN_DIR/logs``."""
-
-    def __init__(self, stack: contextlib.ExitStack, cfg: Any, logs: Any):
-        self.stack, self.cfg, self.logs = stack, cfg, str(logs)
-        self.services: Services | None = None
-
-    def __call__(self) -> Services:
-        from w2s.cluster import RayCluster
-
-        if self.services is None:
-            self.stack.enter_context(RayCluster(self.cfg.cluster, actor_logs=self.logs,
-                                                log_level=str(self.cfg.log.level)))
-            self.services = self.stack.enter_context(Services(self.cfg))
-        return self.services
-
-    def corrector(self, aligner: str) -> ServedCorrector:
-        """``aligner`` checked in this process (:func:`w2s.aligner.correct.check_aligner`), then served."""
-        from w2s.aligner.correct import check_aligner
-
-        c = self.cfg
-        path = check_aligner(aligner, c.model.aligner, c.correct, to_plain(c.aligner.templates) or None)
-        return ServedCorrector(self(), path)
-
-
-class ServedCorrector:
-    """The corrector service driven as a :class:`w2s.aligner.correct.Corrector` is (``correct_file``: ``w2s aligner
-    correct``, ``w2s eval --aligner``): the actors, placement, engine and log files of a round's correct stage.
-
-    Args:
-        services: the services the corrector runs on (they close it).
-        aligner: the Aligner (checked in the driver first: :meth:`ServicesOnDemand.corrector`).
-    """
-
-    def __init__(self, services: Services, aligner: str):
-        from w2s.generation import resolve_sampling
-
-        self.services, self.aligner_path = services, aligner
-        self.sampling = resolve_sampling(services.cfg.correct)
-        self.provenance = services.corrector(aligner).info
-
-    def correct(self, questions: list[str], answers: list[str], *, seed: int | None = None,
-                progress: bool = False) -> list[Any]:
-        return self.services.correct(self.aligner_path, list(zip(questions, answers, strict=True)), seed=seed,
-                                     what="correct")[0]
-
-    def close(self) -> None:
-        """Nothing here: the corrector is the services' (closed with them)."""

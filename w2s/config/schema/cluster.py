@@ -65,7 +65,9 @@ class RunConfig:
     resume: str = _f("auto", "auto: continue the run in run.dir from its first unfinished stage; never: refuse a "
                      "non-empty run.dir; fork: allow config changes to finished stages by redoing them.",
                      ["auto", "never", "fork"])
-    max_retries: int = _f(0, "Retries of a stage whose actor died, before the run stops.", minimum=0)
+    max_retries: int = _f(0, "Retries of a stage whose actor died or hung, before the run stops; in `w2s aligner "
+                          "correct`, `w2s eval` and `w2s interpret`, of the command's work, which goes on from what it "
+                          "wrote.", minimum=0)
 
 
 @dataclass
