@@ -115,3 +115,32 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o644  # readable by a web server or a colleague
+
+
+def test_a_full_disk_names_the_file_it_failed_to_write(tmp_path, monkeypatch):
+    """ENOSPC from write or fsync names no file; w2s's writers put the path in, and the CLI's one line shows it."""
+    import errno
+
+    from w2s.cli import os_error_message
+    from w2s.data import files
+    from w2s.eval.cache import JudgementCache
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", full)
+    target = tmp_path / "out" / "summary.json"
+    with pytest.raises(OSError) as e:
+        files.atomic_write_json(target, {"a": 1})
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(target)
+    assert os_error_message(e.value).startswith(f"{target}: No space left on device")
+    assert not target.exists() and list(target.parent.iterdir()) == []  # no temporary file left behind
+    with pytest.raises(OSError, match="rows.jsonl"):
+        files.append_jsonl(tmp_path / "rows.jsonl", {"a": 1})
+    monkeypatch.undo()  # the cache's own close fsyncs
+    with JudgementCache(tmp_path / "cache.jsonl") as cache:
+        cache._file = open("/dev/full", "w", encoding="utf-8")  # a device that is always full
+        with pytest.raises(OSError) as e:
+            cache.put("k", "v")
+        assert e.value.filename == str(tmp_path / "cache.jsonl")
+        cache._file = open(tmp_path / "elsewhere", "w", encoding="utf-8")  # so that its close can flush

@@ -44,7 +44,7 @@ from w2s.backends.args import (
 from w2s.backends.data import Data, check_enough, load_tokenizer, prepare_data
 from w2s.backends.models import guard_remote_code, training_attn
 from w2s.backends.reference import KEPT_REFERENCE, release
-from w2s.data.files import atomic_write_text
+from w2s.data.files import atomic_write_text, naming
 from w2s.errors import W2SError
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class _StepLog:
                     logs[key] = float(strategy.all_reduce(float(logs[key])))
             self.records.append({k: float(v) for k, v in logs.items() if isinstance(v, (int, float))})
             if history is not None:
-                with open(history, "a") as f:
+                with naming(history), open(history, "a") as f:
                     f.write(json.dumps(self.records[-1]) + "\n")
             done = first_step + len(self.records) - earlier
             progress.update(done, samples=done * global_batch, loss=logs.get("loss_mean"))

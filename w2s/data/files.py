@@ -6,11 +6,12 @@ Readers see the old file or the new one, never half of one; an append-only JSON 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,18 @@ def give_usual_modes(folder: str | os.PathLike) -> None:
             os.chmod(p, mode)
 
 
+@contextlib.contextmanager
+def naming(path: str | os.PathLike) -> Iterator[None]:
+    """An OSError raised inside names ``path`` when it names no file: a full disk fails a ``write`` or ``fsync``
+    (ENOSPC) with no file in the error, and the message would not say where."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write to a temporary sibling, fsync, then rename."""
     path = Path(path)
@@ -37,7 +50,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the usual mode
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with naming(path), os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -78,7 +91,7 @@ def append_jsonl(path: str | os.PathLike, row: dict[str, Any]) -> None:
     """Append one line and fsync."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
+    with naming(path), open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         f.flush()
         os.fsync(f.fileno())

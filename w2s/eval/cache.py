@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from w2s.data.files import WriterLock
+from w2s.data.files import WriterLock, naming
 
 
 def cache_key(judge_identity: Any, messages: Any) -> str:
@@ -52,8 +52,9 @@ class JudgementCache:
     def put(self, key: str, text: str) -> None:
         with self._write:
             self._entries[key] = text
-            self._file.write(json.dumps({"key": key, "text": text}, ensure_ascii=False) + "\n")
-            self._file.flush()
+            with naming(self.path):
+                self._file.write(json.dumps({"key": key, "text": text}, ensure_ascii=False) + "\n")
+                self._file.flush()
 
     def close(self) -> None:
         if not self._file.closed:
