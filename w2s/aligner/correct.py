@@ -394,7 +394,8 @@ def correct_file(aligner_path: str, input_path: str, output_path: str, *, model_
             corrector = make_corrector() if make_corrector else Corrector(aligner_path, model_cfg, correct_cfg,
                                                                           user_templates=user_templates)
         try:
-            base_seed = int(seed if seed is not None else (corrector.sampling["seed"] or 42))
+            own = corrector.sampling["seed"]  # 0 is a seed
+            base_seed = int(seed if seed is not None else (own if own is not None else 42))
             provenance = {**corrector.provenance, "weights": _weights_hash(corrector.aligner_path, out),
                           "base_seed": base_seed}
             done_rows, good_bytes = scan_output(out)

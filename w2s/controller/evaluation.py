@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from w2s.console import say
 from w2s.data.files import read_jsonl, write_jsonl
 from w2s.eval.panel import SCORE_KINDS, ComparisonResult, EvalItem, compare, enabled_judges, fingerprint, score_answers
+from w2s.generation.sampling import stage_seed
 from w2s.rundir import source_file
 from w2s.stages import ALIGNER_EVAL, ALIGNER_EVAL_PROMPTS, BASELINE_ANSWERS, EVAL_ANSWERS, Stage
 
@@ -118,6 +119,7 @@ def aligner_eval_stage(run: RunContext, aligner: str, heldout: Path, k: int | No
     def work(stage_dir: Path, rec: dict[str, Any]) -> None:
         say(f"aligner eval: the Aligner corrects the answers of {len(triples)} {what}")
         outs = run.services.correct(aligner, [(t["question"], t["answer"]) for t in triples],
+                                     seed=stage_seed(cfg.correct.seed, cfg.run.seed, "correct", k),
                                      what="aligner eval")[0]
         rows = [{**t, "id": str(t["id"]), "aligner_correction": o.text, "finish_reason": o.finish_reason}
                 for t, o in zip(triples, outs)]

@@ -26,6 +26,7 @@ from w2s.controller.context import RunContext
 from w2s.data.files import read_jsonl, write_jsonl
 from w2s.data.prompts import Prompt, read_prompts
 from w2s.errors import DataError
+from w2s.generation.sampling import stage_seed
 from w2s.rundir import RunDir, say_losses, source_file, training_metrics
 from w2s.stages import CORRECT, DATA, GENERATE, TRAIN
 
@@ -153,7 +154,8 @@ class Loop(RunContext):
     def generate_stage(self, k: int, policy: str, prompts: list[Prompt]) -> list[dict[str, Any]]:
         def work(stage_dir: Path, rec: dict[str, Any]) -> None:
             t0 = time.time()
-            outs = self.generate(policy, prompts, self.cfg.generate, int(self.cfg.run.seed) + 1000 * k,
+            outs = self.generate(policy, prompts, self.cfg.generate,
+                                 stage_seed(self.cfg.generate.seed, self.cfg.run.seed, "generate", k),
                                  f"round {k} generate", rec)
             rows = [{"id": p.id, "prompt": p.prompt, "answer": o.text, "completion_tokens": o.completion_tokens,
                      "finish_reason": o.finish_reason, "policy": policy} for p, o in zip(prompts, outs)]
@@ -172,6 +174,8 @@ class Loop(RunContext):
             t0 = time.time()
             say(f"round {k} correct: the Aligner corrects {len(answers)} answers")
             outs, provenance = self.services.correct(aligner, [(r["prompt"], r["answer"]) for r in answers],
+                                                     seed=stage_seed(self.cfg.correct.seed, self.cfg.run.seed,
+                                                                     "correct", k),
                                                      what=f"round {k} correct")
             rows = [{**r, "correction": o.text, "correction_finish_reason": o.finish_reason}
                     for r, o in zip(answers, outs)]

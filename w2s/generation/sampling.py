@@ -85,3 +85,17 @@ def engine_issues(key: str, sampling_cfg: Any) -> list[ConfigIssue]:
     if float(kv or 0) < 0:
         issues.append(ConfigIssue(f"{prefix}kv_cache_gib", kv, "must not be negative", "0 sizes it automatically"))
     return issues
+
+
+# Offsets that keep the stages of one round apart when their seeds are derived (see :func:`stage_seed`).
+STAGE_SEED_OFFSETS = {"generate": 0, "correct": 1, "popalign-correct": 2}
+
+
+def stage_seed(section_seed: int | None, run_seed: int, stage: str, round_index: int | None = None) -> int:
+    """The sampling seed of one stochastic stage: its section's own ``seed`` when set (0 is a seed), else
+    ``run.seed + 1000 x round + the stage's offset``. Each row's own draw comes from it and the row's prompt (the
+    engines' per-request seeds, :func:`w2s.generation.encoding.request_seeds`), so two values of ``run.seed`` give
+    different samples and one value the same ones, in the loop and the CLIs alike."""
+    if section_seed is not None:
+        return int(section_seed)
+    return int(run_seed) + 1000 * int(round_index or 0) + STAGE_SEED_OFFSETS[stage]

@@ -29,6 +29,7 @@ from w2s.data.files import append_jsonl, write_jsonl
 from w2s.data.prompts import read_prompts
 from w2s.errors import DataError
 from w2s.generation.encoding import derive_seed
+from w2s.generation.sampling import stage_seed
 from w2s.popalign.strategies import CHOSEN, REJECTED, SLOTS, PairJob, ParseError, Request, make_builder
 from w2s.rundir import RunDir, say_losses, source_file, training_metrics
 from w2s.stages import POPALIGN, POPALIGN_TRAIN
@@ -102,7 +103,7 @@ class Build:
         generated once and shared; sampled ones are each strategy's own draw (its own key and seed)."""
         if req.model == "aligner":
             extra = {"sampling": self.sampling["aligner"], "correct": to_plain(self.cfg.correct),
-                     "templates": to_plain(self.cfg.aligner.templates)}
+                     "templates": to_plain(self.cfg.aligner.templates), "run_seed": int(self.cfg.run.seed)}
         else:
             extra = {"sampling": self.sampling["chat"], "seed": self.seed}
             if not self.sampling["chat"]["greedy"]:
@@ -151,8 +152,9 @@ class Build:
         path = spec["path"]
         what = f"popalign {'correct' if aligner else 'generate'} ({Path(path).name})"
         if aligner:
+            seed = stage_seed(self.cfg.correct.seed, self.cfg.run.seed, "popalign-correct")
             outs, self.aligner_provenance = self.services.correct(path, [(r.question, r.answer) for _, r in items],
-                                                                  what=what)
+                                                                  seed=seed, what=what)
             rendered = [""] * len(items)  # the Aligner's template is in aligner_provenance
         else:
             # A seed per request, from the run's seed and the request's key (its prompt, model and draw): a

@@ -107,7 +107,9 @@ class SamplingConfig:
                              "memory, at most 4 GiB.", minimum=0)
     enforce_eager: bool = _f(False, "vLLM: run the model eagerly (no torch.compile, no CUDA graphs): slower "
                              "generation, faster start-up (on CPU about half).")
-    seed: int | None = _f(None, "Sampling seed. Empty: derived from run.seed and the round.")
+    seed: int | None = _f(None, "Sampling seed (0 is a seed). Empty: run.seed + 1000 x round + the stage's offset "
+                          "(generate 0, correct 1, PopAlign's corrections 2; evaluation answers: run.seed, the same "
+                          "for every policy); each row's draw then follows from it and the row's prompt.")
     refit_tolerance: float = _f(0.1, "After the engine takes new weights in place (or wakes up), the mean "
                                 "|difference| in nats allowed between its log-probabilities of a few fixed tokens "
                                 "and the trainer's for the checkpoint it saved (or the engine's own before it "
