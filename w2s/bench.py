@@ -6,7 +6,7 @@
 * ``w2s bench train``: samples/s of OpenRLHF's SFT or DPO trainer on the recipe's trainer ranks.
 * ``w2s bench aligner``: trains a recipe's Aligner, then its effect: omega with a 95% CI (embedding judge), copy
   rate and share of corrections cut off at max_new_tokens, on the held-out questions of its triples and on the
-  recipe's evaluation prompts answered by its strong model (a second set, never used to choose the training).
+  recipe's evaluation prompts answered by its strong model (whatever eval.role declares it).
 * ``w2s bench loop``: runs a recipe (or reads a finished run, ``--run-dir``) and prints, per stage and per round,
   wall seconds against the part spent in work (generation, correction, optimizer steps, judging, as the role
   services timed it): the rest is start-up and orchestration. Also how many actor processes each role started.
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -240,6 +241,12 @@ def bench_loop(args: argparse.Namespace) -> list[dict[str, Any]]:
     if cluster.exists():
         started = Counter(a["role"] for a in json.loads(cluster.read_text())["actors"])
         print("actor processes started: " + ", ".join(f"{role} {n}" for role, n in sorted(started.items())))
+    if args.write:
+        from w2s.results import write_results
+
+        source = ["--run-dir", args.run_dir] if args.run_dir else ["--recipe", args.recipe]
+        command = shlex.join(["w2s", "bench", "loop", "--write", args.write, *source, *args.overrides])
+        print(f"results: {write_results(run_dir, Path(args.write), command)}")
     return loop_times(run_dir)
 
 
@@ -281,6 +288,8 @@ def add_parser(subparsers: Any) -> None:
                    "generate, train: folder for the actor logs and the training's data and model (default: a new "
                    "temp dir)")
     p.add_argument("--run-dir", help="loop: read this finished run instead of running the recipe")
+    p.add_argument("--write", help="loop: also write the run's measured results to this Markdown file (what a README "
+                   "quotes: tests/test_results.py checks the quotes against it)")
     p.add_argument("--aligner", help="aligner: measure this trained Aligner instead of training one (its held-out "
                    "triples are read from ALIGNER.work/eval.jsonl)")
     p.add_argument("--model", default="asset:smollm2", help="model path or asset (default asset:smollm2)")

@@ -42,10 +42,32 @@ def _outcomes(path: Path) -> dict[str, dict[str, str | None]]:
     return out
 
 
+def eval_set_note(run_dir: Path, rows: list[dict[str, Any]]) -> str:
+    """What the run knows of its evaluation prompts, and nothing more: their role as configured (``eval.role``) and
+    how many of them it also trained on, as checked before it started (:mod:`w2s.controller.overlap`)."""
+    from omegaconf import OmegaConf
+
+    try:
+        role = str(OmegaConf.select(OmegaConf.load(run_dir / "config.yaml"), "eval.role", default="dev"))
+    except (OSError, ValueError):
+        role = "dev"
+    said = ("configured as a test set (eval.role=test): held back, its owner declares, until every choice was made"
+            if role == "test" else "configured as a dev set (eval.role=dev): it may have been used to choose "
+            "something, so its results are not a test result")
+    row = next((r for r in rows if "overlap_loop_prompts" in r), None)
+    if row is None:
+        return f"The evaluation prompts are {said}."
+    aligner = row.get("overlap_aligner_questions", "absent")
+    trained = ("the Aligner keeps no record of its training questions" if aligner is None else
+               f"{aligner} among the Aligner's training questions" if aligner != "absent" else "")
+    return (f"The evaluation prompts are {said}. Checked before the run started: {row['overlap_loop_prompts']} of "
+            f"them among the loop's prompts" + (f", {trained}" if trained else "") + ".")
+
+
 def _evaluation_section(run_dir: Path, evals: list[dict[str, Any]]) -> Section:
     from w2s.eval.plots import plot_omega
 
-    blocks: list[Any] = [Text(OMEGA_NOTE)]
+    blocks: list[Any] = [Text(f"{eval_set_note(run_dir, evals)}\n\n{OMEGA_NOTE}")]
     if evals:
         points = [{"round": m["round"], "series": f"{m['judge']} vs {m['compare_to']}", "omega": m["omega"],
                    "ci_low": m["ci_low"], "ci_high": m["ci_high"]} for m in evals]
@@ -78,12 +100,12 @@ def _aligner_section(run_dir: Path, metrics: list[dict[str, Any]]) -> Section:
     for m in rows:
         m.setdefault("set", "held-out triples (unseen questions)")
     blocks: list[Any] = [
-        Text(f"The trained Aligner{' of the last round' if per_round else ''} corrected answers it never saw in "
-             "training: those of its held-out triples (whole questions kept out of its training) and, where the run "
-             "evaluates, the initial policy's answers to the evaluation prompts (a second set no training choice "
-             "looked at). Each judge compared the corrections with the original answers (the embedding judge "
-             f"against the reference correction). Copy rate {r0['copy_rate']:.0%}; corrections cut off at "
-             f"max_new_tokens {r0['truncated_rate']:.0%} ({r0['set']})."),
+        Text(f"The trained Aligner{' of the last round' if per_round else ''} corrected the answers of its held-out "
+             "triples (whole questions kept out of its training) and, where the run evaluates, the initial policy's "
+             "answers to the evaluation prompts. Each judge compared the corrections with the original answers (the "
+             f"embedding judge against the reference correction). Copy rate {r0['copy_rate']:.0%}; corrections cut "
+             f"off at max_new_tokens {r0['truncated_rate']:.0%} ({r0['set']}). "
+             + eval_set_note(run_dir, [m for m in rows if m["stage"].startswith("aligner-eval-prompts/")])),
         omega_table(rows, [("set", "answers corrected")] + ([("round", "round")] if per_round else []),
                     "Corrected vs original answers" + (" (Aligner_k in round k)." if per_round else "."))]
     found = sorted(run_dir.glob("round-*/aligner-eval/corrections.jsonl")) or [run_dir / "aligner-eval" /

@@ -40,6 +40,7 @@ def _check_finished_run(run: Path, rounds: int, method: str) -> list[dict]:
         assert m["omega"] == pytest.approx(100 * (m["wins"] - m["losses"]) / 4)
         assert m["ci_low"] <= m["omega"] <= m["ci_high"] and m["p_value"] == pytest.approx(sign_test(m["wins"],
                                                                                                       m["losses"]))
+        assert m["overlap_loop_prompts"] == 0  # checked before the run: none of the loop's prompts is evaluated
         # The outcomes behind the numbers, paired by prompt id, are in the run directory.
         outcomes = read_jsonl(run / f"round-{m['round']:02d}" / "compare" / "initial" / "outcomes.jsonl")
         sim = [o["outcome"] for o in outcomes if o["judge"] == "similarity"]
@@ -47,6 +48,7 @@ def _check_finished_run(run: Path, rounds: int, method: str) -> list[dict]:
     html = (run / "report.html").read_text()
     assert (run / "report.md").exists() and (run / "plots" / "omega.png").exists()
     assert "data:image/png;base64," in html and "similarity" in html
+    assert "configured as a dev set (eval.role=dev)" in html  # the role as configured, no claim beyond it
     data = run / "round-01" / "data" / ("sft.jsonl" if method == "sft" else "pairs.jsonl")
     rows = read_jsonl(data)
     assert rows and all(isinstance(r["prompt"], list) for r in rows)  # chat-message lists, as OpenRLHF wants
@@ -167,9 +169,15 @@ def test_dpo_with_the_roles_colocated_on_two_logical_gpus_keeps_every_process_an
     assert manifest("round-02/correct")["turns"] == [["generator", "sleep"], ["corrector", "wake_up"]]
     assert manifest("round-02/data")["turns"] == [["corrector", "sleep"], ["trainer", "wake_up"]]
     assert manifest("round-02/eval-answers")["turns"] == [["trainer", "sleep"], ["generator", "wake_up"]]
-    bench = subprocess.run([sys.executable, "-m", "w2s.cli", "bench", "loop", "--run-dir", str(run), "--json"],
-                           capture_output=True, text=True, timeout=120)
+    results = tmp_path / "results.md"
+    bench = subprocess.run([sys.executable, "-m", "w2s.cli", "bench", "loop", "--run-dir", str(run), "--json",
+                            "--write", str(results)], capture_output=True, text=True, timeout=120)
     rows = {r["stage"]: r for r in json.loads(bench.stdout.splitlines()[-1])}
+    # The results file a README quotes: every comparison's numbers as the metrics hold them, the set's role.
+    text = results.read_text()
+    last = [m for m in read_jsonl(run / "metrics.jsonl") if m["stage"] == "eval-vs-initial/similarity"][-1]
+    assert f"| round {last['round']} vs initial | similarity | {last['n']} | {last['omega']:+.1f} |" in text
+    assert "configured as a dev set" in text and f"w2s bench loop --write {results} --run-dir {run}" in text
     assert rows["round-02 (total)"]["roles_started"] == "-"
     assert rows["round-02 (total)"]["refit_checks"].startswith("1 passed")
     # The answers the generator gave after waking up and taking the round-1 policy in place (round 2's) are those of

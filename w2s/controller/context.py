@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
@@ -24,6 +24,9 @@ class RunContext:
     cfg: DictConfig
     rd: RunDir
     services: Services | None = None
+    # Evaluation prompts the run also trains on, counted by preflight (w2s.controller.overlap): in every row of
+    # metrics.jsonl that measures on them.
+    eval_overlap: dict[str, int | None] = field(default_factory=dict)
 
     def generate(self, model_path: str, prompts: list[Prompt], sampling: Any, seed: int,
                  what: str, rec: dict[str, Any] | None = None) -> list[Generation]:

@@ -69,6 +69,8 @@ def _scores(cand: list[dict[str, Any]], base: list[dict[str, Any]], judges: Any)
 def log_results(run: RunContext, round_index: int | None, stage: str, result: ComparisonResult, out_dir: Path,
                 extra: dict[str, Any]) -> dict[str, Any]:
     """Metrics rows, the console lines and the audit files of one comparison."""
+    if stage.startswith("eval-vs-") or stage == ALIGNER_EVAL_PROMPTS.name:  # measured on the evaluation prompts
+        extra = {**extra, **run.eval_overlap}
     result.write(out_dir)
     summary = {}
     for name, s in result.summaries.items():
@@ -109,7 +111,7 @@ def aligner_eval_stage(run: RunContext, aligner: str, heldout: Path, k: int | No
     """The Aligner's corrections of held-out (question, answer, reference) rows against those answers, by every
     judge (the row's reference correction is the embedding judge's reference). ``stage``: the rows are its held-out
     triples (``aligner-eval``) or the initial policy's answers to the evaluation prompts (``aligner-eval-prompts``,
-    a second set that no training choice looked at). Its rows of metrics.jsonl are ``<stage>/<judge>``."""
+    the set ``eval.role`` declares). Its rows of metrics.jsonl are ``<stage>/<judge>``."""
     rd, cfg = run.rd, run.cfg
     triples = read_jsonl(heldout) if heldout.exists() else []
     if not triples:

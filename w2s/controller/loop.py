@@ -14,7 +14,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from w2s.console import say
 from w2s.controller import aligners, evaluation
 from w2s.controller.context import RunContext
+from w2s.controller.overlap import check_overlap
 from w2s.data.files import read_jsonl, write_jsonl
 from w2s.data.prompts import Prompt, read_prompts
 from w2s.errors import DataError
@@ -73,6 +74,7 @@ def drop_truncated(rows: list[dict[str, Any]], method: str, policy: str) -> tupl
 class LoopInputs:
     slices: list[list[Prompt]]
     eval_prompts: list[Prompt]
+    overlap: dict[str, int | None] = field(default_factory=dict)  # eval prompts the run trains on (allowed)
 
 
 def preflight(cfg: DictConfig) -> LoopInputs:
@@ -86,7 +88,8 @@ def preflight(cfg: DictConfig) -> LoopInputs:
         if cfg.eval.max_prompts:
             eval_prompts = eval_prompts[: cfg.eval.max_prompts]
     say(f"prompts: {sum(map(len, slices))} over {len(slices)} round(s); {len(eval_prompts)} evaluation prompts")
-    return LoopInputs(slices, eval_prompts)
+    overlap = check_overlap(cfg, [p for s in slices for p in s], eval_prompts) if eval_prompts else {}
+    return LoopInputs(slices, eval_prompts, overlap)
 
 
 # ----------------------------------------------------------------------------------------------- the driver
@@ -113,6 +116,7 @@ class Loop(RunContext):
 
         cfg = self.cfg
         slices, eval_prompts = inputs.slices, inputs.eval_prompts
+        self.eval_overlap = dict(inputs.overlap)
         per_round = bool(cfg.aligner.per_round)  # Aligner_k trained on round k's data (the paper's §4)
         aligner = "" if per_round else self.aligner_stage()
         if cfg.eval.enabled and cfg.eval.aligner and cfg.aligner.train.enabled and not per_round:

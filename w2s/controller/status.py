@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from w2s.errors import RunDirError
-from w2s.report import eval_rows, latest_metrics
+from w2s.report import eval_rows, eval_set_note, latest_metrics
 from w2s.rundir import read_state
 
 STAGE_ORDER = ["aligner", "aligner-eval", "eval-answers", "generate", "correct", "data", "train"]
@@ -41,6 +41,9 @@ def print_status(run_dir: str) -> int:
         which = "eval prompts" if m["stage"].startswith("aligner-eval-prompts/") else "held-out triples"
         print(f"  {where}aligner vs original ({which})  {m['judge']:<14} omega {m['omega']:+.1f}% "
               f"[{m['ci_low']:+.1f}, {m['ci_high']:+.1f}]  W/L/T {m['wins']}/{m['losses']}/{m['ties']}")
+    measured = [m for m in metrics if str(m.get("stage", "")).startswith(("eval-vs-", "aligner-eval-prompts/"))]
+    if measured:
+        print(f"  {eval_set_note(path, measured)}")
     for m in eval_rows(metrics):
         print(f"  round {m['round']} vs {m['compare_to']:<8} {m['judge']:<14} omega {m['omega']:+.1f}% "
               f"[{m['ci_low']:+.1f}, {m['ci_high']:+.1f}]  W/L/T {m['wins']}/{m['losses']}/{m['ties']}")

@@ -83,6 +83,11 @@ class EvalConfig:
                                    "judge; an optional category per prompt for the breakdown).",
                                    factory=PromptDataConfig)
     max_prompts: int = _f(0, "Evaluate on at most this many prompts (0: all).", minimum=0)
+    role: str = _f("dev", "What the evaluation prompts are, as you declare it (w2s cannot know which choices a set "
+                   "informed): dev, a set that may have been used to choose something (a recipe, a setting, a "
+                   "checkpoint); test, one held back until every choice was made, whose results are the ones to "
+                   "report. The report and w2s status repeat it beside every result on these prompts.",
+                   ["dev", "test"])
     allow_overlap: bool = _f(False, "Run an evaluation whose prompts include questions the evaluated Aligner was "
                              "trained on (w2s eval --aligner); without it such a run is refused. The count goes into "
                              "summary.json and the report.")
