@@ -28,6 +28,8 @@ fi
 # imports run on one), so two fill the two cores. vLLM tests (marker `vllm`) run one at a time in one worker, and
 # so do the Slurm tests (see tests/conftest.py): this bounds the suite's memory and keeps one Slurm cluster.
 workers=${W2S_TEST_WORKERS:-2}
+# The whole suite runs the real Slurm tests: a cluster that cannot start fails them instead of skipping them.
+export W2S_REQUIRE_SLURM=${W2S_REQUIRE_SLURM:-1}
 step "pytest, the whole suite ($workers workers)"
 if [ "$workers" -gt 1 ]; then
     exec .venv/bin/python -m pytest -v --durations=15 -n "$workers" --dist loadgroup "$@"

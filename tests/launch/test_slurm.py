@@ -274,20 +274,29 @@ def test_cli_reports_config_and_launch_errors_together(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------------------------- real Slurm
+def _unavailable(reason: str) -> None:
+    """Skip, or fail under `make test` (scripts/test.sh all sets W2S_REQUIRE_SLURM=1): there a Slurm cluster that
+    cannot start is a failure, not a quiet skip."""
+    if os.environ.get("W2S_REQUIRE_SLURM") == "1":
+        pytest.fail(f"{reason} (W2S_REQUIRE_SLURM=1: make test needs a local Slurm cluster)")
+    pytest.skip(reason)
+
+
 def _local_slurm(tmp_path_factory, name: str, **kw):
-    """Start a LocalSlurmCluster (skipping without root or Slurm), yield it, stop it by PID."""
+    """Start a LocalSlurmCluster (skipping without root or Slurm, failing instead under `make test`), yield it, stop
+    it by PID."""
     if os.geteuid() != 0:
-        pytest.skip("a local Slurm cluster needs root (munged, slurmd, network namespaces)")
+        _unavailable("a local Slurm cluster needs root (munged, slurmd, network namespaces)")
     try:
         install_s = ensure_slurm_installed()
     except SlurmUnavailable as e:
-        pytest.skip(f"Slurm unavailable: {e}")
+        _unavailable(f"Slurm unavailable: {e}")
     cluster = LocalSlurmCluster(tmp_path_factory.mktemp(name), **kw)
     try:
         cluster.start()
     except SlurmUnavailable as e:
         cluster.stop()
-        pytest.skip(f"local Slurm did not start: {e}")
+        _unavailable(f"local Slurm did not start: {e}")
     except BaseException:
         cluster.stop()
         raise
