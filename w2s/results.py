@@ -1,0 +1,107 @@
+"""A run's measured results as one Markdown file (``w2s bench loop --write PATH``): what a README or a paper quotes,
+written by the command that measured it, never copied by hand. ``tests/test_results.py`` fails when a number the
+README quotes from such a file is not in it.
+
+The file holds, from the run directory alone: its recipe, w2s version and git revision, the machine; the
+evaluation set's role and its overlap counts as checked before the run; the Aligner's own effect on each set; each
+round's policy against the initial and the previous one; and where the run's time went.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from w2s.data.files import atomic_write_text
+
+QUOTE_BEGIN = "<!-- results: "  # a README block quoting a results file opens with <!-- results: PATH -->
+QUOTE_END = "<!-- /results -->"
+
+
+def _machine() -> str:
+    model = ""
+    try:
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), "")
+    except OSError:
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({model or platform.machine()}), {memory:.0f} GiB memory, {platform.system()}"
+
+
+def _row(m: dict[str, Any], label: str) -> str:
+    return (f"| {label} | {m['judge']} | {m['n']} | {m['omega']:+.1f} | [{m['ci_low']:+.1f}, {m['ci_high']:+.1f}] | "
+            f"{m['wins']}/{m['losses']}/{m['ties']} | {m['p_value']:.3g} |")
+
+
+HEAD = "| set or comparison | judge | N | ω (%) | 95% CI | W/L/T | p |\n|---|---|---|---|---|---|---|"
+
+
+def results_markdown(run_dir: Path, command: str) -> str:
+    from w2s.bench import loop_times
+    from w2s.report import eval_rows, eval_set_note, latest_metrics
+    from w2s.rundir import read_state
+
+    info = read_state(run_dir / "run.json")
+    last = info["attempts"][-1]
+    metrics = latest_metrics(run_dir)
+    aligner = sorted((m for m in metrics if str(m.get("stage", "")).startswith(("aligner-eval/",
+                                                                                "aligner-eval-prompts/"))),
+                     key=lambda m: (m.get("round") or 0, m["stage"], m["judge"]))
+    evals = eval_rows(metrics)
+    lines = [f"# Results: {info['recipe']}", "",
+             f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M')}; w2s {last['w2s_version']}, git "
+             f"{last['git_revision']}; {_machine()}. Run directory: `{run_dir}`.", ""]
+    measured = [m for m in metrics if str(m.get("stage", "")).startswith(("eval-vs-", "aligner-eval-prompts/"))]
+    if measured:
+        lines += [eval_set_note(run_dir, measured), ""]
+    if aligner:
+        lines += ["## The Aligner's own effect (its corrections against the original answers)", "", HEAD]
+        lines += [_row(m, m.get("set", m["stage"].split("/")[0])) for m in aligner] + [""]
+    if evals:
+        lines += ["## Each round's policy", "", HEAD]
+        lines += [_row(m, f"round {m['round']} vs {m['compare_to']}") for m in evals] + [""]
+    times = [r for r in loop_times(run_dir) if r["stage"].endswith("(total)")]
+    if times:
+        lines += ["## Where the time went", "", "| part | wall (s) | work (s) | start-up and orchestration (s) |",
+                  "|---|---|---|---|"]
+        lines += [f"| {r['stage']} | {r['wall_s']} | {r['work_s']} | {r['startup_and_orchestration_s']} |"
+                  for r in times] + [""]
+    return "\n".join(lines)
+
+
+def write_results(run_dir: Path, path: Path, command: str) -> Path:
+    atomic_write_text(path, results_markdown(run_dir, command))
+    return path
+
+
+def quoted_blocks(readme: str) -> list[tuple[str, str]]:
+    """(results file, quoted text) of every ``<!-- results: PATH -->`` ... ``<!-- /results -->`` block."""
+    out, rest = [], readme
+    while QUOTE_BEGIN in rest:
+        rest = rest.split(QUOTE_BEGIN, 1)[1]
+        path, rest = rest.split("-->", 1)
+        block, rest = rest.split(QUOTE_END, 1)
+        out.append((path.strip(), block))
+    return out
+
+
+def numbers(text: str) -> list[str]:
+    """The numbers a text quotes, as written: negatives with their sign (a minus sign read as a hyphen), decimals
+    as given (a plus sign dropped)."""
+    import re
+
+    return re.findall(r"-?\d+(?:\.\d+)?", text.replace("−", "-").replace("+", ""))
+
+
+def unquotable(readme: str, root: Path) -> list[str]:
+    """Each number a README block quotes that its results file does not hold (empty: every quote holds)."""
+    missing = []
+    for path, block in quoted_blocks(readme):
+        have = set(numbers((root / path).read_text()))
+        missing += [f"{n} (quoted from {path})" for n in numbers(block) if n not in have]
+    return missing
+
