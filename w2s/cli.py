@@ -68,6 +68,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from w2s.config.compose import find_recipe, load_config
     from w2s.controller.entry import run_job
 
+    if args.seeds:
+        from w2s.controller.entry import run_seeds
+
+        return run_seeds(args.recipe, list(args.overrides), args.seeds)
     cfg = load_config(args.recipe, args.overrides)
     if cfg.job == "interpret":  # in this process, into RUN_DIR/interpret: no run of its own
         from w2s.interpret.cli import cmd_interpret
@@ -77,6 +81,34 @@ def cmd_run(args: argparse.Namespace) -> int:
                                              output=None, what=what))
         return 0
     return run_job(cfg, recipe=str(find_recipe(args.recipe)), overrides=list(args.overrides))
+
+
+def _seeds(text: str) -> list[int]:
+    from w2s.seeds import parse_seeds
+
+    return parse_seeds(text)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from w2s.errors import RunDirError
+
+    dirs = [Path(d) for d in args.run_dirs]
+    for d in dirs:
+        if not (d / "run.json").exists():
+            raise RunDirError(f"{d} is not a w2s run directory (no run.json)")
+    if len(dirs) == 1 and not args.output:
+        from w2s.report import write_report
+
+        print(f"report: {write_report(dirs[0]).with_suffix('.html')}")
+        return 0
+    from w2s.seeds import write_seeds_report
+
+    out = Path(args.output) if args.output else Path(os.path.commonpath([d.resolve() for d in dirs]))
+    print(f"report over {len(dirs)} runs: {write_seeds_report(dirs, out)}")
+    return 0
 
 
 def cmd_popalign(args: argparse.Namespace) -> int:
@@ -129,7 +161,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         commands[name] = p
         return p
 
-    _recipe_args(add("run", cmd_run, "run a recipe (its `job`: the weak-to-strong loop, Aligner training or PopAlign)"))
+    run = add("run", cmd_run, "run a recipe (its `job`: the weak-to-strong loop, Aligner training or PopAlign)")
+    _recipe_args(run)
+    run.add_argument("--seeds", type=_seeds, help="run the recipe once per seed (e.g. 1,2,3), one after the other, "
+                     "each in RUN_DIR/seed-N with run.seed=N, then write the report over them into RUN_DIR")
+    report = add("report", cmd_report, "write a run's report again, or the report over several runs of one recipe "
+                 "(its seeds): mean omega, a CI over seeds and prompts, each seed's omega")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    report.add_argument("--output", help="with several runs: the folder for the report (default: their common "
+                        "parent)")
     _recipe_args(add("popalign", cmd_popalign, "build a PopAlign preference dataset (prefix, demon, elicitive, nparam, "
                      "leaderboard, refine and aligner contrasts) and optionally train on it with DPO"))
     _recipe_args(add("validate", cmd_validate, "check a recipe and report every problem at once (exit 2 if invalid)"))

@@ -129,3 +129,24 @@ def run_job(cfg: DictConfig, *, recipe: str, overrides: list[str]) -> int:
     say(f"run dir: {rd.path}")
     return 0 if not STOP.is_set() else EXIT_STOPPED
 
+
+
+def run_seeds(recipe: str, overrides: list[str], seeds: list[int]) -> int:
+    """``w2s run RECIPE --seeds 1,2,3``: the recipe once per seed, one after the other, each in its own resumable
+    run directory (``RUN_DIR/seed-N`` with ``run.seed=N``), then the report over them (:mod:`w2s.seeds`). Every
+    seed's config is checked before the first run starts; a run that stops (or fails) stops the rest."""
+    from w2s.config.compose import find_recipe, load_config
+    from w2s.seeds import seed_dirs, write_seeds_report
+
+    first = load_config(recipe, overrides)
+    base = Path(first.run.dir) if first.run.dir else default_run_dir(recipe)
+    dirs = seed_dirs(base, seeds)
+    per_seed = [[*overrides, f"run.seed={s}", f"run.dir={d}"] for s, d in zip(seeds, dirs, strict=True)]
+    configs = [load_config(recipe, o) for o in per_seed]
+    for k, (cfg, o) in enumerate(zip(configs, per_seed, strict=True), start=1):
+        say(f"===== seed {cfg.run.seed} ({k}/{len(seeds)}) =====")
+        code = run_job(cfg, recipe=str(find_recipe(recipe)), overrides=o)
+        if code:
+            return code
+    say(f"report over {len(seeds)} seeds: {write_seeds_report(dirs, base)}")
+    return 0
