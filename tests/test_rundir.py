@@ -96,7 +96,7 @@ def test_metrics_survive_a_partial_last_line(tmp_path):
 
 
 def test_config_hash_ignores_defaults_so_new_schema_fields_keep_runs_resumable():
-    from w2s.rundir import config_hash
+    from w2s.stage_config import config_hash
 
     cfg = _cfg()
     base = config_hash(cfg, ["generate"])
@@ -113,6 +113,38 @@ def test_config_hash_ignores_defaults_so_new_schema_fields_keep_runs_resumable()
     expected = json.dumps({"generate": {"max_new_tokens": 7}}, sort_keys=True).encode()
     assert config_hash(changed, ["generate", "loop.prompts_per_round"]) == \
         hashlib.sha256(expected).hexdigest()[:16]
+
+
+def test_a_default_changed_by_an_upgrade_is_seen_on_resume_and_named(tmp_path):
+    """The manifest records the values a stage ran with, defaults included. An older w2s whose default for
+    generate.temperature differed wrote a manifest with its value: the resume names the key instead of taking the
+    stage as done (a hash of the values that differ from today's defaults could not see it)."""
+    rd = RunDir(tmp_path / "run", _cfg())
+    rd.open(recipe="tiny/dpo", overrides=[])
+    stage = rd.stage_dir(1, "generate")
+    _finished_stage(rd, stage, {})
+    manifest = json.loads((stage / "manifest.json").read_text())
+    assert manifest["config_values"]["generate"]["top_p"] is None  # unset values recorded too
+    assert rd.finished(stage, ["generate"], {}) is not None  # unchanged: done
+    upgraded = dict(manifest)
+    upgraded["config_values"] = json.loads(json.dumps(manifest["config_values"]))
+    upgraded["config_values"]["generate"]["repetition_penalty"] = 1.3  # the older default
+    del upgraded["config_values"]["generate"]["max_prompt_tokens"]  # a key added to the schema since
+    (stage / "manifest.json").write_text(json.dumps(upgraded))
+    now = upgraded["config_values"]["generate"]
+    with pytest.raises(RunDirError, match=r"the config \(generate.repetition_penalty: 1.3 -> None\)"):
+        RunDir(tmp_path / "run", _cfg()).finished(stage, ["generate"], {})
+    now["repetition_penalty"] = manifest["config_values"]["generate"]["repetition_penalty"]
+    (stage / "manifest.json").write_text(json.dumps(upgraded))
+    assert RunDir(tmp_path / "run", _cfg()).finished(stage, ["generate"], {}) is not None  # the added key: default
+    with pytest.raises(RunDirError, match=r"generate.max_prompt_tokens: unset -> 99"):
+        RunDir(tmp_path / "run", _cfg("generate.max_prompt_tokens=99")).finished(stage, ["generate"], {})
+    # Every attempt's resolved config is kept beside the latest.
+    rd.release()
+    RunDir(tmp_path / "run", _cfg("generate.max_new_tokens=9")).open(recipe="tiny/dpo", overrides=[])
+    kept = sorted(p.name for p in (tmp_path / "run" / "attempts").iterdir())
+    assert kept == ["config-1.yaml", "config-2.yaml"]
+    assert "max_new_tokens: 9" in (tmp_path / "run" / "attempts" / "config-2.yaml").read_text()
 
 
 def _finished_stage(rd, stage, inputs):

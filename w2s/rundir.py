@@ -4,6 +4,7 @@ Layout::
 
     RUN_DIR/
       config.yaml          the fully resolved config (header: w2s version, git revision, command)
+      attempts/            config-N.yaml: the resolved config of attempt N, every attempt's kept
       run.json             recipe, overrides, version, git revision, start times of each attempt
       cluster.json         Ray nodes and where every role actor ran
       metrics.jsonl        one JSON object per round and stage
@@ -16,13 +17,13 @@ Layout::
       round-01/compare/    per-prompt outcomes and judge verdicts of the round's comparisons
 
 A stage is done exactly when its ``manifest.json`` exists (written last, atomically). Its manifest records
-the hash of the config sections the stage depends on; re-running with a changed config for a finished
-stage is refused unless ``run.resume=fork``, which redoes that stage and everything after it.
+the resolved values of the config sections the stage depends on (:mod:`w2s.stage_config`); re-running with a
+changed value for a finished stage (a default changed by an upgrade included) is refused, naming the keys, unless
+``run.resume=fork``, which redoes that stage and everything after it.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -36,10 +37,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from w2s import __version__
-from w2s.config.plain import to_plain
 from w2s.console import say
 from w2s.data.files import HashCache, WriterLock, append_jsonl, atomic_write_json, atomic_write_text
 from w2s.errors import RunDirError, WorkerError
+from w2s.stage_config import config_changes, config_hash, config_values
 from w2s.stages import RUN_ORDER, Stage
 
 MANIFEST = "manifest.json"
@@ -94,37 +95,6 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
             if isinstance(row, dict):
                 rows.append(row)
     return rows
-
-
-def _changes(value: Any, default: Any) -> Any:
-    """The parts of ``value`` that differ from ``default`` (nested dicts compared key by key)."""
-    if isinstance(value, dict) and isinstance(default, dict):
-        out = {k: _changes(v, default.get(k, _ABSENT)) for k, v in value.items()}
-        return {k: v for k, v in out.items() if v is not _ABSENT}
-    return _ABSENT if value == default else value
-
-
-_ABSENT = object()
-
-
-@functools.cache
-def _schema_defaults() -> DictConfig:
-    """The schema's defaults, built once (read-only): a stage's check and its manifest each hash the config, and
-    building the structured schema takes about a tenth of a second each time."""
-    from w2s.config.schema import W2SConfig
-
-    defaults = OmegaConf.structured(W2SConfig)
-    OmegaConf.set_readonly(defaults, True)
-    return defaults
-
-
-def config_hash(cfg: DictConfig, keys: list[str]) -> str:
-    """Hash of what a stage depends on: the values of the given config sections that differ from the schema's
-    defaults, so that a field added to the schema later (with a default) does not invalidate finished stages."""
-    defaults = _schema_defaults()
-    parts = {k: _changes(to_plain(OmegaConf.select(cfg, k)), to_plain(OmegaConf.select(defaults, k))) for k in keys}
-    parts = {k: v for k, v in parts.items() if v is not _ABSENT}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def refuse_fewer_rounds(run_dir: Path, rounds: int) -> None:
@@ -238,7 +208,9 @@ class RunDir:
         atomic_write_json(self.path / "run.json", info)
         header = (f"# w2s {__version__}, git {revision}\n# recipe: {recipe}\n"
                   f"# overrides: {' '.join(overrides) or '(none)'}\n")
-        atomic_write_text(self.path / "config.yaml", header + OmegaConf.to_yaml(self.cfg, resolve=True))
+        resolved = header + OmegaConf.to_yaml(self.cfg, resolve=True)
+        atomic_write_text(self.path / "config.yaml", resolved)
+        atomic_write_text(self.path / "attempts" / f"config-{self.attempt}.yaml", resolved)
         return existing
 
     def release(self) -> None:
@@ -267,7 +239,11 @@ class RunDir:
         label = stage_dir.relative_to(self.path)
         manifest = read_state(manifest_path)
         changed = []
-        if manifest.get("config_hash") != config_hash(self.cfg, config_keys):
+        if "config_values" in manifest:  # the values it ran with: a default changed by an upgrade is seen
+            keys = config_changes(manifest["config_values"], self.cfg, config_keys)
+            if keys:
+                changed.append(f"the config ({', '.join(keys)})")
+        elif manifest.get("config_hash") != config_hash(self.cfg, config_keys):  # a manifest of an older w2s
             changed.append(f"the config (sections {', '.join(config_keys)})")
         changed += self._changed_files("input", manifest.get("inputs", {}), self._describe(inputs or {}))
         changed += self._changed_files("output", manifest.get("outputs", {}), None)
@@ -346,7 +322,8 @@ class RunDir:
             outputs[k] = {**self._hashes.describe(Path(v)), "path": self._rel(Path(v))}
         manifest = {
             "stage": name, "round": round_index, "config_hash": config_hash(self.cfg, config_keys),
-            "config_keys": config_keys, "seed": int(self.cfg.run.seed), "inputs": self._describe(inputs or {}),
+            "config_keys": config_keys, "config_values": config_values(self.cfg, config_keys),
+            "seed": int(self.cfg.run.seed), "inputs": self._describe(inputs or {}),
             "outputs": outputs, "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
             "seconds": round(time.time() - started, 2), "work_seconds": round(self.work_clock() - work, 2),
             "attempt": self.attempt, "services": stage_activity(activity, self.services_activity()), **record,
