@@ -176,3 +176,12 @@ def test_a_hub_model_openrlhf_trains_must_be_seen_to_ship_no_code(tmp_path, monk
     with pytest.raises(ConfigError, match=r"model.strong.trust_remote_code = False: model.strong.path=PKU-Alignment/"
                                           r"alpaca-7b-reproduced ships its own Python code"):
         load_config("gpu/alpaca7b-aligner7b-dpo")
+
+
+def test_popalign_refuses_to_train_a_policy_that_answers_in_a_raw_prompt_template():
+    """Its pairs are chat conversations: trained as they are, a template policy would learn another format."""
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny/popalign", ["model.strong.prompt_template=pku"])
+    issue = next(i for i in e.value.issues if i.key == "model.strong.prompt_template")
+    assert "trains its pairs as chat conversations" in issue.problem and "train.dpo.pair_source=extra" in issue.fix
+    load_config("tiny/popalign", ["model.strong.prompt_template=pku", "popalign.train_dpo=false"])

@@ -399,6 +399,14 @@ def _check_popalign(cfg: DictConfig, trainer_ranks: int, issues: list[ConfigIssu
                                   "classifier), or "
                                   "popalign.judge.kind=embedding with reference answers in the prompt file"))
     if p.train_dpo:
+        if cfg.model.strong.prompt_template:
+            issues.append(ConfigIssue(
+                "model.strong.prompt_template", cfg.model.strong.prompt_template,
+                "PopAlign writes and trains its pairs as chat conversations: a policy that answers in a raw prompt "
+                "template would be trained in another format than the one it answers in",
+                "set popalign.train_dpo=false and train on its pairs with the loop (train.dpo.pair_source=extra, "
+                "train.dpo.extra_pairs=the popalign.jsonl it writes), which renders them with the template; or "
+                "leave prompt_template empty for a chat model"))
         check_trainer("train.dpo", cfg.train.dpo, trainer_ranks, issues)
         if cfg.train.dpo.beta <= 0:
             issues.append(ConfigIssue("train.dpo.beta", cfg.train.dpo.beta, "must be positive", "paper: 0.01"))
