@@ -1,4 +1,4 @@
-"""Numbers that cannot drift: a README block quoting a results file (`<!-- results: PATH -->`) holds only numbers
+"""Numbers that cannot drift: a README block quoting a results file (`<!-- results: FILE.md -->`) holds only numbers
 that file holds; the results file is written by the command that measured them (`w2s bench loop --write`, checked
 on a real run in tests/controller/test_loop.py)."""
 

@@ -246,7 +246,7 @@ def bench_loop(args: argparse.Namespace) -> list[dict[str, Any]]:
 
         source = ["--run-dir", args.run_dir] if args.run_dir else ["--recipe", args.recipe]
         command = shlex.join(["w2s", "bench", "loop", "--write", args.write, *source, *args.overrides])
-        print(f"results: {write_results(run_dir, Path(args.write), command)}")
+        print(f"results: {write_results(run_dir, Path(args.write), command, loop_times(run_dir))}")
     return loop_times(run_dir)
 
 

@@ -17,9 +17,6 @@ from typing import Any
 
 from w2s.data.files import atomic_write_text
 
-QUOTE_BEGIN = "<!-- results: "  # a README block quoting a results file opens with <!-- results: PATH -->
-QUOTE_END = "<!-- /results -->"
-
 
 def _machine() -> str:
     model = ""
@@ -40,8 +37,8 @@ def _row(m: dict[str, Any], label: str) -> str:
 HEAD = "| set or comparison | judge | N | ω (%) | 95% CI | W/L/T | p |\n|---|---|---|---|---|---|---|"
 
 
-def results_markdown(run_dir: Path, command: str) -> str:
-    from w2s.bench import loop_times
+def results_markdown(run_dir: Path, command: str, times: list[dict[str, Any]]) -> str:
+    """The file's text; ``times``: where the run's time went (:func:`w2s.bench.loop_times`'s rows)."""
     from w2s.report import eval_rows, eval_set_note, latest_metrics
     from w2s.rundir import read_state
 
@@ -64,7 +61,7 @@ def results_markdown(run_dir: Path, command: str) -> str:
     if evals:
         lines += ["## Each round's policy", "", HEAD]
         lines += [_row(m, f"round {m['round']} vs {m['compare_to']}") for m in evals] + [""]
-    times = [r for r in loop_times(run_dir) if r["stage"].endswith("(total)")]
+    times = [r for r in times if r["stage"].endswith("(total)")]
     if times:
         lines += ["## Where the time went", "", "| part | wall (s) | work (s) | start-up and orchestration (s) |",
                   "|---|---|---|---|"]
@@ -73,20 +70,16 @@ def results_markdown(run_dir: Path, command: str) -> str:
     return "\n".join(lines)
 
 
-def write_results(run_dir: Path, path: Path, command: str) -> Path:
-    atomic_write_text(path, results_markdown(run_dir, command))
+def write_results(run_dir: Path, path: Path, command: str, times: list[dict[str, Any]]) -> Path:
+    atomic_write_text(path, results_markdown(run_dir, command, times))
     return path
 
 
 def quoted_blocks(readme: str) -> list[tuple[str, str]]:
-    """(results file, quoted text) of every ``<!-- results: PATH -->`` ... ``<!-- /results -->`` block."""
-    out, rest = [], readme
-    while QUOTE_BEGIN in rest:
-        rest = rest.split(QUOTE_BEGIN, 1)[1]
-        path, rest = rest.split("-->", 1)
-        block, rest = rest.split(QUOTE_END, 1)
-        out.append((path.strip(), block))
-    return out
+    """(results file, quoted text) of every ``<!-- results: FILE.md -->`` ... ``<!-- /results -->`` block."""
+    import re
+
+    return re.findall(r"<!-- results: (\S+\.md) -->(.*?)<!-- /results -->", readme, flags=re.S)
 
 
 def numbers(text: str) -> list[str]:
