@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from w2s.cluster import STOP, RayCluster, RoleGroup, StopRequested, wait_all
 from w2s.config.schema import ClusterConfig
-from w2s.errors import ClusterError, WorkerError
+from w2s.errors import ActorRaised, ClusterError, WorkerError
 from w2s.placement import remove_placement_groups
 
 
@@ -69,6 +69,9 @@ def _probe_class() -> type:
         def echo(self, items):
             return [x * 2 for x in items]
 
+        def fail(self, items):
+            return {}["no such key"]
+
         def env(self):
             import ray
 
@@ -102,6 +105,17 @@ def _role(n, cpus, gpus):
     return OmegaConf.create({"num_actors": n, "num_cpus_per_actor": cpus, "num_gpus_per_actor": gpus})
 
 
+def test_the_last_frame_of_an_actors_traceback_names_file_line_function_and_code():
+    from w2s.cluster import last_frame
+
+    text = ('ray::Worker.correct() (pid=7, ip=10.0.0.1)\n  File "/x/ray/_private/worker.py", line 90, in wrapper\n'
+            '    return f(*a)\n  File "/w2s/workers/corrector.py", line 51, in correct\n'
+            '    return self.corrector.correct(qs, answers, seed=seed)\nKeyError: \'x\'')
+    assert last_frame(text) == ("/w2s/workers/corrector.py:51 in correct: "
+                                "return self.corrector.correct(qs, answers, seed=seed)")
+    assert last_frame("no traceback here") == "an unknown place"
+
+
 @pytest.mark.slow
 class TestRoleGroups:
     """Role groups on one private Ray instance with 8 logical GPUs (none physical), shared by this class."""
@@ -115,6 +129,12 @@ class TestRoleGroups:
         with RoleGroup("corrector", _probe_class(), _role(2, 0.25, 0), strategy="PACK", timeout_s=60) as group:
             assert group.map_shards("echo", [1, 2, 3]) == [2, 4, 6]  # contiguous shards, results in order
             assert {p["rank"] for p in group.placements()} == {0, 1}
+            # A bug inside a live actor is no death: not a WorkerError (no retry would help), with where it raised.
+            with pytest.raises(ActorRaised) as raised:
+                group.map_shards("fail", [1, 2], what="round 1 correct")
+            assert not isinstance(raised.value, WorkerError)
+            assert "it raised KeyError('no such key')" in str(raised.value)
+            assert "test_cluster.py" in str(raised.value) and 'in fail: return {}["no such key"]' in str(raised.value)
             with pytest.raises(WorkerError) as e:
                 group.map_shards("crash", [1, 2], what="round 1 correct")
             message = str(e.value)

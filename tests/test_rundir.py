@@ -398,6 +398,18 @@ def test_the_runner_retries_work_whose_actor_died_on_restarted_services(tmp_path
     assert events == ["work", "restart", "work", "restart", "work"]
     assert not (rd.stage_dir(2, "generate") / "manifest.json").exists()
 
+    # What raised inside a live actor is no death: it fails at once, no restart, no retry.
+    from w2s.errors import ActorRaised
+
+    def buggy(stage_dir, rec):
+        events.append("work")
+        raise ActorRaised("generator rank 0: it raised KeyError('x') at worker.py:3 in generate")
+
+    events.clear()
+    with pytest.raises(ActorRaised, match="KeyError"):
+        rd.run(GENERATE, 3, {}, buggy)
+    assert events == ["work"]
+
 
 def test_metrics_go_to_tensorboard_as_scalars_by_round(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

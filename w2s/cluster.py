@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from w2s.errors import ClusterError, WorkerError
+from w2s.errors import ActorRaised, ClusterError, WorkerError
 from w2s.placement import PLACEMENT_WAIT_S, place_role, remove_placement_groups, role_layout
 from w2s.stopping import STOP, StopRequested, reclaim_stop_signals, stop_deferred
 
@@ -430,7 +430,19 @@ def _get(ref: Any, actor: ActorHandle, what: str) -> Any:
         cause = e.cause if getattr(e, "cause", None) is not None else e
         if isinstance(cause, Exception) and cause.__class__.__module__.startswith("w2s"):
             raise cause from None  # our own errors keep their message (a DataError stays a DataError)
-        raise WorkerError(_describe_failure(actor, what, f"it raised {cause!r}")) from e
+        raise ActorRaised(_describe_failure(actor, what, f"it raised {cause!r} at {last_frame(str(e))}")) from e
+
+
+def last_frame(traceback_text: str) -> str:
+    """``FILE:LINE in FUNCTION: CODE`` of the last frame of a traceback's text (Ray's RayTaskError holds the
+    actor's), or ``an unknown place``."""
+    import re
+
+    frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)\n\s*([^\n]*)', traceback_text)
+    if not frames:
+        return "an unknown place"
+    path, line, func, code = frames[-1]
+    return f"{path}:{line} in {func}" + (f": {code.strip()}" if code.strip() else "")
 
 
 def _describe_failure(actor: ActorHandle | None, what: str, problem: str) -> str:

@@ -53,5 +53,11 @@ class WorkerError(W2SError):
     """A Ray actor died or timed out; the message names its role, rank, node and where its logs are."""
 
 
+class ActorRaised(W2SError):
+    """The work inside an actor raised (the actor is alive): a rerun would raise again, so it is not retried
+    (``run.max_retries`` is for actors that die or hang). The message names the actor and the traceback's last
+    frame."""
+
+
 class RunDirError(W2SError):
     """The run directory is inconsistent with the config (for example a finished stage's config changed)."""

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from w2s.cluster import RayCluster
 from w2s.console import say
-from w2s.errors import WorkerError
+from w2s.errors import ActorRaised, WorkerError
 from w2s.rundir import RunDir, refuse_fewer_rounds
 from w2s.stopping import EXIT_STOPPED, STOP, StopRequested
 
@@ -113,10 +113,10 @@ def run_job(cfg: DictConfig, *, recipe: str, overrides: list[str]) -> int:
                     from w2s.popalign.pipeline import run_popalign
 
                     run_popalign(cfg, rd, services)
-    except WorkerError as e:
+    except (WorkerError, ActorRaised) as e:
         hint = full_disk_hint(rd.path, str(e))
         if hint:
-            raise WorkerError(f"{e}\n{hint}") from e
+            raise type(e)(f"{e}\n{hint}") from e
         raise
     except StopRequested as e:
         say(f"stopped during {e} after {time.time() - t0:.0f} s; re-run the same command to resume")
