@@ -50,7 +50,7 @@ def _signalled(cmd: list[str], marker: str, log: Path) -> tuple[int, str]:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-@pytest.mark.slow  # three commands start Ray and an actor each
+@pytest.mark.slow  # five commands start Ray and begin to start an actor each
 def test_every_command_that_starts_ray_stops_on_sigterm_with_143_and_says_how_to_resume(tmp_path, tiny_weak):
     rows = tmp_path / "rows.jsonl"
     rows.write_text("".join(json.dumps({"id": i, "question": f"What is {i} plus 1?", "answer": "It is 3."}) + "\n"
@@ -66,9 +66,12 @@ def test_every_command_that_starts_ray_stops_on_sigterm_with_143_and_says_how_to
                   str(tmp_path / "e")], "judge actor(s)"),
         "interpret": (["interpret", "lat", "interpret/quickstart", "--aligner", tiny_weak, "--output",
                        str(tmp_path / "i"), "model.aligner.dtype=float32"], "corrector actor(s)"),
+        "aligner train": (["aligner", "train", "tiny/aligner", "--output", str(tmp_path / "a")], "trainer actor(s)"),
+        "bench": (["bench", "generate", "--recipe", "tiny/dpo", "--model", "asset:tiny-strong", "--dtype", "float32",
+                   "--output", str(tmp_path / "b")], "generator actor(s)"),
     }
     for name, (cmd, marker) in commands.items():
-        code, out = _signalled(cmd, f"starting 1 {marker}", tmp_path / f"{name}.log")
+        code, out = _signalled(cmd, f"starting 1 {marker}", tmp_path / f"{name.replace(' ', '-')}.log")
         assert code == 143, (name, out[-3000:])
         assert "received SIGTERM" in out and "re-run the same command to resume" in out, (name, out[-3000:])
         assert "Traceback" not in out, (name, out[-3000:])
