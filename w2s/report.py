@@ -26,6 +26,31 @@ def eval_rows(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda m: (m["round"], m["compare_to"], m["judge"]))
 
 
+def pgr_rows(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The per-(round, judge) PGR rows (``loop.ceiling``), in round order."""
+    return sorted((m for m in metrics if str(m.get("stage", "")).startswith("pgr/")),
+                  key=lambda m: (m["round"], m["judge"]))
+
+
+def _pgr_section(metrics: list[dict[str, Any]]) -> Section:
+    rows = pgr_rows(metrics)
+    if not rows:
+        return Section("Performance gap recovered", [])
+    ceiling = sorted((m for m in metrics if str(m.get("stage", "")).startswith("ceiling-vs-")),
+                     key=lambda m: (m["round"], m["judge"]))
+    table = Table(["round", "judge", "PGR", "95% CI", "ω w2s (%)", "ω floor (%)", "ω ceiling (%)", "N"],
+                  [[m["round"], m["judge"], f"{m['pgr']:+.2f}", f"[{m['pgr_ci_low']:+.2f}, {m['pgr_ci_high']:+.2f}]",
+                    f"{m['omega_w2s']:+.1f}", f"{m['omega_floor']:+.1f}", f"{m['omega_ceiling']:+.1f}", m["n"]]
+                   for m in rows], "Every ω against the initial policy's answers, by the same judge.")
+    return Section("Performance gap recovered", [
+        Text("PGR = (w2s − floor) / (ceiling − floor) (Burns et al. 2023, for generation): w2s is the round's policy "
+             "trained on the Aligner's corrections, the floor the Aligner's own corrections of the initial answers, "
+             "the ceiling the same policy trained the same way on the prompts' gold references (loop.ceiling). 1: "
+             "weak supervision as good as gold; 0: nothing over the weak side itself. The CI resamples prompts; a "
+             "resample whose ceiling does not beat its floor has no PGR."), table,
+        omega_table(ceiling, [("round", "round")], "The ceiling policy against the initial one.")])
+
+
 def _train_losses(run_dir: Path) -> dict[int, list[float]]:
     out = {}
     for manifest in sorted(run_dir.glob("round-*/train/manifest.json")):
@@ -157,7 +182,8 @@ def write_report(run_dir: str | Path) -> Path:
                                            "Training loss per optimizer step.")] if losses else [])
     config = Text("Config: config.yaml in the run directory (fully resolved; its header names the w2s version and "
                   "git revision).") if (run_dir / "config.yaml").exists() else None
-    sections = [_evaluation_section(run_dir, eval_rows(metrics)), _aligner_section(run_dir, metrics), training,
+    sections = [_evaluation_section(run_dir, eval_rows(metrics)), _pgr_section(metrics),
+                _aligner_section(run_dir, metrics), training,
                 _samples_section(run_dir), _stages_section(metrics)]
     if (run_dir / "interpret").is_dir():  # written by `w2s interpret` into this run directory
         from w2s.interpret.report import interpret_sections

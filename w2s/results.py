@@ -9,6 +9,7 @@ round's policy against the initial and the previous one; and where the run's tim
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import time
@@ -49,7 +50,10 @@ def results_markdown(run_dir: Path, command: str, times: list[dict[str, Any]]) -
                                                                                 "aligner-eval-prompts/"))),
                      key=lambda m: (m.get("round") or 0, m["stage"], m["judge"]))
     evals = eval_rows(metrics)
-    lines = [f"# Results: {info['recipe']}", "",
+    recipe = Path(info["recipe"])
+    with contextlib.suppress(ValueError):  # a recipe under the working directory: named as the user would
+        recipe = recipe.relative_to(Path.cwd())
+    lines = [f"# Results: {recipe}", "",
              f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M')}; w2s {last['w2s_version']}, git "
              f"{last['git_revision']}; {_machine()}. Run directory: `{run_dir}`.", ""]
     measured = [m for m in metrics if str(m.get("stage", "")).startswith(("eval-vs-", "aligner-eval-prompts/"))]

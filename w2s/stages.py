@@ -56,7 +56,15 @@ TRAIN = Stage("train", KEYS_TRAIN, ("policy",))
 EVAL_ANSWERS = Stage("eval-answers", KEYS_EVAL, ("answers",), metrics_row=False)
 # The initial policy's evaluation answers (round 0): the same stage, depending on the initial policy alone.
 BASELINE_ANSWERS = Stage("eval-answers", KEYS_BASELINE, ("answers",), metrics_row=False)
+# The ceiling track (loop.ceiling), after the round: the same policy trained the same way on the prompts' gold
+# references instead of the Aligner's corrections (w2s.controller.ceiling). It depends on no Aligner setting.
+KEYS_CEILING_DATA = (*KEYS_GENERATE, "loop.on_truncated", "train.method", "train.dpo.min_pair_distance")
+CEILING_GENERATE = Stage("ceiling-generate", KEYS_GENERATE, ("answers",))
+CEILING_DATA = Stage("ceiling-data", KEYS_CEILING_DATA, ("train",))
+CEILING_TRAIN = Stage("ceiling-train", (*KEYS_CEILING_DATA, "train"), ("policy",))
+CEILING_ANSWERS = Stage("ceiling-eval-answers", (*KEYS_CEILING_DATA, "train", *KEYS_EVAL_ANSWERS), ("answers",),
+                        metrics_row=False)
 
 STAGES = (ALIGNER, ALIGNER_EVAL, ALIGNER_EVAL_PROMPTS, POPALIGN, POPALIGN_TRAIN, GENERATE, CORRECT, DATA, TRAIN,
-          EVAL_ANSWERS)
+          EVAL_ANSWERS, CEILING_GENERATE, CEILING_DATA, CEILING_TRAIN, CEILING_ANSWERS)
 RUN_ORDER = tuple(s.name for s in STAGES)

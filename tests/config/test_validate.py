@@ -185,3 +185,12 @@ def test_popalign_refuses_to_train_a_policy_that_answers_in_a_raw_prompt_templat
     issue = next(i for i in e.value.issues if i.key == "model.strong.prompt_template")
     assert "trains its pairs as chat conversations" in issue.problem and "train.dpo.pair_source=extra" in issue.fix
     load_config("tiny/popalign", ["model.strong.prompt_template=pku", "popalign.train_dpo=false"])
+
+
+def test_a_ceiling_is_trained_as_the_policy_is_and_needs_the_evaluation_pgr_is_made_of():
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny/dpo", ["loop.ceiling=true", "train.method=rlhf", "eval.compare_to=[previous]"])
+    problems = [i.problem for i in e.value.issues if i.key == "loop.ceiling"]
+    assert len(problems) == 2  # both said at once
+    assert "train.method=rlhf has no ceiling track" in problems[0] and "its floor" in problems[1]
+    load_config("tiny/dpo", ["loop.ceiling=true"])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from w2s.data.files import read_jsonl
+from w2s.data.files import read_jsonl, write_jsonl
 from w2s.eval.stats import sign_test
 
 # Small but complete: 2 rounds of 4 prompts, 4 evaluation prompts.
@@ -82,12 +82,19 @@ ALIGNER_AND_PAIRWISE = [
 
 
 @pytest.mark.slow  # w2s run
-def test_sft_two_rounds_with_two_trainer_ranks(tmp_path, tiny_strong):
+def test_sft_two_rounds_with_two_trainer_ranks_and_a_ceiling_track(tmp_path, tiny_strong):
     run = tmp_path / "run"
+    # The ceiling track too (loop.ceiling): loop prompts with gold references, here the quickstart triples'
+    # questions and corrections (none of them an evaluation prompt).
+    refs = tmp_path / "prompts-with-references.jsonl"
+    write_jsonl(refs, [{"id": r["id"], "prompt": r["question"], "reference": r["correction"]}
+                       for r in read_jsonl("recipes/data/quickstart/triples.jsonl")[:16]])
+    # No warm-up: each round's one SFT step moves both tracks' weights (a first warm-up step has no learning rate).
+    ceiling = [f"loop.prompts.path={refs}", "loop.ceiling=true", "train.sft.optim.warmup_ratio=0"]
     # Six logical CPUs: every role's actors fit side by side (two trainer ranks, two judges), so each stays for
     # the run.
     result = w2s("run", "tiny/sft", f"run.dir={run}", "cluster.trainer.num_actors=2", "cluster.num_cpus=6",
-                 "cluster.trainer.num_cpus_per_actor=1", *SMALL, *ALIGNER_AND_PAIRWISE, env={**os.environ})
+                 "cluster.trainer.num_cpus_per_actor=1", *SMALL, *ALIGNER_AND_PAIRWISE, *ceiling, env={**os.environ})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert f"run dir: {run}" in result.stdout
     # The actors' output (OpenRLHF's step bars, DeepSpeed's banners) is in their log files, not on the console.
@@ -96,6 +103,19 @@ def test_sft_two_rounds_with_two_trainer_ranks(tmp_path, tiny_strong):
     assert "Train step" in logs["trainer-0.log"] and "Train step" not in result.stdout + result.stderr
     assert len((result.stdout + result.stderr).splitlines()) < 120
     metrics = _check_finished_run(run, 2, "sft")
+    # The ceiling track: each round's ceiling trained on the references (its rows are them), judged against the
+    # initial policy, and PGR per judge with its three omegas.
+    for k in (1, 2):
+        sft_rows = read_jsonl(run / f"round-{k:02d}" / "ceiling-data" / "sft.jsonl")
+        assert {r["response"][-1]["content"] for r in sft_rows} <= {r["reference"] for r in read_jsonl(refs)}
+        policies = [run / f"round-{k:02d}" / t / "policy" / "model.safetensors" for t in ("train", "ceiling-train")]
+        assert policies[0].read_bytes() != policies[1].read_bytes()
+        pgr = {m["judge"]: m for m in metrics if m["round"] == k and str(m["stage"]).startswith("pgr/")}
+        # (The tiny pairwise judge leaves most verdicts undecided: a judge with no prompt decided in all three
+        # comparisons has no PGR row.)
+        assert "similarity" in pgr and all(m["n"] > 0 for m in pgr.values())
+        ceiling_rows = [m for m in metrics if m["round"] == k and m["stage"] == "ceiling-vs-initial/similarity"]
+        assert pgr["similarity"]["omega_ceiling"] == pytest.approx(ceiling_rows[0]["omega"])
     # The Aligner on held-out triples: whole questions it never trained on, every judge.
     heldout = read_jsonl(run / "aligner-eval" / "corrections.jsonl")
     ids = {r["id"] for r in heldout}
@@ -123,9 +143,12 @@ def test_sft_two_rounds_with_two_trainer_ranks(tmp_path, tiny_strong):
     assert len({a["pid"] for a in placements}) == 6
     status = w2s("status", str(run))
     assert status.returncode == 0 and "round-02/train" in status.stdout and "omega" in status.stdout
+    assert "configured as a dev set (eval.role=dev)" in status.stdout and "0 of them among the loop's prompts" in \
+        status.stdout
+    assert "round 2 PGR" in status.stdout and "Performance gap recovered" in (run / "report.html").read_text()
     # A finished run is not redone.
     again = w2s("run", "tiny/sft", f"run.dir={run}", "cluster.trainer.num_actors=2", "cluster.num_cpus=6",
-                "cluster.trainer.num_cpus_per_actor=1", *SMALL, *ALIGNER_AND_PAIRWISE)
+                "cluster.trainer.num_cpus_per_actor=1", *SMALL, *ALIGNER_AND_PAIRWISE, *ceiling)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert "starting" not in again.stdout  # judge verdicts came from the cache, scores from the stages
 
@@ -303,6 +326,25 @@ def test_a_finished_run_grows_by_a_round(tmp_path, finished_dpo_run):
     assert rows[:len(rows_before)] == rows_before  # the earlier rows, as they were
     assert {r["round"] for r in rows[len(rows_before):]} == {3}  # and rows of round 3 only
     _check_finished_run(run, 3, "dpo")
+
+
+@pytest.mark.slow  # w2s run: one seed resumes finished, one runs
+def test_several_seeds_run_one_after_the_other_and_are_reported_together(tmp_path, finished_dpo_run):
+    """`--seeds 42,7`: seed 42 is the shared finished run (42 is run.seed's default), copied in: it resumes with
+    nothing to do; seed 7 runs; the report over both has each seed's omega and their mean."""
+    base = tmp_path / "seeds"
+    shutil.copytree(finished_dpo_run, base / "seed-42")
+    result = w2s("run", "tiny/dpo", "--seeds", "42,7", f"run.dir={base}", *SMALL)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "===== seed 42 (1/2) =====" in result.stdout and "===== seed 7 (2/2) =====" in result.stdout
+    assert "round-01/generate: finished earlier, skipped" in result.stdout
+    _check_finished_run(base / "seed-7", 2, "dpo")
+    corrections = [read_jsonl(base / f"seed-{s}" / "round-01" / "correct" / "corrections.jsonl") for s in (42, 7)]
+    assert [r["correction"] for r in corrections[0]] != [r["correction"] for r in corrections[1]]
+    summary = json.loads((base / "summary.json").read_text())
+    row = next(r for r in summary["comparisons"] if r["comparison"] == "round-02 vs initial")
+    assert row["seeds"] == 2 and row["mean_omega"] == pytest.approx(sum(p["omega"] for p in row["per_seed"]) / 2)
+    assert row["ci_low"] <= row["mean_omega"] <= row["ci_high"] and (base / "report.html").exists()
 
 
 @pytest.mark.slow  # w2s run

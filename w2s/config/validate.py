@@ -161,6 +161,8 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
         check_data("loop.prompts", cfg.loop.prompts, issues, required=True)
         if cfg.loop.rounds < 1:
             issues.append(ConfigIssue("loop.rounds", cfg.loop.rounds, "must be at least 1", "set loop.rounds=1"))
+        if cfg.loop.ceiling:
+            _check_ceiling(cfg, issues)
         method = cfg.train.method
         if method in ("sft", "dpo"):
             check_trainer(f"train.{method}", cfg.train[method], trainer_ranks, issues)
@@ -341,6 +343,19 @@ def _check_openrlhf_models(cfg: DictConfig, job: str, issues: list[ConfigIssue])
         policy = local_dir(cfg.model.strong.path)
         issues += sequence_issues(cfg.train.rlhf.ppo, reward_max_len=int(cfg.train.rlhf.reward_model.max_len),
                                   policy_positions=max_positions(policy) if policy is not None else None)
+
+
+def _check_ceiling(cfg: DictConfig, issues: list[ConfigIssue]) -> None:
+    """loop.ceiling: a ceiling trained as the policy is (SFT or DPO), and the evaluation PGR is made of."""
+    if cfg.train.method not in ("sft", "dpo"):
+        issues.append(ConfigIssue("loop.ceiling", True, f"trains its ceiling as the policy is trained; "
+                                  f"train.method={cfg.train.method} has no ceiling track", "use sft or dpo, or "
+                                  "loop.ceiling=false"))
+    if not (cfg.eval.enabled and cfg.eval.aligner and "initial" in cfg.eval.compare_to) or cfg.aligner.per_round:
+        issues.append(ConfigIssue("loop.ceiling", True, "PGR needs the round's evaluation and its floor, the "
+                                  "Aligner judged on the evaluation prompts (one Aligner for every round)",
+                                  "set eval.enabled=true, eval.aligner=true and 'initial' in eval.compare_to (and no "
+                                  "aligner.per_round), or loop.ceiling=false"))
 
 
 def _check_popalign(cfg: DictConfig, trainer_ranks: int, issues: list[ConfigIssue]) -> None:

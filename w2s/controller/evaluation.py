@@ -25,10 +25,10 @@ if TYPE_CHECKING:
     from w2s.data.prompts import Prompt
 
 
-def eval_answers(run: RunContext, round_index: int, label: str, policy: str, prompts: list[Prompt]
-                 ) -> list[dict[str, Any]]:
+def eval_answers(run: RunContext, round_index: int, label: str, policy: str, prompts: list[Prompt],
+                 stage: Stage | None = None) -> list[dict[str, Any]]:
     """One policy's answers on the evaluation prompts, with every score judge's score (a stage: round 0's, the
-    initial policy's, depends on it alone)."""
+    initial policy's, depends on it alone; ``stage``: another track's, the ceiling's)."""
     cfg = run.cfg
 
     def work(stage_dir: Path, rec: dict[str, Any]) -> None:
@@ -46,16 +46,16 @@ def eval_answers(run: RunContext, round_index: int, label: str, policy: str, pro
         rec["metrics"] = {"policy": label, "truncated": sum(o.finish_reason == "length" for o in outs),
                           **{f"mean_{name}": sum(s.values()) / len(s) for name, s in scores.items()}}
 
-    stage = BASELINE_ANSWERS if round_index == 0 else EVAL_ANSWERS
+    stage = stage or (BASELINE_ANSWERS if round_index == 0 else EVAL_ANSWERS)
     inputs = {"prompts": source_file(cfg.eval.prompts.path), "policy": policy}
     return read_jsonl(run.rd.run(stage, round_index, inputs, work)["answers"])
 
 
-def _answers(rows: list[dict[str, Any]]) -> dict[str, str]:
+def answers_by_id(rows: list[dict[str, Any]]) -> dict[str, str]:
     return {str(r["id"]): r["answer"] for r in rows}
 
 
-def _scores(cand: list[dict[str, Any]], base: list[dict[str, Any]], judges: Any) -> dict[str, tuple[dict, dict]]:
+def kept_scores(cand: list[dict[str, Any]], base: list[dict[str, Any]], judges: Any) -> dict[str, tuple[dict, dict]]:
     """Per score judge, (candidate scores, baseline scores) stored with the answers by this very judge (a judge
     added or changed since is left out: it scores the answers again)."""
     out = {}
@@ -69,7 +69,7 @@ def _scores(cand: list[dict[str, Any]], base: list[dict[str, Any]], judges: Any)
 def log_results(run: RunContext, round_index: int | None, stage: str, result: ComparisonResult, out_dir: Path,
                 extra: dict[str, Any]) -> dict[str, Any]:
     """Metrics rows, the console lines and the audit files of one comparison."""
-    if stage.startswith("eval-vs-") or stage == ALIGNER_EVAL_PROMPTS.name:  # measured on the evaluation prompts
+    if stage.startswith(("eval-vs-", "ceiling-vs-")) or stage == ALIGNER_EVAL_PROMPTS.name:  # on the eval prompts
         extra = {**extra, **run.eval_overlap}
     result.write(out_dir)
     summary = {}
@@ -85,8 +85,9 @@ def compare_stage(run: RunContext, k: int, label: str, previous: str, answers: d
     """Round k's policy against the previous and the initial one, by every judge, paired by prompt id."""
     cfg = run.cfg
     bases = {against: (previous if against == "previous" else "initial") for against in cfg.eval.compare_to}
-    comparisons = {against: (_answers(answers[label]), _answers(answers[base])) for against, base in bases.items()}
-    scores = {against: _scores(answers[label], answers[base], cfg.eval.judges) for against, base in bases.items()}
+    comparisons = {against: (answers_by_id(answers[label]), answers_by_id(answers[base]))
+                   for against, base in bases.items()}
+    scores = {against: kept_scores(answers[label], answers[base], cfg.eval.judges) for against, base in bases.items()}
     results = compare(cfg.eval.judges, EvalItem.of(prompts), comparisons, scores=scores,
                       open_workers=run.services.judge, cache_dir=run.rd.path / "judge-cache",
                       seed=int(cfg.run.seed), say=say)

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from w2s.console import say
 from w2s.controller import aligners, evaluation
+from w2s.controller.ceiling import ceiling_eval, ceiling_round
 from w2s.controller.context import RunContext
 from w2s.controller.overlap import check_overlap
 from w2s.data.files import read_jsonl, write_jsonl
@@ -29,7 +30,7 @@ from w2s.data.prompts import Prompt, read_prompts
 from w2s.errors import DataError
 from w2s.generation.sampling import stage_seed
 from w2s.rundir import RunDir, say_losses, source_file, training_metrics
-from w2s.stages import CORRECT, DATA, GENERATE, TRAIN
+from w2s.stages import CORRECT, DATA, GENERATE, TRAIN, Stage
 
 if TYPE_CHECKING:
     from w2s.roles import Services
@@ -79,7 +80,7 @@ class LoopInputs:
 
 def preflight(cfg: DictConfig) -> LoopInputs:
     """Read and check every prompt file before any actor starts (bad rows name file, line and field)."""
-    prompts = read_prompts(cfg.loop.prompts, with_reference=False, what="loop.prompts", echo=say)
+    prompts = read_prompts(cfg.loop.prompts, with_reference=bool(cfg.loop.ceiling), what="loop.prompts", echo=say)
     slices = round_slices(prompts, cfg)
     eval_prompts: list[Prompt] = []
     if cfg.eval.enabled:
@@ -130,6 +131,7 @@ class Loop(RunContext):
             if cfg.eval.aligner and aligner:
                 evaluation.aligner_eval_prompts(self, aligner, evals["initial"], eval_prompts)
 
+        ceiling = initial  # loop.ceiling: the same policy trained on gold references (w2s.controller.ceiling)
         for k, round_prompts in enumerate(slices, start=1):
             say(f"===== round {k}/{len(slices)}: {len(round_prompts)} prompts, policy {policy_label} =====")
             if per_round:
@@ -144,6 +146,10 @@ class Loop(RunContext):
             if cfg.eval.enabled:
                 evals[label] = evaluation.eval_answers(self, k, label, new_policy, eval_prompts)
                 summaries.append(evaluation.compare_stage(self, k, label, policy_label, evals, eval_prompts))
+            if cfg.loop.ceiling:
+                ceiling = ceiling_round(self, k, round_prompts, ceiling, initial)
+                if cfg.eval.enabled:
+                    summaries[-1]["ceiling"] = ceiling_eval(self, k, ceiling, evals, eval_prompts)
             policy, policy_label = new_policy, label
         say(f"final policy: {policy}")
         return summaries
@@ -155,12 +161,14 @@ class Loop(RunContext):
             return None
         return evaluation.aligner_eval_stage(self, aligner, self.aligner_heldout, k)
 
-    def generate_stage(self, k: int, policy: str, prompts: list[Prompt]) -> list[dict[str, Any]]:
+    def generate_stage(self, k: int, policy: str, prompts: list[Prompt], stage: Stage = GENERATE
+                       ) -> list[dict[str, Any]]:
+        """Round k's answers of ``policy`` (the ceiling track's too: ``stage``), seeded alike."""
         def work(stage_dir: Path, rec: dict[str, Any]) -> None:
             t0 = time.time()
             outs = self.generate(policy, prompts, self.cfg.generate,
                                  stage_seed(self.cfg.generate.seed, self.cfg.run.seed, "generate", k),
-                                 f"round {k} generate", rec)
+                                 f"round {k} {stage.name}", rec)
             rows = [{"id": p.id, "prompt": p.prompt, "answer": o.text, "completion_tokens": o.completion_tokens,
                      "finish_reason": o.finish_reason, "policy": policy} for p, o in zip(prompts, outs)]
             write_jsonl(stage_dir / "answers.jsonl", rows)
@@ -169,7 +177,7 @@ class Loop(RunContext):
                               "seconds": round(time.time() - t0, 2)}
 
         inputs = {"prompts": source_file(self.cfg.loop.prompts.path), "policy": policy}
-        return read_jsonl(self.rd.run(GENERATE, k, inputs, work)["answers"])
+        return read_jsonl(self.rd.run(stage, k, inputs, work)["answers"])
 
     def correct_stage(self, k: int, aligner: str, answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
         from w2s.data.text import normalized_edit_distance
@@ -288,7 +296,9 @@ class Loop(RunContext):
         picked = [rows[order[(k - 1) * per + i]] for i in range(per) if (k - 1) * per + i < len(order)]
         return [(r["prompt"], r["chosen"], r["rejected"]) for r in picked]
 
-    def train_stage(self, k: int, policy: str, initial: str, data: Path) -> str:
+    def train_stage(self, k: int, policy: str, initial: str, data: Path, stage: Stage = TRAIN) -> str:
+        """Round k's training of ``policy`` on ``data`` (the ceiling track's too: ``stage``), with the same method,
+        section, seed and KL anchor."""
         cfg = self.cfg
         method = cfg.train.method
         inputs = {"data": data, "policy": policy}
@@ -296,10 +306,11 @@ class Loop(RunContext):
             inputs["reference"] = initial if cfg.train.reference == "initial" else policy
 
         def work(stage_dir: Path, rec: dict[str, Any]) -> None:
-            tb = str(self.rd.path / "tensorboard" / f"round-{k:02d}-{method}")
+            prefix = "" if stage is TRAIN else f"{stage.name}-"
+            tb = str(self.rd.path / "tensorboard" / f"round-{k:02d}-{prefix}{method}")
             out = stage_dir / "policy"
             chat = self.prompt_format()[0]
-            say(f"round {k} train: {method} from {policy}")
+            say(f"round {k} {stage.name}: {method} from {policy}")
             if method == "sft":
                 result = self.services.train("train_sft", cfg.train.sft, policy, str(data), str(out),
                                              seed=int(cfg.run.seed) + k, tensorboard_dir=tb, chat=chat)
@@ -313,9 +324,9 @@ class Loop(RunContext):
             rec["metrics"], rec["losses"] = training_metrics(result)
             rec["metrics"].update({f"train_{m}": v for m, v in (result.get("metrics") or {}).items()
                                    if isinstance(v, (int, float))})
-            say_losses(f"round {k} train", rec["losses"])
+            say_losses(f"round {k} {stage.name}", rec["losses"])
 
-        return str(self.rd.run(TRAIN, k, inputs, work)["policy"])
+        return str(self.rd.run(stage, k, inputs, work)["policy"])
 
     def rlhf(self, k: int, policy: str, reference: str | None, data: Path, stage_dir: Path,
              tb: str) -> dict[str, Any]:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from w2s.errors import RunDirError
-from w2s.report import eval_rows, eval_set_note, latest_metrics
+from w2s.report import eval_rows, eval_set_note, latest_metrics, pgr_rows
 from w2s.rundir import read_state
-
-STAGE_ORDER = ["aligner", "aligner-eval", "eval-answers", "generate", "correct", "data", "train"]
+from w2s.stages import RUN_ORDER
 
 
 def print_status(run_dir: str) -> int:
@@ -23,7 +22,7 @@ def print_status(run_dir: str) -> int:
     for folder in folders:
         stages = [folder] if not folder.name.startswith("round-") else sorted(
             (p for p in folder.iterdir() if p.is_dir() and p.name != "compare"),  # compare: the eval-vs outputs
-            key=lambda p: STAGE_ORDER.index(p.name) if p.name in STAGE_ORDER else 99)
+            key=lambda p: RUN_ORDER.index(p.name) if p.name in RUN_ORDER else len(RUN_ORDER))
         for stage in stages:
             manifest = stage / "manifest.json"
             if manifest.exists():
@@ -44,7 +43,14 @@ def print_status(run_dir: str) -> int:
     measured = [m for m in metrics if str(m.get("stage", "")).startswith(("eval-vs-", "aligner-eval-prompts/"))]
     if measured:
         print(f"  {eval_set_note(path, measured)}")
-    for m in eval_rows(metrics):
-        print(f"  round {m['round']} vs {m['compare_to']:<8} {m['judge']:<14} omega {m['omega']:+.1f}% "
+    ceiling = sorted((m for m in metrics if str(m.get("stage", "")).startswith("ceiling-vs-")),
+                     key=lambda m: (m["round"], m["judge"]))
+    for m in eval_rows(metrics) + ceiling:
+        vs = "ceiling" if m["stage"].startswith("ceiling-") else f"vs {m['compare_to']}"
+        print(f"  round {m['round']} {vs:<11} {m['judge']:<14} omega {m['omega']:+.1f}% "
               f"[{m['ci_low']:+.1f}, {m['ci_high']:+.1f}]  W/L/T {m['wins']}/{m['losses']}/{m['ties']}")
+    for m in pgr_rows(metrics):
+        print(f"  round {m['round']} PGR       {m['judge']:<14} {m['pgr']:+.2f} [{m['pgr_ci_low']:+.2f}, "
+              f"{m['pgr_ci_high']:+.2f}]  (w2s {m['omega_w2s']:+.1f}%, floor {m['omega_floor']:+.1f}%, ceiling "
+              f"{m['omega_ceiling']:+.1f}%)")
     return 0

@@ -16,6 +16,11 @@ class LoopConfig:
     prompts: PromptDataConfig = _f(help="Prompts the strong policy answers.", factory=PromptDataConfig)
     prompts_per_round: int = _f(0, "Prompts answered per round (global). 0: all prompts every round.", minimum=0)
     repeat_prompts: bool = _f(False, "Allow a prompt in more than one round (otherwise rounds take disjoint slices).")
+    ceiling: bool = _f(False, "Also train a ceiling each round: the same policy trained the same way (method, "
+                       "section, seeds, KL anchor) on the loop prompts' gold references (their reference field) "
+                       "instead of the Aligner's corrections; each round then reports the performance gap recovered, "
+                       "PGR = (w2s - floor) / (ceiling - floor), with the Aligner's own corrections of the initial "
+                       "answers as the floor, per judge with a 95% CI (sft and dpo; needs eval and eval.aligner).")
     on_truncated: str = _f("drop", "Answers or corrections cut off at max_new_tokens: drop them from the round's "
                            "training data (counted in the data stage's metrics), or keep them.", ["drop", "keep"])
 
