@@ -64,3 +64,10 @@ def test_seeds_are_two_or_more_different_whole_numbers():
     for bad in ("1", "1,1", "a,b"):
         with pytest.raises(Exception, match="give"):
             parse_seeds(bad)
+
+
+def test_run_takes_overrides_after_seeds():
+    from w2s.cli import build_parser
+
+    args, unknown = build_parser()[0].parse_known_args(["run", "tiny/dpo", "--seeds", "1,2", "run.dir=x", "a.b=1"])
+    assert (args.seeds, args.overrides, unknown) == ([1, 2], ["run.dir=x", "a.b=1"], [])

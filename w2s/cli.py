@@ -163,6 +163,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
 
     run = add("run", cmd_run, "run a recipe (its `job`: the weak-to-strong loop, Aligner training or PopAlign)")
     _recipe_args(run)
+    from w2s.aligner.cli import _collect_overrides
+
+    _collect_overrides(run)  # key=value after --seeds too
     run.add_argument("--seeds", type=_seeds, help="run the recipe once per seed (e.g. 1,2,3), one after the other, "
                      "each in RUN_DIR/seed-N with run.seed=N, then write the report over them into RUN_DIR")
     report = add("report", cmd_report, "write a run's report again, or the report over several runs of one recipe "
