@@ -38,6 +38,7 @@ def test_sign_test_hand_computed():
     assert sign_test(8, 2) == pytest.approx(2 * 56 / 1024)
     assert sign_test(5, 5) == 1.0 and sign_test(0, 0) == 1.0
     assert sign_test(20, 0) == pytest.approx(2 / 2 ** 20)
+    assert sign_test(6, 0) == 2 / 2 ** 6  # exactly: summed in integers up to EXACT_UP_TO prompts
 
 
 @pytest.mark.parametrize("wins,losses", [(600, 500), (1100, 0), (5000, 4900), (2600, 2400), (40000, 39000)])
