@@ -13,14 +13,11 @@ between seeds is often the larger part.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from w2s.eval.verdicts import LOSS, TIE, WIN
-
-_VALUE = {WIN: 1, LOSS: -1, TIE: 0}
+from w2s.eval.stats import outcome_values
 
 
 def seed_dirs(base: Path, seeds: Sequence[int]) -> list[Path]:
@@ -51,13 +48,8 @@ def _comparisons(run_dir: Path) -> dict[tuple[str, str], list[int]]:
             found[what] = path
         for path in sorted(run_dir.glob(f"round-*/{stage}/outcomes.jsonl")):  # aligner.per_round: Aligner_k
             found[f"{path.parts[-3]} {what}"] = path
-    out: dict[tuple[str, str], list[int]] = {}
-    for label, path in found.items():
-        for line in path.read_text().splitlines():
-            row = json.loads(line) if line.strip() else {}
-            if row.get("outcome") in _VALUE:
-                out.setdefault((label, row["judge"]), []).append(_VALUE[row["outcome"]])
-    return out
+    return {(label, judge): list(values.values()) for label, path in found.items()
+            for judge, values in outcome_values(path).items()}
 
 
 def two_level_ci(per_seed: Sequence[Sequence[int]], *, resamples: int = 4000, seed: int = 0,
@@ -100,13 +92,9 @@ def write_seeds_report(run_dirs: Sequence[Path], out: Path) -> Path:
     import time
 
     from w2s.data.files import atomic_write_json
-    from w2s.errors import W2SError
     from w2s.eval.html import Section, Table, Text
     from w2s.eval.report import write_reports
 
-    missing = [str(d) for d in run_dirs if not (Path(d) / "run.json").exists()]
-    if missing:
-        raise W2SError(f"not a w2s run directory (no run.json): {', '.join(missing)}")
     rows = aggregate(run_dirs)
     atomic_write_json(out / "summary.json", {"runs": [str(d) for d in run_dirs], "comparisons": rows})
     table = Table(["comparison", "judge", "seeds", "mean ω (%)", "95% CI (seeds and prompts)", "per seed ω (%)"],

@@ -24,16 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from w2s.console import say
-from w2s.data.files import read_jsonl, write_jsonl
-from w2s.eval.verdicts import LOSS, TIE, WIN
+from w2s.data.files import write_jsonl
+from w2s.eval.stats import outcome_values
 from w2s.stages import CEILING_ANSWERS, CEILING_DATA, CEILING_GENERATE, CEILING_TRAIN
 
 if TYPE_CHECKING:
     from w2s.controller.loop import Loop
     from w2s.data.prompts import Prompt
-
-_VALUE = {WIN: 1, LOSS: -1, TIE: 0}
-
 
 def pgr(w2s: Sequence[int], floor: Sequence[int], ceiling: Sequence[int]) -> float:
     """(omega_w2s - omega_floor) / (omega_ceiling - omega_floor) of per-prompt outcomes (+1, 0, -1); nan when the
@@ -61,21 +58,12 @@ def pgr_with_ci(w2s: Sequence[int], floor: Sequence[int], ceiling: Sequence[int]
             "resamples_without_gap": int((~ok).sum())}
 
 
-def _outcomes(path: Path) -> dict[str, dict[str, int]]:
-    """judge -> prompt id -> +1/0/-1 of an ``outcomes.jsonl`` (undecided prompts left out)."""
-    out: dict[str, dict[str, int]] = {}
-    for r in read_jsonl(path) if path.exists() else []:
-        if r.get("outcome") in _VALUE:
-            out.setdefault(r["judge"], {})[str(r["id"])] = _VALUE[r["outcome"]]
-    return out
-
-
 def pgr_rows(run_dir: Path, k: int, seed: int = 0) -> dict[str, dict[str, Any]]:
     """Round k's PGR per judge from the outcomes the run kept: its policy and its ceiling against the initial one,
     and the floor (prompts some of the three left undecided are left out of all three)."""
-    w2s = _outcomes(run_dir / f"round-{k:02d}" / "compare" / "initial" / "outcomes.jsonl")
-    ceiling = _outcomes(run_dir / f"round-{k:02d}" / "compare" / "ceiling" / "outcomes.jsonl")
-    floor = _outcomes(run_dir / "aligner-eval-prompts" / "outcomes.jsonl")
+    w2s = outcome_values(run_dir / f"round-{k:02d}" / "compare" / "initial" / "outcomes.jsonl")
+    ceiling = outcome_values(run_dir / f"round-{k:02d}" / "compare" / "ceiling" / "outcomes.jsonl")
+    floor = outcome_values(run_dir / "aligner-eval-prompts" / "outcomes.jsonl")
     rows = {}
     for judge in sorted(set(w2s) & set(ceiling) & set(floor)):
         ids = sorted(set(w2s[judge]) & set(ceiling[judge]) & set(floor[judge]))

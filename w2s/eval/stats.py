@@ -11,18 +11,30 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from w2s.eval.verdicts import LOSS, TIE, WIN
 
-_VALUE = {WIN: 1, LOSS: -1, TIE: 0}
+OUTCOME_VALUE = {WIN: 1, LOSS: -1, TIE: 0}  # a prompt's outcome as a number: omega is their mean x 100
+
+
+def outcome_values(path: Path) -> dict[str, dict[str, int]]:
+    """judge -> prompt id -> +1/0/-1 of a kept ``outcomes.jsonl`` (undecided prompts left out; none when absent)."""
+    from w2s.data.files import read_jsonl
+
+    out: dict[str, dict[str, int]] = {}
+    for r in read_jsonl(path) if path.exists() else []:
+        if r.get("outcome") in OUTCOME_VALUE:
+            out.setdefault(r["judge"], {})[str(r["id"])] = OUTCOME_VALUE[r["outcome"]]
+    return out
 
 
 def omega(outcomes: Sequence[str]) -> float:
     """(wins - losses) / N x 100 over decided outcomes."""
     if not outcomes:
         return float("nan")
-    return 100.0 * sum(_VALUE[o] for o in outcomes) / len(outcomes)
+    return 100.0 * sum(OUTCOME_VALUE[o] for o in outcomes) / len(outcomes)
 
 
 def bootstrap_ci(outcomes: Sequence[str], *, resamples: int = 2000, seed: int = 0,
@@ -32,7 +44,7 @@ def bootstrap_ci(outcomes: Sequence[str], *, resamples: int = 2000, seed: int = 
 
     if not outcomes:
         return float("nan"), float("nan")
-    values = np.array([_VALUE[o] for o in outcomes], dtype=np.float64)
+    values = np.array([OUTCOME_VALUE[o] for o in outcomes], dtype=np.float64)
     rng = np.random.default_rng(seed)
     means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1) * 100.0
     tail = (1.0 - level) / 2.0 * 100.0
