@@ -38,10 +38,16 @@ def test_a_sigkilled_driver_takes_its_private_ray_instance_with_it(tmp_path):
         while "starting 1 generator actor(s)" not in log_path.read_text():
             assert driver.poll() is None and time.time() < deadline, log_path.read_text()[-3000:]
             time.sleep(0.2)
-        descendants = [p for p in psutil.Process(driver.pid).children(recursive=True)
-                       if "w2s.reaper" not in " ".join(p.cmdline())]
-        names = " ".join(" ".join(p.cmdline()) for p in descendants)
-        assert "gcs_server" in names and "raylet" in names and "ray::DashboardAgent" in names
+        # Ray starts its agents alongside the first actors and renames them once they run: wait for all of them.
+        deadline = time.time() + 60
+        while True:
+            descendants = [p for p in psutil.Process(driver.pid).children(recursive=True)
+                           if "w2s.reaper" not in " ".join(p.cmdline())]
+            names = " ".join(" ".join(p.cmdline()) for p in descendants)
+            if all(n in names for n in ("gcs_server", "raylet", "ray::DashboardAgent")) or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        assert "gcs_server" in names and "raylet" in names and "ray::DashboardAgent" in names, names[-2000:]
         # Ray's title rewrite zeroes the start of its agents' environment (the tag too, at times): the reaper knows
         # them as the driver's descendants as well.
         os.kill(driver.pid, signal.SIGKILL)  # the driver alone, as the OOM killer would
