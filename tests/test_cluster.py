@@ -60,18 +60,33 @@ def test_private_instance_ignores_a_cluster_already_running_here(monkeypatch):
 
 
 def _probe_class() -> type:
+    import dataclasses
+
     from w2s.cluster import RoleActorMixin
+    from w2s.workers.dispatch import Dispatch, register
+
+    @dataclasses.dataclass(frozen=True)
+    class Items:  # a row request: its rows are the field ``rows`` names
+        items: list
+
+    Items.rows = "items"
 
     class Probe(RoleActorMixin):  # defined in a function so Ray ships it by value to the actors
-        def crash(self, items):
+        Request = Items
+
+        @register(Dispatch.ROWS)
+        def crash(self, request):
             os._exit(3)
 
-        def echo(self, items):
-            return [x * 2 for x in items]
+        @register(Dispatch.ROWS)
+        def echo(self, request):
+            return [x * 2 for x in request.items]
 
-        def fail(self, items):
+        @register(Dispatch.ROWS)
+        def fail(self, request):
             return {}["no such key"]
 
+        @register(Dispatch.ALL)
         def env(self):
             import ray
 
@@ -94,11 +109,15 @@ def _probe_class() -> type:
                 out.append(ray.get(worker.options(scheduling_strategy=strategy).remote()))
             return out
 
-        def sleep(self, seconds):
+        @register(Dispatch.ALL)
+        def nap(self, seconds):
             time.sleep(seconds)
             return seconds
 
     return Probe
+
+
+Probe = _probe_class()
 
 
 def _role(n, cpus, gpus):
@@ -126,24 +145,24 @@ class TestRoleGroups:
             yield cluster
 
     def test_role_group_places_shards_and_reports_a_dead_actor(self, ray8):
-        with RoleGroup("corrector", _probe_class(), _role(2, 0.25, 0), strategy="PACK", timeout_s=60) as group:
-            assert group.map_shards("echo", [1, 2, 3]) == [2, 4, 6]  # contiguous shards, results in order
+        with RoleGroup("corrector", Probe, _role(2, 0.25, 0), strategy="PACK", timeout_s=60) as group:
+            assert group.call(Probe.echo, Probe.Request([1, 2, 3])) == [2, 4, 6]  # contiguous shards, in order
             assert {p["rank"] for p in group.placements()} == {0, 1}
             # A bug inside a live actor is no death: not a WorkerError (no retry would help), with where it raised.
             with pytest.raises(ActorRaised) as raised:
-                group.map_shards("fail", [1, 2], what="round 1 correct")
+                group.call(Probe.fail, Probe.Request([1, 2]), what="round 1 correct")
             assert not isinstance(raised.value, WorkerError)
             assert "it raised KeyError('no such key')" in str(raised.value)
             assert "test_cluster.py" in str(raised.value) and 'in fail: return {}["no such key"]' in str(raised.value)
             with pytest.raises(WorkerError) as e:
-                group.map_shards("crash", [1, 2], what="round 1 correct")
+                group.call(Probe.crash, Probe.Request([1, 2]), what="round 1 correct")
             message = str(e.value)
             assert "round 1 correct" in message and "corrector rank" in message and "died" in message
             assert "pid" in message and "logs" in message
 
     def test_tensor_parallel_actors_get_one_gpu_bundles_and_vllm_env(self, ray8):
-        with RoleGroup("generator", _probe_class(), _role(2, 0.25, 2), strategy="PACK", timeout_s=60) as group:
-            (env0, gpus0), (env1, gpus1) = group.call_all("env")
+        with RoleGroup("generator", Probe, _role(2, 0.25, 2), strategy="PACK", timeout_s=60) as group:
+            (env0, gpus0), (env1, gpus1) = group.call(Probe.env)
             for env in (env0, env1):
                 assert env == {"VLLM_RAY_BUNDLE_INDICES": "0,1", "VLLM_RAY_PER_WORKER_GPUS": "1",
                                "TOKENIZERS_PARALLELISM": "false"}  # merged with the driver's job env
@@ -156,13 +175,13 @@ class TestRoleGroups:
             assert node0 == node1 == group.actors[0].where["node_id"]
 
     def test_single_and_shared_gpu_actors_keep_one_bundle_each(self, ray8):
-        with RoleGroup("trainer", _probe_class(), _role(1, 0.25, 1), strategy="PACK", timeout_s=60) as whole, \
-                RoleGroup("judge", _probe_class(), _role(2, 0.25, 0.5), strategy="PACK", timeout_s=60) as shared:
-            ((env, gpus),) = whole.call_all("env")
+        with RoleGroup("trainer", Probe, _role(1, 0.25, 1), strategy="PACK", timeout_s=60) as whole, \
+                RoleGroup("judge", Probe, _role(2, 0.25, 0.5), strategy="PACK", timeout_s=60) as shared:
+            ((env, gpus),) = whole.call(Probe.env)
             assert env["VLLM_RAY_BUNDLE_INDICES"] is None and len(gpus) == 1
             assert [len(pg.bundle_specs) for pg in whole.pgs] == [1]
             assert shared.pgs[0].bundle_specs == [{"CPU": 0.25, "GPU": 0.5}] * 2
-            assert [len(g) for _, g in shared.call_all("env")] == [1, 1]
+            assert [len(g) for _, g in shared.call(Probe.env)] == [1, 1]
 
     def test_colocated_roles_share_each_gpu_rank_by_rank_and_never_within_a_role(self, ray8):
         """cluster.colocate: one group of whole-GPU bundles; rank i of every role on GPU i (Ray's assignment, read
@@ -181,16 +200,16 @@ class TestRoleGroups:
         assert len(set(pool_nodes(pg))) == 1
         try:
             seated = {}
-            with RoleGroup("trainer", _probe_class(), cfg.trainer, strategy="PACK", timeout_s=60,
+            with RoleGroup("trainer", Probe, cfg.trainer, strategy="PACK", timeout_s=60,
                            pool=(pool, pg)) as trainer, \
-                    RoleGroup("generator", _probe_class(), cfg.generator, strategy="PACK", timeout_s=60,
+                    RoleGroup("generator", Probe, cfg.generator, strategy="PACK", timeout_s=60,
                               pool=(pool, pg)) as generator, \
-                    RoleGroup("judge", _probe_class(), cfg.judge, strategy="PACK", timeout_s=60, pool=(pool, pg),
+                    RoleGroup("judge", Probe, cfg.judge, strategy="PACK", timeout_s=60, pool=(pool, pg),
                               offset=0) as judge0, \
-                    RoleGroup("judge", _probe_class(), cfg.judge, strategy="PACK", timeout_s=60, pool=(pool, pg),
+                    RoleGroup("judge", Probe, cfg.judge, strategy="PACK", timeout_s=60, pool=(pool, pg),
                               offset=1) as judge1:
                 for name, group in (("trainer", trainer), ("judge0", judge0), ("judge1", judge1)):
-                    seated[name] = [g for _, g in group.call_all("env")]
+                    seated[name] = [g for _, g in group.call(Probe.env)]
                 assert all(len(g) == 1 for g in seated["trainer"])
                 trainer_gpus = [g[0] for g in seated["trainer"]]
                 assert len(set(trainer_gpus)) == 4  # no two ranks of one role on one GPU
@@ -210,29 +229,29 @@ class TestRoleGroups:
     def test_placement_errors_name_the_fix(self, ray8):
         # Three 3-GPU engines need 9 of the 8 GPUs: refused at once; the strategy is not the problem.
         with pytest.raises(ClusterError) as e:
-            RoleGroup("generator", _probe_class(), _role(3, 0.25, 3), strategy="PACK", timeout_s=60)
+            RoleGroup("generator", Probe, _role(3, 0.25, 3), strategy="PACK", timeout_s=60)
         text = str(e.value)
         assert "3 actor(s) x 3 one-GPU bundles on one node (tensor parallel) need 9 GPUs" in text
         assert "lower cluster.generator.num_actors to 2" in text and "placement_strategy" not in text
         # Two actors on nodes of their own, on a one-node cluster: the strategy is the problem.
         with pytest.raises(ClusterError) as e:
-            RoleGroup("judge", _probe_class(), _role(2, 0.25, 0), strategy="STRICT_SPREAD", timeout_s=2)
+            RoleGroup("judge", Probe, _role(2, 0.25, 0), strategy="STRICT_SPREAD", timeout_s=2)
         assert "use cluster.placement_strategy=PACK or SPREAD" in str(e.value)
         assert ray.available_resources().get("GPU") == 8  # nothing left behind
 
     def test_a_call_longer_than_the_liveness_timeout_succeeds_and_a_frozen_actor_fails(self, ray8):
         # The 30 s cap only ends the test should liveness fail to catch the frozen actor.
-        with RoleGroup("trainer", _probe_class(), _role(1, 0.25, 0), strategy="PACK", timeout_s=30,
+        with RoleGroup("trainer", Probe, _role(1, 0.25, 0), strategy="PACK", timeout_s=30,
                        liveness_s=2) as group:
             t0 = time.monotonic()
-            assert group.call_all("sleep", 5, what="trainer train_sft") == [5]  # pings answered meanwhile
+            assert group.call(Probe.nap, 5, what="trainer train_sft") == [5]  # pings answered meanwhile
             assert time.monotonic() - t0 >= 5
             pid = group.actors[0].where["pid"]
             os.kill(pid, signal.SIGSTOP)  # frozen: alive to Ray, answers nothing
             try:
                 t0 = time.monotonic()
                 with pytest.raises(WorkerError) as e:
-                    group.call_all("sleep", 0, what="trainer train_sft")
+                    group.call(Probe.nap, 0, what="trainer train_sft")
                 assert 2 <= time.monotonic() - t0 < 10
             finally:
                 os.kill(pid, signal.SIGCONT)
@@ -242,13 +261,13 @@ class TestRoleGroups:
         assert f"worker-*-{pid}." in message
 
     def test_a_stop_request_interrupts_a_long_call(self, ray8):
-        with RoleGroup("trainer", _probe_class(), _role(1, 0.25, 0), strategy="PACK", timeout_s=0) as group:
+        with RoleGroup("trainer", Probe, _role(1, 0.25, 0), strategy="PACK", timeout_s=0) as group:
             timer = threading.Timer(1.0, STOP.set)
             timer.start()
             t0 = time.monotonic()
             try:
                 with pytest.raises(StopRequested):
-                    group.call_all("sleep", 60, what="trainer train_dpo")
+                    group.call(Probe.nap, 60, what="trainer train_dpo")
                 assert time.monotonic() - t0 < 5
             finally:
                 timer.cancel()

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from w2s.workers.requests import TrainDPO, Training, TrainSFT
+
 PROMPTS = ["What is the capital of France?", "How can I sleep better?", "Explain photosynthesis briefly.",
            "Give me three tips for a job interview.", "Why is the sky blue?", "How do I apologise to a friend?",
            "What is 17 times 23?", "Write a haiku about rain."]
@@ -69,15 +71,16 @@ def bench_generate(args: argparse.Namespace) -> list[dict[str, Any]]:
             measured = []
             with Services(cfg) as services:  # closed after each backend: the next one's memory is its own
                 t0 = time.perf_counter()
-                services.generator(args.model, cfg.model.strong, sampling)
+                services.generator.hold(args.model, cfg.model.strong, sampling)
                 startup = time.perf_counter() - t0
                 for batch in list(args.batch) if backend == "transformers" else ["all"]:
                     size = len(prompts) if batch == "all" else int(batch)
                     sampling = OmegaConf.merge(sampling, {"batch_prompts_per_actor": size})
                     # warm-up: first-call allocations, compiled kernels
-                    services.generate(args.model, prompts[:size], sampling, 0, what=f"bench {backend} warm-up")
+                    services.generator.generate(args.model, prompts[:size], sampling, 0,
+                                                what=f"bench {backend} warm-up")
                     t1 = time.perf_counter()
-                    outs, _ = services.generate(args.model, prompts, sampling, 0, what=f"bench {backend}")
+                    outs, _ = services.generator.generate(args.model, prompts, sampling, 0, what=f"bench {backend}")
                     secs = time.perf_counter() - t1
                     tokens = sum(o.completion_tokens for o in outs)
                     measured.append({"backend": backend, "batch": batch, "prompts": len(prompts),
@@ -111,13 +114,14 @@ def bench_train(args: argparse.Namespace) -> list[dict[str, Any]]:
                    range(args.rows)]
         if args.method == "sft":
             data_files.write_sft_rows(data, [(PROMPTS[i % 8], a) for i, a in enumerate(answers)], chat=True)
-            train_args: tuple = ("train_sft", section, model)
+            request: Training = TrainSFT(section=section, policy=model, data=str(data), output=str(out / "policy"))
         else:
             data_files.write_pair_rows(data, [(PROMPTS[i % 8], a, "No.") for i, a in enumerate(answers)])
-            train_args = ("train_dpo", section, model, model)  # the reference: the same model
+            request = TrainDPO(section=section, policy=model, reference=model,  # the reference: the same model
+                               data=str(data), output=str(out / "policy"))
         with Services(cfg) as services:
             t0 = time.perf_counter()
-            result = services.train(*train_args, str(data), str(out / "policy"))
+            result = services.trainer.train(request)
             secs = time.perf_counter() - t0
             peak = services.peak_memory_mb("trainer")
     return [{"method": args.method, "model": args.model, "ranks": ranks, "samples": result["samples"],

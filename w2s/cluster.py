@@ -26,13 +26,14 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from w2s.errors import ActorRaised, ClusterError, WorkerError
 from w2s.placement import PLACEMENT_WAIT_S, place_role, remove_placement_groups, role_layout
 from w2s.stopping import STOP, StopRequested, reclaim_stop_signals, stop_deferred
+from w2s.workers.dispatch import Dispatch, dispatch_of, register, shard
 
 log = logging.getLogger("w2s.cluster")
 
@@ -212,11 +213,27 @@ class RoleActorMixin:
 
         return progress.snapshot()
 
+    @register(Dispatch.ALL)
     def memory(self) -> dict[str, float]:
         """Peak resident memory of this actor's process and the processes it started (a vLLM engine's)."""
         from w2s.memory import tree_peak_mb
 
         return {"peak_mb": tree_peak_mb()}
+
+    # Taking turns on shared GPUs and closing: each role's worker says what it frees (nothing, by default).
+    @register(Dispatch.ALL)
+    def sleep(self) -> bool:
+        """Another role takes the GPU this actor shares: free its GPU memory, keep the process; whether any was
+        freed."""
+        return False
+
+    @register(Dispatch.ALL)
+    def wake_up(self) -> Any:
+        """This actor's turn again: take back what :meth:`sleep` freed."""
+
+    @register(Dispatch.ALL)
+    def close(self) -> None:
+        """Free what the actor holds outside its own process (an engine's workers) before it is killed."""
 
 
 @dataclass
@@ -284,21 +301,19 @@ class RoleGroup:
         for a, w in zip(self.actors, wheres):
             a.where = w
 
-    def call_all(self, method: str, *args: Any, what: str = "", **kwargs: Any) -> list[Any]:
-        """The same call on every actor (ONE_TO_ALL); results in rank order."""
-        refs = [getattr(a.actor, method).remote(*args, **kwargs) for a in self.actors]
-        return wait_all(refs, self.actors, what=what or f"{self.role}.{method}", timeout_s=self.timeout_s,
-                        liveness_s=self.liveness_s)
-
-    def map_shards(self, method: str, items: list[Any], *args: Any, what: str = "", **kwargs: Any) -> list[Any]:
-        """Split ``items`` into contiguous shards, one per actor, call ``method(shard, ...)``; concatenate results."""
-        n = len(self.actors)
-        bounds = [(len(items) * i // n, len(items) * (i + 1) // n) for i in range(n)]
-        refs = [getattr(a.actor, method).remote(items[lo:hi], *args, **kwargs)
-                for a, (lo, hi) in zip(self.actors, bounds)]
-        parts = wait_all(refs, self.actors, what=what or f"{self.role}.{method}", timeout_s=self.timeout_s,
-                         liveness_s=self.liveness_s)
-        return [x for part in parts for x in part]
+    def call(self, method: Callable[..., Any], *args: Any, what: str = "", **kwargs: Any) -> list[Any]:
+        """``method`` (a worker method, declared with :func:`~w2s.workers.dispatch.register`) called on the ranks as
+        it declares: ``ALL``, the same call on every rank, one result per rank in rank order; ``ROWS``, the request
+        (first argument) split into contiguous shards of its rows, one per rank, the results concatenated."""
+        mode, name = dispatch_of(method), method.__name__
+        if mode is Dispatch.ROWS:
+            shards = shard(args[0], len(self.actors))
+            refs = [getattr(a.actor, name).remote(part, *args[1:], **kwargs) for a, part in zip(self.actors, shards)]
+        else:
+            refs = [getattr(a.actor, name).remote(*args, **kwargs) for a in self.actors]
+        results = wait_all(refs, self.actors, what=what or f"{self.role}.{name}", timeout_s=self.timeout_s,
+                           liveness_s=self.liveness_s)
+        return [x for part in results for x in part] if mode is Dispatch.ROWS else results
 
     def placements(self) -> list[dict[str, Any]]:
         """Each actor's role, rank and where it runs (with its GPUs; colocated: the pool's bundles it sits on)."""

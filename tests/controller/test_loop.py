@@ -216,8 +216,8 @@ def test_dpo_with_the_roles_colocated_on_two_logical_gpus_keeps_every_process_an
     ray.init(address="local", num_cpus=8, num_gpus=2, include_dashboard=False)
     try:
         with Services(cfg) as fresh:
-            outs, _ = fresh.generate(str(run / "round-01" / "train" / "policy"), [a["prompt"] for a in answers],
-                                     cfg.generate, 0, what="fresh")
+            outs, _ = fresh.generator.generate(str(run / "round-01" / "train" / "policy"),
+                                               [a["prompt"] for a in answers], cfg.generate, 0, what="fresh")
     finally:
         ray.shutdown()
     assert [o.text for o in outs] == [a["answer"] for a in answers]

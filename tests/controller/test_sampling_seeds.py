@@ -25,15 +25,20 @@ def test_a_sections_own_seed_wins_and_zero_is_a_seed():
     assert stage_seed(None, 0, "correct") == 1  # run.seed 0, outside a round
 
 
-class InProcessServices:
-    """The services' correct call on an in-process Corrector (the corrector actor runs the same object)."""
+class InProcessCorrector:
+    """The corrector service's correct call on an in-process Corrector (the corrector actor runs the same object)."""
 
     def __init__(self, corrector: Corrector):
-        self.corrector, self.seeds = corrector, []
+        self.model, self.seeds = corrector, []
 
     def correct(self, aligner, pairs, *, what, seed=None):
         self.seeds.append(seed)
-        return self.corrector.correct([q for q, _ in pairs], [a for _, a in pairs], seed=seed), {}
+        return self.model.correct([q for q, _ in pairs], [a for _, a in pairs], seed=seed), {}
+
+
+class InProcessServices:
+    def __init__(self, corrector: Corrector):
+        self.corrector = InProcessCorrector(corrector)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +58,7 @@ def _round_corrections(tmp_path, corrector, run_seed, name):
     services = InProcessServices(corrector)
     rows = Loop(cfg, rd, services).correct_stage(1, corrector.aligner_path, ANSWERS)
     rd.release()
-    return [r["correction"] for r in rows], services.seeds
+    return [r["correction"] for r in rows], services.corrector.seeds
 
 
 @pytest.mark.slow  # the tiny Aligner samples 6 corrections three times

@@ -32,6 +32,7 @@ def test_sequence_classification_reward_model_scores_as_the_model_does(tiny_rewa
 
     from w2s.eval.score_models import ClassifierJudge, detect_format
     from w2s.workers.judge import JudgeWorker
+    from w2s.workers.requests import Score
 
     path = tiny_reward_model
     model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).eval()
@@ -40,7 +41,7 @@ def test_sequence_classification_reward_model_scores_as_the_model_does(tiny_rewa
     worker = JudgeWorker({"kind": "reward-model", "model": path, "batch_size": 2})
     assert worker.device() == "cpu" and worker.judge.model.device.type == "cpu"
     rows = [("What is 1 plus 1?", "It is 2, as anyone can check.", ""), ("Hi?", "Hello.", ""), ("Q?", "A.", "")]
-    scores = worker.score(rows)
+    scores = worker.score(Score(triples=rows))
     for (p, a, _), s in zip(rows, scores):  # one at a time, unpadded: the batch's padding changes nothing
         text = tok.apply_chat_template([{"role": "user", "content": p}, {"role": "assistant", "content": a}],
                                        tokenize=False)

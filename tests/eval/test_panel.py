@@ -18,16 +18,18 @@ from w2s.eval import panel
 class ScoreWorkers:
     """The judge role's score method, as its workers answer it: here the answer's length is its score."""
 
+    def score(self, triples, what=""):
+        return [float(len(answer)) for _, answer, _ in triples]
 
-    def map_shards(self, method, rows, what=""):
-        assert method == "score"
-        return [float(len(answer)) for _, answer, _ in rows]
+
+class Judges:
+    @contextlib.contextmanager
+    def open(self, name, cfg):
+        yield ScoreWorkers()
 
 
 class Services:
-    @contextlib.contextmanager
-    def judge(self, name, cfg):
-        yield ScoreWorkers()
+    judges = Judges()
 
 
 def _run(tmp_path, n):

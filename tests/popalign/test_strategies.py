@@ -21,6 +21,7 @@ from w2s.popalign.strategies import (
     make_builder,
     parse_elicitive,
 )
+from w2s.workers.requests import RenderConversations, SampleChat
 
 QUERY = "What is the capital of Spain?"
 SAMPLING = {"max_new_tokens": 8, "temperature": 1.0, "batch_prompts_per_actor": 8}
@@ -62,8 +63,8 @@ def build(name: str, workers, cfg=None, corrector=None) -> PairJob:
                 rendered = corrector.render(req.question, req.answer)
             else:
                 w = workers[req.model]
-                rendered = w.render_conversations([req.conversation()])[0]
-                out = w.sample_chat([(req.conversation(), 1)])[0]
+                rendered = w.render_conversations(RenderConversations(conversations=[req.conversation()]))[0]
+                out = w.sample_chat(SampleChat(conversations=[(req.conversation(), 1)]))[0]
             cache[key(req)] = {"text": out.text, "rendered": rendered, "model": req.model}
     assert job.done
     return job
@@ -128,8 +129,8 @@ def test_model_level_contrasts_ask_each_model_the_plain_query(workers):
         assert rendered(job) == {CHOSEN: chat(QUERY), REJECTED: chat(QUERY)}
         # Each slot was answered by its own model (random tiny models can sample the same text with one seed).
         for slot, role in ((CHOSEN, chosen), (REJECTED, rejected)):
-            assert job.outputs[slot]["text"] == workers[role].sample_chat([([{"role": "user", "content": QUERY}], 1)]
-                                                                          )[0].text
+            request = SampleChat(conversations=[([{"role": "user", "content": QUERY}], 1)])
+            assert job.outputs[slot]["text"] == workers[role].sample_chat(request)[0].text
 
 
 def test_refine_contrast_asks_m_to_improve_its_own_answer_in_a_second_turn(workers):

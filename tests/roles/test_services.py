@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import ray
 
+from w2s.cluster import RoleActorMixin
 from w2s.config.compose import load_config
 from w2s.generation.weights import architecture_change
 from w2s.roles import Services
@@ -31,7 +32,7 @@ def _perturbed(src: str, out) -> str:
 
 def _texts(services: Services, path: str, cfg) -> list[str]:
     sampling = {**cfg.generate, **GREEDY}
-    return [o.text for o in services.generate(path, PROMPTS, sampling, 0, what="test")[0]]
+    return [o.text for o in services.generator.generate(path, PROMPTS, sampling, 0, what="test")[0]]
 
 
 @pytest.mark.slow  # Ray and generator actors
@@ -82,7 +83,7 @@ def test_vllm_engine_takes_new_weights_in_place_sleeps_while_a_role_sharing_its_
         [pid] = services.pids()["generator"]
         engine = {p.pid for p in psutil.Process(pid).children(recursive=True)}
         assert engine  # vLLM's engine core runs in a process of its own, under the actor
-        services.correct(cfg.model.aligner.path, [("q", "a")], what="test")
+        services.corrector.correct(cfg.model.aligner.path, [("q", "a")], what="test")
         assert services.turns == [("generator", "sleep")]
         after = _texts(services, trained, cfg)  # every worker reloads the checkpoint (vLLM's reload_weights)
         assert services.turns[1:] == [("corrector", "sleep"), ("generator", "wake_up")]
@@ -110,10 +111,10 @@ def test_roles_that_do_not_fit_side_by_side_take_turns(local_ray, tiny_strong):
     judge = {"kind": "embedding", "model": ""}
     with Services(cfg) as services:
         _texts(services, tiny_strong, cfg)
-        services.correct(cfg.model.aligner.path, [("q", "a")], what="test")
+        services.corrector.correct(cfg.model.aligner.path, [("q", "a")], what="test")
         assert set(services.pids()) == {"generator", "corrector"}
-        with services.judge("similarity", judge) as g:
-            assert len(g.map_shards("score", [("q", "a", "a")])) == 1
+        with services.judges.open("similarity", judge) as g:
+            assert len(g.score([("q", "a", "a")], what="test")) == 1
         assert set(services.pids()) == {"corrector", "judge"}  # the generator was the least recently used
         _texts(services, tiny_strong, cfg)
         assert set(services.pids()) == {"generator", "judge"} and services.starts["generator"] == 2
@@ -162,12 +163,12 @@ def test_colocated_roles_on_one_gpu_give_its_memory_back_in_turn(tiny_strong):
             held = free_before - torch.cuda.mem_get_info()[0]
             assert held > 0.1 * torch.cuda.mem_get_info()[1]  # the weights and a KV cache of 0.2 of the GPU
             generator = next(h for h in services.held.values() if h.role == "generator")
-            assert generator.group.call_all("sleep") == [True]  # what the corrector's turn does first
+            assert generator.group.call(RoleActorMixin.sleep) == [True]  # what the corrector's turn does first
             generator.asleep = True
             services.turns.append(("generator", "sleep"))
             freed = torch.cuda.mem_get_info()[0] - (free_before - held)
             assert freed > 0.7 * held, (freed, held)
-            services.correct(cfg.model.aligner.path, [("q", "a")], what="test")  # starts beside the sleeper
+            services.corrector.correct(cfg.model.aligner.path, [("q", "a")], what="test")  # starts beside the sleeper
             assert _texts(services, tiny_strong, cfg)  # the generator's turn again: awake, checked, answering
             assert services.turns[-1] == ("generator", "wake_up") and services.starts["generator"] == 1
     finally:
@@ -178,15 +179,15 @@ def test_colocated_roles_on_one_gpu_give_its_memory_back_in_turn(tiny_strong):
 def test_a_role_outside_the_shared_gpus_that_finds_none_left_is_told_to_join_them(one_logical_gpu):
     """The colocated roles hold the one GPU for the run: a judge asking for a GPU of its own gets the placement
     arithmetic and the fix (colocate it), and no colocated group is stopped for it."""
-    from tests.test_cluster import _probe_class
+    from tests.test_cluster import Probe
     from w2s.errors import ClusterError
 
     cfg = load_config("tiny/dpo", ["cluster.num_gpus=1", "cluster.colocate=[generator]", "cluster.rpc_timeout_s=2",
                                    "cluster.generator.num_gpus_per_actor=1", "cluster.judge.num_gpus_per_actor=1"])
     with Services(cfg) as services:
-        services._start("generator", "g", _probe_class())
+        services.start("generator", "g", Probe)
         with pytest.raises(ClusterError) as e:
-            services._start("judge", "j", _probe_class())
+            services.start("judge", "j", Probe)
         assert "cannot place the judge role" in str(e.value)
         assert "The colocated roles hold 1 GPU(s) for the whole run (cluster.colocate): add judge to " \
                "cluster.colocate" in str(e.value)

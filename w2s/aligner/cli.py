@@ -129,6 +129,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from w2s.cluster import RayCluster
     from w2s.config.compose import load_config
     from w2s.roles import Services
+    from w2s.workers.requests import TrainAligner
 
     cfg = load_config(args.recipe, args.overrides, job="aligner-train")
     if args.output:
@@ -144,8 +145,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"training the Aligner on {role.num_actors} trainer rank(s) (cluster.trainer)")
     with RayCluster(cfg.cluster, actor_logs=str(out.parent / "logs"), log_level=str(cfg.log.level)), \
             Services(cfg) as services:
-        meta = services.train("train_aligner", cfg, str(out), progress=bool(cfg.log.progress),
-                              keep_warmup=args.keep_warmup)
+        meta = services.trainer.train(TrainAligner(section=cfg, output=str(out), progress=bool(cfg.log.progress),
+                                                   keep_warmup=args.keep_warmup))
     last = meta["stages"][-1]
     print(f"Aligner written to {out} ({meta['world_size']} rank(s), {last['steps']} steps, loss "
           f"{last['loss_first']} -> {last['loss_last']})")

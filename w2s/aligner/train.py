@@ -16,7 +16,7 @@ Raw templates (``aligner-v1``/``aligner-v2``/user templates) train on ``prompt +
 prompt masked from the loss (OpenRLHF ``chat=False``); the ``chat`` template sends the user message through the
 model's chat template (``chat=True``).
 
-Every rank of the trainer world (:meth:`w2s.roles.Services.train`) runs :func:`train_aligner`: each
+Every rank of the trainer world (:meth:`w2s.roles.trainer.TrainerService.train`) runs :func:`train_aligner`: each
 reads the same triples and writes the same training files (atomically), while only rank 0 reports, writes the
 held-out split and the metadata, and removes the warm-up model.
 """

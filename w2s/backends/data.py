@@ -14,7 +14,7 @@ prompt alone, stores its length ``prompt_ids_len`` and ``get_loss_mask`` sets ``
 ``j + 1`` and the scored tokens are exactly ``prompt_ids_len ..`` the EOS (checked in the tests).
 
 :func:`check_loads` reads a file as training will; the role services run it on a trainer rank
-(:meth:`w2s.roles.Services.check_loads`), so that the driver never imports OpenRLHF.
+(:meth:`w2s.roles.trainer.TrainerService.check_loads`), so that the driver never imports OpenRLHF.
 """
 
 from __future__ import annotations

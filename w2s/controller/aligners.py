@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from w2s.console import say
 from w2s.rundir import source_file
 from w2s.stages import ALIGNER
+from w2s.workers.requests import TrainAligner
 
 if TYPE_CHECKING:
     from w2s.controller.context import RunContext
@@ -21,7 +22,7 @@ def _train(run: RunContext, cfg: Any, inputs: dict[str, Any], round_index: int |
     def work(stage_dir: Path, rec: dict[str, Any]) -> None:
         say(f"{what}: training the weak Aligner on {cfg.aligner.train.data.path} from {cfg.model.aligner.path} (SFT "
             "through OpenRLHF)")
-        result = run.services.train("train_aligner", cfg, str(stage_dir / "model"))
+        result = run.services.trainer.train(TrainAligner(section=cfg, output=str(stage_dir / "model")))
         rec["outputs"]["model"] = stage_dir / "model"
         rec["outputs"]["heldout"] = Path(result["work_dir"]) / "eval.jsonl"  # whole questions, never trained on
         rec["metrics"] = {k: v for k, v in result.items() if isinstance(v, (int, float))}

@@ -119,8 +119,8 @@ def ceiling_eval(loop: Loop, k: int, ceiling: str, evals: dict[str, list[dict[st
     comparison = {"ceiling": (evaluation.answers_by_id(answers), evaluation.answers_by_id(evals["initial"]))}
     scores = {"ceiling": evaluation.kept_scores(answers, evals["initial"], cfg.eval.judges)}  # scored once, kept
     result = compare(cfg.eval.judges, EvalItem.of(eval_prompts), comparison, scores=scores,
-                     open_workers=loop.services.judge, cache_dir=loop.rd.path / "judge-cache", seed=int(cfg.run.seed),
-                     say=say)["ceiling"]
+                     open_workers=loop.services.judges.open, cache_dir=loop.rd.path / "judge-cache",
+                     seed=int(cfg.run.seed), say=say)["ceiling"]
     say(f"round {k} eval: ceiling-{k} vs initial, {len(eval_prompts)} prompts")
     summary = evaluation.log_results(loop, k, "ceiling-vs-initial", result,
                                      loop.rd.stage_dir(k, "compare") / "ceiling",

@@ -32,7 +32,8 @@ class RunContext:
                  what: str, rec: dict[str, Any] | None = None) -> list[Generation]:
         """Answers of ``model_path`` to ``prompts``; the engine that served them goes to ``rec``'s provenance."""
         t0 = time.time()
-        outs, engine = self.services.generate(model_path, [p.prompt for p in prompts], sampling, seed, what=what)
+        outs, engine = self.services.generator.generate(model_path, [p.prompt for p in prompts], sampling, seed,
+                                                        what=what)
         if rec is not None:
             rec.setdefault("provenance", {})["engine"] = engine
         tokens, secs = sum(o.completion_tokens for o in outs), time.time() - t0

@@ -35,7 +35,7 @@ def eval_answers(run: RunContext, round_index: int, label: str, policy: str, pro
         outs = run.generate(policy, prompts, cfg.eval.generate, int(cfg.run.seed),
                              f"round {round_index} eval answers ({label})", rec)
         answers = {p.id: o.text for p, o in zip(prompts, outs)}
-        scores = score_answers(cfg.eval.judges, EvalItem.of(prompts), answers, open_workers=run.services.judge)[0]
+        scores = score_answers(cfg.eval.judges, EvalItem.of(prompts), answers, open_workers=run.services.judges.open)[0]
         judged_by = {name: fingerprint(cfg.eval.judges[name]) for name in scores}
         rows = [{"id": p.id, "prompt": p.prompt, "answer": o.text, "finish_reason": o.finish_reason,
                  "reference": p.reference, "category": p.category, "policy": label,
@@ -89,7 +89,7 @@ def compare_stage(run: RunContext, k: int, label: str, previous: str, answers: d
                    for against, base in bases.items()}
     scores = {against: kept_scores(answers[label], answers[base], cfg.eval.judges) for against, base in bases.items()}
     results = compare(cfg.eval.judges, EvalItem.of(prompts), comparisons, scores=scores,
-                      open_workers=run.services.judge, cache_dir=run.rd.path / "judge-cache",
+                      open_workers=run.services.judges.open, cache_dir=run.rd.path / "judge-cache",
                       seed=int(cfg.run.seed), say=say)
     summary: dict[str, Any] = {"round": k, "policy": label}
     for against, result in results.items():
@@ -121,12 +121,12 @@ def aligner_eval_stage(run: RunContext, aligner: str, heldout: Path, k: int | No
 
     def work(stage_dir: Path, rec: dict[str, Any]) -> None:
         say(f"aligner eval: the Aligner corrects the answers of {len(triples)} {what}")
-        outs = run.services.correct(aligner, [(t["question"], t["answer"]) for t in triples],
-                                     seed=stage_seed(cfg.correct.seed, cfg.run.seed, "correct", k),
-                                     what="aligner eval")[0]
+        outs = run.services.corrector.correct(aligner, [(t["question"], t["answer"]) for t in triples],
+                                              seed=stage_seed(cfg.correct.seed, cfg.run.seed, "correct", k),
+                                              what="aligner eval")[0]
         rows = [{**t, "id": str(t["id"]), "aligner_correction": o.text, "finish_reason": o.finish_reason}
                 for t, o in zip(triples, outs)]
-        cand, base = score_answers(cfg.eval.judges, *_heldout_sides(rows), open_workers=run.services.judge)
+        cand, base = score_answers(cfg.eval.judges, *_heldout_sides(rows), open_workers=run.services.judges.open)
         judged_by = {name: fingerprint(cfg.eval.judges[name]) for name in cand}
         for r in rows:  # score judges' scores kept with the stage, so a resumed run does not score again
             r["scores"] = {name: [cand[name][r["id"]], base[name][r["id"]]] for name in cand}
@@ -143,7 +143,7 @@ def aligner_eval_stage(run: RunContext, aligner: str, heldout: Path, k: int | No
               for name, j in enabled_judges(cfg.eval.judges).items()
               if all(r.get("judged_by", {}).get(name) == fingerprint(j) for r in rows)}
     result = compare(cfg.eval.judges, items, {"aligner": (corrections, answers)}, scores={"aligner": scores},
-                     open_workers=run.services.judge, cache_dir=rd.path / "judge-cache", seed=int(cfg.run.seed),
+                     open_workers=run.services.judges.open, cache_dir=rd.path / "judge-cache", seed=int(cfg.run.seed),
                      say=say)["aligner"]
     copy = sum(corrections[i].strip() == answers[i].strip() for i in answers) / len(rows)
     cut = sum(r["finish_reason"] == "length" for r in rows) / len(rows)

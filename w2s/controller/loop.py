@@ -31,6 +31,7 @@ from w2s.errors import DataError
 from w2s.generation.sampling import stage_seed
 from w2s.rundir import RunDir, say_losses, source_file, training_metrics
 from w2s.stages import CORRECT, DATA, GENERATE, TRAIN, Stage
+from w2s.workers.requests import CheckLoads, TrainDPO, TrainRewardModel, TrainSFT
 
 if TYPE_CHECKING:
     from w2s.roles import Services
@@ -185,10 +186,9 @@ class Loop(RunContext):
         def work(stage_dir: Path, rec: dict[str, Any]) -> None:
             t0 = time.time()
             say(f"round {k} correct: the Aligner corrects {len(answers)} answers")
-            outs, provenance = self.services.correct(aligner, [(r["prompt"], r["answer"]) for r in answers],
-                                                     seed=stage_seed(self.cfg.correct.seed, self.cfg.run.seed,
-                                                                     "correct", k),
-                                                     what=f"round {k} correct")
+            outs, provenance = self.services.corrector.correct(
+                aligner, [(r["prompt"], r["answer"]) for r in answers],
+                seed=stage_seed(self.cfg.correct.seed, self.cfg.run.seed, "correct", k), what=f"round {k} correct")
             rows = [{**r, "correction": o.text, "correction_finish_reason": o.finish_reason}
                     for r, o in zip(answers, outs)]
             write_jsonl(stage_dir / "corrections.jsonl", rows)
@@ -261,8 +261,9 @@ class Loop(RunContext):
             kind = {"sft": "sft", "dpo": "dpo", "rlhf": "rm"}[method]
             tokenizer = resolve_model_path(self.cfg.model.strong.path)
             section = self.cfg.train[method] if method != "rlhf" else self.cfg.train.rlhf.reward_model
-            loadable = self.services.check_loads(str(path), tokenizer, kind, chat=chat, max_len=int(section.max_len),
-                                                 trust_remote_code=bool(self.cfg.model.strong.trust_remote_code))
+            loadable = self.services.trainer.check_loads(CheckLoads(
+                data=str(path), tokenizer=tokenizer, kind=kind, chat=chat, max_len=int(section.max_len),
+                trust_remote_code=bool(self.cfg.model.strong.trust_remote_code)))
             rec["outputs"]["train"] = path
             rec["metrics"] = {"rows": n, "loadable_rows": loadable, **{f"dropped_{k2}": v for k2, v in dropped.items()}}
             say(f"round {k} data: {n} {method} rows written ({loadable} load in OpenRLHF), dropped {dropped}")
@@ -311,12 +312,12 @@ class Loop(RunContext):
             out = stage_dir / "policy"
             chat = self.prompt_format()[0]
             say(f"round {k} {stage.name}: {method} from {policy}")
+            common = dict(data=str(data), output=str(out), seed=int(cfg.run.seed) + k, tensorboard_dir=tb, chat=chat)
             if method == "sft":
-                result = self.services.train("train_sft", cfg.train.sft, policy, str(data), str(out),
-                                             seed=int(cfg.run.seed) + k, tensorboard_dir=tb, chat=chat)
+                result = self.services.trainer.train(TrainSFT(section=cfg.train.sft, policy=policy, **common))
             elif method == "dpo":
-                result = self.services.train("train_dpo", cfg.train.dpo, policy, inputs["reference"], str(data),
-                                             str(out), seed=int(cfg.run.seed) + k, tensorboard_dir=tb, chat=chat)
+                result = self.services.trainer.train(TrainDPO(section=cfg.train.dpo, policy=policy,
+                                                              reference=inputs["reference"], **common))
             else:
                 result = self.rlhf(k, policy, inputs.get("reference"), data, stage_dir, tb)
                 out = Path(result.pop("policy"))
@@ -347,8 +348,9 @@ class Loop(RunContext):
             say(f"round {k} train: the reward model trained before the stop is used again ({rm_out}, verified)")
             result, rm_sha = dict(kept["result"]), str(kept["sha256"])
         else:
-            result = self.services.train("train_reward_model", rm_cfg, base, str(data), str(rm_out), seed=seed,
-                                         tensorboard_dir=tb + "-rm", chat=chat)
+            result = self.services.trainer.train(TrainRewardModel(
+                section=rm_cfg, base=base, data=str(data), output=str(rm_out), seed=seed, tensorboard_dir=tb + "-rm",
+                chat=chat))
             rm_sha = mark_finished(rm_out, record, result)
         result["policy"] = policy
         if cfg.train.rlhf.ppo_enabled:

@@ -102,8 +102,8 @@ def _from_endpoint(source: str, prompts: list[Any], cfg: Any, key_env: str) -> d
 def _from_model(source: str, prompts: list[Any], cfg: Any, services: ServicesOnDemand) -> dict[str, str]:
     """A model's answers, from the role services' generator (``model.strong``'s settings, ``eval.generate``'s
     decoding), as a round's evaluation answers are made."""
-    outs, _ = services().generate(source, [p.prompt for p in prompts], cfg.eval.generate, int(cfg.run.seed),
-                                  what=f"{source} answers")
+    outs, _ = services().generator.generate(source, [p.prompt for p in prompts], cfg.eval.generate,
+                                            int(cfg.run.seed), what=f"{source} answers")
     return {p.id: o.text for p, o in zip(prompts, outs)}
 
 
@@ -233,7 +233,7 @@ def evaluate_and_report(cfg: Any, prompts: list[Any], candidate: dict[str, str],
     from w2s.eval.panel import EvalItem, compare
 
     result = compare(cfg.eval.judges, EvalItem.of(prompts), {"eval": (candidate, baseline)},
-                     open_workers=lambda name, judge_cfg: services().judge(name, judge_cfg),
+                     open_workers=lambda name, judge_cfg: services().judges.open(name, judge_cfg),
                      cache_dir=out / "judge-cache", seed=int(cfg.run.seed), say=say)["eval"]
     result.write(out)
     summaries = {name: s.as_dict() for name, s in result.summaries.items()}

@@ -4,8 +4,8 @@ Score judges (``embedding``, ``reward-model``, ``cost-model``) score each answer
 candidate's score beats the baseline's by more than ``tie_margin`` (a cost model: when its cost is lower).
 Pairwise judges (``pairwise``) judge each pair, through an endpoint from this process or through a local model in
 the judge role's workers. Where workers run is the caller's business: ``open_workers(name, cfg)`` returns a context
-manager yielding an object with ``map_shards(method, items, what=...)``: the role services' judge group
-(:meth:`w2s.roles.Services.judge`), in a round as in ``w2s eval``.
+manager yielding an object with ``score(triples, what=...)`` and ``complete(conversations, what=...)``: the role
+services' judge group (:class:`w2s.roles.judge.JudgeGroup`), in a round as in ``w2s eval``.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def score_answers(judges: Mapping[str, Any], items: Sequence[EvalItem], *answer_
             continue
         rows = [(it.prompt, answers[it.id], it.reference) for answers in answer_sets for it in items]
         with open_workers(name, cfg) as w:
-            scores = w.map_shards("score", rows, what=f"judge {name}")
+            scores = w.score(rows, what=f"judge {name}")
         for k in range(len(answer_sets)):
             out[k][name] = {it.id: float(s) for it, s in zip(items, scores[k * len(items):(k + 1) * len(items)])}
     return out
@@ -118,7 +118,7 @@ class WorkerChat:
     def complete(self, conversations: Sequence[list[dict[str, str]]], on_done: Any = None) -> list[str]:
         if self.workers is None:
             self.workers = self.stack.enter_context(self.open_workers())
-        texts = self.workers.map_shards("complete", list(conversations), what="pairwise judge")
+        texts = self.workers.complete(list(conversations), what="pairwise judge")
         for i, t in enumerate(texts):
             if on_done is not None:
                 on_done(i, t)

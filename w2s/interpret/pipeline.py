@@ -155,12 +155,11 @@ def spec_of(cfg: Any, aligner: str, pairs: list[tuple[str, str]]) -> dict[str, A
 def run_lat(cfg: Any, aligner: str, out: Path, say: Any, services: Callable[[], Any]) -> dict[str, Any]:
     """The LAT half; the model-bound work runs in the role services' corrector (``services()``), see
     :class:`w2s.workers.interpreter.InterpreterWorker`."""
-    from w2s.config.plain import to_plain
     from w2s.interpret.plots import plot_lat, plot_separation
 
     pairs = read_pairs(cfg)[: int(cfg.interpret.max_pairs) or None]
     say(f"interpret: the Aligner corrects {len(pairs)} pairs; reading vectors and LAT scans in a corrector actor")
-    found = services().interpret(aligner, _correct_cfg(cfg), "lat", pairs, to_plain(cfg))
+    found = services().corrector.lat(aligner, _correct_cfg(cfg), pairs, cfg)
     reading, cases = found["reading"], found["cases"]
     save_reading(out, reading, spec_of(cfg, aligner, pairs))
     sep = reading["separation"]
@@ -219,8 +218,8 @@ def run_control(cfg: Any, aligner: str, out: Path, say: Any, services: Callable[
         say("interpret control: the Aligner has no w2s metadata naming its base model; base model skipped")
     for name, path, template in models:
         say(f"  {name}: corrections at {len(alphas)} alphas")
-        series[name] = services().interpret(path, _correct_cfg(cfg, template), "control", grid_pairs, directions,
-                                            alphas, int(cfg.run.seed))
+        series[name] = services().corrector.control(path, _correct_cfg(cfg, template), grid_pairs, directions,
+                                                    alphas, int(cfg.run.seed))
     fits = {name: linear_fit([r["alpha"] for r in rows], [r["levenshtein_ratio"] for r in rows])
             for name, rows in series.items()}
     result = {"aligner": aligner, "layers": layers, "scale": c.scale, "scale_by_layer": scale, "pairs": len(grid_pairs),

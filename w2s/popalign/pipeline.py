@@ -33,6 +33,7 @@ from w2s.generation.sampling import stage_seed
 from w2s.popalign.strategies import CHOSEN, REJECTED, SLOTS, PairJob, ParseError, Request, make_builder
 from w2s.rundir import RunDir, say_losses, source_file, training_metrics
 from w2s.stages import POPALIGN, POPALIGN_TRAIN
+from w2s.workers.requests import CheckLoads, TrainDPO
 
 if TYPE_CHECKING:
     from w2s.roles import Services
@@ -153,14 +154,15 @@ class Build:
         what = f"popalign {'correct' if aligner else 'generate'} ({Path(path).name})"
         if aligner:
             seed = stage_seed(self.cfg.correct.seed, self.cfg.run.seed, "popalign-correct")
-            outs, self.aligner_provenance = self.services.correct(path, [(r.question, r.answer) for _, r in items],
-                                                                  seed=seed, what=what)
+            outs, self.aligner_provenance = self.services.corrector.correct(
+                path, [(r.question, r.answer) for _, r in items], seed=seed, what=what)
             rendered = [""] * len(items)  # the Aligner's template is in aligner_provenance
         else:
             # A seed per request, from the run's seed and the request's key (its prompt, model and draw): a
             # sample does not depend on which chunk it falls in (on vLLM; transformers seeds each batch).
             requests = [(r.conversation(), derive_seed(self.seed, key)) for key, r in items]
-            rendered, outs = self.services.sample_chat(path, spec, requests, self.cfg.popalign.generate, what=what)
+            rendered, outs = self.services.generator.sample_chat(path, spec, requests, self.cfg.popalign.generate,
+                                                                 what=what)
         for (key, req), out, text in zip(items, outs, rendered, strict=True):
             row = {"key": key, "model": req.model, "path": path, "text": out.text, "rendered": text,
                    "finish_reason": out.finish_reason, "prompt_tokens": out.prompt_tokens,
@@ -267,8 +269,8 @@ def contrast_accuracy(rows: list[dict], references: dict[str, str], cfg: DictCon
     from w2s.config.schema import JudgeConfig
 
     fields = set(JudgeConfig.__dataclass_fields__)  # the judge itself; the sampling knobs stay here
-    with services.judge("popalign", {k: v for k, v in to_plain(j).items() if k in fields}) as g:
-        scores = g.map_shards("score", triples, what="popalign judge")
+    with services.judges.open("popalign", {k: v for k, v in to_plain(j).items() if k in fields}) as g:
+        scores = g.score(triples, what="popalign judge")
     result: dict[str, dict] = {}
     for i, r in enumerate(sample):
         diff = scores[2 * i] - scores[2 * i + 1]
@@ -323,8 +325,9 @@ def build_stage(cfg: DictConfig, rd: RunDir, services: Services) -> dict[str, Pa
         write_jsonl(out, kept)
         write_pair_rows(pairs, [(r["prompt"], r["chosen"], r["rejected"]) for r in kept])
         max_len = int(p.filter.max_len) or int(cfg.train.dpo.max_len)
-        loadable = services.check_loads(str(pairs), policy_tok, "dpo", chat=True, max_len=max_len,
-                                        trust_remote_code=bool(cfg.model.strong.trust_remote_code))
+        loadable = services.trainer.check_loads(CheckLoads(
+            data=str(pairs), tokenizer=policy_tok, kind="dpo", chat=True, max_len=max_len,
+            trust_remote_code=bool(cfg.model.strong.trust_remote_code)))
         rec["outputs"].update({"popalign": out, "train": pairs})
         if p.output.write_dropped:
             write_jsonl(stage_dir / "dropped.jsonl", dropped)
@@ -355,8 +358,9 @@ def train_stage(cfg: DictConfig, rd: RunDir, data: Path, services: Services) -> 
     def work(stage_dir: Path, rec: dict[str, Any]) -> None:
         out = stage_dir / "policy"
         say(f"popalign train: DPO of {policy} on {data}")
-        result = services.train("train_dpo", cfg.train.dpo, policy, policy, str(data), str(out),
-                                seed=int(cfg.run.seed), tensorboard_dir=str(rd.path / "tensorboard" / "popalign-dpo"))
+        result = services.trainer.train(TrainDPO(
+            section=cfg.train.dpo, policy=policy, reference=policy, data=str(data), output=str(out),
+            seed=int(cfg.run.seed), tensorboard_dir=str(rd.path / "tensorboard" / "popalign-dpo")))
         rec["outputs"]["policy"] = out
         rec["metrics"], rec["losses"] = training_metrics(result)
         say_losses("popalign train", rec["losses"])

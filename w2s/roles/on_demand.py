@@ -73,12 +73,12 @@ class ServedCorrector:
 
         self.services, self.aligner_path = services, aligner
         self.sampling = resolve_sampling(services.cfg.correct)
-        self.provenance = services.corrector(aligner).info
+        self.provenance = services.corrector.hold(aligner).info
 
     def correct(self, questions: list[str], answers: list[str], *, seed: int | None = None,
                 progress: bool = False) -> list[Any]:
-        return self.services.correct(self.aligner_path, list(zip(questions, answers, strict=True)), seed=seed,
-                                     what="correct")[0]
+        return self.services.corrector.correct(self.aligner_path, list(zip(questions, answers, strict=True)),
+                                               seed=seed, what="correct")[0]
 
     def close(self) -> None:
         """Nothing here: the corrector is the services' (closed with them)."""

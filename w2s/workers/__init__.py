@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from w2s.workers.dispatch import Dispatch, register
+
 
 def typed(schema: type, data: Any) -> Any:
     """A config section that crossed the actor boundary, back as its schema's typed config: a misspelt or unknown
@@ -38,6 +40,7 @@ class EngineTurns:
         seconds = time.perf_counter() - t0
         return {"loaded": True, "seconds": seconds, "refit": verify(self._engine(), path, self._tolerance())}
 
+    @register(Dispatch.ALL)
     def sleep(self) -> bool:
         """Another role takes the GPU this actor shares: the engine's probe answer is kept, then it sleeps (see the
         engines' ``sleep``); whether GPU memory was freed."""
@@ -47,6 +50,7 @@ class EngineTurns:
         self._wake_check.before_sleep()
         return self._engine().sleep()
 
+    @register(Dispatch.ALL)
     def wake_up(self) -> dict[str, Any]:
         """Awake again, and answering as before it slept (the probe's log-probabilities; a mismatch raises)."""
         self._engine().wake_up()

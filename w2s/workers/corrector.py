@@ -7,6 +7,8 @@ from typing import Any
 from w2s.aligner.correct import Correction
 from w2s.cluster import RoleActorMixin
 from w2s.workers import EngineTurns, typed
+from w2s.workers.dispatch import Dispatch, register
+from w2s.workers.requests import Correct
 
 
 class CorrectorWorker(EngineTurns, RoleActorMixin):
@@ -23,6 +25,7 @@ class CorrectorWorker(EngineTurns, RoleActorMixin):
         self.corrector = Corrector(aligner_path, self.model_cfg, self.correct_cfg, shares_gpu=shares_gpu,
                                    **self.templates)
 
+    @register(Dispatch.ALL)
     def load_aligner(self, aligner_path: str) -> dict[str, Any]:
         """Take another Aligner's weights in place (its template and instruction are read from its metadata);
         ``loaded`` False (with the reason) when its architecture differs, and the caller starts a fresh actor."""
@@ -45,13 +48,17 @@ class CorrectorWorker(EngineTurns, RoleActorMixin):
     def _tolerance(self) -> float:
         return float(self.correct_cfg.refit_tolerance)
 
-    def correct(self, pairs: list[tuple[str, str]], seed: int | None = None) -> list[Correction]:
-        """Correct (question, answer) pairs: the correction text and token counts of each (``seed``: the sampling
-        seed, default the correct section's)."""
-        return self.corrector.correct([q for q, _ in pairs], [a for _, a in pairs], seed=seed)
+    @register(Dispatch.ROWS)
+    def correct(self, request: Correct) -> list[Correction]:
+        """Correct (question, answer) pairs: the correction text and token counts of each (``request.seed``: the
+        sampling seed, default the correct section's)."""
+        pairs = request.pairs
+        return self.corrector.correct([q for q, _ in pairs], [a for _, a in pairs], seed=request.seed)
 
+    @register(Dispatch.ALL)
     def provenance(self) -> dict[str, Any]:
         return dict(getattr(self.corrector, "provenance", {}) or {})
 
+    @register(Dispatch.ALL)
     def close(self) -> None:
         self.corrector.close()

@@ -7,6 +7,8 @@ from typing import Any
 from w2s.cluster import RoleActorMixin
 from w2s.generation import Generation
 from w2s.workers import EngineTurns, typed
+from w2s.workers.dispatch import Dispatch, register
+from w2s.workers.requests import Generate, RenderConversations, SampleChat
 
 
 class GeneratorWorker(EngineTurns, RoleActorMixin):
@@ -30,6 +32,7 @@ class GeneratorWorker(EngineTurns, RoleActorMixin):
 
         return self.sampling if sampling_cfg is None else typed(SamplingConfig, sampling_cfg)
 
+    @register(Dispatch.ALL)
     def load_weights(self, model_path: str) -> dict[str, Any]:
         """Take ``model_path``'s weights in place when its tensors fit the loaded model, then check the engine against
         the trainer (``refit``); ``loaded`` False (with the reason) when they do not, and the caller starts a fresh
@@ -51,30 +54,33 @@ class GeneratorWorker(EngineTurns, RoleActorMixin):
     def _tolerance(self) -> float:
         return float(self.sampling.refit_tolerance)
 
-    def generate(self, prompts: list[str], seed: int, sampling_cfg: dict[str, Any] | None = None) -> list[Generation]:
+    @register(Dispatch.ROWS)
+    def generate(self, request: Generate) -> list[Generation]:
         """Answer user prompts (the chat or prompt template is applied here): text and token counts per prompt.
-        ``sampling_cfg``: this call's decoding (the engine's own settings stay those it started with)."""
+        ``request.sampling``: this call's decoding (the engine's own settings stay those it started with)."""
         from w2s.generation import render_chat
 
-        rendered = [render_chat(self.generator.tokenizer, p, template=self.prompt_template) for p in prompts]
-        return self.generator.generate(rendered, self._sampling(sampling_cfg), seed=seed)
+        rendered = [render_chat(self.generator.tokenizer, p, template=self.prompt_template) for p in request.prompts]
+        return self.generator.generate(rendered, self._sampling(request.sampling), seed=request.seed)
 
-    def render_conversations(self, conversations: list[list[dict[str, str]]]) -> list[str]:
+    @register(Dispatch.ROWS)
+    def render_conversations(self, request: RenderConversations) -> list[str]:
         """Full message lists (system, few-shot or second turns) rendered with the tokenizer's chat template
         (a prompt template renders single user turns only)."""
         from w2s.generation.chat import render_conversation
 
         return [render_conversation(self.generator.tokenizer, c, template=self.prompt_template)
-                for c in conversations]
+                for c in request.conversations]
 
-    def sample_chat(self, requests: list[tuple[list[dict[str, str]], int]],
-                    sampling_cfg: dict[str, Any] | None = None) -> list[Generation]:
+    @register(Dispatch.ROWS)
+    def sample_chat(self, request: SampleChat) -> list[Generation]:
         """Answer whole conversations (each ends with a user turn), each with its own seed (see the engines'
         ``generate``)."""
-        convs = [c for c, _ in requests]
-        return self.generator.generate(self.render_conversations(convs), self._sampling(sampling_cfg), seed=0,
-                                       seeds=[s for _, s in requests])
+        rendered = self.render_conversations(RenderConversations(conversations=[c for c, _ in request.conversations]))
+        return self.generator.generate(rendered, self._sampling(request.sampling), seed=0,
+                                       seeds=[s for _, s in request.conversations])
 
+    @register(Dispatch.ALL)
     def engine(self) -> dict[str, str]:
         """Which engine serves this role (recorded in the stage's provenance)."""
         import importlib.metadata as md
@@ -89,5 +95,6 @@ class GeneratorWorker(EngineTurns, RoleActorMixin):
                 pass
         return {"backend": backend, "class": type(self.generator).__name__, "version": ", ".join(versions)}
 
+    @register(Dispatch.ALL)
     def close(self) -> None:
         self.generator.close()

@@ -8,12 +8,14 @@ from typing import Any
 
 from w2s.workers import typed
 from w2s.workers.corrector import CorrectorWorker
+from w2s.workers.dispatch import Dispatch, register
 
 
 class InterpreterWorker(CorrectorWorker):
     """A corrector actor holding one Aligner (or the base model it was trained from) with the interpret decoding on
     transformers; it starts, sleeps, wakes and closes as the corrector does."""
 
+    @register(Dispatch.ALL)
     def lat(self, pairs: list[tuple[str, str]], cfg: dict[str, Any]) -> dict[str, Any]:
         """The stimuli (the Aligner's corrections of ``pairs``), the reading vectors found on half of them with the
         held-out separation per layer, and the two LAT scans (see :func:`w2s.interpret.pipeline.run_lat`)."""
@@ -28,6 +30,7 @@ class InterpreterWorker(CorrectorWorker):
         return {"reading": reading, "cases": lat_cases(model, stimuli, reading, int(whole.interpret.tokens)),
                 "copied": sum(s.copied for s in stimuli)}
 
+    @register(Dispatch.ALL)
     def control(self, pairs: list[tuple[str, str]], directions: dict[int, Any], alphas: list[float],
                 seed: int) -> list[dict[str, Any]]:
         """Corrections with ``alpha`` x the direction added at its layer, for each alpha (see

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from w2s.cluster import RoleActorMixin
+from w2s.workers.dispatch import Dispatch, register
+from w2s.workers.requests import Complete, Score
 
 
 def judge_config(cfg: Any) -> Any:
@@ -61,18 +63,23 @@ class JudgeWorker(RoleActorMixin):
         self.chat = LocalChatModel(cfg) if cfg.kind == "pairwise" else None
         self.judge = None if self.chat else make_judge(cfg)
 
+    @register(Dispatch.ALL)
     def device(self) -> str:
         """Where the judge model runs (``cuda`` or ``cpu``)."""
         return self.judge.device if self.judge else self.chat.device
 
-    def score(self, rows: list[tuple[str, str, str]]) -> list[float]:
+    @register(Dispatch.ROWS)
+    def score(self, request: Score) -> list[float]:
         """Score (prompt, answer, reference) triples; higher is better."""
+        rows = request.triples
         return self.judge.score([p for p, _, _ in rows], [a for _, a, _ in rows], [r for _, _, r in rows])
 
-    def complete(self, conversations: list[list[dict[str, str]]]) -> list[str]:
+    @register(Dispatch.ROWS)
+    def complete(self, request: Complete) -> list[str]:
         """The local judge model's answers to rendered judge prompts (chat messages)."""
-        return self.chat.complete(conversations)
+        return self.chat.complete(request.conversations)
 
+    @register(Dispatch.ALL)
     def sleep(self) -> bool:
         """Another role takes the GPU this actor shares: a local chat judge's engine sleeps, a score model's
         weights go to host memory."""
@@ -86,12 +93,14 @@ class JudgeWorker(RoleActorMixin):
         torch.cuda.empty_cache()
         return True
 
+    @register(Dispatch.ALL)
     def wake_up(self) -> None:
         if self.chat:
             self.chat.generator.wake_up()
         elif getattr(self.judge, "model", None) is not None and str(self.judge.device).startswith("cuda"):
             self.judge.model.to(self.judge.device)
 
+    @register(Dispatch.ALL)
     def close(self) -> None:
         if self.chat:
             self.chat.close()

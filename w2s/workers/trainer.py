@@ -4,7 +4,7 @@ Rank 0 picks the rendezvous address (its node's IP and a free port); every rank 
 MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE/LOCAL_RANK and calls the same backend function, which hands them
 to DeepSpeed (gloo on CPU, NCCL on GPU). On a machine without CUDA the CPU compatibility layer is applied.
 
-:meth:`w2s.roles.Services.train` is the one way w2s trains: the loop's stages, PopAlign and ``w2s aligner
+:meth:`w2s.roles.trainer.TrainerService.train` is the one way w2s trains: the loop's stages, PopAlign and ``w2s aligner
 train`` all go through it, so every training run gets the ``cluster.trainer`` world and
 the model section's attention kernel and ``trust_remote_code``. The ranks stay for the run: the world is joined
 once, and each training's models are freed when it returns.
@@ -17,15 +17,8 @@ from typing import Any
 
 from w2s.cluster import RoleActorMixin, free_port
 from w2s.workers import typed
-
-# The schema type of the config section each training function is handed (re-typed here: a misspelt field is an
-# error, and no default is restated on this side of the actor boundary).
-SECTION_TYPES = {"train_sft": "SFTConfig", "train_dpo": "DPOConfig", "train_reward_model": "RewardModelConfig",
-                 "train_aligner": "W2SConfig"}
-
-# Backend functions that train the strong policy (or a reward model from it): they load model.strong's kind of
-# model, so they get its attention kernel and remote-code flag. train_aligner reads model.aligner itself.
-POLICY_FUNCTIONS = ("train_sft", "train_dpo", "train_reward_model")
+from w2s.workers.dispatch import Dispatch, register
+from w2s.workers.requests import CheckLoads, Training
 
 
 class TrainerWorker(RoleActorMixin):
@@ -47,32 +40,33 @@ class TrainerWorker(RoleActorMixin):
 
         apply()
 
-    def run(self, function: str, cfg: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Call a training function (``train_sft``, ``train_dpo``, ``train_reward_model`` of the OpenRLHF backend,
-        or ``train_aligner``) with the given config section; returns its result as a dict."""
+    @register(Dispatch.ALL)
+    def train(self, request: Training) -> dict[str, Any]:
+        """Run one training (:mod:`w2s.workers.requests`: SFT, DPO, a reward model or the Aligner) with its config
+        section re-typed here (a misspelt field is an error, and no default is restated on this side of the actor
+        boundary); its result as a dict."""
         import dataclasses
 
         from w2s.config import schema
 
-        if function == "train_aligner":
-            from w2s.aligner.train import train_aligner as fn
-        else:
-            from w2s.backends import openrlhf
-
-            fn = getattr(openrlhf, function)
+        section = typed(getattr(schema, request.schema), request.section)
         try:
-            result = fn(typed(getattr(schema, SECTION_TYPES[function]), cfg), *args, **kwargs)
+            result = request.run(section)
         finally:
             release_memory()  # the rank stays for the next training: the models of this one go
         return dataclasses.asdict(result) if dataclasses.is_dataclass(result) else dict(result)
 
-    def check_loads(self, data_path: str, tokenizer_path: str, kind: str, **kwargs: Any) -> int:
+    @register(Dispatch.ALL)
+    def check_loads(self, request: CheckLoads) -> int:
         """The rows of a training file that OpenRLHF's dataset keeps, read here as training will read them
         (:func:`w2s.backends.data.check_loads`): the driver does not import OpenRLHF for it."""
         from w2s.backends.data import check_loads
 
-        return check_loads(data_path, tokenizer_path, kind, **kwargs)
+        r = request
+        return check_loads(r.data, r.tokenizer, r.kind, chat=r.chat, max_len=r.max_len,
+                           trust_remote_code=r.trust_remote_code)
 
+    @register(Dispatch.ALL)
     def sleep(self) -> bool:
         """Another role takes the GPUs these ranks share: what they hold between trainings (the kept DPO reference)
         leaves them (each training's own models are already freed when it returns)."""
@@ -80,9 +74,11 @@ class TrainerWorker(RoleActorMixin):
 
         return park_kept_reference()
 
+    @register(Dispatch.ALL)
     def wake_up(self) -> None:
         """Nothing to bring back now: a parked reference returns to the GPU when the next training asks for it."""
 
+    @register(Dispatch.ALL)
     def close(self) -> None:
         import torch.distributed as dist
 
@@ -99,12 +95,3 @@ def release_memory() -> None:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
-
-def model_kwargs(cfg: Any, function: str) -> dict[str, Any]:
-    """The model-section arguments a training function needs: for the policy trainers, ``model.strong``'s
-    attention kernel and ``trust_remote_code`` (the backend falls back to sdpa without CUDA)."""
-    if function not in POLICY_FUNCTIONS:
-        return {}
-    model = cfg.model.strong
-    return {"attn_implementation": str(model.attn_implementation),
-            "trust_remote_code": bool(model.trust_remote_code)}
