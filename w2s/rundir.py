@@ -314,9 +314,15 @@ class RunDir:
         size and sha256 of every input and output, which :meth:`finished` checks on resume.
         """
         stage_dir.mkdir(parents=True, exist_ok=True)
-        record: dict[str, Any] = {"outputs": {}, "metrics": {}}
+        # What this attempt makes its outputs from (config values, input contents): the body's partial rows are
+        # kept under it (w2s.data.partial), so that a rerun keeps them only when they were made from the same.
+        fingerprint = hashlib.sha256(json.dumps({"config": config_values(self.cfg, config_keys),
+                                                 "inputs": self._describe(inputs or {})}, sort_keys=True,
+                                                default=str).encode()).hexdigest()
+        record: dict[str, Any] = {"outputs": {}, "metrics": {}, "fingerprint": fingerprint}
         started, work, activity = time.time(), self.work_clock(), self.services_activity()
         yield record
+        record.pop("fingerprint")
         outputs = {}
         for k, v in record.pop("outputs").items():
             outputs[k] = {**self._hashes.describe(Path(v)), "path": self._rel(Path(v))}

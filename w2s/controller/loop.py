@@ -26,6 +26,7 @@ from w2s.controller.ceiling import ceiling_eval, ceiling_round
 from w2s.controller.context import RunContext
 from w2s.controller.overlap import check_overlap
 from w2s.data.files import read_jsonl, write_jsonl
+from w2s.data.partial import PartialRows, rows_per_call
 from w2s.data.prompts import Prompt, read_prompts
 from w2s.errors import DataError
 from w2s.generation.sampling import stage_seed
@@ -164,15 +165,25 @@ class Loop(RunContext):
 
     def generate_stage(self, k: int, policy: str, prompts: list[Prompt], stage: Stage = GENERATE
                        ) -> list[dict[str, Any]]:
-        """Round k's answers of ``policy`` (the ceiling track's too: ``stage``), seeded alike."""
+        """Round k's answers of ``policy`` (the ceiling track's too: ``stage``), seeded alike, made in chunks that a
+        stopped stage keeps (:mod:`w2s.data.partial`)."""
+        cfg = self.cfg
+        seed = stage_seed(cfg.generate.seed, cfg.run.seed, "generate", k)
+
+        def answer(start: int, chunk: list[Prompt], rec: dict[str, Any]) -> list[dict[str, Any]]:
+            outs = self.generate(policy, chunk, cfg.generate, seed + start,
+                                 f"round {k} {stage.name} ({start + len(chunk)}/{len(prompts)})", rec)
+            return [{"id": p.id, "prompt": p.prompt, "answer": o.text, "completion_tokens": o.completion_tokens,
+                     "finish_reason": o.finish_reason, "policy": policy} for p, o in zip(chunk, outs)]
+
         def work(stage_dir: Path, rec: dict[str, Any]) -> None:
             t0 = time.time()
-            outs = self.generate(policy, prompts, self.cfg.generate,
-                                 stage_seed(self.cfg.generate.seed, self.cfg.run.seed, "generate", k),
-                                 f"round {k} {stage.name}", rec)
-            rows = [{"id": p.id, "prompt": p.prompt, "answer": o.text, "completion_tokens": o.completion_tokens,
-                     "finish_reason": o.finish_reason, "policy": policy} for p, o in zip(prompts, outs)]
+            partial = PartialRows(stage_dir / "answers.partial.jsonl", rec["fingerprint"],
+                                  rows_per_call(cfg.generate, cfg.cluster.generator))
+            rows, rec["resumed_rows"] = partial.make(prompts, lambda start, chunk: answer(start, chunk, rec),
+                                                     what=f"round {k} {stage.name}")
             write_jsonl(stage_dir / "answers.jsonl", rows)
+            partial.remove()
             rec["outputs"]["answers"] = stage_dir / "answers.jsonl"
             rec["metrics"] = {"answers": len(rows), "tokens": sum(r["completion_tokens"] for r in rows),
                               "seconds": round(time.time() - t0, 2)}
@@ -183,22 +194,36 @@ class Loop(RunContext):
     def correct_stage(self, k: int, aligner: str, answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
         from w2s.data.text import normalized_edit_distance
 
+        cfg = self.cfg
+        seed = stage_seed(cfg.correct.seed, cfg.run.seed, "correct", k)
+        provenance: dict[str, Any] = {}  # the Aligner's template and instruction, as the corrector reports them
+
+        def correct(start: int, chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            outs, provenance["served"] = self.services.corrector.correct(
+                aligner, [(r["prompt"], r["answer"]) for r in chunk], seed=seed + start, what=f"round {k} correct")
+            return [{**r, "correction": o.text, "correction_finish_reason": o.finish_reason,
+                     "correction_tokens": o.completion_tokens, "answer_cut_tokens": o.answer_cut_tokens}
+                    for r, o in zip(chunk, outs)]
+
         def work(stage_dir: Path, rec: dict[str, Any]) -> None:
             t0 = time.time()
             say(f"round {k} correct: the Aligner corrects {len(answers)} answers")
-            outs, provenance = self.services.corrector.correct(
-                aligner, [(r["prompt"], r["answer"]) for r in answers],
-                seed=stage_seed(self.cfg.correct.seed, self.cfg.run.seed, "correct", k), what=f"round {k} correct")
-            rows = [{**r, "correction": o.text, "correction_finish_reason": o.finish_reason}
-                    for r, o in zip(answers, outs)]
+            partial = PartialRows(stage_dir / "corrections.partial.jsonl", rec["fingerprint"],
+                                  rows_per_call(cfg.correct, cfg.cluster.corrector))
+            rows, rec["resumed_rows"] = partial.make(answers, correct, what=f"round {k} correct")
+            # (token counts travel with the chunks; the corrections file keeps the fields it always had)
+            counts = [(r.pop("correction_tokens"), r.pop("answer_cut_tokens")) for r in rows]
             write_jsonl(stage_dir / "corrections.jsonl", rows)
+            partial.remove()
             dists = [normalized_edit_distance(r["answer"], r["correction"]) for r in rows]
             rec["outputs"]["corrections"] = stage_dir / "corrections.jsonl"
-            rec["provenance"] = {"aligner": aligner, **provenance}
+            if "served" not in provenance:  # every chunk was kept from before a stop
+                provenance["served"] = self.services.corrector.hold(aligner).info
+            rec["provenance"] = {"aligner": aligner, **provenance["served"]}
             rec["metrics"] = {"corrections": len(rows), "copy_rate": sum(d == 0 for d in dists) / len(rows),
-                              "answers_cut": sum(o.answer_cut_tokens > 0 for o in outs),
+                              "answers_cut": sum(cut > 0 for _, cut in counts),
                               "mean_edit_distance": sum(dists) / len(rows), "seconds": round(time.time() - t0, 2),
-                              "tokens": sum(o.completion_tokens for o in outs)}
+                              "tokens": sum(tokens for tokens, _ in counts)}
             say(f"round {k} correct: copy rate {rec['metrics']['copy_rate']:.2f}, mean normalised edit distance "
                 f"{rec['metrics']['mean_edit_distance']:.3f}")
 
