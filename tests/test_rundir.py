@@ -305,7 +305,8 @@ def test_metrics_go_to_weights_and_biases_when_a_project_is_set(tmp_path, monkey
     rd.open(recipe="tiny/dpo", overrides=[])
     rd.log_metrics(1, "eval-vs-initial/similarity", {"omega": 12.5, "judge": "similarity", "by_category": {}})
     rd.log_metrics(2, "eval-vs-initial/similarity", {"omega": 37.5, "judge": "similarity", "by_category": {}})
-    rd._wandb.finish()
+    [sink] = rd.sinks
+    sink.run.finish()
     import wandb
 
     wandb.teardown()  # W&B's service process lives as long as its Python process: this test's is pytest
@@ -379,13 +380,22 @@ def test_the_runner_retries_work_whose_actor_died_on_restarted_services(tmp_path
             rec["metrics"] = {"answers": 1}
         return work
 
-    # No driver owns services (restart_services unset): nothing to restart, so no retry.
+    # No driver owns services (none attached): nothing to restart, so no retry.
     with pytest.raises(WorkerError):
         rd.run(GENERATE, 1, {}, work_failing(1))
     assert events == ["work"]
 
     events.clear()
-    rd.restart_services = lambda: events.append("restart")
+    class Services:  # what the run directory reads of the role services
+        work_s = 0.0
+
+        def activity(self):
+            return {}
+
+        def close(self):
+            events.append("restart")
+
+    rd.attach(Services())
     out = rd.run(GENERATE, 1, {}, work_failing(2))  # fails twice, run.max_retries=2: the third try finishes
     assert events == ["work", "restart", "work", "restart", "work"]
     assert out["answers"].read_text() == '{"id": 1}\n'

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -40,6 +40,7 @@ from w2s import __version__
 from w2s.console import say
 from w2s.data.files import HashCache, WriterLock, append_jsonl, atomic_write_json, atomic_write_text
 from w2s.errors import RunDirError, WorkerError
+from w2s.metrics_sinks import MetricsSink, sinks_for
 from w2s.stage_config import config_changes, config_hash, config_values
 from w2s.stages import RUN_ORDER, Stage
 
@@ -168,25 +169,52 @@ def stage_activity(before: dict[str, Any], after: dict[str, Any]) -> dict[str, A
             **{k: after.get(k, [])[len(before.get(k, [])):] for k in ("refits", "turns")}}
 
 
+class StageServices(Protocol):
+    """What a run directory reads of the role services its stages work on (:class:`w2s.roles.Services`)."""
+
+    work_s: float  # seconds spent in work calls so far: a manifest's work_seconds is its share
+
+    def activity(self) -> dict[str, Any]:
+        """Groups started, refit checks, turns so far: a manifest records a stage's share."""
+
+    def close(self) -> None:
+        """Stop every role: the next call starts them afresh."""
+
+
 class RunDir:
-    def __init__(self, path: str | os.PathLike, cfg: DictConfig):
+    """A run's directory: its one writer's lock, each stage run once (:meth:`run`), metrics and manifests.
+
+    Args:
+        path: the run directory.
+        cfg: the run's whole config.
+        sinks: where metrics go besides ``metrics.jsonl`` (default: those ``cfg.log`` asks for,
+            :func:`w2s.metrics_sinks.sinks_for`).
+    """
+
+    def __init__(self, path: str | os.PathLike, cfg: DictConfig, *, sinks: list[MetricsSink] | None = None):
         self.path = Path(path).resolve()
         self.cfg = cfg
         self.fork = cfg.run.resume == "fork"
         self._forked_from: str | None = None  # the first stage redone in fork mode; everything after is redone
         self._cluster_info: dict[str, Any] = {}
-        self._tb: Any = None  # TensorBoard writer, opened on the first metrics
-        self._wandb: Any = None  # W&B run, when log.wandb.project is set
+        self.sinks = sinks_for(self.path, cfg) if sinks is None else sinks
         self._lock: WriterLock | None = None
         self._hashes = HashCache(self.path / ".hashes.json")
         self.attempt = 0  # this driver's attempt number (1, 2, ...), set by open()
-        # Seconds spent in work calls so far (w2s.roles.Services.work_s): a manifest's work_seconds is its share.
-        self.work_clock: Callable[[], float] = lambda: 0.0
-        # What the role services did so far (w2s.roles.Services.activity): a manifest records a stage's share.
-        self.services_activity: Callable[[], dict[str, Any]] = dict
-        # Set by the driver that owns the role services: a stage whose actor died (WorkerError) is retried up to
+        # The role services the stages work on, given by the driver that owns them (attach): their work time and
+        # activity go into each manifest, and a stage whose actor died (WorkerError) is retried up to
         # run.max_retries times on fresh services (the failed role's group is gone; every role starts afresh).
-        self.restart_services: Callable[[], None] | None = None
+        self.services: StageServices | None = None
+
+    def attach(self, services: StageServices) -> None:
+        """The role services this run's stages work on from now on (see ``services``)."""
+        self.services = services
+
+    def _work_s(self) -> float:
+        return self.services.work_s if self.services is not None else 0.0
+
+    def _activity(self) -> dict[str, Any]:
+        return self.services.activity() if self.services is not None else {}
 
     # -- set-up
     def open(self, *, recipe: str, overrides: list[str]) -> bool:
@@ -320,7 +348,7 @@ class RunDir:
                                                  "inputs": self._describe(inputs or {})}, sort_keys=True,
                                                 default=str).encode()).hexdigest()
         record: dict[str, Any] = {"outputs": {}, "metrics": {}, "fingerprint": fingerprint}
-        started, work, activity = time.time(), self.work_clock(), self.services_activity()
+        started, work, activity = time.time(), self._work_s(), self._activity()
         yield record
         record.pop("fingerprint")
         outputs = {}
@@ -331,8 +359,8 @@ class RunDir:
             "config_keys": config_keys, "config_values": config_values(self.cfg, config_keys),
             "seed": int(self.cfg.run.seed), "inputs": self._describe(inputs or {}),
             "outputs": outputs, "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
-            "seconds": round(time.time() - started, 2), "work_seconds": round(self.work_clock() - work, 2),
-            "attempt": self.attempt, "services": stage_activity(activity, self.services_activity()), **record,
+            "seconds": round(time.time() - started, 2), "work_seconds": round(self._work_s() - work, 2),
+            "attempt": self.attempt, "services": stage_activity(activity, self._activity()), **record,
         }
         self._hashes.save()
         atomic_write_json(stage_dir / MANIFEST, manifest)
@@ -355,7 +383,7 @@ class RunDir:
         done = self.finished(stage_dir, keys, inputs)
         if done and set(stage.outputs) <= set(done["outputs"]):  # (an older w2s may have recorded fewer)
             return {name: self.output(done, name) for name in done["outputs"]}
-        retries = int(self.cfg.run.max_retries) if self.restart_services else 0
+        retries = int(self.cfg.run.max_retries) if self.services is not None else 0
         for attempt in range(retries + 1):
             try:
                 return self._work(stage, round_index, stage_dir, inputs, work)
@@ -364,7 +392,7 @@ class RunDir:
                     raise
                 say(f"{stage_dir.relative_to(self.path)} failed ({e}); retry {attempt + 1}/{retries} "
                     "(run.max_retries)")
-                self.restart_services()
+                self.services.close()
         raise AssertionError("unreachable")
 
     def _work(self, stage: Stage, round_index: int | None, stage_dir: Path, inputs: dict[str, Any] | None,
@@ -394,35 +422,8 @@ class RunDir:
                                                    "time": time.strftime("%Y-%m-%d %H:%M:%S")})
         numbers = {f"{stage}/{k}": v for k, v in metrics.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        if self.cfg.log.wandb.project:
-            self._wandb_log(numbers, round_index)
-        if self.cfg.log.tensorboard:
-            self._tensorboard_log(numbers, round_index)
-
-    def _tensorboard_log(self, numbers: dict[str, float], round_index: int | None) -> None:
-        """Scalars in ``tensorboard/rounds`` (step: the round), written with TensorBoard's own event writer: the
-        driver never imports torch for it (torch's SummaryWriter writes the same events)."""
-        from tensorboard.compat.proto.event_pb2 import Event
-        from tensorboard.compat.proto.summary_pb2 import Summary
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
-
-        if self._tb is None:
-            self._tb = EventFileWriter(str(self.path / "tensorboard" / "rounds"))
-        values = [Summary.Value(tag=tag, simple_value=float(v)) for tag, v in numbers.items()]
-        self._tb.add_event(Event(wall_time=time.time(), step=round_index or 0, summary=Summary(value=values)))
-        self._tb.flush()
-
-    def _wandb_log(self, numbers: dict[str, float], round_index: int | None) -> None:
-        import wandb
-
-        if self._wandb is None:
-            w = self.cfg.log.wandb
-            # The run directory's name and attempt identify the W&B run; resuming a run resumes it.
-            self._wandb = wandb.init(project=w.project, entity=w.entity or None, mode=w.mode, dir=str(self.path),
-                                     name=self.path.name,
-                                     id="w2s-" + hashlib.sha256(str(self.path).encode()).hexdigest()[:12],
-                                     resume="allow", config=OmegaConf.to_container(self.cfg, resolve=True))
-        self._wandb.log({**numbers, "round": round_index or 0})
+        for sink in self.sinks:
+            sink.log(numbers, round_index or 0)
 
     def _last_metrics(self) -> dict[tuple[Any, Any], dict[str, Any]]:
         """The latest row per (round, stage), without its attempt and time."""

@@ -98,9 +98,7 @@ def run_job(cfg: DictConfig, *, recipe: str, overrides: list[str]) -> int:
             from w2s.roles import Services
 
             with Services(cfg, on_placed=rd.record_placements) as services:
-                rd.work_clock = lambda: services.work_s
-                rd.services_activity = services.activity
-                rd.restart_services = services.close
+                rd.attach(services)
                 if cfg.job == "loop":
                     from w2s.controller.loop import run_loop
 
