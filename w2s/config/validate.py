@@ -6,6 +6,7 @@ Resources are judged from what the recipe requests (``cluster.*``), which is wha
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -63,14 +64,28 @@ def colocate_issues(c: DictConfig) -> list[ConfigIssue]:
 
 
 def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
-    """All cross-field problems of a composed config, for the given job (None: ``cfg.job``)."""
-    from w2s.aligner.templates import TEMPLATE_NAMES
+    """All cross-field problems of a composed config, for the given job (None: ``cfg.job``): the bounds and the
+    cluster for every job, then the job's own checks (:data:`JOB_CHECKS`), then the models OpenRLHF will load."""
     from w2s.config.schema import W2SConfig
-    from w2s.shipped import resolve_path
 
     job = JOB_ALIASES.get(job, job) if job else None
     job = job or cfg.job
     issues: list[ConfigIssue] = bound_issues(cfg, W2SConfig)
+    _check_training_dtypes(cfg, issues)
+    _check_cluster(cfg.cluster, issues)
+    for check in JOB_CHECKS.get(job, ()):
+        check(cfg, issues)
+    _check_openrlhf_models(cfg, job, issues)
+    return issues
+
+
+def _templates(cfg: DictConfig) -> set[str]:
+    from w2s.aligner.templates import TEMPLATE_NAMES
+
+    return set(TEMPLATE_NAMES) | set(cfg.aligner.templates.keys())
+
+
+def _check_training_dtypes(cfg: DictConfig, issues: list[ConfigIssue]) -> None:
     if role_gpus(cfg.cluster.trainer) > 0:  # float32 training is w2s's CPU path; OpenRLHF's GPU path takes bf16/fp16
         trained = (("train.sft", cfg.train.sft), ("train.dpo", cfg.train.dpo),
                    ("train.rlhf.reward_model", cfg.train.rlhf.reward_model), ("aligner.train", cfg.aligner.train))
@@ -78,9 +93,9 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
             if section.param_dtype == "float32":
                 issues.append(ConfigIssue(f"{key}.param_dtype", "float32", "float32 training is for CPU trainers; "
                                           "cluster.trainer requests GPUs", "use bfloat16 on GPUs"))
-    c = cfg.cluster
-    trainer_ranks = int(c.trainer.num_actors)
 
+
+def _check_cluster(c: DictConfig, issues: list[ConfigIssue]) -> None:
     for role_key in ("generator", "corrector", "trainer", "judge"):
         role = c[role_key]
         if role.num_actors < 1:
@@ -92,135 +107,149 @@ def validate(cfg: DictConfig, job: str | None = None) -> list[ConfigIssue]:
             issues.append(ConfigIssue(f"cluster.{role_key}.num_gpus_per_actor", role.num_gpus_per_actor,
                                       "above 1, GPUs per actor must be a whole number", ""))
     issues += colocate_issues(c)
-    if not c.address:  # a private local instance: what it will have is known now
-        for res, total in (("cpus", c.num_cpus), ("gpus", c.num_gpus)):
-            for role_key in ("generator", "corrector", "trainer", "judge"):
-                role = c[role_key]
-                need = role.num_actors * role[f"num_{res}_per_actor"]
-                if res == "gpus" and not total and need > 0 and not local_gpus():
-                    issues.append(ConfigIssue(
-                        f"cluster.{role_key}.num_gpus_per_actor", role.num_gpus_per_actor,
-                        "this machine has no GPU (no /dev/nvidia* device), so the local Ray instance has none",
-                        f"set cluster.{role_key}.num_gpus_per_actor=0 to run on CPU, join a GPU cluster with "
-                        "cluster.address, or declare logical GPUs with cluster.num_gpus=N (placement only: CUDA "
-                        "code would still fail)"))
-                elif total and need > total:
-                    issues.append(ConfigIssue(
-                        f"cluster.{role_key}", f"{role.num_actors} x {role[f'num_{res}_per_actor']:g} {res}",
-                        f"needs {need:g} {res[:-1].upper()}s but the local Ray instance has cluster.num_{res}={total}",
-                        f"lower cluster.{role_key}.num_actors or num_{res}_per_actor, or raise cluster.num_{res}"))
-
-    templates = set(TEMPLATE_NAMES) | set(cfg.aligner.templates.keys())
-    if job in ("loop", "correct"):
-        if cfg.correct.template != "auto" and cfg.correct.template not in templates:
-            issues.append(ConfigIssue("correct.template", cfg.correct.template, "unknown template",
-                                      f"use auto or one of {sorted(templates)}"))
-        check_sampling("correct", cfg.correct, "cluster.corrector", c.corrector, issues, model=cfg.model.aligner,
-                        model_key="model.aligner")
-        check_model("model.aligner", cfg.model.aligner, issues, required=True)
-
-    per_round = job == "loop" and bool(cfg.aligner.per_round)
-    if per_round:
-        if cfg.aligner.train.enabled:
-            issues.append(ConfigIssue("aligner.train.enabled", True, "trains one Aligner for every round, but "
-                                      "aligner.per_round trains a new one each round", "choose one: "
-                                      "aligner.train.enabled=false, or aligner.per_round=[]"))
-        if len(cfg.aligner.per_round) < cfg.loop.rounds:
-            issues.append(ConfigIssue("aligner.per_round", list(cfg.aligner.per_round),
-                                      f"has {len(cfg.aligner.per_round)} training set(s) for loop.rounds="
-                                      f"{cfg.loop.rounds}", "give one per round"))
-        for i, path in enumerate(cfg.aligner.per_round):
-            check_data(f"aligner.per_round[{i}]", SimpleNamespace(path=path), issues, required=True)
-    if job in ("loop", "aligner") and (job == "aligner" or cfg.aligner.train.enabled or per_round):
-        a = cfg.aligner.train
-        if a.template not in templates:
-            issues.append(ConfigIssue("aligner.train.template", a.template, "unknown template",
-                                      f"use one of {sorted(templates)}"))
-        mismatch = cfg.correct.template not in ("auto", a.template) and not cfg.correct.allow_template_mismatch
-        if job == "loop" and mismatch:
-            issues.append(ConfigIssue("correct.template", cfg.correct.template, f"differs from aligner.train.template="
-                                      f"{a.template}: the Aligner this run trains would correct prompts in a format "
-                                      "it never learnt", f"set correct.template=auto (or {a.template}), or "
-                                      "correct.allow_template_mismatch=true to do it anyway"))
-        if not 0 <= a.warmup_fraction < 1:
-            issues.append(ConfigIssue("aligner.train.warmup_fraction", a.warmup_fraction, "must be in [0, 1)",
-                                      "the paper's best identity warm-up share is 0.2"))
-        if not 0 <= a.eval_fraction < 1:
-            issues.append(ConfigIssue("aligner.train.eval_fraction", a.eval_fraction, "must be in [0, 1)", ""))
-        if not per_round:
-            check_data("aligner.train.data", a.data, issues, required=True)
-        check_trainer("aligner.train", a, trainer_ranks, issues)
-        check_model("model.aligner", cfg.model.aligner, issues, required=True)
-        check_attention("model.aligner", cfg.model.aligner, role_gpus(c.trainer) + role_gpus(c.corrector), issues)
-
-    if job == "loop":
-        check_model("model.strong", cfg.model.strong, issues, required=True)
-        check_attention("model.strong", cfg.model.strong, role_gpus(c.trainer) + role_gpus(c.generator), issues)
-        check_sampling("generate", cfg.generate, "cluster.generator", c.generator, issues, model=cfg.model.strong,
-                        model_key="model.strong")
-        check_data("loop.prompts", cfg.loop.prompts, issues, required=True)
-        if cfg.loop.rounds < 1:
-            issues.append(ConfigIssue("loop.rounds", cfg.loop.rounds, "must be at least 1", "set loop.rounds=1"))
-        if cfg.loop.ceiling:
-            _check_ceiling(cfg, issues)
-        method = cfg.train.method
-        if method in ("sft", "dpo"):
-            check_trainer(f"train.{method}", cfg.train[method], trainer_ranks, issues)
-            check_length(f"train.{method}.max_len", cfg.train[method].max_len, cfg.model.strong, "model.strong",
-                          issues)
-        if method == "dpo":
-            d = cfg.train.dpo
-            if not 0 <= d.min_pair_distance < 1:
-                issues.append(ConfigIssue("train.dpo.min_pair_distance", d.min_pair_distance, "must be in [0, 1)",
-                                          "0 drops only identical pairs"))
-            if d.pair_source != "aligner":
-                if not d.extra_pairs:
-                    issues.append(ConfigIssue("train.dpo.extra_pairs", "", f"is required with train.dpo.pair_source="
-                                              f"{d.pair_source}", "give a pairs file, e.g. a PopAlign popalign.jsonl"))
-                elif not resolve_path(d.extra_pairs).exists():
-                    issues.append(ConfigIssue("train.dpo.extra_pairs", d.extra_pairs, "no such file", ""))
-            if d.beta <= 0:
-                issues.append(ConfigIssue("train.dpo.beta", d.beta, "must be positive", "e.g. 0.1"))
-        if method == "rlhf":
-            check_trainer("train.rlhf.reward_model", cfg.train.rlhf.reward_model, trainer_ranks, issues)
-            rm = cfg.train.rlhf.reward_model
-            if not rm.base:  # the reward model starts from the policy: the policy's context bounds its inputs
-                check_length("train.rlhf.reward_model.max_len", rm.max_len, cfg.model.strong, "model.strong", issues)
-            ppo = cfg.train.rlhf.ppo
-            if cfg.train.rlhf.ppo_enabled:
-                check_length("train.rlhf.ppo.max_prompt_tokens + max_new_tokens",
-                              ppo.max_prompt_tokens + ppo.max_new_tokens, cfg.model.strong, "model.strong", issues)
-            if cfg.train.rlhf.ppo_enabled and role_gpus(c.trainer) < 1:
+    if c.address:  # a cluster to join: what it has is known once joined
+        return
+    for res, total in (("cpus", c.num_cpus), ("gpus", c.num_gpus)):  # a private local instance
+        for role_key in ("generator", "corrector", "trainer", "judge"):
+            role = c[role_key]
+            need = role.num_actors * role[f"num_{res}_per_actor"]
+            if res == "gpus" and not total and need > 0 and not local_gpus():
                 issues.append(ConfigIssue(
-                    "train.method", "rlhf",
-                    "RLHF's PPO stage runs through OpenRLHF's Ray PPO, whose rollouts, training and weight sync "
-                    "need CUDA GPUs (vLLM, NCCL), but cluster.trainer requests no GPUs",
-                    "on a GPU cluster set cluster.trainer.num_gpus_per_actor=1 (and enough trainer actors); on CPU "
-                    "set train.rlhf.ppo_enabled=false to run the reward-model stage only, or use train.method=dpo"))
-        if cfg.eval.enabled:
-            check_data("eval.prompts", cfg.eval.prompts, issues, required=True)
-            bad = [x for x in cfg.eval.compare_to if x not in ("previous", "initial")]
-            if bad:
-                issues.append(ConfigIssue("eval.compare_to", list(cfg.eval.compare_to),
-                                          f"unknown entries {bad}", "use a list of: previous, initial"))
-            check_sampling("eval.generate", cfg.eval.generate, "cluster.generator", c.generator, issues,
-                            model=cfg.model.strong, model_key="model.strong")
-            check_judges(cfg.eval.judges, c.judge, issues)
-
-    if job == "correct":
-        pass  # input and output files are command-line arguments, checked by the command itself
-
-    if job == "popalign":
-        _check_popalign(cfg, trainer_ranks, issues)
-
-    if job == "interpret":
-        _check_interpret(cfg.interpret, issues)
-
-    _check_openrlhf_models(cfg, job, issues)
-    return issues
+                    f"cluster.{role_key}.num_gpus_per_actor", role.num_gpus_per_actor,
+                    "this machine has no GPU (no /dev/nvidia* device), so the local Ray instance has none",
+                    f"set cluster.{role_key}.num_gpus_per_actor=0 to run on CPU, join a GPU cluster with "
+                    "cluster.address, or declare logical GPUs with cluster.num_gpus=N (placement only: CUDA "
+                    "code would still fail)"))
+            elif total and need > total:
+                issues.append(ConfigIssue(
+                    f"cluster.{role_key}", f"{role.num_actors} x {role[f'num_{res}_per_actor']:g} {res}",
+                    f"needs {need:g} {res[:-1].upper()}s but the local Ray instance has cluster.num_{res}={total}",
+                    f"lower cluster.{role_key}.num_actors or num_{res}_per_actor, or raise cluster.num_{res}"))
 
 
-def _check_interpret(i: Any, issues: list[ConfigIssue]) -> None:
+def _check_correction(cfg: DictConfig, issues: list[ConfigIssue]) -> None:
+    """The loop's correct stage and ``w2s aligner correct`` (whose files are arguments, checked by the command)."""
+    templates = _templates(cfg)
+    if cfg.correct.template != "auto" and cfg.correct.template not in templates:
+        issues.append(ConfigIssue("correct.template", cfg.correct.template, "unknown template",
+                                  f"use auto or one of {sorted(templates)}"))
+    check_sampling("correct", cfg.correct, "cluster.corrector", cfg.cluster.corrector, issues, model=cfg.model.aligner,
+                   model_key="model.aligner")
+    check_model("model.aligner", cfg.model.aligner, issues, required=True)
+
+
+def _check_per_round_aligners(cfg: DictConfig, issues: list[ConfigIssue]) -> None:
+    if not cfg.aligner.per_round:
+        return
+    if cfg.aligner.train.enabled:
+        issues.append(ConfigIssue("aligner.train.enabled", True, "trains one Aligner for every round, but "
+                                  "aligner.per_round trains a new one each round", "choose one: "
+                                  "aligner.train.enabled=false, or aligner.per_round=[]"))
+    if len(cfg.aligner.per_round) < cfg.loop.rounds:
+        issues.append(ConfigIssue("aligner.per_round", list(cfg.aligner.per_round),
+                                  f"has {len(cfg.aligner.per_round)} training set(s) for loop.rounds="
+                                  f"{cfg.loop.rounds}", "give one per round"))
+    for i, path in enumerate(cfg.aligner.per_round):
+        check_data(f"aligner.per_round[{i}]", SimpleNamespace(path=path), issues, required=True)
+
+
+def _check_aligner_training(cfg: DictConfig, issues: list[ConfigIssue], *, in_loop: bool = False) -> None:
+    """``w2s aligner train``, and a loop that trains its Aligner (once, or each round with aligner.per_round)."""
+    per_round = in_loop and bool(cfg.aligner.per_round)
+    a, c, templates = cfg.aligner.train, cfg.cluster, _templates(cfg)
+    if a.template not in templates:
+        issues.append(ConfigIssue("aligner.train.template", a.template, "unknown template",
+                                  f"use one of {sorted(templates)}"))
+    mismatch = cfg.correct.template not in ("auto", a.template) and not cfg.correct.allow_template_mismatch
+    if in_loop and mismatch:
+        issues.append(ConfigIssue("correct.template", cfg.correct.template, f"differs from aligner.train.template="
+                                  f"{a.template}: the Aligner this run trains would correct prompts in a format "
+                                  "it never learnt", f"set correct.template=auto (or {a.template}), or "
+                                  "correct.allow_template_mismatch=true to do it anyway"))
+    if not 0 <= a.warmup_fraction < 1:
+        issues.append(ConfigIssue("aligner.train.warmup_fraction", a.warmup_fraction, "must be in [0, 1)",
+                                  "the paper's best identity warm-up share is 0.2"))
+    if not 0 <= a.eval_fraction < 1:
+        issues.append(ConfigIssue("aligner.train.eval_fraction", a.eval_fraction, "must be in [0, 1)", ""))
+    if not per_round:
+        check_data("aligner.train.data", a.data, issues, required=True)
+    check_trainer("aligner.train", a, int(c.trainer.num_actors), issues)
+    check_model("model.aligner", cfg.model.aligner, issues, required=True)
+    check_attention("model.aligner", cfg.model.aligner, role_gpus(c.trainer) + role_gpus(c.corrector), issues)
+
+
+def _check_loop(cfg: DictConfig, issues: list[ConfigIssue]) -> None:
+    """``w2s run``: the Aligner it corrects with (and trains), the policy, its prompts, training and evaluation."""
+    c = cfg.cluster
+    _check_correction(cfg, issues)
+    _check_per_round_aligners(cfg, issues)
+    if cfg.aligner.train.enabled or cfg.aligner.per_round:
+        _check_aligner_training(cfg, issues, in_loop=True)
+    check_model("model.strong", cfg.model.strong, issues, required=True)
+    check_attention("model.strong", cfg.model.strong, role_gpus(c.trainer) + role_gpus(c.generator), issues)
+    check_sampling("generate", cfg.generate, "cluster.generator", c.generator, issues, model=cfg.model.strong,
+                   model_key="model.strong")
+    check_data("loop.prompts", cfg.loop.prompts, issues, required=True)
+    if cfg.loop.rounds < 1:
+        issues.append(ConfigIssue("loop.rounds", cfg.loop.rounds, "must be at least 1", "set loop.rounds=1"))
+    if cfg.loop.ceiling:
+        _check_ceiling(cfg, issues)
+    _check_training_method(cfg, issues)
+    if cfg.eval.enabled:
+        _check_eval(cfg, issues)
+
+
+def _check_training_method(cfg: DictConfig, issues: list[ConfigIssue]) -> None:
+    from w2s.shipped import resolve_path
+
+    c, method, trainer_ranks = cfg.cluster, cfg.train.method, int(cfg.cluster.trainer.num_actors)
+    if method in ("sft", "dpo"):
+        check_trainer(f"train.{method}", cfg.train[method], trainer_ranks, issues)
+        check_length(f"train.{method}.max_len", cfg.train[method].max_len, cfg.model.strong, "model.strong", issues)
+    if method == "dpo":
+        d = cfg.train.dpo
+        if not 0 <= d.min_pair_distance < 1:
+            issues.append(ConfigIssue("train.dpo.min_pair_distance", d.min_pair_distance, "must be in [0, 1)",
+                                      "0 drops only identical pairs"))
+        if d.pair_source != "aligner":
+            if not d.extra_pairs:
+                issues.append(ConfigIssue("train.dpo.extra_pairs", "", f"is required with train.dpo.pair_source="
+                                          f"{d.pair_source}", "give a pairs file, e.g. a PopAlign popalign.jsonl"))
+            elif not resolve_path(d.extra_pairs).exists():
+                issues.append(ConfigIssue("train.dpo.extra_pairs", d.extra_pairs, "no such file", ""))
+        if d.beta <= 0:
+            issues.append(ConfigIssue("train.dpo.beta", d.beta, "must be positive", "e.g. 0.1"))
+    if method == "rlhf":
+        check_trainer("train.rlhf.reward_model", cfg.train.rlhf.reward_model, trainer_ranks, issues)
+        rm = cfg.train.rlhf.reward_model
+        if not rm.base:  # the reward model starts from the policy: the policy's context bounds its inputs
+            check_length("train.rlhf.reward_model.max_len", rm.max_len, cfg.model.strong, "model.strong", issues)
+        ppo = cfg.train.rlhf.ppo
+        if cfg.train.rlhf.ppo_enabled:
+            check_length("train.rlhf.ppo.max_prompt_tokens + max_new_tokens",
+                         ppo.max_prompt_tokens + ppo.max_new_tokens, cfg.model.strong, "model.strong", issues)
+        if cfg.train.rlhf.ppo_enabled and role_gpus(c.trainer) < 1:
+            issues.append(ConfigIssue(
+                "train.method", "rlhf",
+                "RLHF's PPO stage runs through OpenRLHF's Ray PPO, whose rollouts, training and weight sync "
+                "need CUDA GPUs (vLLM, NCCL), but cluster.trainer requests no GPUs",
+                "on a GPU cluster set cluster.trainer.num_gpus_per_actor=1 (and enough trainer actors); on CPU "
+                "set train.rlhf.ppo_enabled=false to run the reward-model stage only, or use train.method=dpo"))
+
+
+def _check_eval(cfg: DictConfig, issues: list[ConfigIssue]) -> None:
+    check_data("eval.prompts", cfg.eval.prompts, issues, required=True)
+    bad = [x for x in cfg.eval.compare_to if x not in ("previous", "initial")]
+    if bad:
+        issues.append(ConfigIssue("eval.compare_to", list(cfg.eval.compare_to),
+                                  f"unknown entries {bad}", "use a list of: previous, initial"))
+    check_sampling("eval.generate", cfg.eval.generate, "cluster.generator", cfg.cluster.generator, issues,
+                   model=cfg.model.strong, model_key="model.strong")
+    check_judges(cfg.eval.judges, cfg.cluster.judge, issues)
+
+
+def _check_interpret(cfg: DictConfig, issues: list[ConfigIssue]) -> None:
+    i = cfg.interpret
     check_data("interpret.pairs", i.pairs, issues, required=True)
     if i.tokens < 1:
         issues.append(ConfigIssue("interpret.tokens", i.tokens, "must be at least 1", "the paper reads 20"))
@@ -358,7 +387,8 @@ def _check_ceiling(cfg: DictConfig, issues: list[ConfigIssue]) -> None:
                                   "aligner.per_round), or loop.ceiling=false"))
 
 
-def _check_popalign(cfg: DictConfig, trainer_ranks: int, issues: list[ConfigIssue]) -> None:
+def _check_popalign(cfg: DictConfig, issues: list[ConfigIssue]) -> None:
+    trainer_ranks = int(cfg.cluster.trainer.num_actors)
     """The popalign section: strategies, weights, the models they need, files, filters, judge, training."""
     from w2s.config.schema import POPALIGN_STRATEGIES
 
@@ -426,3 +456,13 @@ def _check_popalign(cfg: DictConfig, trainer_ranks: int, issues: list[ConfigIssu
         if cfg.train.dpo.beta <= 0:
             issues.append(ConfigIssue("train.dpo.beta", cfg.train.dpo.beta, "must be positive", "paper: 0.01"))
         check_attention("model.strong", cfg.model.strong, role_gpus(c.trainer), issues)
+
+
+# Each job's own checks, in order (every job also gets the bounds, the cluster and the OpenRLHF models).
+JOB_CHECKS: dict[str, tuple[Callable[[DictConfig, list[ConfigIssue]], None], ...]] = {
+    "loop": (_check_loop,),
+    "aligner": (_check_aligner_training,),
+    "correct": (_check_correction,),
+    "popalign": (_check_popalign,),
+    "interpret": (_check_interpret,),
+}
