@@ -12,6 +12,7 @@ from w2s.data.files import read_jsonl
 from w2s.eval.html import Figure, Section, Table, Text
 from w2s.eval.report import OMEGA_NOTE, agreement_figure, category_table, omega_table, samples, write_reports
 from w2s.rundir import read_metrics, read_state
+from w2s.stages import ALIGNER_EVAL, ALIGNER_EVAL_PROMPTS, CORRECT
 
 
 def latest_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -115,8 +116,8 @@ def _evaluation_section(run_dir: Path, evals: list[dict[str, Any]]) -> Section:
 
 
 def _aligner_section(run_dir: Path, metrics: list[dict[str, Any]]) -> Section:
-    rows = sorted((m for m in metrics if str(m.get("stage", "")).startswith(("aligner-eval/",
-                                                                              "aligner-eval-prompts/"))),
+    rows = sorted((m for m in metrics if str(m.get("stage", "")).startswith((f"{ALIGNER_EVAL.name}/",
+                                                                              f"{ALIGNER_EVAL_PROMPTS.name}/"))),
                   key=lambda m: (m.get("round") or 0, m["stage"], m["judge"]))
     if not rows:
         return Section("The Aligner's own effect", [])
@@ -130,11 +131,11 @@ def _aligner_section(run_dir: Path, metrics: list[dict[str, Any]]) -> Section:
              "answers to the evaluation prompts. Each judge compared the corrections with the original answers (the "
              f"embedding judge against the reference correction). Copy rate {r0['copy_rate']:.0%}; corrections cut "
              f"off at max_new_tokens {r0['truncated_rate']:.0%} ({r0['set']}). "
-             + eval_set_note(run_dir, [m for m in rows if m["stage"].startswith("aligner-eval-prompts/")])),
+             + eval_set_note(run_dir, [m for m in rows if m["stage"].startswith(f"{ALIGNER_EVAL_PROMPTS.name}/")])),
         omega_table(rows, [("set", "answers corrected")] + ([("round", "round")] if per_round else []),
                     "Corrected vs original answers" + (" (Aligner_k in round k)." if per_round else "."))]
-    found = sorted(run_dir.glob("round-*/aligner-eval/corrections.jsonl")) or [run_dir / "aligner-eval" /
-                                                                               "corrections.jsonl"]
+    found = sorted(run_dir.glob(f"round-*/{ALIGNER_EVAL.name}/corrections.jsonl")) or [
+        run_dir / ALIGNER_EVAL.name / "corrections.jsonl"]
     corrections = found[-1]
     s = samples(read_jsonl(corrections) if corrections.exists() else [],
                 ["question", "answer", "aligner_correction", "correction"],
@@ -144,7 +145,7 @@ def _aligner_section(run_dir: Path, metrics: list[dict[str, Any]]) -> Section:
 
 def _samples_section(run_dir: Path) -> Section:
     blocks: list[Any] = []
-    first = run_dir / "round-01" / "correct" / "corrections.jsonl"
+    first = run_dir / "round-01" / CORRECT.name / "corrections.jsonl"
     if first.exists():
         s = samples(read_jsonl(first), ["prompt", "answer", "correction"],
                     "Round 1: the policy's answers and the Aligner's corrections (what the policy is trained on).")
