@@ -41,7 +41,7 @@ def test_stage_done_only_when_body_succeeds(tmp_path):
     assert rd.finished(stage, ["generate"]) is None
     with rd.stage(stage, ["generate"], round_index=1, name="generate") as rec:
         (stage / "answers.jsonl").write_text("{}\n")
-        rec["outputs"]["answers"] = stage / "answers.jsonl"
+        rec.outputs["answers"] = stage / "answers.jsonl"
     manifest = rd.finished(stage, ["generate"])
     assert manifest and rd.output(manifest, "answers") == stage / "answers.jsonl"
     assert manifest["outputs"]["answers"]["path"] == "round-01/generate/answers.jsonl"  # the run dir can move
@@ -150,7 +150,7 @@ def test_a_default_changed_by_an_upgrade_is_seen_on_resume_and_named(tmp_path):
 def _finished_stage(rd, stage, inputs):
     with rd.stage(stage, ["generate"], round_index=1, name="generate", inputs=inputs) as rec:
         (stage / "answers.jsonl").write_text('{"a": 1}\n{"a": 2}\n')
-        rec["outputs"]["answers"] = stage / "answers.jsonl"
+        rec.outputs["answers"] = stage / "answers.jsonl"
 
 
 def test_a_finished_stage_whose_output_changed_is_refused_then_redone_by_fork(tmp_path):
@@ -345,8 +345,8 @@ def test_the_stage_runner_works_once_then_reads_the_recorded_outputs(tmp_path):
     def work(stage_dir, rec):
         calls.append(stage_dir)
         (stage_dir / "answers.jsonl").write_text('{"id": 1}\n')
-        rec["outputs"]["answers"] = stage_dir / "answers.jsonl"
-        rec["metrics"] = {"answers": 1}
+        rec.outputs["answers"] = stage_dir / "answers.jsonl"
+        rec.metrics = {"answers": 1}
 
     first = rd.run(GENERATE, 1, {}, work)
     again = rd.run(GENERATE, 1, {}, work)
@@ -376,8 +376,8 @@ def test_the_runner_retries_work_whose_actor_died_on_restarted_services(tmp_path
                 (stage_dir / "partial.jsonl").write_text("{}\n")
                 raise WorkerError("generator-0 died")
             (stage_dir / "answers.jsonl").write_text('{"id": 1}\n')
-            rec["outputs"]["answers"] = stage_dir / "answers.jsonl"
-            rec["metrics"] = {"answers": 1}
+            rec.outputs["answers"] = stage_dir / "answers.jsonl"
+            rec.metrics = {"answers": 1}
         return work
 
     # No driver owns services (none attached): nothing to restart, so no retry.
@@ -449,3 +449,13 @@ def test_a_run_with_rounds_beyond_loop_rounds_is_refused_before_anything_is_writ
     refuse_fewer_rounds(run, 3)
     refuse_fewer_rounds(run, 5)
     refuse_fewer_rounds(tmp_path / "new", 1)
+
+
+def test_a_stage_record_writes_what_its_body_set_into_the_manifest(tmp_path):
+    from w2s.rundir import StageRecord
+
+    assert StageRecord("f").manifest_fields() == {"metrics": {}}
+    record = StageRecord("f", metrics={"n": 1}, losses=[], resumed_rows=0, extra={"strategies": {"prefix": 2}})
+    record.provenance["engine"] = {"backend": "vllm"}
+    assert record.manifest_fields() == {"metrics": {"n": 1}, "provenance": {"engine": {"backend": "vllm"}},
+                                        "losses": [], "resumed_rows": 0, "strategies": {"prefix": 2}}

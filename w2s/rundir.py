@@ -31,6 +31,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -167,6 +168,31 @@ def stage_activity(before: dict[str, Any], after: dict[str, Any]) -> dict[str, A
     started = {role: n - before.get("started", {}).get(role, 0) for role, n in after.get("started", {}).items()}
     return {"started": {role: n for role, n in started.items() if n > 0},
             **{k: after.get(k, [])[len(before.get(k, [])):] for k in ("refits", "turns")}}
+
+
+@dataclass
+class StageRecord:
+    """What a stage body makes (:meth:`RunDir.run` hands it one, and writes it into the stage's manifest once the
+    body returns): its output files, its metrics row, and what else is worth keeping with them."""
+
+    fingerprint: str  # what this attempt makes its outputs from (w2s.data.partial keeps chunks under it)
+    outputs: dict[str, Path] = field(default_factory=dict)  # name -> file or folder, hashed into the manifest
+    metrics: dict[str, Any] = field(default_factory=dict)  # the stage's row of metrics.jsonl
+    provenance: dict[str, Any] = field(default_factory=dict)  # which engine, Aligner, template made the outputs
+    losses: list[float] | None = None  # a training's per-step losses
+    resumed_rows: int | None = None  # rows kept from before a stop (w2s.data.partial)
+    extra: dict[str, Any] = field(default_factory=dict)  # anything else the stage keeps in its manifest
+
+    def manifest_fields(self) -> dict[str, Any]:
+        """The manifest's fields from this record (besides outputs): those the body set."""
+        fields: dict[str, Any] = {"metrics": self.metrics}
+        if self.provenance:
+            fields["provenance"] = self.provenance
+        if self.losses is not None:
+            fields["losses"] = self.losses
+        if self.resumed_rows is not None:
+            fields["resumed_rows"] = self.resumed_rows
+        return {**fields, **self.extra}
 
 
 class StageServices(Protocol):
@@ -334,7 +360,7 @@ class RunDir:
 
     @contextmanager
     def stage(self, stage_dir: Path, config_keys: list[str], *, round_index: int | None, name: str,
-              inputs: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+              inputs: dict[str, Any] | None = None) -> Iterator[StageRecord]:
         """Run a stage body; on success its manifest is written (the stage is then done).
 
         The body fills the yielded dict with ``outputs`` (name -> path), ``metrics`` and anything else worth
@@ -347,12 +373,11 @@ class RunDir:
         fingerprint = hashlib.sha256(json.dumps({"config": config_values(self.cfg, config_keys),
                                                  "inputs": self._describe(inputs or {})}, sort_keys=True,
                                                 default=str).encode()).hexdigest()
-        record: dict[str, Any] = {"outputs": {}, "metrics": {}, "fingerprint": fingerprint}
+        record = StageRecord(fingerprint)
         started, work, activity = time.time(), self._work_s(), self._activity()
         yield record
-        record.pop("fingerprint")
         outputs = {}
-        for k, v in record.pop("outputs").items():
+        for k, v in record.outputs.items():
             outputs[k] = {**self._hashes.describe(Path(v)), "path": self._rel(Path(v))}
         manifest = {
             "stage": name, "round": round_index, "config_hash": config_hash(self.cfg, config_keys),
@@ -360,16 +385,17 @@ class RunDir:
             "seed": int(self.cfg.run.seed), "inputs": self._describe(inputs or {}),
             "outputs": outputs, "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
             "seconds": round(time.time() - started, 2), "work_seconds": round(self._work_s() - work, 2),
-            "attempt": self.attempt, "services": stage_activity(activity, self._activity()), **record,
+            "attempt": self.attempt, "services": stage_activity(activity, self._activity()),
+            **record.manifest_fields(),
         }
         self._hashes.save()
         atomic_write_json(stage_dir / MANIFEST, manifest)
 
     def run(self, stage: Stage, round_index: int | None, inputs: dict[str, Any] | None,
-            work: Callable[[Path, dict[str, Any]], None]) -> dict[str, Path]:
+            work: Callable[[Path, StageRecord], None]) -> dict[str, Path]:
         """The one runner of every stage (the loop's, the Aligner's, evaluation's, PopAlign's): the outputs of a
         finished stage that still holds (:meth:`finished`), else ``work(stage_dir, record)`` run as :meth:`stage`
-        runs a body (it writes into ``stage_dir`` and fills ``record["outputs"]`` and ``record["metrics"]``), then
+        runs a body (it writes into ``stage_dir`` and fills its :class:`StageRecord`), then
         the stage's row of metrics.jsonl. Work that fails because an actor died or timed out
         (:class:`~w2s.errors.WorkerError`) is rerun up to ``run.max_retries`` times on restarted services (an
         unfinished stage has no manifest, so a rerun starts it cleanly). Returns output name -> path.
@@ -396,15 +422,15 @@ class RunDir:
         raise AssertionError("unreachable")
 
     def _work(self, stage: Stage, round_index: int | None, stage_dir: Path, inputs: dict[str, Any] | None,
-              work: Callable[[Path, dict[str, Any]], None]) -> dict[str, Path]:
+              work: Callable[[Path, StageRecord], None]) -> dict[str, Path]:
         with self.stage(stage_dir, list(stage.keys), round_index=round_index, name=stage.name, inputs=inputs) as rec:
             work(stage_dir, rec)
-            outputs = {name: Path(path) for name, path in rec["outputs"].items()}
+            outputs = {name: Path(path) for name, path in rec.outputs.items()}
             missing = [name for name in stage.outputs if name not in outputs]
             if missing:  # the declaration and the work disagree: a bug, caught before a manifest says "done"
                 raise RuntimeError(f"stage {stage.name} recorded no {', '.join(missing)} output")
             if stage.metrics_row:
-                self.log_metrics(round_index, stage.name, rec["metrics"])
+                self.log_metrics(round_index, stage.name, rec.metrics)
         return outputs
 
     def output(self, manifest: dict[str, Any], name: str) -> Path:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import OmegaConf
 
 from w2s.console import say
-from w2s.rundir import source_file
+from w2s.rundir import StageRecord, source_file
 from w2s.stages import ALIGNER
 from w2s.workers.requests import TrainAligner
 
@@ -19,15 +19,15 @@ if TYPE_CHECKING:
 
 def _train(run: RunContext, cfg: Any, inputs: dict[str, Any], round_index: int | None, what: str
            ) -> tuple[str, Path | None]:
-    def work(stage_dir: Path, rec: dict[str, Any]) -> None:
+    def work(stage_dir: Path, rec: StageRecord) -> None:
         say(f"{what}: training the weak Aligner on {cfg.aligner.train.data.path} from {cfg.model.aligner.path} (SFT "
             "through OpenRLHF)")
         result = run.services.trainer.train(TrainAligner(section=cfg, output=str(stage_dir / "model")))
-        rec["outputs"]["model"] = stage_dir / "model"
-        rec["outputs"]["heldout"] = Path(result["work_dir"]) / "eval.jsonl"  # whole questions, never trained on
-        rec["metrics"] = {k: v for k, v in result.items() if isinstance(v, (int, float))}
+        rec.outputs["model"] = stage_dir / "model"
+        rec.outputs["heldout"] = Path(result["work_dir"]) / "eval.jsonl"  # whole questions, never trained on
+        rec.metrics = {k: v for k, v in result.items() if isinstance(v, (int, float))}
         for part in result.get("stages", []):  # the identity warm-up, then the corrections
-            rec["metrics"].update({f"{part['stage']}_{k}": part[k] for k in ("steps", "loss_first", "loss_last")
+            rec.metrics.update({f"{part['stage']}_{k}": part[k] for k in ("steps", "loss_first", "loss_last")
                                    if part.get(k) is not None})
         say(f"{what}: " + ", ".join(f"{p['stage']} {p.get('steps')} steps, loss {p.get('loss_first', 0):.3f} -> "
                                     f"{p.get('loss_last', 0):.3f}" for p in result.get("stages", [])))

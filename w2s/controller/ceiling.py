@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from w2s.console import say
 from w2s.data.files import write_jsonl
 from w2s.eval.stats import outcome_values
+from w2s.rundir import StageRecord
 from w2s.stages import CEILING_ANSWERS, CEILING_DATA, CEILING_GENERATE, CEILING_TRAIN
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ def ceiling_round(loop: Loop, k: int, prompts: list[Prompt], ceiling: str, initi
     answers = loop.generate_stage(k, ceiling, prompts, CEILING_GENERATE) if method == "dpo" else []
     chat, prompt_of, reply = loop.prompt_format()
 
-    def work(stage_dir: Path, rec: dict[str, Any]) -> None:
+    def work(stage_dir: Path, rec: StageRecord) -> None:
         if method == "sft":
             path = stage_dir / "sft.jsonl"
             n = write_sft_rows(path, [(prompt_of(p.prompt), reply(p.reference)) for p in prompts], chat=chat)
@@ -95,8 +96,8 @@ def ceiling_round(loop: Loop, k: int, prompts: list[Prompt], ceiling: str, initi
             keep = [(prompt_of(a["prompt"]), reply(reference[a["id"]]), reply(a["answer"])) for a in answers
                     if normalized_edit_distance(a["answer"], reference[a["id"]]) >= max(threshold, 1e-9)]
             n, dropped = write_pair_rows(path, keep, chat=chat), len(answers) - len(keep)
-        rec["outputs"]["train"] = path
-        rec["metrics"] = {"rows": n, "dropped_identical": dropped}
+        rec.outputs["train"] = path
+        rec.metrics = {"rows": n, "dropped_identical": dropped}
         say(f"round {k} ceiling-data: {n} {method} rows from the prompts' references")
 
     # The round's prompts and references, the same every time: hashed as the stage's input.

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from w2s.console import say
 from w2s.generation import Generation
-from w2s.rundir import RunDir
+from w2s.rundir import RunDir, StageRecord
 
 if TYPE_CHECKING:
     from w2s.data.prompts import Prompt
@@ -29,13 +29,13 @@ class RunContext:
     eval_overlap: dict[str, int | None] = field(default_factory=dict)
 
     def generate(self, model_path: str, prompts: list[Prompt], sampling: Any, seed: int,
-                 what: str, rec: dict[str, Any] | None = None) -> list[Generation]:
+                 what: str, rec: StageRecord | None = None) -> list[Generation]:
         """Answers of ``model_path`` to ``prompts``; the engine that served them goes to ``rec``'s provenance."""
         t0 = time.time()
         outs, engine = self.services.generator.generate(model_path, [p.prompt for p in prompts], sampling, seed,
                                                         what=what)
         if rec is not None:
-            rec.setdefault("provenance", {})["engine"] = engine
+            rec.provenance["engine"] = engine
         tokens, secs = sum(o.completion_tokens for o in outs), time.time() - t0
         say(f"{what}: {len(outs)} answers, {tokens} tokens in {secs:.1f} s ({tokens / max(secs, 1e-9):.1f} tokens/s, "
             f"{engine['backend']})")

@@ -17,7 +17,7 @@ from w2s.console import say
 from w2s.data.files import read_jsonl, write_jsonl
 from w2s.eval.panel import SCORE_KINDS, ComparisonResult, EvalItem, compare, enabled_judges, fingerprint, score_answers
 from w2s.generation.sampling import stage_seed
-from w2s.rundir import source_file
+from w2s.rundir import StageRecord, source_file
 from w2s.stages import ALIGNER_EVAL, ALIGNER_EVAL_PROMPTS, BASELINE_ANSWERS, EVAL_ANSWERS, Stage
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ def eval_answers(run: RunContext, round_index: int, label: str, policy: str, pro
     initial policy's, depends on it alone; ``stage``: another track's, the ceiling's)."""
     cfg = run.cfg
 
-    def work(stage_dir: Path, rec: dict[str, Any]) -> None:
+    def work(stage_dir: Path, rec: StageRecord) -> None:
         outs = run.generate(policy, prompts, cfg.eval.generate, int(cfg.run.seed),
                              f"round {round_index} eval answers ({label})", rec)
         answers = {p.id: o.text for p, o in zip(prompts, outs)}
@@ -42,8 +42,8 @@ def eval_answers(run: RunContext, round_index: int, label: str, policy: str, pro
                  "scores": {name: s[p.id] for name, s in scores.items()}, "judged_by": judged_by}
                 for p, o in zip(prompts, outs)]
         write_jsonl(stage_dir / "answers.jsonl", rows)
-        rec["outputs"]["answers"] = stage_dir / "answers.jsonl"
-        rec["metrics"] = {"policy": label, "truncated": sum(o.finish_reason == "length" for o in outs),
+        rec.outputs["answers"] = stage_dir / "answers.jsonl"
+        rec.metrics = {"policy": label, "truncated": sum(o.finish_reason == "length" for o in outs),
                           **{f"mean_{name}": sum(s.values()) / len(s) for name, s in scores.items()}}
 
     stage = stage or (BASELINE_ANSWERS if round_index == 0 else EVAL_ANSWERS)
@@ -119,7 +119,7 @@ def aligner_eval_stage(run: RunContext, aligner: str, heldout: Path, k: int | No
         say("aligner eval: no held-out triples (aligner.train.eval_fraction=0); skipped")
         return None
 
-    def work(stage_dir: Path, rec: dict[str, Any]) -> None:
+    def work(stage_dir: Path, rec: StageRecord) -> None:
         say(f"aligner eval: the Aligner corrects the answers of {len(triples)} {what}")
         outs = run.services.corrector.correct(aligner, [(t["question"], t["answer"]) for t in triples],
                                               seed=stage_seed(cfg.correct.seed, cfg.run.seed, "correct", k),
@@ -132,8 +132,8 @@ def aligner_eval_stage(run: RunContext, aligner: str, heldout: Path, k: int | No
             r["scores"] = {name: [cand[name][r["id"]], base[name][r["id"]]] for name in cand}
             r["judged_by"] = judged_by
         write_jsonl(stage_dir / "corrections.jsonl", rows)
-        rec["outputs"]["corrections"] = stage_dir / "corrections.jsonl"
-        rec["metrics"] = {"heldout": len(rows)}
+        rec.outputs["corrections"] = stage_dir / "corrections.jsonl"
+        rec.metrics = {"heldout": len(rows)}
 
     # k: the round's own Aligner (aligner.per_round)
     outputs = rd.run(stage, k, {"heldout": heldout, "aligner": aligner}, work)

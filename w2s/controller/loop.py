@@ -30,7 +30,7 @@ from w2s.data.partial import PartialRows, rows_per_call
 from w2s.data.prompts import Prompt, read_prompts
 from w2s.errors import DataError
 from w2s.generation.sampling import stage_seed
-from w2s.rundir import RunDir, say_losses, source_file, training_metrics
+from w2s.rundir import RunDir, StageRecord, say_losses, source_file, training_metrics
 from w2s.stages import CORRECT, DATA, GENERATE, TRAIN, Stage
 from w2s.workers.requests import CheckLoads, TrainDPO, TrainRewardModel, TrainSFT
 
@@ -176,16 +176,16 @@ class Loop(RunContext):
             return [{"id": p.id, "prompt": p.prompt, "answer": o.text, "completion_tokens": o.completion_tokens,
                      "finish_reason": o.finish_reason, "policy": policy} for p, o in zip(chunk, outs)]
 
-        def work(stage_dir: Path, rec: dict[str, Any]) -> None:
+        def work(stage_dir: Path, rec: StageRecord) -> None:
             t0 = time.time()
-            partial = PartialRows(stage_dir / "answers.partial.jsonl", rec["fingerprint"],
+            partial = PartialRows(stage_dir / "answers.partial.jsonl", rec.fingerprint,
                                   rows_per_call(cfg.generate, cfg.cluster.generator))
-            rows, rec["resumed_rows"] = partial.make(prompts, lambda start, chunk: answer(start, chunk, rec),
+            rows, rec.resumed_rows = partial.make(prompts, lambda start, chunk: answer(start, chunk, rec),
                                                      what=f"round {k} {stage.name}")
             write_jsonl(stage_dir / "answers.jsonl", rows)
             partial.remove()
-            rec["outputs"]["answers"] = stage_dir / "answers.jsonl"
-            rec["metrics"] = {"answers": len(rows), "tokens": sum(r["completion_tokens"] for r in rows),
+            rec.outputs["answers"] = stage_dir / "answers.jsonl"
+            rec.metrics = {"answers": len(rows), "tokens": sum(r["completion_tokens"] for r in rows),
                               "seconds": round(time.time() - t0, 2)}
 
         inputs = {"prompts": source_file(self.cfg.loop.prompts.path), "policy": policy}
@@ -205,27 +205,27 @@ class Loop(RunContext):
                      "correction_tokens": o.completion_tokens, "answer_cut_tokens": o.answer_cut_tokens}
                     for r, o in zip(chunk, outs)]
 
-        def work(stage_dir: Path, rec: dict[str, Any]) -> None:
+        def work(stage_dir: Path, rec: StageRecord) -> None:
             t0 = time.time()
             say(f"round {k} correct: the Aligner corrects {len(answers)} answers")
-            partial = PartialRows(stage_dir / "corrections.partial.jsonl", rec["fingerprint"],
+            partial = PartialRows(stage_dir / "corrections.partial.jsonl", rec.fingerprint,
                                   rows_per_call(cfg.correct, cfg.cluster.corrector))
-            rows, rec["resumed_rows"] = partial.make(answers, correct, what=f"round {k} correct")
+            rows, rec.resumed_rows = partial.make(answers, correct, what=f"round {k} correct")
             # (token counts travel with the chunks; the corrections file keeps the fields it always had)
             counts = [(r.pop("correction_tokens"), r.pop("answer_cut_tokens")) for r in rows]
             write_jsonl(stage_dir / "corrections.jsonl", rows)
             partial.remove()
             dists = [normalized_edit_distance(r["answer"], r["correction"]) for r in rows]
-            rec["outputs"]["corrections"] = stage_dir / "corrections.jsonl"
+            rec.outputs["corrections"] = stage_dir / "corrections.jsonl"
             if "served" not in provenance:  # every chunk was kept from before a stop
                 provenance["served"] = self.services.corrector.hold(aligner).info
-            rec["provenance"] = {"aligner": aligner, **provenance["served"]}
-            rec["metrics"] = {"corrections": len(rows), "copy_rate": sum(d == 0 for d in dists) / len(rows),
+            rec.provenance = {"aligner": aligner, **provenance["served"]}
+            rec.metrics = {"corrections": len(rows), "copy_rate": sum(d == 0 for d in dists) / len(rows),
                               "answers_cut": sum(cut > 0 for _, cut in counts),
                               "mean_edit_distance": sum(dists) / len(rows), "seconds": round(time.time() - t0, 2),
                               "tokens": sum(tokens for tokens, _ in counts)}
-            say(f"round {k} correct: copy rate {rec['metrics']['copy_rate']:.2f}, mean normalised edit distance "
-                f"{rec['metrics']['mean_edit_distance']:.3f}")
+            say(f"round {k} correct: copy rate {rec.metrics['copy_rate']:.2f}, mean normalised edit distance "
+                f"{rec.metrics['mean_edit_distance']:.3f}")
 
         inputs = {"answers": self.rd.stage_dir(k, GENERATE.name) / "answers.jsonl", "aligner": aligner}
         return read_jsonl(self.rd.run(CORRECT, k, inputs, work)["corrections"])
@@ -240,7 +240,7 @@ class Loop(RunContext):
         if method == "dpo" and self.cfg.train.dpo.pair_source != "aligner":
             inputs["extra_pairs"] = source_file(self.cfg.train.dpo.extra_pairs)
 
-        def work(stage_dir: Path, rec: dict[str, Any]) -> None:
+        def work(stage_dir: Path, rec: StageRecord) -> None:
             path = stage_dir / ("sft.jsonl" if method == "sft" else "pairs.jsonl")
             rows, dropped = drop_truncated(corrections, method, self.cfg.loop.on_truncated)
             # The policy is trained in the format it answers in: its chat template, or model.strong.prompt_template
@@ -289,8 +289,8 @@ class Loop(RunContext):
             loadable = self.services.trainer.check_loads(CheckLoads(
                 data=str(path), tokenizer=tokenizer, kind=kind, chat=chat, max_len=int(section.max_len),
                 trust_remote_code=bool(self.cfg.model.strong.trust_remote_code)))
-            rec["outputs"]["train"] = path
-            rec["metrics"] = {"rows": n, "loadable_rows": loadable, **{f"dropped_{k2}": v for k2, v in dropped.items()}}
+            rec.outputs["train"] = path
+            rec.metrics = {"rows": n, "loadable_rows": loadable, **{f"dropped_{k2}": v for k2, v in dropped.items()}}
             say(f"round {k} data: {n} {method} rows written ({loadable} load in OpenRLHF), dropped {dropped}")
 
         return self.rd.run(DATA, k, inputs, work)["train"]
@@ -331,7 +331,7 @@ class Loop(RunContext):
         if method == "dpo" or (method == "rlhf" and cfg.train.rlhf.ppo_enabled):  # the KL anchor
             inputs["reference"] = initial if cfg.train.reference == "initial" else policy
 
-        def work(stage_dir: Path, rec: dict[str, Any]) -> None:
+        def work(stage_dir: Path, rec: StageRecord) -> None:
             prefix = "" if stage is TRAIN else f"{stage.name}-"
             tb = str(self.rd.path / "tensorboard" / f"round-{k:02d}-{prefix}{method}")
             out = stage_dir / "policy"
@@ -346,11 +346,11 @@ class Loop(RunContext):
             else:
                 result = self.rlhf(k, policy, inputs.get("reference"), data, stage_dir, tb)
                 out = Path(result.pop("policy"))
-            rec["outputs"]["policy"] = out
-            rec["metrics"], rec["losses"] = training_metrics(result)
-            rec["metrics"].update({f"train_{m}": v for m, v in (result.get("metrics") or {}).items()
+            rec.outputs["policy"] = out
+            rec.metrics, rec.losses = training_metrics(result)
+            rec.metrics.update({f"train_{m}": v for m, v in (result.get("metrics") or {}).items()
                                    if isinstance(v, (int, float))})
-            say_losses(f"round {k} {stage.name}", rec["losses"])
+            say_losses(f"round {k} {stage.name}", rec.losses)
 
         return str(self.rd.run(stage, k, inputs, work)["policy"])
 

@@ -31,7 +31,7 @@ from w2s.errors import DataError
 from w2s.generation.encoding import derive_seed
 from w2s.generation.sampling import stage_seed
 from w2s.popalign.strategies import CHOSEN, REJECTED, SLOTS, PairJob, ParseError, Request, make_builder
-from w2s.rundir import RunDir, say_losses, source_file, training_metrics
+from w2s.rundir import RunDir, StageRecord, say_losses, source_file, training_metrics
 from w2s.stages import POPALIGN, POPALIGN_TRAIN
 from w2s.workers.requests import CheckLoads, TrainDPO
 
@@ -302,7 +302,7 @@ def build_stage(cfg: DictConfig, rd: RunDir, services: Services) -> dict[str, Pa
 
     p = cfg.popalign
 
-    def work(stage_dir: Path, rec: dict[str, Any]) -> None:
+    def work(stage_dir: Path, rec: StageRecord) -> None:
         t0 = time.time()
         with_ref = bool(p.judge.enabled) and p.judge.kind == "embedding"
         prompts = read_prompts(p.prompts, with_reference=with_ref, what="popalign.prompts", echo=say)
@@ -328,19 +328,19 @@ def build_stage(cfg: DictConfig, rd: RunDir, services: Services) -> dict[str, Pa
         loadable = services.trainer.check_loads(CheckLoads(
             data=str(pairs), tokenizer=policy_tok, kind="dpo", chat=True, max_len=max_len,
             trust_remote_code=bool(cfg.model.strong.trust_remote_code)))
-        rec["outputs"].update({"popalign": out, "train": pairs})
+        rec.outputs.update({"popalign": out, "train": pairs})
         if p.output.write_dropped:
             write_jsonl(stage_dir / "dropped.jsonl", dropped)
-            rec["outputs"]["dropped"] = stage_dir / "dropped.jsonl"
+            rec.outputs["dropped"] = stage_dir / "dropped.jsonl"
         accuracy: dict[str, dict] = {}
         if p.judge.enabled:
             refs = {q.id: q.reference for q in prompts}
             accuracy = contrast_accuracy(kept, refs, cfg, services)
-        rec["strategies"] = {n: {**c, **accuracy.get(n, {})} for n, c in counts.items()}
-        rec["model_loads"] = dict(services.loads)
-        rec["metrics"] = {"prompts": len(prompts), "pairs": len(jobs), "kept": len(kept), "dropped": len(dropped),
+        rec.extra["strategies"] = {n: {**c, **accuracy.get(n, {})} for n, c in counts.items()}
+        rec.extra["model_loads"] = dict(services.loads)
+        rec.metrics = {"prompts": len(prompts), "pairs": len(jobs), "kept": len(kept), "dropped": len(dropped),
                           "loadable_rows": loadable, "seconds": round(time.time() - t0, 2)}
-        for name, c in rec["strategies"].items():  # one row per strategy, then the stage's own (by the runner)
+        for name, c in rec.extra["strategies"].items():  # one row per strategy, then the stage's own (by the runner)
             rd.log_metrics(None, f"{POPALIGN.name}/{name}", c)
         for line in _table(counts, accuracy):
             say(f"popalign: {line}")
@@ -355,15 +355,15 @@ def train_stage(cfg: DictConfig, rd: RunDir, data: Path, services: Services) -> 
 
     policy = resolve_model_path(cfg.model.strong.path, progress=say)
 
-    def work(stage_dir: Path, rec: dict[str, Any]) -> None:
+    def work(stage_dir: Path, rec: StageRecord) -> None:
         out = stage_dir / "policy"
         say(f"popalign train: DPO of {policy} on {data}")
         result = services.trainer.train(TrainDPO(
             section=cfg.train.dpo, policy=policy, reference=policy, data=str(data), output=str(out),
             seed=int(cfg.run.seed), tensorboard_dir=str(rd.path / "tensorboard" / "popalign-dpo")))
-        rec["outputs"]["policy"] = out
-        rec["metrics"], rec["losses"] = training_metrics(result)
-        say_losses("popalign train", rec["losses"])
+        rec.outputs["policy"] = out
+        rec.metrics, rec.losses = training_metrics(result)
+        say_losses("popalign train", rec.losses)
 
     return rd.run(POPALIGN_TRAIN, None, {"data": data, "policy": policy}, work)["policy"]
 
