@@ -73,12 +73,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         return run_seeds(args.recipe, list(args.overrides), args.seeds)
     cfg = load_config(args.recipe, args.overrides)
-    if cfg.job == "interpret":  # in this process, into RUN_DIR/interpret: no run of its own
-        from w2s.interpret.cli import cmd_interpret
+    if cfg.job == "interpret":  # in this process, into RUN_DIR/interpret: no run of its own (w2s.controller.jobs)
+        from w2s.interpret.cli import run_interpret
 
         for what in ("lat", "control"):
-            cmd_interpret(argparse.Namespace(recipe=args.recipe, overrides=list(args.overrides), aligner=None,
-                                             output=None, what=what))
+            run_interpret(args.recipe, list(args.overrides), what)
         return 0
     return run_job(cfg, recipe=str(find_recipe(args.recipe)), overrides=list(args.overrides))
 

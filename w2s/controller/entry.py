@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from w2s.cluster import RayCluster
 from w2s.console import say
+from w2s.controller.jobs import JOBS
 from w2s.errors import ActorRaised, WorkerError
 from w2s.rundir import RunDir, refuse_fewer_rounds
 from w2s.stopping import EXIT_STOPPED, STOP, StopRequested
@@ -81,11 +82,8 @@ def run_job(cfg: DictConfig, *, recipe: str, overrides: list[str]) -> int:
     resumed = rd.open(recipe=recipe, overrides=overrides)
     say(f"run dir: {rd.path}" + (" (resuming)" if resumed else ""))
     t0 = time.time()
-    inputs = None
-    if cfg.job == "loop":
-        from w2s.controller.loop import preflight
-
-        inputs = preflight(cfg)
+    job = JOBS[cfg.job]
+    inputs = job.preflight(cfg) if job.preflight else None
     try:
         with RayCluster(cfg.cluster, actor_logs=str(rd.path / "logs"), log_level=level) as cluster:
             info = cluster.describe()
@@ -99,18 +97,7 @@ def run_job(cfg: DictConfig, *, recipe: str, overrides: list[str]) -> int:
 
             with Services(cfg, on_placed=rd.record_placements) as services:
                 rd.attach(services)
-                if cfg.job == "loop":
-                    from w2s.controller.loop import run_loop
-
-                    run_loop(cfg, rd, inputs, services)
-                elif cfg.job == "aligner":
-                    from w2s.controller.loop import Loop
-
-                    say(f"aligner: {Loop(cfg, rd, services).aligner_stage(force=True)}")
-                elif cfg.job == "popalign":
-                    from w2s.popalign.pipeline import run_popalign
-
-                    run_popalign(cfg, rd, services)
+                job.work(cfg, rd, services, inputs)
     except (WorkerError, ActorRaised) as e:
         hint = full_disk_hint(rd.path, str(e))
         if hint:

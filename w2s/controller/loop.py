@@ -449,7 +449,3 @@ class Loop(RunContext):
             trust_remote_code=bool(cfg.model.strong.trust_remote_code),
             prompt_template=str(cfg.model.strong.prompt_template or ""),
             tensorboard_dir=str(self.rd.path / "tensorboard" / f"round-{k:02d}-ppo"), reference_path=reference)
-
-
-def run_loop(cfg: DictConfig, rd: RunDir, inputs: LoopInputs, services: Services) -> list[dict[str, Any]]:
-    return Loop(cfg, rd, services).run(inputs)

@@ -30,6 +30,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_interpret(args: argparse.Namespace) -> int:
+    return run_interpret(args.recipe, list(args.overrides), args.what, aligner=args.aligner, output=args.output)
+
+
+def run_interpret(recipe: str | None, overrides: list[str], what: str, *, aligner: str | None = None,
+                  output: str | None = None) -> int:
+    """One half of the interpret job (``what``: ``lat`` or ``control``) on ``aligner`` (default the recipe's
+    ``model.aligner.path``) into ``output`` (default ``RUN_DIR/interpret``); the exit status."""
     from w2s.aligner.cli import compose
     from w2s.assets import resolve_model_path
     from w2s.console import say
@@ -38,23 +45,23 @@ def cmd_interpret(args: argparse.Namespace) -> int:
     from w2s.interpret.pipeline import run_control, run_lat
     from w2s.roles.on_demand import ServicesOnDemand
 
-    cfg = compose(args.recipe, list(args.overrides), job="interpret")
-    aligner = args.aligner or cfg.model.aligner.path
+    cfg = compose(recipe, overrides, job="interpret")
+    aligner = aligner or cfg.model.aligner.path
     if not aligner:
         raise W2SError("give --aligner DIR or model.aligner.path")
-    if not args.output and not cfg.run.dir:
+    if not output and not cfg.run.dir:
         raise W2SError("give --output DIR (or run.dir, to write into RUN_DIR/interpret)")
-    out = Path(args.output) if args.output else Path(cfg.run.dir) / "interpret"
+    out = Path(output) if output else Path(cfg.run.dir) / "interpret"
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     with WriterLock(out / ".w2s-interpret.lock", f"interpret folder {out}"), contextlib.ExitStack() as stack:
         aligner = resolve_model_path(aligner, progress=say)
         # The hooks run in the role services' corrector actor, as a round's corrections do (logs in OUT/logs).
         services = ServicesOnDemand(stack, cfg, out.resolve() / "logs")
-        run = run_lat if args.what == "lat" else run_control
-        services.retrying(f"interpret {args.what}", lambda: run(cfg, aligner, out, say, services))
+        run = run_lat if what == "lat" else run_control
+        services.retrying(f"interpret {what}", lambda: run(cfg, aligner, out, say, services))
         html = write_interpret_report(out)
-    say(f"interpret {args.what}: done in {time.time() - t0:.0f} s; report: {html}")
+    say(f"interpret {what}: done in {time.time() - t0:.0f} s; report: {html}")
     run_dir = out.parent
     if (run_dir / "run.json").exists():
         _refresh_run_report(run_dir)
