@@ -61,3 +61,20 @@ def test_a_cost_model_wins_when_its_cost_is_lower():
     assert score_outcome(0.5, 0.1, margin=0.01, lower_is_better=True) == "loss"   # more cost: more harmful
     assert score_outcome(-2.0, 1.0, margin=0.01, lower_is_better=True) == "win"
     assert score_outcome(0.105, 0.1, margin=0.01, lower_is_better=True) == "tie"
+
+
+def test_a_local_pairwise_judge_is_checked_after_every_wake_up(tiny_weak, tmp_path):
+    """Colocated judges take turns as the generator does: after waking, the chat judge's engine answers the probe as
+    it did before sleeping; an engine that woke up with other weights is stopped, naming both answers."""
+    from tests.generation.test_refit import perturbed_checkpoint
+    from w2s.generation.refit import RefitError
+    from w2s.workers.judge import JudgeWorker
+
+    worker = JudgeWorker({"kind": "pairwise", "backend": "local", "model": tiny_weak, "dtype": "float32"})
+    worker.sleep()
+    assert worker.wake_up() == {"checked": True, "mean_abs_diff": 0.0}
+    worker.sleep()
+    worker.chat.generator.load_weights(perturbed_checkpoint(tiny_weak, tmp_path / "other", seed=3, probe=False))
+    with pytest.raises(RefitError, match="after waking up"):
+        worker.wake_up()
+    worker.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from w2s.cluster import RoleActorMixin
+from w2s.workers import EngineTurns
 from w2s.workers.dispatch import Dispatch, register
 from w2s.workers.requests import Complete, Score
 
@@ -54,7 +55,10 @@ class LocalChatModel:
         self.generator.close()
 
 
-class JudgeWorker(RoleActorMixin):
+class JudgeWorker(EngineTurns, RoleActorMixin):
+    """A score judge's model, or a local pairwise judge's chat model (whose engine takes turns on a shared GPU as the
+    generator's does: checked after every wake-up against its answer before it slept)."""
+
     def __init__(self, judge_cfg: Any):
         from w2s.eval.judges import make_judge
 
@@ -79,12 +83,18 @@ class JudgeWorker(RoleActorMixin):
         """The local judge model's answers to rendered judge prompts (chat messages)."""
         return self.chat.complete(request.conversations)
 
+    def _engine(self) -> Any:
+        return self.chat.generator
+
+    def _tolerance(self) -> float:
+        return float(self.chat.cfg.generate.refit_tolerance)
+
     @register(Dispatch.ALL)
     def sleep(self) -> bool:
-        """Another role takes the GPU this actor shares: a local chat judge's engine sleeps, a score model's
-        weights go to host memory."""
+        """Another role takes the GPU this actor shares: a local chat judge's engine sleeps (its probe answer kept
+        first), a score model's weights go to host memory."""
         if self.chat:
-            return self.chat.generator.sleep()
+            return super().sleep()
         if getattr(self.judge, "model", None) is None or not str(self.judge.device).startswith("cuda"):
             return False
         import torch
@@ -94,11 +104,14 @@ class JudgeWorker(RoleActorMixin):
         return True
 
     @register(Dispatch.ALL)
-    def wake_up(self) -> None:
+    def wake_up(self) -> dict[str, Any]:
+        """This judge's turn again: a chat judge's engine wakes and answers the probe as before it slept (a
+        mismatch raises); a score model's weights return to the GPU."""
         if self.chat:
-            self.chat.generator.wake_up()
-        elif getattr(self.judge, "model", None) is not None and str(self.judge.device).startswith("cuda"):
+            return super().wake_up()
+        if getattr(self.judge, "model", None) is not None and str(self.judge.device).startswith("cuda"):
             self.judge.model.to(self.judge.device)
+        return {"checked": False, "mean_abs_diff": None}
 
     @register(Dispatch.ALL)
     def close(self) -> None:
