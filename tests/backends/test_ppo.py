@@ -208,7 +208,8 @@ def test_gpu_layout_comes_from_the_ray_cluster_joined(ray_with_8_gpus, tmp_path)
 
     # The loop's PPO argv for a 1-node x 8-GPU recipe, laid out over the cluster: the policy's attention kernel.
     from w2s.config.compose import load_config
-    from w2s.controller.loop import Loop
+    from w2s.controller.context import RunContext
+    from w2s.controller.rlhf import ppo_command
     from w2s.data.files import write_jsonl
     from w2s.rundir import RunDir
 
@@ -217,9 +218,9 @@ def test_gpu_layout_comes_from_the_ray_cluster_joined(ray_with_8_gpus, tmp_path)
     write_jsonl(rd.stage_dir(1, "generate") / "answers.jsonl", [{"prompt": "Hi?", "answer": "x"}])
     stage = rd.stage_dir(1, "train")
     stage.mkdir(parents=True)
-    argv = Loop(cfg, rd).ppo_command(1, "/models/policy", stage / "rm", stage, "127.0.0.1:1", node_gpus=nodes)
-    anchored = Loop(cfg, rd).ppo_command(1, "/models/policy", stage / "rm", stage, "127.0.0.1:1", node_gpus=nodes,
-                                         reference="/models/initial")
+    argv = ppo_command(RunContext(cfg, rd), 1, "/models/policy", stage / "rm", stage, "127.0.0.1:1", node_gpus=nodes)
+    anchored = ppo_command(RunContext(cfg, rd), 1, "/models/policy", stage / "rm", stage, "127.0.0.1:1",
+                           node_gpus=nodes, reference="/models/initial")
     assert _value(anchored, "--w2s.reference") == "/models/initial" and "--w2s.reference" not in argv
     assert _value(argv, "--actor.num_gpus_per_node") == "4" and _value(argv, "--actor.num_nodes") == "1"
     assert _value(argv, "--ds.attn_implementation") == "flash_attention_2"
@@ -232,31 +233,32 @@ def test_the_loop_keeps_only_this_rounds_own_ppo_checkpoint(tmp_path):
     removes another's (here, another seed) before OpenRLHF starts."""
     from w2s.backends import checkpoint
     from w2s.config.compose import load_config
-    from w2s.controller.loop import Loop
+    from w2s.controller.context import RunContext
+    from w2s.controller.rlhf import ppo_checkpoint
     from w2s.rundir import RunDir
 
-    def prepared(seed: int) -> tuple[Loop, Path]:
+    def prepared(seed: int) -> tuple[RunContext, Path]:
         cfg = load_config("gpu/alpaca7b-aligner7b-rlhf", [f"run.seed={seed}", f"run.dir={tmp_path / 'run'}"])
         rd = RunDir(tmp_path / "run", cfg)
         stage = rd.stage_dir(1, "train")
         stage.mkdir(parents=True, exist_ok=True)
         (stage / "ppo_prompts.jsonl").write_text('{"prompt": "Hi?"}\n')
-        return Loop(cfg, rd), stage
+        return RunContext(cfg, rd), stage
 
     def saved_actor(ckpt: Path) -> None:  # what OpenRLHF's actor saves
         (ckpt / "_actor" / "global_step20").mkdir(parents=True)
         (ckpt / "_actor" / "latest").write_text("global_step20")
 
-    loop, stage = prepared(0)
-    ckpt = Path(loop.ppo_checkpoint(1, "/models/policy", stage / "rm", stage, [8], reward_sha256="aa"))
+    run, stage = prepared(0)
+    ckpt = Path(ppo_checkpoint(run, 1, "/models/policy", stage / "rm", stage, [8], reward_sha256="aa"))
     assert ckpt == stage / "policy.ckpt" and (ckpt / checkpoint.RECORD).is_file()
     saved_actor(ckpt)
-    loop.ppo_checkpoint(1, "/models/policy", stage / "rm", stage, [8], reward_sha256="aa")
+    ppo_checkpoint(run, 1, "/models/policy", stage / "rm", stage, [8], reward_sha256="aa")
     assert (ckpt / "_actor" / "global_step20").is_dir()  # the same PPO again: kept for OpenRLHF to load
     # The same path holding another reward model (retrained after a requeue): another PPO, its state removed.
-    loop.ppo_checkpoint(1, "/models/policy", stage / "rm", stage, [8], reward_sha256="bb")
+    ppo_checkpoint(run, 1, "/models/policy", stage / "rm", stage, [8], reward_sha256="bb")
     assert not (ckpt / "_actor").exists()
     saved_actor(ckpt)
     other, _ = prepared(1)
-    other.ppo_checkpoint(1, "/models/policy", stage / "rm", stage, [8], reward_sha256="bb")
+    ppo_checkpoint(other, 1, "/models/policy", stage / "rm", stage, [8], reward_sha256="bb")
     assert not (ckpt / "_actor").exists()  # another seed's PPO: removed

@@ -394,7 +394,8 @@ def test_bad_prompt_file_fails_before_anything_starts(tmp_path):
 def test_ppo_launch_for_a_gpu_recipe(tmp_path):
     """What the loop would launch for PPO on a 1-node x 8-GPU recipe (PPO itself needs GPUs)."""
     from w2s.config.compose import load_config
-    from w2s.controller.loop import Loop
+    from w2s.controller.context import RunContext
+    from w2s.controller.rlhf import ppo_command
     from w2s.data.files import write_jsonl
     from w2s.rundir import RunDir
 
@@ -403,7 +404,7 @@ def test_ppo_launch_for_a_gpu_recipe(tmp_path):
     write_jsonl(rd.stage_dir(1, "generate") / "answers.jsonl", [{"prompt": "How do I stay safe?", "answer": "x"}])
     stage = rd.stage_dir(1, "train")
     stage.mkdir(parents=True)
-    cmd = Loop(cfg, rd).ppo_command(1, "/models/policy", stage / "reward_model", stage, "10.0.0.1:6379")
+    cmd = ppo_command(RunContext(cfg, rd), 1, "/models/policy", stage / "reward_model", stage, "10.0.0.1:6379")
     text = " ".join(cmd)
     assert "openrlhf.cli.train_ppo_ray" in text and "RAY_ADDRESS=10.0.0.1:6379" in text
     assert f"{stage / 'reward_model'}" in text and "/models/policy" in text  # the round's reward model: the hook
@@ -415,18 +416,16 @@ def test_ppo_launch_for_a_gpu_recipe(tmp_path):
 def test_extra_pairs_slice_per_round_and_validation(tmp_path):
     """A PopAlign dataset (plain-text prompt/chosen/rejected) as a DPO round's data source."""
     from w2s.config.compose import load_config
-    from w2s.controller.loop import Loop
+    from w2s.controller.round_stages import extra_pairs
     from w2s.data.files import write_jsonl
     from w2s.errors import ConfigError
-    from w2s.rundir import RunDir
 
     pairs = tmp_path / "popalign.jsonl"
     write_jsonl(pairs, [{"strategy": "prefix", "prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"}
                         for i in range(10)])
     cfg = load_config("tiny/dpo", ["train.dpo.pair_source=both", f"train.dpo.extra_pairs={pairs}",
                                    "train.dpo.extra_pairs_per_round=4"])
-    loop = Loop(cfg, RunDir(tmp_path / "run", cfg))
-    first, second = loop.extra_pairs(1), loop.extra_pairs(2)
+    first, second = extra_pairs(cfg, 1), extra_pairs(cfg, 2)
     assert len(first) == len(second) == 4 and not set(first) & set(second)  # disjoint slices
     assert all(c.startswith("good") and r.startswith("bad") for _, c, r in first + second)
     with pytest.raises(ConfigError, match="train.dpo.extra_pairs"):
@@ -434,7 +433,7 @@ def test_extra_pairs_slice_per_round_and_validation(tmp_path):
 
 
 def test_truncated_answers_and_corrections_do_not_train_the_policy():
-    from w2s.controller.loop import drop_truncated
+    from w2s.controller.round_stages import drop_truncated
 
     rows = [{"id": "ok", "finish_reason": "stop", "correction_finish_reason": "stop"},
             {"id": "cut-answer", "finish_reason": "length", "correction_finish_reason": "stop"},

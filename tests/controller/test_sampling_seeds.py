@@ -10,7 +10,8 @@ import pytest
 
 from w2s.aligner.correct import Corrector, correct_file
 from w2s.config.compose import load_config
-from w2s.controller.loop import Loop
+from w2s.controller.context import RunContext
+from w2s.controller.round_stages import correct_stage
 from w2s.data.files import write_jsonl
 from w2s.generation.sampling import resolve_sampling, stage_seed
 from w2s.rundir import RunDir
@@ -56,7 +57,7 @@ def _round_corrections(tmp_path, corrector, run_seed, name):
     rd.open(recipe="tiny/dpo", overrides=[])
     write_jsonl(rd.stage_dir(1, "generate") / "answers.jsonl", ANSWERS)
     services = InProcessServices(corrector)
-    rows = Loop(cfg, rd, services).correct_stage(1, corrector.aligner_path, ANSWERS)
+    rows = correct_stage(RunContext(cfg, rd, services), 1, corrector.aligner_path, ANSWERS)
     rd.release()
     return [r["correction"] for r in rows], services.corrector.seeds
 

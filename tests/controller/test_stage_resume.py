@@ -19,7 +19,8 @@ DRIVER = r"""
 import json, os, signal, sys
 from w2s.aligner.correct import Correction
 from w2s.config.compose import load_config
-from w2s.controller.loop import Loop
+from w2s.controller.context import RunContext
+from w2s.controller.round_stages import correct_stage
 from w2s.data.files import write_jsonl
 from w2s.rundir import RunDir
 
@@ -41,7 +42,7 @@ cfg = load_config("tiny/dpo", [f"run.dir={run}", "correct.batch_prompts_per_acto
 rd = RunDir(cfg.run.dir, cfg)
 rd.open(recipe="tiny/dpo", overrides=[])
 write_jsonl(rd.stage_dir(1, "generate") / "answers.jsonl", answers)
-Loop(cfg, rd, Services()).correct_stage(1, "an-aligner", answers)
+correct_stage(RunContext(cfg, rd, Services()), 1, "an-aligner", answers)
 rd.release()
 """
 

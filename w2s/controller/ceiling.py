@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from w2s.console import say
+from w2s.controller.context import RunContext
+from w2s.controller.round_stages import generate_stage, prompt_format, train_stage
 from w2s.data.files import write_jsonl
 from w2s.eval.stats import outcome_values
 from w2s.rundir import StageRecord
 from w2s.stages import CEILING_ANSWERS, CEILING_DATA, CEILING_GENERATE, CEILING_TRAIN
 
 if TYPE_CHECKING:
-    from w2s.controller.loop import Loop
     from w2s.data.prompts import Prompt
 
 def pgr(w2s: Sequence[int], floor: Sequence[int], ceiling: Sequence[int]) -> float:
@@ -74,15 +75,15 @@ def pgr_rows(run_dir: Path, k: int, seed: int = 0) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def ceiling_round(loop: Loop, k: int, prompts: list[Prompt], ceiling: str, initial: str) -> str:
+def ceiling_round(run: RunContext, k: int, prompts: list[Prompt], ceiling: str, initial: str) -> str:
     """Round k of the ceiling track: the ceiling policy trained on the round's prompts with their references as the
     corrections (SFT: prompt -> reference; DPO: reference > its own answer), as round k trains the policy."""
     from w2s.backends.data import write_pair_rows, write_sft_rows
     from w2s.data.text import normalized_edit_distance
 
-    cfg, method = loop.cfg, loop.cfg.train.method
-    answers = loop.generate_stage(k, ceiling, prompts, CEILING_GENERATE) if method == "dpo" else []
-    chat, prompt_of, reply = loop.prompt_format()
+    cfg, method = run.cfg, run.cfg.train.method
+    answers = generate_stage(run, k, ceiling, prompts, CEILING_GENERATE) if method == "dpo" else []
+    chat, prompt_of, reply = prompt_format(run.cfg)
 
     def work(stage_dir: Path, rec: StageRecord) -> None:
         if method == "sft":
@@ -101,36 +102,36 @@ def ceiling_round(loop: Loop, k: int, prompts: list[Prompt], ceiling: str, initi
         say(f"round {k} ceiling-data: {n} {method} rows from the prompts' references")
 
     # The round's prompts and references, the same every time: hashed as the stage's input.
-    references = loop.rd.path / f"round-{k:02d}" / "ceiling-prompts.jsonl"
+    references = run.rd.path / f"round-{k:02d}" / "ceiling-prompts.jsonl"
     write_jsonl(references, [{"id": p.id, "prompt": p.prompt, "reference": p.reference} for p in prompts])
     inputs = {"prompts": references, "policy": ceiling}
-    data = Path(loop.rd.run(CEILING_DATA, k, inputs, work)["train"])
-    return loop.train_stage(k, ceiling, initial, data, CEILING_TRAIN)
+    data = Path(run.rd.run(CEILING_DATA, k, inputs, work)["train"])
+    return train_stage(run, k, ceiling, initial, data, CEILING_TRAIN)
 
 
-def ceiling_eval(loop: Loop, k: int, ceiling: str, evals: dict[str, list[dict[str, Any]]],
+def ceiling_eval(run: RunContext, k: int, ceiling: str, evals: dict[str, list[dict[str, Any]]],
                  eval_prompts: list[Prompt]) -> dict[str, Any]:
     """Round k's ceiling policy against the initial one by every judge, then PGR per judge (a metrics row
     ``pgr/<judge>``), when the run has the floor (the Aligner judged on the evaluation prompts)."""
     from w2s.controller import evaluation
     from w2s.eval.panel import EvalItem, compare
 
-    cfg = loop.cfg
-    answers = evaluation.eval_answers(loop, k, f"ceiling-{k}", ceiling, eval_prompts, CEILING_ANSWERS)
+    cfg = run.cfg
+    answers = evaluation.eval_answers(run, k, f"ceiling-{k}", ceiling, eval_prompts, CEILING_ANSWERS)
     comparison = {"ceiling": (evaluation.answers_by_id(answers), evaluation.answers_by_id(evals["initial"]))}
     scores = {"ceiling": evaluation.kept_scores(answers, evals["initial"], cfg.eval.judges)}  # scored once, kept
     result = compare(cfg.eval.judges, EvalItem.of(eval_prompts), comparison, scores=scores,
-                     open_workers=loop.services.judges.open, cache_dir=loop.rd.path / "judge-cache",
+                     open_workers=run.services.judges.open, cache_dir=run.rd.path / "judge-cache",
                      seed=int(cfg.run.seed), say=say)["ceiling"]
     say(f"round {k} eval: ceiling-{k} vs initial, {len(eval_prompts)} prompts")
-    summary = evaluation.log_results(loop, k, "ceiling-vs-initial", result,
-                                     loop.rd.stage_dir(k, "compare") / "ceiling",
+    summary = evaluation.log_results(run, k, "ceiling-vs-initial", result,
+                                     run.rd.stage_dir(k, "compare") / "ceiling",
                                      {"against": "initial", "compare_to": "initial", "policy": f"ceiling-{k}"})
-    rows = pgr_rows(loop.rd.path, k, seed=int(cfg.run.seed))
+    rows = pgr_rows(run.rd.path, k, seed=int(cfg.run.seed))
     if not rows:
         say(f"round {k} PGR: no floor (the Aligner was not judged on the evaluation prompts: eval.aligner)")
     for judge, row in rows.items():
-        loop.rd.log_metrics(k, f"pgr/{judge}", {"judge": judge, **row})
+        run.rd.log_metrics(k, f"pgr/{judge}", {"judge": judge, **row})
         say(f"  round {k} PGR ({judge}): {row['pgr']:+.2f} [{row['pgr_ci_low']:+.2f}, {row['pgr_ci_high']:+.2f}] "
             f"(w2s {row['omega_w2s']:+.1f}%, floor {row['omega_floor']:+.1f}%, ceiling {row['omega_ceiling']:+.1f}%)")
     return {"ceiling": summary, "pgr": rows}
