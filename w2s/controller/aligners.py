@@ -28,7 +28,7 @@ def _train(run: RunContext, cfg: Any, inputs: dict[str, Any], round_index: int |
         rec.metrics = {k: v for k, v in result.items() if isinstance(v, (int, float))}
         for part in result.get("stages", []):  # the identity warm-up, then the corrections
             rec.metrics.update({f"{part['stage']}_{k}": part[k] for k in ("steps", "loss_first", "loss_last")
-                                   if part.get(k) is not None})
+                                if part.get(k) is not None})
         say(f"{what}: " + ", ".join(f"{p['stage']} {p.get('steps')} steps, loss {p.get('loss_first', 0):.3f} -> "
                                     f"{p.get('loss_last', 0):.3f}" for p in result.get("stages", [])))
 

@@ -44,7 +44,7 @@ def eval_answers(run: RunContext, round_index: int, label: str, policy: str, pro
         write_jsonl(stage_dir / "answers.jsonl", rows)
         rec.outputs["answers"] = stage_dir / "answers.jsonl"
         rec.metrics = {"policy": label, "truncated": sum(o.finish_reason == "length" for o in outs),
-                          **{f"mean_{name}": sum(s.values()) / len(s) for name, s in scores.items()}}
+                       **{f"mean_{name}": sum(s.values()) / len(s) for name, s in scores.items()}}
 
     stage = stage or (BASELINE_ANSWERS if round_index == 0 else EVAL_ANSWERS)
     inputs = {"prompts": source_file(cfg.eval.prompts.path), "policy": policy}

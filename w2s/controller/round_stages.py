@@ -35,7 +35,7 @@ def generate_stage(run: RunContext, k: int, policy: str, prompts: list[Prompt], 
     cfg = run.cfg
     seed = stage_seed(cfg.generate.seed, cfg.run.seed, "generate", k)
 
-    def answer(start: int, chunk: list[Prompt], rec: dict[str, Any]) -> list[dict[str, Any]]:
+    def answer(start: int, chunk: list[Prompt], rec: StageRecord) -> list[dict[str, Any]]:
         outs = run.generate(policy, chunk, cfg.generate, seed + start,
                              f"round {k} {stage.name} ({start + len(chunk)}/{len(prompts)})", rec)
         return [{"id": p.id, "prompt": p.prompt, "answer": o.text, "completion_tokens": o.completion_tokens,
@@ -46,12 +46,12 @@ def generate_stage(run: RunContext, k: int, policy: str, prompts: list[Prompt], 
         partial = PartialRows(stage_dir / "answers.partial.jsonl", rec.fingerprint,
                               rows_per_call(cfg.generate, cfg.cluster.generator))
         rows, rec.resumed_rows = partial.make(prompts, lambda start, chunk: answer(start, chunk, rec),
-                                                 what=f"round {k} {stage.name}")
+                                              what=f"round {k} {stage.name}")
         write_jsonl(stage_dir / "answers.jsonl", rows)
         partial.remove()
         rec.outputs["answers"] = stage_dir / "answers.jsonl"
         rec.metrics = {"answers": len(rows), "tokens": sum(r["completion_tokens"] for r in rows),
-                          "seconds": round(time.time() - t0, 2)}
+                       "seconds": round(time.time() - t0, 2)}
 
     inputs = {"prompts": source_file(run.cfg.loop.prompts.path), "policy": policy}
     return read_jsonl(run.rd.run(stage, k, inputs, work)["answers"])
@@ -87,9 +87,9 @@ def correct_stage(run: RunContext, k: int, aligner: str, answers: list[dict[str,
             provenance["served"] = run.services.corrector.hold(aligner).info
         rec.provenance = {"aligner": aligner, **provenance["served"]}
         rec.metrics = {"corrections": len(rows), "copy_rate": sum(d == 0 for d in dists) / len(rows),
-                          "answers_cut": sum(cut > 0 for _, cut in counts),
-                          "mean_edit_distance": sum(dists) / len(rows), "seconds": round(time.time() - t0, 2),
-                          "tokens": sum(tokens for tokens, _ in counts)}
+                       "answers_cut": sum(cut > 0 for _, cut in counts),
+                       "mean_edit_distance": sum(dists) / len(rows), "seconds": round(time.time() - t0, 2),
+                       "tokens": sum(tokens for tokens, _ in counts)}
         say(f"round {k} correct: copy rate {rec.metrics['copy_rate']:.2f}, mean normalised edit distance "
             f"{rec.metrics['mean_edit_distance']:.3f}")
 
@@ -219,7 +219,7 @@ def train_stage(run: RunContext, k: int, policy: str, initial: str, data: Path, 
         rec.outputs["policy"] = out
         rec.metrics, rec.losses = training_metrics(result)
         rec.metrics.update({f"train_{m}": v for m, v in (result.get("metrics") or {}).items()
-                               if isinstance(v, (int, float))})
+                            if isinstance(v, (int, float))})
         say_losses(f"round {k} {stage.name}", rec.losses)
 
     return str(run.rd.run(stage, k, inputs, work)["policy"])

@@ -339,7 +339,7 @@ def build_stage(cfg: DictConfig, rd: RunDir, services: Services) -> dict[str, Pa
         rec.extra["strategies"] = {n: {**c, **accuracy.get(n, {})} for n, c in counts.items()}
         rec.extra["model_loads"] = dict(services.loads)
         rec.metrics = {"prompts": len(prompts), "pairs": len(jobs), "kept": len(kept), "dropped": len(dropped),
-                          "loadable_rows": loadable, "seconds": round(time.time() - t0, 2)}
+                       "loadable_rows": loadable, "seconds": round(time.time() - t0, 2)}
         for name, c in rec.extra["strategies"].items():  # one row per strategy, then the stage's own (by the runner)
             rd.log_metrics(None, f"{POPALIGN.name}/{name}", c)
         for line in _table(counts, accuracy):
