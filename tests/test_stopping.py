@@ -75,3 +75,37 @@ def test_every_command_that_starts_ray_stops_on_sigterm_with_143_and_says_how_to
         assert code == 143, (name, out[-3000:])
         assert "received SIGTERM" in out and "re-run the same command to resume" in out, (name, out[-3000:])
         assert "Traceback" not in out, (name, out[-3000:])
+
+
+@pytest.mark.slow  # a w2s run, stopped during its first training
+def test_a_sigterm_to_the_whole_process_group_stops_the_run_with_143_without_waiting_on_ray(tmp_path):
+    """Slurm's pre-emption (and `kill -- -PGID`) signals Ray's processes with the driver: the GCS then stops
+    answering, and a graceful close would wait a minute for it and exit 1. The driver gives up on Ray instead: 143,
+    how to resume, and nothing of its instance left (the reaper sweeps it)."""
+    from tests.test_reaper import _owned_by
+
+    run, log = tmp_path / "run", tmp_path / "driver.log"
+    args = ["run", "tiny/dpo", f"run.dir={run}", "loop.prompts_per_round=4", "eval.max_prompts=4"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "w2s.cli", *args], stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        deadline = time.time() + 300
+        while "round 1 train" not in log.read_text():
+            assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        t0 = time.time()
+        os.killpg(proc.pid, signal.SIGTERM)  # the driver and every Ray process it started
+        code = proc.wait(timeout=120)
+        took = time.time() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    out = log.read_text()
+    assert code == 143 and "re-run the same command to resume" in out, out[-3000:]
+    assert took < 40, (took, out[-3000:])  # (a close waiting on the stopped GCS took 60 s and exited 1)
+    assert not (run / "round-01" / "train" / "manifest.json").exists()
+    deadline = time.time() + 30
+    while _owned_by(proc.pid) and time.time() < deadline:
+        time.sleep(0.5)
+    assert _owned_by(proc.pid) == []

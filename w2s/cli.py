@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -222,6 +223,16 @@ def os_error_message(e: OSError) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    code = _run_command(argv)
+    head = sys.modules.get("w2s.head")  # (imported only by commands that start Ray)
+    if head is not None and head.ABANDONED:  # stopped with its Ray head gone: Ray's teardown would wait on it
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _run_command(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, commands = build_parser()
     args, unknown = parser.parse_known_args(argv)

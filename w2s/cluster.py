@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from w2s.errors import ActorRaised, ClusterError, WorkerError
+from w2s.head import ABANDONED, PRIVATE_HEAD, head_lost, head_pids
 from w2s.placement import PLACEMENT_WAIT_S, place_role, remove_placement_groups, role_layout
 from w2s.stopping import STOP, StopRequested, reclaim_stop_signals, stop_deferred
 from w2s.workers.dispatch import Dispatch, dispatch_of, register, shard
@@ -117,6 +118,8 @@ class RayCluster:
             raise ClusterError(f"could not start or join Ray ({where}): {e}. Check cluster.address; on Slurm, "
                                "the head's `ray start` log under RUN_DIR/slurm/.") from e
         self.started = True
+        if not self.cfg.address:
+            PRIVATE_HEAD.update(head_pids())
         reclaim_stop_signals()
         if STOP.is_set():  # SIGTERM/SIGUSR2 arrived while Ray started
             self.__exit__()
@@ -130,9 +133,18 @@ class RayCluster:
 
         ACTOR_LOGS.clear()
         with stop_deferred():
-            if self.started and ray.is_initialized():
+            if STOP.is_set() and head_lost():
+                # Stopped with its head (a SIGTERM to the whole process group or job step): Ray's shutdown, now
+                # or at exit, would wait up to a minute for the dead GCS. The reaper sweeps what is left, and the
+                # CLI exits without Ray's teardown (ABANDONED).
+                import atexit
+
+                atexit.unregister(ray.shutdown)
+                ABANDONED.append(True)
+            elif self.started and ray.is_initialized():
                 ray.shutdown()
             reaper.stop(self.reaper)
+        PRIVATE_HEAD.clear()
         self.reaper = None
 
     def describe(self) -> dict[str, Any]:

@@ -40,8 +40,10 @@ from w2s.cluster import RoleActorMixin, RoleGroup
 from w2s.config.plain import to_plain
 from w2s.console import say
 from w2s.errors import ClusterError
+from w2s.head import head_lost
 from w2s.placement import fits_on_nodes, role_layout
 from w2s.roles.pool import SharedGpus
+from w2s.stopping import STOP
 
 
 @dataclass
@@ -280,7 +282,12 @@ class RoleGroups:
                    for m in h.group.call(RoleActorMixin.memory, what=f"{role}: memory"))
 
     def close(self) -> None:
-        """Stop every group (their engines' processes too) and give the colocated roles' GPUs back."""
+        """Stop every group (their engines' processes too) and give the colocated roles' GPUs back; a driver
+        stopping with its Ray instance already gone (:func:`w2s.cluster.head_lost`) only forgets them."""
+        if STOP.is_set() and head_lost():
+            self.held.clear()
+            self.shared.pg = None
+            return
         for key in list(self.held):
             self._stop(key)
         self.shared.release()
