@@ -29,7 +29,8 @@ def test_argv_for_a_representative_config():
     cfg = PPOConfig(actor_lr=1e-6, critic_lr=5e-6, init_kl_coef=0.05, rollout_batch_prompts=32, samples_per_prompt=2,
                     global_train_batch_samples=32, max_new_tokens=256, colocate_all=True, epochs=2)
     argv = _cmd(cfg, ray_address="10.0.0.1:6379", python="/venv/bin/python", tensorboard_dir="/tb")
-    assert argv[:5] == ["env", "RAY_ADDRESS=10.0.0.1:6379", "/venv/bin/python", "-m", "openrlhf.cli.train_ppo_ray"]
+    # OpenRLHF's driver through w2s's entry point, which patches every process of the job (w2s.compat.ppo).
+    assert argv[:5] == ["env", "RAY_ADDRESS=10.0.0.1:6379", "/venv/bin/python", "-m", "w2s.backends.ppo_main"]
     expected = {
         "--actor.model_name_or_path": "/models/policy", "--reward.model_name_or_path": "/models/rm",
         "--critic.model_name_or_path": "/models/rm", "--data.prompt_dataset": "/data/prompts.jsonl",
@@ -63,8 +64,8 @@ def test_an_anchor_other_than_the_policy_runs_openrlhfs_driver_through_w2s_entry
                         "--w2s.reference", "/models/initial"]
     assert _value(argv, "--actor.model_name_or_path") == "/models/policy"
     assert set(ppo.command_flags(argv)) <= ppo.declared_ppo_flags()
-    # The anchor is the policy (round 1, or train.reference=previous): OpenRLHF's own module, as before.
-    assert _cmd(reference_path="/models/policy")[1:3] == ["-m", "openrlhf.cli.train_ppo_ray"]
+    # The anchor is the policy (round 1, or train.reference=previous): no reference flag.
+    assert _cmd(reference_path="/models/policy")[1:4] == ["-m", "w2s.backends.ppo_main", "--actor.num_nodes"]
 
 
 def test_every_emitted_flag_exists_in_openrlhf_train_ppo_ray():

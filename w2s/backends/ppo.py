@@ -279,7 +279,7 @@ def build_ppo_command(cfg_ppo: Any, *, policy_path: str, reward_model_path: str,
             the policy's context, read from its config.json when it is a local directory).
         seed: Training seed.
         zero_stage: DeepSpeed ZeRO stage.
-        param_dtype: bfloat16 or float16.
+        param_dtype: bfloat16, float16 or float32.
         attn_implementation: Attention kernel of OpenRLHF's models (the policy's model section's). It is passed
             as given: the models load on the GPU workers Ray picks, not in this process, so this machine's CUDA
             says nothing about them.
@@ -309,15 +309,17 @@ def build_ppo_command(cfg_ppo: Any, *, policy_path: str, reward_model_path: str,
     for path in (policy_path, reward_model_path, reference_path):
         if path:
             guard_remote_code(path, trust_remote_code, key="model.strong.trust_remote_code")
-    dtype = {"bfloat16": "bf16", "float16": "fp16", "bf16": "bf16", "fp16": "fp16"}.get(param_dtype)
+    # float32 ("fp32") is w2s's addition to OpenRLHF's bf16 and fp16 (w2s.compat.ppo), for CPUs without bf16.
+    dtype = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "bf16": "bf16", "fp16": "fp16",
+             "fp32": "fp32"}.get(param_dtype)
     if dtype is None:
-        raise ConfigError([ConfigIssue("param_dtype", param_dtype, "OpenRLHF trains in bf16 or fp16 only",
-                                       "use bfloat16 or float16")])
-    entry = [PPO_MODULE]
-    if reference_path and reference_path != policy_path:
-        from w2s.backends.ppo_main import REFERENCE_FLAG
+        raise ConfigError([ConfigIssue("param_dtype", param_dtype, "PPO trains in bfloat16, float16 or float32",
+                                       "use one of those")])
+    from w2s.backends.ppo_main import REFERENCE_FLAG
 
-        entry = ["w2s.backends.ppo_main", REFERENCE_FLAG, reference_path]
+    entry = ["w2s.backends.ppo_main"]  # OpenRLHF's driver, with w2s's patches in every process (w2s.compat.ppo)
+    if reference_path and reference_path != policy_path:
+        entry += [REFERENCE_FLAG, reference_path]
     argv = [python or sys.executable, "-m", *entry]
     if ray_address:
         argv = ["env", f"RAY_ADDRESS={ray_address}", *argv]

@@ -17,7 +17,7 @@ available:
    ``torch.cuda.synchronize()``; checkpoint and Ray helpers call ``empty_cache``/``set_device``):
    ``current_device`` returns the CPU device and ``synchronize``, ``set_device``, ``empty_cache`` become no-ops.
 4. **float32 training.** ``param_dtype: float32`` is passed on as ``fp32``, which OpenRLHF's dtype helper
-   does not know: it is taught it (see :func:`_allow_fp32`), for CPUs where bf16 arithmetic is slow.
+   does not know: it is taught it (see :func:`allow_fp32`), for CPUs where bf16 arithmetic is slow.
 5. **No C++ JIT builds.** On CPU DeepSpeed would compile its shared-memory all-reduce op and a fused CPU Adam
    with g++ on first use (about 90 s and 2 GB on a cold CI machine). ``deepspeed.comm.torch.build_shm_op`` is
    replaced by a function returning ``None`` (DeepSpeed then uses plain gloo collectives), and
@@ -152,12 +152,12 @@ def apply() -> bool:
     _patch_torch_cuda()
     if os.environ.get("W2S_DS_JIT", "0") != "1":
         _avoid_deepspeed_jit()
-    _allow_fp32()
+    allow_fp32()
     _patched = True
     return True
 
 
-def _allow_fp32() -> None:
+def allow_fp32() -> None:
     """OpenRLHF loads models in bf16 or fp16 only; on a CPU without native bf16/fp16 arithmetic (AVX2 without
     AVX512-BF16 or AMX: most of them) those run about 100x slower than float32. ``param_dtype: float32`` ("fp32"
     here) loads the model in float32 and leaves DeepSpeed's bf16 and fp16 sections off, so it trains in fp32."""
