@@ -245,6 +245,10 @@ def bench_loop(args: argparse.Namespace) -> list[dict[str, Any]]:
     if cluster.exists():
         started = Counter(a["role"] for a in json.loads(cluster.read_text())["actors"])
         print("actor processes started: " + ", ".join(f"{role} {n}" for role, n in sorted(started.items())))
+    from w2s.results import ppo_rows
+
+    for row in ppo_rows(run_dir):
+        print("PPO " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in row.items()))
     if args.write:
         from w2s.results import write_results
 

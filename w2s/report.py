@@ -5,6 +5,7 @@ category, training losses, samples side by side, and every stage's numbers."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +53,31 @@ def _pgr_section(metrics: list[dict[str, Any]]) -> Section:
         omega_table(ceiling, [("round", "round")], "The ceiling policy against the initial one.")])
 
 
-def _train_losses(run_dir: Path) -> dict[int, list[float]]:
+def _train_curves(run_dir: Path, read: Callable[[dict[str, Any]], list[float]]) -> dict[int, list[float]]:
+    """One curve per round from each finished train stage's manifest (``read`` picks it)."""
     out = {}
     for manifest in sorted(run_dir.glob("round-*/train/manifest.json")):
-        losses = read_state(manifest).get("losses") or []
-        if losses:
-            out[int(manifest.parent.parent.name.split("-")[1])] = losses
+        values = read(read_state(manifest))
+        if values:
+            out[int(manifest.parent.parent.name.split("-")[1])] = values
     return out
+
+
+def _training_section(run_dir: Path) -> Section:
+    """The training loss per step (the reward model's under RLHF) and, under RLHF, PPO's mean reward per step."""
+    from w2s.eval.plots import plot_losses
+
+    figures = []
+    losses = _train_curves(run_dir, lambda m: m.get("losses") or [])
+    if losses:
+        figures.append(Figure(plot_losses(losses, run_dir / "plots" / "train_loss.png"),
+                              "Training loss per optimizer step (under RLHF, the reward model's)."))
+    rewards = _train_curves(run_dir, lambda m: [s["reward"] for s in m.get("ppo_steps") or [] if "reward" in s])
+    if rewards:
+        figures.append(Figure(plot_losses(rewards, run_dir / "plots" / "ppo_reward.png", title="PPO reward",
+                                          ylabel="mean reward of the step's rollouts"),
+                              "PPO: the reward model's mean reward of each step's rollouts (OpenRLHF's train/reward)."))
+    return Section("Training", figures)
 
 
 def _outcomes(path: Path) -> dict[str, dict[str, str | None]]:
@@ -174,13 +193,9 @@ def _stages_section(metrics: list[dict[str, Any]]) -> Section:
 
 def write_report(run_dir: str | Path) -> Path:
     """Write ``report.html`` and ``report.md`` of a run; returns the Markdown path."""
-    from w2s.eval.plots import plot_losses
-
     run_dir = Path(run_dir)
     metrics = latest_metrics(run_dir)
-    losses = _train_losses(run_dir)
-    training = Section("Training", [Figure(plot_losses(losses, run_dir / "plots" / "train_loss.png"),
-                                           "Training loss per optimizer step.")] if losses else [])
+    training = _training_section(run_dir)
     config = Text("Config: config.yaml in the run directory (fully resolved; its header names the w2s version and "
                   "git revision).") if (run_dir / "config.yaml").exists() else None
     sections = [_evaluation_section(run_dir, eval_rows(metrics)), _pgr_section(metrics),

@@ -4,7 +4,8 @@ README quotes from such a file is not in it.
 
 The file holds, from the run directory alone: its recipe, w2s version and git revision, the machine; the
 evaluation set's role and its overlap counts as checked before the run; the Aligner's own effect on each set; each
-round's policy against the initial and the previous one; and where the run's time went.
+round's policy against the initial and the previous one; under RLHF, each round's PPO figures (steps, reward,
+rollout and training speed, weight-sync time); and where the run's time went.
 """
 
 from __future__ import annotations
@@ -65,6 +66,15 @@ def results_markdown(run_dir: Path, command: str, times: list[dict[str, Any]]) -
     if evals:
         lines += ["## Each round's policy", "", HEAD]
         lines += [_row(m, f"round {m['round']} vs {m['compare_to']}") for m in evals] + [""]
+    ppo = ppo_rows(run_dir)
+    if ppo:
+        lines += ["## PPO", "", "OpenRLHF's own step timings (its TensorBoard scalars), averaged over the round's "
+                  "steps; the engine's side of each weight sync from `weight_sync.jsonl` (CPU runs).", "",
+                  "| round | steps | reward first -> last | rollout tokens/s | training samples/s | "
+                  "weight sync s/step (trainer) | weight sync s (engine, mean) |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['round']} | {r['steps']} | {r['reward']} | {r['rollout_tokens_per_s']} | "
+                  f"{r['train_samples_per_s']} | {r['weight_sync_s_per_step']} | {r['engine_sync_s']} |"
+                  for r in ppo] + [""]
     times = [r for r in times if r["stage"].endswith("(total)")]
     if times:
         lines += ["## Where the time went", "", "| part | wall (s) | work (s) | start-up and orchestration (s) |",
@@ -72,6 +82,29 @@ def results_markdown(run_dir: Path, command: str, times: list[dict[str, Any]]) -
         lines += [f"| {r['stage']} | {r['wall_s']} | {r['work_s']} | {r['startup_and_orchestration_s']} |"
                   for r in times] + [""]
     return "\n".join(lines)
+
+
+def ppo_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """Each PPO round's figures (its train stage's manifest) and the engine's weight syncs (``weight_sync.jsonl``)."""
+    import json
+
+    from w2s.rundir import read_state
+
+    rows = []
+    for manifest in sorted(run_dir.glob("round-*/train/manifest.json")):
+        m = read_state(manifest).get("metrics") or {}
+        if not m.get("ppo_steps"):
+            continue
+        log = manifest.parent / "weight_sync.jsonl"
+        syncs = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        rows.append({"round": int(manifest.parent.parent.name.split("-")[1]), "steps": m["ppo_steps"],
+                     "reward": f"{m.get('ppo_reward_first', float('nan')):.3g} -> "
+                               f"{m.get('ppo_reward_last', float('nan')):.3g}",
+                     "rollout_tokens_per_s": round(m.get("ppo_rollout_tokens_per_s", 0.0), 1),
+                     "train_samples_per_s": round(m.get("ppo_train_samples_per_s", 0.0), 2),
+                     "weight_sync_s_per_step": round(m.get("ppo_weight_sync_s_per_step", 0.0), 3),
+                     "engine_sync_s": round(sum(s["seconds"] for s in syncs) / len(syncs), 3) if syncs else "-"})
+    return rows
 
 
 def write_results(run_dir: Path, path: Path, command: str, times: list[dict[str, Any]]) -> Path:

@@ -55,10 +55,12 @@ def test_all_errors_at_once_with_key_value_and_fix():
     assert "2 x 3 = 6" in by_key["train.dpo.global_batch_samples"].problem       # the arithmetic is shown
 
 
-def test_rlhf_with_ppo_on_cpu_names_the_reason_and_the_fix():
-    (issue,) = _issues("tiny/rlhf", ["train.rlhf.ppo_enabled=true"])
+def test_ppo_without_trainer_gpus_names_the_reason_and_the_fixes():
+    """PPO places its actors on GPUs: Ray's logical ones on a machine without CUDA (recipes/tiny/rlhf.yaml)."""
+    load_config("tiny/rlhf", [])  # valid as shipped
+    (issue,) = _issues("tiny/rlhf", ["cluster.trainer.num_gpus_per_actor=0"])
     assert issue.key == "train.method" and "GPU" in issue.problem
-    assert "train.rlhf.ppo_enabled=false" in issue.fix
+    assert "cluster.num_gpus=1" in issue.fix and "train.rlhf.ppo_enabled=false" in issue.fix
 
 
 def test_impossible_local_resources_refused():

@@ -21,8 +21,8 @@ SMALL = ["loop.prompts_per_round=4", "eval.max_prompts=4", "generate.max_new_tok
          "correct.max_new_tokens=12", "eval.generate.max_new_tokens=12"]
 
 
-def w2s(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "w2s.cli", *args], capture_output=True, text=True, timeout=900,
+def w2s(*args: str, timeout: float = 900, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "w2s.cli", *args], capture_output=True, text=True, timeout=timeout,
                           **kw)
 
 
@@ -223,28 +223,6 @@ def test_dpo_with_the_roles_colocated_on_two_logical_gpus_keeps_every_process_an
     assert [o.text for o in outs] == [a["answer"] for a in answers]
 
 
-@pytest.mark.slow  # w2s run, twice
-def test_rlhf_a_rerun_of_a_stopped_train_stage_uses_its_finished_reward_model(tmp_path, tiny_strong):
-    """A train stage stopped after its reward model finished (where PPO would run on a GPU cluster) is run again
-    without training the reward model again: the same files, the same numbers, no trainer started."""
-    run = tmp_path / "run"
-    args = ["run", "tiny/rlhf", f"run.dir={run}", *SMALL, "loop.rounds=1", "eval.enabled=false"]
-    first = w2s(*args)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    train = run / "round-01" / "train"
-    files = {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in (train / "reward_model").iterdir()}
-    before = json.loads((train / "manifest.json").read_text())
-    (train / "manifest.json").unlink()  # the stage never finished: its manifest is written last
-    again = w2s(*args)
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "the reward model trained before the stop is used again" in again.stdout
-    assert {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in (train / "reward_model").iterdir()} == files
-    after = json.loads((train / "manifest.json").read_text())
-    # This driver's services started no trainer (the data stage was finished): nothing was trained.
-    assert after["services"]["started"] == {} and after["metrics"] == before["metrics"]
-    assert after["outputs"] == before["outputs"]
-
-
 def _start_and_signal(tmp_path: Path, args: list[str], marker: str, sig: int, name: str) -> int:
     """Start the driver, wait for ``marker`` in its output, send ``sig`` (to the whole process group for SIGKILL,
     as a crash would, or to the driver alone, as Slurm's warning does); return its exit status."""
@@ -389,28 +367,6 @@ def test_bad_prompt_file_fails_before_anything_starts(tmp_path):
     assert result.returncode == 1
     assert "prompts.jsonl" in result.stderr and "line 2" in result.stderr and "prompt" in result.stderr
     assert "ray:" not in result.stdout  # no cluster was started
-
-
-def test_ppo_launch_for_a_gpu_recipe(tmp_path):
-    """What the loop would launch for PPO on a 1-node x 8-GPU recipe (PPO itself needs GPUs)."""
-    from w2s.config.compose import load_config
-    from w2s.controller.context import RunContext
-    from w2s.controller.rlhf import ppo_command
-    from w2s.data.files import write_jsonl
-    from w2s.rundir import RunDir
-
-    cfg = load_config("gpu/alpaca7b-aligner7b-rlhf")
-    rd = RunDir(tmp_path, cfg)
-    write_jsonl(rd.stage_dir(1, "generate") / "answers.jsonl", [{"prompt": "How do I stay safe?", "answer": "x"}])
-    stage = rd.stage_dir(1, "train")
-    stage.mkdir(parents=True)
-    cmd = ppo_command(RunContext(cfg, rd), 1, "/models/policy", stage / "reward_model", stage, "10.0.0.1:6379")
-    text = " ".join(cmd)
-    assert "openrlhf.cli.train_ppo_ray" in text and "RAY_ADDRESS=10.0.0.1:6379" in text
-    assert f"{stage / 'reward_model'}" in text and "/models/policy" in text  # the round's reward model: the hook
-    assert (stage / "ppo_prompts.jsonl").read_text().count("How do I stay safe?") == 1
-    flags = dict(zip(cmd, cmd[1:]))
-    assert flags.get("--actor.num_gpus_per_node") == "8" and flags.get("--actor.num_nodes") == "1"
 
 
 def test_extra_pairs_slice_per_round_and_validation(tmp_path):

@@ -1,9 +1,10 @@
-"""PPO through OpenRLHF's Ray trainer (GPU only), launched as ``python -m openrlhf.cli.train_ppo_ray``.
+"""PPO through OpenRLHF's Ray trainer, launched as ``python -m w2s.backends.ppo_main`` (OpenRLHF's own
+driver, ``openrlhf.cli.train_ppo_ray``, with w2s's patches in every process: :mod:`w2s.compat.ppo`).
 
 PPO runs as a subprocess rather than in-process: OpenRLHF builds its ~150 flags and their argparse-time
-validation inline under ``if __name__ == "__main__"``, and its rollouts need vLLM and CUDA. This module maps a
-``PPOConfig`` onto OpenRLHF 0.11's dotted flags (``--actor.num_nodes``, ``--vllm.num_engines``, ...) and plans
-how actor, reference, critic, reward model and vLLM engines share the GPUs of the Ray cluster actually joined;
+validation inline under ``if __name__ == "__main__"``, and places its own Ray actors and vLLM engines. This
+module maps a ``PPOConfig`` onto OpenRLHF 0.11's dotted flags (``--actor.num_nodes``, ``--vllm.num_engines``, ...)
+and plans how actor, reference, critic, reward model and vLLM engines share the GPUs of the Ray cluster joined;
 :mod:`w2s.backends.ppo_launch` runs the command. The reward is the reward model trained on the round's
 (correction > answer) pairs (``--reward.model_name_or_path``); it also initialises the critic when the
 advantage estimator is GAE.
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from w2s.backends.args import CHECKPOINTS_KEPT, checkpoint_dir
+from w2s.backends.args import CHECKPOINTS_KEPT, PARAM_DTYPES, checkpoint_dir
 from w2s.backends.models import guard_remote_code, max_positions
 from w2s.data.files import write_jsonl
 from w2s.errors import ConfigError, ConfigIssue, W2SError
@@ -310,8 +311,7 @@ def build_ppo_command(cfg_ppo: Any, *, policy_path: str, reward_model_path: str,
         if path:
             guard_remote_code(path, trust_remote_code, key="model.strong.trust_remote_code")
     # float32 ("fp32") is w2s's addition to OpenRLHF's bf16 and fp16 (w2s.compat.ppo), for CPUs without bf16.
-    dtype = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "bf16": "bf16", "fp16": "fp16",
-             "fp32": "fp32"}.get(param_dtype)
+    dtype = PARAM_DTYPES.get(param_dtype)
     if dtype is None:
         raise ConfigError([ConfigIssue("param_dtype", param_dtype, "PPO trains in bfloat16, float16 or float32",
                                        "use one of those")])

@@ -231,10 +231,11 @@ def _check_training_method(cfg: DictConfig, issues: list[ConfigIssue]) -> None:
         if cfg.train.rlhf.ppo_enabled and role_gpus(c.trainer) < 1:
             issues.append(ConfigIssue(
                 "train.method", "rlhf",
-                "RLHF's PPO stage runs through OpenRLHF's Ray PPO, whose rollouts, training and weight sync "
-                "need CUDA GPUs (vLLM, NCCL), but cluster.trainer requests no GPUs",
-                "on a GPU cluster set cluster.trainer.num_gpus_per_actor=1 (and enough trainer actors); on CPU "
-                "set train.rlhf.ppo_enabled=false to run the reward-model stage only, or use train.method=dpo"))
+                "RLHF's PPO stage runs through OpenRLHF's Ray PPO, which places its actors and rollout engines on "
+                "GPUs, but cluster.trainer requests none",
+                "set cluster.trainer.num_gpus_per_actor=1 (on a machine without CUDA Ray's logical GPUs serve: "
+                "cluster.num_gpus=1, as recipes/tiny/rlhf.yaml does), or set train.rlhf.ppo_enabled=false to run "
+                "the reward-model stage only"))
 
 
 def _check_eval(cfg: DictConfig, issues: list[ConfigIssue]) -> None:

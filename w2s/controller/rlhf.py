@@ -38,7 +38,8 @@ def rlhf(run: RunContext, k: int, policy: str, reference: str | None, data: Path
         rm_sha = mark_finished(rm_out, record, result)
     result["policy"] = policy
     if cfg.train.rlhf.ppo_enabled:
-        result["policy"] = str(ppo(run, k, policy, rm_out, stage_dir, reference=reference, reward_sha256=rm_sha))
+        out, steps = ppo(run, k, policy, rm_out, stage_dir, reference=reference, reward_sha256=rm_sha)
+        result.update(policy=str(out), ppo_steps=steps)
     else:
         say(f"round {k} train: reward model trained ({rm_out}); PPO disabled (train.rlhf.ppo_enabled=false), "
             "the policy is unchanged this round")
@@ -46,11 +47,16 @@ def rlhf(run: RunContext, k: int, policy: str, reference: str | None, data: Path
 
 
 def ppo(run: RunContext, k: int, policy: str, reward_model: Path, stage_dir: Path, *, reference: str | None = None,
-        reward_sha256: str = "") -> Path:
+        reward_sha256: str = "") -> tuple[Path, list[dict[str, float]]]:
+    """PPO on the round's prompts against ``reward_model``: the trained policy's folder and every PPO step's
+    figures (OpenRLHF's TensorBoard scalars, :mod:`w2s.backends.ppo_metrics`). On CPU every weight sync also
+    appends a row to ``STAGE_DIR/weight_sync.jsonl`` (tensors, bytes, seconds, checksum)."""
     import ray
 
     from w2s.backends.ppo import alive_gpu_nodes
     from w2s.backends.ppo_launch import launch_ppo
+    from w2s.backends.ppo_metrics import read_steps
+    from w2s.compat.ppo import SYNC_LOG_ENV
 
     node_gpus = alive_gpu_nodes()
     cmd = ppo_command(run, k, policy, reward_model, stage_dir, ray.get_runtime_context().gcs_address,
@@ -60,10 +66,19 @@ def ppo(run: RunContext, k: int, policy: str, reward_model: Path, stage_dir: Pat
     say(f"round {k} train: PPO through OpenRLHF ({stage_dir / 'ppo.log'})")
     run.services.close()  # PPO places its own actors on the trainer's GPUs: the roles give theirs back
     c = run.cfg.cluster
-    launch_ppo(cmd, None, stage_dir / "ppo.log", idle_timeout_s=float(c.liveness_timeout_s) or float("inf"),
-               max_seconds=float(c.rpc_timeout_s) or None)
+    launch_ppo(cmd, {SYNC_LOG_ENV: str(stage_dir / "weight_sync.jsonl")}, stage_dir / "ppo.log",
+               idle_timeout_s=float(c.liveness_timeout_s) or float("inf"), max_seconds=float(c.rpc_timeout_s) or None)
     shutil.rmtree(ckpt, ignore_errors=True)  # the policy is saved: its resumable state is not needed
-    return stage_dir / "policy"
+    steps = read_steps(ppo_tensorboard_dir(run, k))
+    # PPO's own steps (rollouts, training, weight syncs) are the stage's work; its start (Ray actors, models,
+    # the vLLM engine) is start-up, as the roles' are.
+    run.services.work_s += sum(s.get("timing/step_total", 0.0) for s in steps)
+    return stage_dir / "policy", steps
+
+
+def ppo_tensorboard_dir(run: RunContext, k: int) -> Path:
+    """Where OpenRLHF's PPO trainer writes round k's TensorBoard events (a folder per start inside)."""
+    return run.rd.path / "tensorboard" / f"round-{k:02d}-ppo"
 
 
 def ppo_checkpoint(run: RunContext, k: int, policy: str, reward_model: Path, stage_dir: Path,
@@ -110,4 +125,4 @@ def ppo_command(run: RunContext, k: int, policy: str, reward_model: Path, stage_
         attn_implementation=cfg.model.strong.attn_implementation,
         trust_remote_code=bool(cfg.model.strong.trust_remote_code),
         prompt_template=str(cfg.model.strong.prompt_template or ""),
-        tensorboard_dir=str(run.rd.path / "tensorboard" / f"round-{k:02d}-ppo"), reference_path=reference)
+        tensorboard_dir=str(ppo_tensorboard_dir(run, k)), reference_path=reference)

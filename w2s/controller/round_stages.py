@@ -220,7 +220,13 @@ def train_stage(run: RunContext, k: int, policy: str, initial: str, data: Path, 
         rec.metrics, rec.losses = training_metrics(result)
         rec.metrics.update({f"train_{m}": v for m, v in (result.get("metrics") or {}).items()
                             if isinstance(v, (int, float))})
-        say_losses(f"round {k} {stage.name}", rec.losses)
+        say_losses(f"round {k} {stage.name}" + (" (reward model)" if method == "rlhf" else ""), rec.losses)
+        if "ppo_steps" in result:  # RLHF's PPO: its figures beside the reward model's, every step kept
+            from w2s.backends.ppo_metrics import describe, summarise
+
+            rec.metrics.update(summarise(result["ppo_steps"]))
+            rec.extra["ppo_steps"] = result["ppo_steps"]
+            say(f"round {k} {stage.name} (PPO): {describe(rec.metrics)}")
 
     return str(run.rd.run(stage, k, inputs, work)["policy"])
 

@@ -88,8 +88,9 @@ def plot_agreement(names: list[str], matrix: list[list[float | None]], path: Pat
         plt.close(fig)
 
 
-def plot_losses(losses: dict[int, list[float]], path: Path, *, title: str = "Strong-policy training loss") -> Path:
-    """Training loss per optimizer step, one line per round."""
+def plot_losses(losses: dict[int, list[float]], path: Path, *, title: str = "Strong-policy training loss",
+                ylabel: str = "training loss") -> Path:
+    """A value per optimizer step (the training loss unless ``ylabel`` says otherwise), one line per round."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -99,7 +100,7 @@ def plot_losses(losses: dict[int, list[float]], path: Path, *, title: str = "Str
     try:
         for k, ls in sorted(losses.items()):
             ax.plot(range(1, len(ls) + 1), ls, label=f"round {k}")
-        ax.set(xlabel="optimizer step", ylabel="training loss", title=title)
+        ax.set(xlabel="optimizer step", ylabel=ylabel, title=title)
         ax.legend()
         return _save(fig, path)
     finally:

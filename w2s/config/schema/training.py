@@ -102,7 +102,8 @@ class PPOConfig:
     max_prompt_tokens: int = _f(1024, "Prompt budget of a rollout in tokens; longer prompts are cut from the left. "
                                 "max_prompt_tokens + max_new_tokens is PPO's sequence length, which must fit the "
                                 "reward model's max_len and the policy's context.")
-    colocate_all: bool = _f(True, "Colocate actor, critic, reference, reward and vLLM on the same GPUs (sleep mode).")
+    colocate_all: bool = _f(True, "Colocate actor, critic, reference, reward and vLLM on the same GPUs (sleep mode on "
+                            "GPUs).")
     vllm_engines: int = _f(1, "vLLM rollout engines.")
     vllm_tensor_parallel_size: int = _f(1, "GPUs per vLLM rollout engine.")
     checkpoint_every: int = _f(0, "Save OpenRLHF's resumable PPO state every this many steps; a rerun of the stage "
@@ -111,11 +112,12 @@ class PPOConfig:
 
 @dataclass
 class RLHFConfig:
-    ppo_enabled: bool = _f(True, "Run PPO after the reward model. PPO needs GPUs (OpenRLHF's rollouts run on vLLM); "
-                           "false trains only the reward model, which also runs on CPU.")
+    ppo_enabled: bool = _f(True, "Run PPO after the reward model. PPO places its actors on the trainer's GPUs (on a "
+                           "machine without CUDA, Ray's logical GPUs: recipes/tiny/rlhf.yaml); false trains only the "
+                           "reward model.")
     reward_model: RewardModelConfig = _f(help="The reward model trained on the round's (correction > answer) pairs.",
                                          factory=RewardModelConfig)
-    ppo: PPOConfig = _f(help="PPO through OpenRLHF's Ray trainer (GPU only).", factory=PPOConfig)
+    ppo: PPOConfig = _f(help="PPO through OpenRLHF's Ray trainer (GPUs, or CPU with logical GPUs).", factory=PPOConfig)
 
 
 @dataclass
