@@ -63,6 +63,9 @@ def ppo(run: RunContext, k: int, policy: str, reward_model: Path, stage_dir: Pat
                            node_gpus=node_gpus, reference=reference)
     ckpt = ppo_checkpoint(run, k, policy, reward_model, stage_dir, node_gpus, reference=reference,
                                reward_sha256=reward_sha256)
+    if not any(Path(ckpt, "_actor").glob("*")):  # PPO starts afresh: no figures of an earlier PPO may mix in
+        shutil.rmtree(ppo_tensorboard_dir(run, k), ignore_errors=True)
+        (stage_dir / "weight_sync.jsonl").unlink(missing_ok=True)
     say(f"round {k} train: PPO through OpenRLHF ({stage_dir / 'ppo.log'})")
     run.services.close()  # PPO places its own actors on the trainer's GPUs: the roles give theirs back
     c = run.cfg.cluster
