@@ -61,6 +61,9 @@ def test_ppo_without_trainer_gpus_names_the_reason_and_the_fixes():
     (issue,) = _issues("tiny/rlhf", ["cluster.trainer.num_gpus_per_actor=0"])
     assert issue.key == "train.method" and "GPU" in issue.problem
     assert "cluster.num_gpus=1" in issue.fix and "train.rlhf.ppo_enabled=false" in issue.fix
+    # A local instance's node size is known before anything starts (it was found only when PPO started).
+    (issue,) = _issues("tiny/rlhf", ["cluster.num_gpus=2"])
+    assert issue.key == "cluster.gpus_per_node" and issue.fix == "set cluster.gpus_per_node=2"
 
 
 def test_impossible_local_resources_refused():

@@ -228,6 +228,12 @@ def _check_training_method(cfg: DictConfig, issues: list[ConfigIssue]) -> None:
         if cfg.train.rlhf.ppo_enabled:
             check_length("train.rlhf.ppo.max_prompt_tokens + max_new_tokens",
                          ppo.max_prompt_tokens + ppo.max_new_tokens, cfg.model.strong, "model.strong", issues)
+        if cfg.train.rlhf.ppo_enabled and not c.address and c.num_gpus and int(c.gpus_per_node) != int(c.num_gpus):
+            # A private local instance is one node of cluster.num_gpus GPUs: known now, not first when PPO starts.
+            issues.append(ConfigIssue(
+                "cluster.gpus_per_node", c.gpus_per_node,
+                f"PPO lays its actors out over nodes of this many GPUs, but the private local Ray instance is one "
+                f"node of cluster.num_gpus={c.num_gpus}", f"set cluster.gpus_per_node={c.num_gpus}"))
         if cfg.train.rlhf.ppo_enabled and role_gpus(c.trainer) < 1:
             issues.append(ConfigIssue(
                 "train.method", "rlhf",
