@@ -98,7 +98,7 @@ class GlooWorkerWrap:
     weights go in through vLLM's in-place reload, all at once after the last one (``empty_cache`` is OpenRLHF's
     last-parameter flag), instead of one ``model.load_weights`` per weight: vLLM's CPU layers repack their weights
     after loading (merged QKV and gate/up projections lose their ``weight_loader``), and its reload restores the
-    checkpoint layout, loads and and repacks again."""
+    checkpoint layout, loads and repacks again."""
 
     def init_process_group(self, master_address: str, master_port: int, rank_offset: int, world_size: int,
                            group_name: str, backend: str = "gloo", use_ray: bool = False) -> None:
