@@ -98,7 +98,8 @@ class GlooWorkerWrap:
     weights go in through vLLM's in-place reload, all at once after the last one (``empty_cache`` is OpenRLHF's
     last-parameter flag), instead of one ``model.load_weights`` per weight: vLLM's CPU layers repack their weights
     after loading (merged QKV and gate/up projections lose their ``weight_loader``), and its reload restores the
-    checkpoint layout, loads and repacks again."""
+    checkpoint layout, loads and repacks again. The received weights are kept until the last one arrives: a
+    second copy of the policy in the engine's process during a sync."""
 
     def init_process_group(self, master_address: str, master_port: int, rank_offset: int, world_size: int,
                            group_name: str, backend: str = "gloo", use_ray: bool = False) -> None:
