@@ -26,3 +26,13 @@ def test_a_quote_that_drifted_from_its_file_is_caught(tmp_path):
     assert unquotable(readme.replace("95% CI ", ""), tmp_path) == []
     drifted = readme.replace("95% CI ", "").replace("+38.3", "+33.3")
     assert unquotable(drifted, tmp_path) == ["33.3 (quoted from r.md)"]
+
+
+def test_a_results_file_names_no_path_of_this_machine(tmp_path, monkeypatch):
+    from w2s.results import _run_dir_named
+
+    checkout = tmp_path / "checkout"
+    (checkout / "runs" / "q").mkdir(parents=True)
+    monkeypatch.chdir(checkout)
+    assert _run_dir_named(checkout / "runs" / "q") == "`runs/q`"  # as the user names it from the checkout
+    assert _run_dir_named(tmp_path / "bench-rlhf") == "`bench-rlhf` (outside the checkout)"

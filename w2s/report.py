@@ -53,14 +53,15 @@ def _pgr_section(metrics: list[dict[str, Any]]) -> Section:
         omega_table(ceiling, [("round", "round")], "The ceiling policy against the initial one.")])
 
 
+def train_manifests(run_dir: Path) -> list[tuple[int, Path, dict[str, Any]]]:
+    """(round, stage folder, manifest) of each finished train stage, in round order."""
+    return [(int(m.parent.parent.name.split("-")[1]), m.parent, read_state(m))
+            for m in sorted(run_dir.glob("round-*/train/manifest.json"))]
+
+
 def _train_curves(run_dir: Path, read: Callable[[dict[str, Any]], list[float]]) -> dict[int, list[float]]:
     """One curve per round from each finished train stage's manifest (``read`` picks it)."""
-    out = {}
-    for manifest in sorted(run_dir.glob("round-*/train/manifest.json")):
-        values = read(read_state(manifest))
-        if values:
-            out[int(manifest.parent.parent.name.split("-")[1])] = values
-    return out
+    return {k: values for k, _, manifest in train_manifests(run_dir) if (values := read(manifest))}
 
 
 def _training_section(run_dir: Path) -> Section:

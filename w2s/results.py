@@ -39,6 +39,20 @@ def _row(m: dict[str, Any], label: str) -> str:
 HEAD = "| set or comparison | judge | N | ω (%) | 95% CI | W/L/T | p |\n|---|---|---|---|---|---|---|"
 
 
+def _as_named(path: Path) -> Path:
+    """A path under the working directory as the user would name it (relative); others as given."""
+    with contextlib.suppress(ValueError):
+        return path.resolve().relative_to(Path.cwd().resolve())
+    return path
+
+
+def _run_dir_named(run_dir: Path) -> str:
+    """The run directory, without a path of this machine's: relative to the working directory when under it,
+    else only its name."""
+    named = _as_named(run_dir)
+    return f"`{named}`" if not named.is_absolute() else f"`{run_dir.name}` (outside the checkout)"
+
+
 def results_markdown(run_dir: Path, command: str, times: list[dict[str, Any]]) -> str:
     """The file's text; ``times``: where the run's time went (:func:`w2s.bench.loop_times`'s rows)."""
     from w2s.report import eval_rows, eval_set_note, latest_metrics
@@ -51,12 +65,9 @@ def results_markdown(run_dir: Path, command: str, times: list[dict[str, Any]]) -
                                                                                 "aligner-eval-prompts/"))),
                      key=lambda m: (m.get("round") or 0, m["stage"], m["judge"]))
     evals = eval_rows(metrics)
-    recipe = Path(info["recipe"])
-    with contextlib.suppress(ValueError):  # a recipe under the working directory: named as the user would
-        recipe = recipe.relative_to(Path.cwd())
-    lines = [f"# Results: {recipe}", "",
+    lines = [f"# Results: {_as_named(Path(info['recipe']))}", "",
              f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M')}; w2s {last['w2s_version']}, git "
-             f"{last['git_revision']}; {_machine()}. Run directory: `{run_dir}`.", ""]
+             f"{last['git_revision']}; {_machine()}. Run directory: {_run_dir_named(run_dir)}.", ""]
     measured = [m for m in metrics if str(m.get("stage", "")).startswith(("eval-vs-", "aligner-eval-prompts/"))]
     if measured:
         lines += [eval_set_note(run_dir, measured), ""]
@@ -86,18 +97,16 @@ def results_markdown(run_dir: Path, command: str, times: list[dict[str, Any]]) -
 
 def ppo_rows(run_dir: Path) -> list[dict[str, Any]]:
     """Each PPO round's figures (its train stage's manifest) and the engine's weight syncs (``weight_sync.jsonl``)."""
-    import json
-
-    from w2s.rundir import read_state
+    from w2s.backends.ppo_metrics import read_syncs
+    from w2s.report import train_manifests
 
     rows = []
-    for manifest in sorted(run_dir.glob("round-*/train/manifest.json")):
-        m = read_state(manifest).get("metrics") or {}
+    for k, stage_dir, manifest in train_manifests(run_dir):
+        m = manifest.get("metrics") or {}
         if not m.get("ppo_steps"):
             continue
-        log = manifest.parent / "weight_sync.jsonl"
-        syncs = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-        rows.append({"round": int(manifest.parent.parent.name.split("-")[1]), "steps": m["ppo_steps"],
+        syncs = read_syncs(stage_dir)
+        rows.append({"round": k, "steps": m["ppo_steps"],
                      "reward": f"{m.get('ppo_reward_first', float('nan')):.3g} -> "
                                f"{m.get('ppo_reward_last', float('nan')):.3g}",
                      "rollout_tokens_per_s": round(m.get("ppo_rollout_tokens_per_s", 0.0), 1),

@@ -31,8 +31,6 @@ from w2s.backends.models import guard_remote_code, max_positions
 from w2s.data.files import write_jsonl
 from w2s.errors import ConfigError, ConfigIssue, W2SError
 
-PPO_MODULE = "openrlhf.cli.train_ppo_ray"
-
 
 @dataclass(frozen=True)
 class RoleGPUs:

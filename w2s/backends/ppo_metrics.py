@@ -9,9 +9,13 @@ a step wins, so the figures cover the whole training once.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
+
+# Beside the train stage's outputs: one row per weight sync inside the rollout engine (CPU runs, w2s.compat.ppo).
+SYNC_LOG = "weight_sync.jsonl"
 
 # The figures a round's metrics row and the report carry (OpenRLHF's tag under train/ -> w2s's name).
 SUMMARISED = {"policy_loss": "policy_loss", "critic_loss": "critic_loss", "kl": "kl", "reward": "reward",
@@ -34,6 +38,13 @@ def read_steps(tensorboard_dir: str | Path) -> list[dict[str, float]]:
                 for e in events.Scalars(tag):
                     by_step.setdefault(int(e.step), {"step": float(e.step)})[tag[len("train/"):]] = float(e.value)
     return [by_step[s] for s in sorted(by_step)]
+
+
+def read_syncs(stage_dir: str | Path) -> list[dict[str, Any]]:
+    """The engine's weight syncs of a train stage (:data:`SYNC_LOG`; none on GPUs, where OpenRLHF's own extension
+    receives them)."""
+    log = Path(stage_dir) / SYNC_LOG
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
 def summarise(steps: list[dict[str, float]]) -> dict[str, Any]:

@@ -55,7 +55,7 @@ def ppo(run: RunContext, k: int, policy: str, reward_model: Path, stage_dir: Pat
 
     from w2s.backends.ppo import alive_gpu_nodes
     from w2s.backends.ppo_launch import launch_ppo
-    from w2s.backends.ppo_metrics import read_steps
+    from w2s.backends.ppo_metrics import SYNC_LOG, read_steps
     from w2s.compat.ppo import SYNC_LOG_ENV
 
     node_gpus = alive_gpu_nodes()
@@ -65,11 +65,11 @@ def ppo(run: RunContext, k: int, policy: str, reward_model: Path, stage_dir: Pat
                                reward_sha256=reward_sha256)
     if not any(Path(ckpt, "_actor").glob("*")):  # PPO starts afresh: no figures of an earlier PPO may mix in
         shutil.rmtree(ppo_tensorboard_dir(run, k), ignore_errors=True)
-        (stage_dir / "weight_sync.jsonl").unlink(missing_ok=True)
+        (stage_dir / SYNC_LOG).unlink(missing_ok=True)
     say(f"round {k} train: PPO through OpenRLHF ({stage_dir / 'ppo.log'})")
     run.services.close()  # PPO places its own actors on the trainer's GPUs: the roles give theirs back
     c = run.cfg.cluster
-    launch_ppo(cmd, {SYNC_LOG_ENV: str(stage_dir / "weight_sync.jsonl")}, stage_dir / "ppo.log",
+    launch_ppo(cmd, {SYNC_LOG_ENV: str(stage_dir / SYNC_LOG)}, stage_dir / "ppo.log",
                idle_timeout_s=float(c.liveness_timeout_s) or float("inf"), max_seconds=float(c.rpc_timeout_s) or None)
     shutil.rmtree(ckpt, ignore_errors=True)  # the policy is saved: its resumable state is not needed
     steps = read_steps(ppo_tensorboard_dir(run, k))

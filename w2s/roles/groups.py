@@ -283,7 +283,7 @@ class RoleGroups:
 
     def close(self) -> None:
         """Stop every group (their engines' processes too) and give the colocated roles' GPUs back; a driver
-        stopping with its Ray instance already gone (:func:`w2s.cluster.head_lost`) only forgets them."""
+        stopping with its Ray instance already gone (:func:`w2s.head.head_lost`) only forgets them."""
         if STOP.is_set() and head_lost():
             self.held.clear()
             self.shared.pg = None
