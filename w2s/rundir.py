@@ -325,6 +325,12 @@ class RunDir:
                 "path": str(value), "size": None, "sha256": None}
         return out
 
+    def sha256(self, value: str) -> str:
+        """The contents' sha256 of a file or folder (remembered by file stamps, as the manifests' are); a name that
+        is not a local path (a hub model) stands for itself."""
+        p = Path(value)
+        return self._hashes.sha256(p) if p.exists() else str(value)
+
     def _rel(self, p: Path) -> str:
         """Paths inside the run directory are recorded relative to it, so that the directory can move."""
         p = Path(p).absolute()

@@ -78,9 +78,11 @@ def test_resume_after_generator_crash(corrector, answers, tmp_path, monkeypatch)
     assert out.read_text() == reference.read_text()
 
 
-def test_resume_discards_a_partial_last_line(corrector, answers, tmp_path):
+def test_resume_discards_a_partial_last_line_and_remakes_a_chunk_it_lacks(corrector, answers, tmp_path):
+    reference = tmp_path / "reference.jsonl"
+    _run(corrector, answers, reference)
     out = tmp_path / "out.jsonl"
-    _run(corrector, answers, out, max_rows=4)
+    _run(corrector, answers, out, max_rows=4)  # chunks of 3: rows 0-2, and row 3 alone
     text = out.read_text()
     out.write_text(text + text.splitlines()[0][:25])  # a write cut off mid-line
     rows, good = scan_output(out)
@@ -88,7 +90,9 @@ def test_resume_discards_a_partial_last_line(corrector, answers, tmp_path):
     stats = _run(corrector, answers, out)
     ids = _ids(out)
     assert ids == [r["id"] for r in ROWS] and len(set(ids)) == len(ids)
-    assert stats["resumed_rows"] == 4 and stats["new_rows"] == 6
+    # Row 3 was corrected in a chunk of its own: it is corrected again with rows 4 and 5, as one run does.
+    assert stats["resumed_rows"] == 3 and stats["new_rows"] == 7
+    assert out.read_text() == reference.read_text()
     assert _run(corrector, answers, out)["new_rows"] == 0  # a finished file is left as it is
     assert _ids(out) == ids
 
@@ -126,7 +130,7 @@ def test_resume_refuses_rows_made_with_other_decoding_seed_or_weights(corrector,
     with pytest.raises(W2SError, match="base_seed: 11 there, 12 now"):
         correct_file(corrector.aligner_path, str(answers), str(out), model_cfg=None, correct_cfg=corrector.cfg,
                      corrector=corrector, progress=False, echo=None, seed=12)
-    assert _run(corrector, answers, out)["resumed_rows"] == 4  # the same settings resume
+    assert _run(corrector, answers, out)["resumed_rows"] == 3  # the same settings resume (whole chunks: 0-2)
 
     # New weights at the same path (an Aligner retrained in place): refused, whatever the file's name and size.
     aligner = tmp_path / "aligner"
@@ -233,10 +237,14 @@ def test_rows_whose_answer_changed_are_corrected_again_on_resume(corrector, answ
     rows[3]["answer"] = "A different answer now."
     answers.write_text("".join(json.dumps(r) + "\n" for r in rows))
     stats = _run(corrector, answers, out)
-    assert stats["new_rows"] == 1 and stats["resumed_rows"] == len(ROWS) - 1
+    # Row 3 again, with the rest of its chunk (rows 3-5): every row as one run over the new input makes it.
+    assert stats["new_rows"] == 3 and stats["resumed_rows"] == len(ROWS) - 3
     written = {json.loads(line)["id"]: json.loads(line) for line in out.read_text().splitlines()}
     assert len(written) == len(ROWS) == len(out.read_text().splitlines())
     assert written["row-3"]["answer"] == "A different answer now."
+    fresh = tmp_path / "fresh.jsonl"
+    _run(corrector, answers, fresh)
+    assert written == {json.loads(line)["id"]: json.loads(line) for line in fresh.read_text().splitlines()}
 
 
 def test_an_input_field_named_like_the_output_is_refused(corrector, tmp_path):

@@ -5,6 +5,7 @@ the CLI alike. The corrections here are the tiny Aligner's, sampled for real at 
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -31,6 +32,9 @@ class InProcessCorrector:
 
     def __init__(self, corrector: Corrector):
         self.model, self.seeds = corrector, []
+
+    def hold(self, aligner):
+        return SimpleNamespace(info=self.model.provenance)
 
     def correct(self, aligner, pairs, *, what, seed=None):
         self.seeds.append(seed)

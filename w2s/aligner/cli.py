@@ -191,6 +191,7 @@ def non_negative(text: str) -> int:
 def cmd_correct(args: argparse.Namespace) -> int:
     """``w2s aligner correct --aligner DIR --input FILE --output FILE [...]``."""
     from w2s.aligner.correct import correct_file
+    from w2s.data.partial import rows_per_call
     from w2s.roles.on_demand import ServicesOnDemand
 
     overrides = list(args.overrides) + [f"model.aligner.path={args.aligner}"]
@@ -217,6 +218,7 @@ def cmd_correct(args: argparse.Namespace) -> int:
                 args.aligner, args.input, args.output, model_cfg=cfg.model.aligner, correct_cfg=cfg.correct,
                 user_templates=_user_templates(cfg), seed=int(seed),
                 progress=not args.no_progress and bool(cfg.log.progress), max_rows=args.max_rows,
+                chunk=rows_per_call(cfg.correct, cfg.cluster.corrector),
                 make_corrector=lambda: services.corrector(args.aligner)))
     except OSError as e:
         if Path(args.aligner).exists():

@@ -1,9 +1,8 @@
 """Correcting answers with a trained Aligner: in memory (:class:`Corrector`) or file to file (:func:`correct_file`).
 
-File correction streams to a JSON Lines output and is resumable. Each batch of rows is appended with one
-write, then flushed and fsynced, so after a crash the file holds whole lines plus at most one partial last
-line; on restart the partial line is cut off, the ids already written are skipped, and the run continues
-with no lost or duplicated rows.
+File correction streams to a JSON Lines output and resumes where it stopped, through the one correction path a
+round's correct stage takes too (:class:`w2s.aligner.correction_file.CorrectionFile`): no row lost or written twice,
+and a resumed file equal to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -11,19 +10,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from w2s.aligner import METADATA_FILE
+from w2s.aligner.correction_file import PROVENANCE_KEY, CorrectionFile, id_key, scan_output
 from w2s.aligner.templates import Template, get_template, render, resolve_instruction, template_from_dict
-from w2s.data.files import WriterLock, naming
+from w2s.data.files import WriterLock
 from w2s.data.text import distance_stats, edit_distance, normalized_edit_distance
 from w2s.errors import DataError, W2SError
 
-PROVENANCE_KEY = "w2s_correction"
 DEFAULT_TEMPLATE = "aligner-v2"
 
 
@@ -189,53 +187,6 @@ class Corrector:
 
 
 # ----------------------------------------------------------------------------------------------- files
-def _id_key(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False)
-
-
-def scan_output(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """Rows already written and the byte length of the whole lines; a partial (unterminated) last line is ignored.
-
-    Raises:
-        DataError: a complete line in the middle that is not JSON (the file was edited or is not ours).
-    """
-    rows: list[dict[str, Any]] = []
-    good = 0
-    if not path.exists():
-        return rows, 0
-    with open(path, "rb") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.endswith(b"\n"):
-                break  # interrupted write: the caller cuts it off
-            try:
-                rows.append(json.loads(line))
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise DataError(f"{path}:line {lineno}: not a JSON line ({e}); the output was edited or is not a "
-                                "w2s correction file: move it away or choose another --output") from None
-            good += len(line)
-    return rows, good
-
-
-# What decides a correction: resuming an output is allowed only when every row's values equal this run's.
-RESUME_KEYS = ("aligner", "weights", "template", "instruction", "generation", "base_seed")
-
-
-def _check_same_run(path: Path, rows: list[dict[str, Any]], provenance: dict[str, Any]) -> None:
-    """Every row already in ``path`` was corrected as this run would correct it (same Aligner weights by content,
-    template, instruction, every decoding field, seed), or the resume is refused with what differs."""
-    changed: dict[str, tuple[Any, Any]] = {}
-    for row in rows:
-        old = row.get(PROVENANCE_KEY) or {}
-        for key in RESUME_KEYS:
-            if key not in changed and old.get(key) != provenance[key]:
-                changed[key] = (old.get(key), provenance[key])
-    if changed:
-        what = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in changed.items())
-        raise W2SError(f"{path}: cannot resume: rows there were corrected with other settings ({what}); use the "
-                       "same Aligner and settings to resume, or choose another --output (or delete the file) to "
-                       "start over")
-
-
 def _weights_hash(aligner_path: str, out: Path) -> str:
     """sha256 of the Aligner's folder (every file), remembered by file stamps beside the output, so a resume
     reads the weights again only when they changed; a name that is not a local folder stands for itself."""
@@ -248,23 +199,6 @@ def _weights_hash(aligner_path: str, out: Path) -> str:
     digest = cache.sha256(folder)
     cache.save()
     return digest
-
-
-def _drop_stale(path: Path, done_rows: list[dict[str, Any]], rows: Sequence[Mapping[str, Any]],
-                keys: tuple[str, str], echo: Any) -> list[dict[str, Any]]:
-    """Rows already corrected whose question or answer has changed in the input since: removed from the output
-    (rewritten atomically) so that they are corrected again, never kept with the old answer."""
-    current = {_id_key(r["id"]): r for r in rows}
-    fresh = [r for r in done_rows if _id_key(r.get("id")) not in current
-             or all(r.get(k) == current[_id_key(r.get("id"))].get(k) for k in keys)]
-    if len(fresh) != len(done_rows):
-        from w2s.data.files import atomic_write_text
-
-        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in fresh))
-        if echo is not None:
-            echo(f"{path}: {len(done_rows) - len(fresh)} row(s) changed in the input since they were corrected; "
-                 "correcting them again")
-    return fresh
 
 
 def correction_stats(rows: Sequence[Mapping[str, Any]], answer_key: str, output_key: str) -> dict[str, Any]:
@@ -328,7 +262,7 @@ def check_aligner(aligner_path: str, model_cfg: Any, correct_cfg: Any,
 def correct_file(aligner_path: str, input_path: str, output_path: str, *, model_cfg: Any, correct_cfg: Any,
                  user_templates: Mapping[str, Any] | None = None, seed: int | None = None,
                  progress: bool = True, corrector: Corrector | None = None,
-                 make_corrector: Callable[[], Any] | None = None, max_rows: int = 0,
+                 make_corrector: Callable[[], Any] | None = None, max_rows: int = 0, chunk: int = 0,
                  echo: Any = print) -> dict[str, Any]:
     """Correct every (question, answer) row of a file into a JSON Lines output, resuming a previous run.
 
@@ -348,6 +282,8 @@ def correct_file(aligner_path: str, input_path: str, output_path: str, *, model_
         make_corrector: builds the corrector once the input is read and checked (the CLIs: the role services'
             corrector, :class:`w2s.roles.on_demand.ServedCorrector`); default an in-process :class:`Corrector`.
         max_rows: correct at most this many input rows (0: all).
+        chunk: rows per call of the corrector (0: ``correct_cfg.batch_prompts_per_actor``; the CLIs: one batch
+            for each of the corrector's actors, as a round's correct stage).
 
     Returns:
         The stats report.
@@ -373,7 +309,7 @@ def correct_file(aligner_path: str, input_path: str, output_path: str, *, model_
                                                                if data.skipped else ""))
     seen: dict[str, int] = {}
     for i, row in enumerate(data.rows):
-        key = _id_key(row["id"])
+        key = id_key(row["id"])
         if key in seen:
             raise DataError(f"{input_path}: id {row['id']!r} appears twice (rows {seen[key]} and {i}); ids must be "
                             "unique so an interrupted correction can resume")
@@ -398,56 +334,22 @@ def correct_file(aligner_path: str, input_path: str, output_path: str, *, model_
             base_seed = int(seed if seed is not None else (own if own is not None else 42))
             provenance = {**corrector.provenance, "weights": _weights_hash(corrector.aligner_path, out),
                           "base_seed": base_seed}
-            done_rows, good_bytes = scan_output(out)
-            _check_same_run(out, done_rows, provenance)
-            if out.exists() and out.stat().st_size != good_bytes:
-                with open(out, "r+b") as f:  # cut off the partial line an interrupted write left
-                    f.truncate(good_bytes)
-            done_rows = _drop_stale(out, done_rows, data.rows, (q_key, a_key), echo)
-            done = {_id_key(r.get("id")) for r in done_rows}
-            todo = [(i, row) for i, row in enumerate(data.rows) if _id_key(row["id"]) not in done]
-            chunk = max(1, int(correct_cfg.batch_prompts_per_actor))
-            bar = None
-            if progress:
-                from tqdm import tqdm
-
-                bar = tqdm(total=len(data.rows), initial=len(data.rows) - len(todo), desc="correct", unit="row",
-                           dynamic_ncols=True)
-            start, new_tokens = time.perf_counter(), 0
-            with naming(out), open(out, "ab") as f:
-                for b in range(0, len(todo), chunk):
-                    batch = todo[b:b + chunk]
-                    rows = [row for _, row in batch]
-                    corrections = corrector.correct([r[q_key] for r in rows], [r[a_key] for r in rows],
-                                                    seed=base_seed + batch[0][0])
-                    lines = []
-                    for row, corr in zip(rows, corrections, strict=True):
-                        prov = {**provenance, "seed": base_seed + batch[0][0], "prompt_tokens": corr.prompt_tokens,
-                                "completion_tokens": corr.completion_tokens, "finish_reason": corr.finish_reason,
-                                "answer_cut_tokens": corr.answer_cut_tokens}
-                        lines.append(json.dumps({**row, out_key: corr.text, PROVENANCE_KEY: prov}, ensure_ascii=False))
-                        new_tokens += corr.prompt_tokens + corr.completion_tokens
-                    f.write(("\n".join(lines) + "\n").encode("utf-8"))
-                    f.flush()
-                    os.fsync(f.fileno())
-                    if bar is not None:
-                        elapsed = max(time.perf_counter() - start, 1e-9)
-                        bar.update(len(batch))
-                        bar.set_postfix(rows_s=f"{(b + len(batch)) / elapsed:.2f}", tok_s=f"{new_tokens / elapsed:.1f}")
-            if bar is not None:
-                bar.close()
-            elapsed = time.perf_counter() - start
+            written = CorrectionFile(
+                out, question_key=q_key, answer_key=a_key, output_key=out_key, provenance=provenance,
+                chunk=chunk or int(correct_cfg.batch_prompts_per_actor),
+            ).write(corrector, data.rows, base_seed=base_seed, progress=progress, echo=echo)
         finally:
             if owned:
                 corrector.close()
 
         all_rows, _ = scan_output(out)
         stats = correction_stats(all_rows, a_key, out_key)
+        elapsed = written.seconds
         stats.update({"input": data.source, "output": str(out), "input_rows": len(data.rows),
                       "skipped_input_rows": data.skipped, "input_problems": data.problems[:20],
-                      "resumed_rows": len(done), "new_rows": len(todo), "seconds": round(elapsed, 3),
-                      "rows_per_s": len(todo) / elapsed if elapsed > 0 else 0.0,
-                      "tokens_per_s": new_tokens / elapsed if elapsed > 0 else 0.0, **{"provenance": provenance}})
+                      "resumed_rows": written.resumed, "new_rows": written.new, "seconds": round(elapsed, 3),
+                      "rows_per_s": written.new / elapsed if elapsed > 0 else 0.0,
+                      "tokens_per_s": written.new_tokens / elapsed if elapsed > 0 else 0.0, "provenance": provenance})
         stats_path(out).write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         if echo is not None:
             echo(format_stats(stats))

@@ -58,38 +58,44 @@ def generate_stage(run: RunContext, k: int, policy: str, prompts: list[Prompt], 
 
 
 def correct_stage(run: RunContext, k: int, aligner: str, answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Round k's corrections of the policy's answers, made through the one correction path
+    (:class:`~w2s.aligner.correction_file.CorrectionFile`, as ``w2s aligner correct``): chunks seeded by the stage's
+    seed plus their first row, kept in ``corrections.partial.jsonl`` as they are made, so that a stopped stage
+    corrects only the chunks it lacks; rows made from another attempt's inputs or settings are set aside."""
+    from w2s.aligner.correction_file import PROVENANCE_KEY, RESUME_KEYS, CorrectionFile
     from w2s.data.text import normalized_edit_distance
+    from w2s.roles.corrector import ServedCorrector
 
     cfg = run.cfg
     seed = stage_seed(cfg.correct.seed, cfg.run.seed, "correct", k)
-    provenance: dict[str, Any] = {}  # the Aligner's template and instruction, as the corrector reports them
-
-    def correct(start: int, chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        outs, provenance["served"] = run.services.corrector.correct(
-            aligner, [(r["prompt"], r["answer"]) for r in chunk], seed=seed + start, what=f"round {k} correct")
-        return [{**r, "correction": o.text, "correction_finish_reason": o.finish_reason,
-                 "correction_tokens": o.completion_tokens, "answer_cut_tokens": o.answer_cut_tokens}
-                for r, o in zip(chunk, outs)]
 
     def work(stage_dir: Path, rec: StageRecord) -> None:
         t0 = time.time()
         say(f"round {k} correct: the Aligner corrects {len(answers)} answers")
-        partial = PartialRows(stage_dir / "corrections.partial.jsonl", rec.fingerprint,
-                              rows_per_call(cfg.correct, cfg.cluster.corrector))
-        rows, rec.resumed_rows = partial.make(answers, correct, what=f"round {k} correct")
-        # (token counts travel with the chunks; the corrections file keeps the fields it always had)
-        counts = [(r.pop("correction_tokens"), r.pop("answer_cut_tokens")) for r in rows]
-        write_jsonl(stage_dir / "corrections.jsonl", rows)
-        partial.remove()
+        served = ServedCorrector(run.services.corrector, aligner, what=f"round {k} correct")
+        chunk = rows_per_call(cfg.correct, cfg.cluster.corrector)
+        # The stage's fingerprint (its config values, the Aligner's and the answers' contents) and the chunk size
+        # decide its rows too: kept rows made under others are set aside, never mixed in.
+        provenance = {**served.provenance, "aligner": aligner, "weights": run.rd.sha256(aligner),
+                      "base_seed": seed, "stage": rec.fingerprint, "chunk": chunk}
+        partial = stage_dir / "corrections.partial.jsonl"
+        written = CorrectionFile(partial, question_key="prompt", answer_key="answer", output_key="correction",
+                                 provenance=provenance, chunk=chunk, must_match=(*RESUME_KEYS, "stage", "chunk"),
+                                 other_settings="set_aside").write(served, answers, base_seed=seed, echo=say)
+        if written.resumed:
+            say(f"round {k} correct: {written.resumed} of {len(answers)} rows kept from before the stop")
+        rows = [{**r, "correction_finish_reason": r[PROVENANCE_KEY]["finish_reason"]} for r in written.rows]
+        write_jsonl(stage_dir / "corrections.jsonl", [{k2: v for k2, v in r.items() if k2 != PROVENANCE_KEY}
+                                                      for r in rows])
+        partial.unlink()
         dists = [normalized_edit_distance(r["answer"], r["correction"]) for r in rows]
         rec.outputs["corrections"] = stage_dir / "corrections.jsonl"
-        if "served" not in provenance:  # every chunk was kept from before a stop
-            provenance["served"] = run.services.corrector.hold(aligner).info
-        rec.provenance = {"aligner": aligner, **provenance["served"]}
+        rec.resumed_rows = written.resumed
+        rec.provenance = {"aligner": aligner, **served.provenance}
         rec.metrics = {"corrections": len(rows), "copy_rate": sum(d == 0 for d in dists) / len(rows),
-                       "answers_cut": sum(cut > 0 for _, cut in counts),
+                       "answers_cut": sum(r[PROVENANCE_KEY]["answer_cut_tokens"] > 0 for r in rows),
                        "mean_edit_distance": sum(dists) / len(rows), "seconds": round(time.time() - t0, 2),
-                       "tokens": sum(tokens for tokens, _ in counts)}
+                       "tokens": sum(r[PROVENANCE_KEY]["completion_tokens"] for r in rows)}
         say(f"round {k} correct: copy rate {rec.metrics['copy_rate']:.2f}, mean normalised edit distance "
             f"{rec.metrics['mean_edit_distance']:.3f}")
 

@@ -1,6 +1,7 @@
 """A stage's rows kept chunk by chunk while it works, so that a stage killed half-way resumes from what it made.
 
-The loop's generate and correct stages make their rows in chunks of fixed boundaries (``chunk`` rows from row 0),
+The loop's generate stage makes its rows (its correct stage, the same way, through the one correction path:
+:mod:`w2s.aligner.correction_file`) in chunks of fixed boundaries (``chunk`` rows from row 0),
 each chunk one call to the role services, seeded by its first row. Each finished chunk is appended to
 ``NAME.partial.jsonl`` in the stage folder as one line, fsynced, before the next starts. A rerun of the unfinished
 stage keeps the chunks found there and makes only the rest: a kill loses at most the chunk in flight, and every

@@ -61,3 +61,33 @@ class CorrectorService:
             to_plain(correct_cfg), self._templates(), groups.shares_gpu("corrector"), loaded=model_path, actors=1))
         with groups.timed_work():
             return h.group.call(method, *args, what=f"interpret {method.__name__}")[0]
+
+
+class ServedCorrector:
+    """The corrector service driven as an in-process :class:`w2s.aligner.correct.Corrector` is, by the one
+    correction path (:class:`w2s.aligner.correction_file.CorrectionFile`): a round's correct stage, ``w2s aligner
+    correct``, ``w2s eval --aligner``. The Aligner is held (loaded) when this is made.
+
+    Args:
+        service: the corrector service (its groups close it).
+        aligner: the Aligner's path (checked in the driver first: :func:`w2s.aligner.correct.check_aligner`).
+        what: the progress line's name for its calls.
+    """
+
+    def __init__(self, service: CorrectorService, aligner: str, *, what: str = "correct"):
+        self.service, self.aligner_path, self.what = service, aligner, what
+        self.provenance = dict(service.hold(aligner).info)
+
+    @property
+    def sampling(self) -> dict[str, Any]:
+        from w2s.generation import resolve_sampling
+
+        return resolve_sampling(self.service.cfg.correct)
+
+    def correct(self, questions: list[str], answers: list[str], *, seed: int | None = None,
+                progress: bool = False) -> list[Any]:
+        return self.service.correct(self.aligner_path, list(zip(questions, answers, strict=True)), seed=seed,
+                                    what=self.what)[0]
+
+    def close(self) -> None:
+        """Nothing here: the corrector is the service's (closed with it)."""

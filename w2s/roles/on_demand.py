@@ -12,6 +12,7 @@ from w2s.config.plain import to_plain
 from w2s.console import say
 from w2s.errors import WorkerError
 from w2s.roles import Services
+from w2s.roles.corrector import ServedCorrector
 
 T = TypeVar("T")
 
@@ -40,7 +41,7 @@ class ServicesOnDemand:
 
         c = self.cfg
         path = check_aligner(aligner, c.model.aligner, c.correct, to_plain(c.aligner.templates) or None)
-        return ServedCorrector(self(), path)
+        return ServedCorrector(self().corrector, path)
 
     def retrying(self, what: str, work: Callable[[], T]) -> T:
         """``work()``, run again up to ``run.max_retries`` times on restarted services when an actor died or hung
@@ -57,28 +58,3 @@ class ServicesOnDemand:
                 say(f"{what} failed ({e}); retry {attempt + 1}/{retries} (run.max_retries) on restarted services")
                 self.services.close()
         raise AssertionError("unreachable")
-
-
-class ServedCorrector:
-    """The corrector service driven as a :class:`w2s.aligner.correct.Corrector` is (``correct_file``: ``w2s aligner
-    correct``, ``w2s eval --aligner``): the actors, placement, engine and log files of a round's correct stage.
-
-    Args:
-        services: the services the corrector runs on (they close it).
-        aligner: the Aligner (checked in the driver first: :meth:`ServicesOnDemand.corrector`).
-    """
-
-    def __init__(self, services: Services, aligner: str):
-        from w2s.generation import resolve_sampling
-
-        self.services, self.aligner_path = services, aligner
-        self.sampling = resolve_sampling(services.cfg.correct)
-        self.provenance = services.corrector.hold(aligner).info
-
-    def correct(self, questions: list[str], answers: list[str], *, seed: int | None = None,
-                progress: bool = False) -> list[Any]:
-        return self.services.corrector.correct(self.aligner_path, list(zip(questions, answers, strict=True)),
-                                               seed=seed, what="correct")[0]
-
-    def close(self) -> None:
-        """Nothing here: the corrector is the services' (closed with them)."""
