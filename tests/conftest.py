@@ -235,7 +235,8 @@ def benched_tiny_aligner(tmp_path_factory, tiny_weak) -> tuple[Path, str]:
     Aligner read OUT/aligner."""
     out = tmp_path_factory.mktemp("bench-aligner") / "bench"
     cmd = [sys.executable, "-m", "w2s.cli", "bench", "aligner", "--recipe", "tiny/aligner", "--json", "--output",
-           str(out), "eval.max_prompts=4", "correct.max_new_tokens=8", "eval.generate.max_new_tokens=8"]
+           str(out), "--write", str(out / "results.md"), "eval.max_prompts=4", "correct.max_new_tokens=8",
+           "eval.generate.max_new_tokens=8"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return out, result.stdout

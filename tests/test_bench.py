@@ -3,11 +3,23 @@ on both held-out sets, where a run's time went; each prints a table."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 
 import pytest
+
+from w2s.errors import W2SError
+
+
+def test_bench_aligner_refuses_to_choose_on_a_test_set(tmp_path):
+    from w2s.bench import bench_aligner
+
+    args = argparse.Namespace(recipe="quickstart", overrides=[], output=str(tmp_path / "out"), aligner=None)
+    with pytest.raises(W2SError, match=r"eval.role=test \(recipes/data/quickstart/test.jsonl\).*quickstart-dev"):
+        bench_aligner(args)
+    assert not (tmp_path / "out").exists()  # refused before training anything
 
 
 @pytest.mark.slow  # trains an Aligner
@@ -27,6 +39,12 @@ def test_bench_aligner_reports_both_held_out_sets(benched_tiny_aligner):
         cut = sum(w["w2s_correction"]["finish_reason"] == "length" for w in written)
         assert r["cut_off_rate"] == round(cut / r["n"], 3)
     assert (out / "eval-prompts" / "report.html").exists()
+    # --write: the same rows in a results file, with the Aligner's triples named by content and the set's role.
+    results = (out / "results.md").read_text()
+    assert "`w2s bench aligner --recipe tiny/aligner --write " in results and "a dev set (eval.role=dev)" in results
+    assert "triples of `recipes/data/tiny/aligner_triples.jsonl` (sha256 " in results
+    for r in rows:
+        assert f"| {r['set']} | {r['n']} | {r['omega']:+.1f} | {r['ci95']} | {r['W/L/T']} |" in results
     # The Aligner keeps which questions it trained on: every row of its data but the held-out ones.
     from w2s.aligner.trained_questions import seen_in_training
     from w2s.data.io import read_rows

@@ -56,7 +56,7 @@ def test_every_command_that_starts_ray_stops_on_sigterm_with_143_and_says_how_to
     rows.write_text("".join(json.dumps({"id": i, "question": f"What is {i} plus 1?", "answer": "It is 3."}) + "\n"
                             for i in range(40)))
     answers = tmp_path / "answers.jsonl"
-    prompts = "recipes/data/quickstart/eval.jsonl"
+    prompts = "recipes/data/quickstart/dev.jsonl"
     answers.write_text("".join(json.dumps({"id": json.loads(line)["id"], "answer": "x"}) + "\n"
                                for line in Path(prompts).read_text().splitlines()))
     commands = {

@@ -6,7 +6,9 @@
 * ``w2s bench train``: samples/s of OpenRLHF's SFT or DPO trainer on the recipe's trainer ranks.
 * ``w2s bench aligner``: trains a recipe's Aligner, then its effect: omega with a 95% CI (embedding judge), copy
   rate and share of corrections cut off at max_new_tokens, on the held-out questions of its triples and on the
-  recipe's evaluation prompts answered by its strong model (whatever eval.role declares it).
+  recipe's evaluation prompts answered by its strong model. It is run to choose, so it refuses a set declared
+  ``eval.role: test`` (by default it measures the quickstart's dev set, ``--recipe quickstart-dev``); ``--write``
+  puts its rows in a results file.
 * ``w2s bench loop``: runs a recipe (or reads a finished run, ``--run-dir``) and prints, per stage and per round,
   wall seconds against the part spent in work (generation, correction, optimizer steps, judging, as the role
   services timed it): the rest is start-up and orchestration. Also how many actor processes each role started.
@@ -145,6 +147,12 @@ def bench_aligner(args: argparse.Namespace) -> list[dict[str, Any]]:
     from w2s.roles.on_demand import ServicesOnDemand
 
     cfg = compose(args.recipe, list(args.overrides), job="loop")
+    if cfg.eval.role == "test":  # this benchmark is for choosing: what it measures on becomes a dev set
+        from w2s.errors import W2SError
+
+        raise W2SError(f"eval.role=test ({cfg.eval.prompts.path}): w2s bench aligner compares settings, and a set "
+                       "used to choose is a dev set; measure on the recipe's dev set (for the quickstart: --recipe "
+                       "quickstart-dev), or give eval.prompts.path=DEV eval.role=dev")
     out = Path(args.output or tempfile.mkdtemp(prefix="w2s-bench-aligner-"))
     aligner = Path(args.aligner) if args.aligner else out / "aligner"
     t0 = time.perf_counter()
@@ -185,6 +193,15 @@ def bench_aligner(args: argparse.Namespace) -> list[dict[str, Any]]:
                          "cut_off_rate": round(reasons.count("length") / len(reasons), 3),
                          "train_s": round(train_s), "eval_s": round(time.perf_counter() - t1)})
     say(f"benchmark outputs (answers, corrections, reports): {out}")
+    if args.write:
+        from w2s.data.files import atomic_write_text
+        from w2s.results import aligner_results_markdown
+
+        source = ["--aligner", args.aligner] if args.aligner else []
+        command = shlex.join(["w2s", "bench", "aligner", "--recipe", args.recipe, *source, "--write", args.write,
+                              *args.overrides])
+        atomic_write_text(Path(args.write), aligner_results_markdown(args.recipe, command, cfg, aligner, rows))
+        say(f"results: {args.write}")
     return rows
 
 
@@ -270,6 +287,8 @@ def _print(rows: list[dict[str, Any]], as_json: bool) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.recipe is None:  # the Aligner benchmark chooses, so by default on the quickstart's dev set
+        args.recipe = "quickstart-dev" if args.what == "aligner" else "quickstart"
     rows = {"generate": bench_generate, "train": bench_train, "aligner": bench_aligner,
             "loop": bench_loop}[args.what](args)
     _print(rows, args.json)
@@ -290,14 +309,15 @@ def add_parser(subparsers: Any) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["generate", "train", "aligner", "loop"])
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides of the recipe")
-    p.add_argument("--recipe", default="quickstart", help="aligner: the recipe whose Aligner is trained; loop: the "
-                   "recipe that runs; generate, train: the recipe whose cluster, engine and training settings apply")
+    p.add_argument("--recipe", help="aligner: the recipe whose Aligner is trained and measured on its dev set "
+                   "(default quickstart-dev); loop: the recipe that runs; generate, train: the recipe whose cluster, "
+                   "engine and training settings apply (default quickstart)")
     p.add_argument("--output", help="aligner: folder for the Aligner and the evaluations; loop: the run dir; "
                    "generate, train: folder for the actor logs and the training's data and model (default: a new "
                    "temp dir)")
     p.add_argument("--run-dir", help="loop: read this finished run instead of running the recipe")
-    p.add_argument("--write", help="loop: also write the run's measured results to this Markdown file (what a README "
-                   "quotes: tests/test_results.py checks the quotes against it)")
+    p.add_argument("--write", help="loop, aligner: also write the measured results to this Markdown file (what a "
+                   "README quotes: tests/test_results.py checks the quotes against it)")
     p.add_argument("--aligner", help="aligner: measure this trained Aligner instead of training one (its held-out "
                    "triples are read from ALIGNER.work/eval.jsonl)")
     p.add_argument("--model", default="asset:smollm2", help="model path or asset (default asset:smollm2)")

@@ -121,6 +121,33 @@ def write_results(run_dir: Path, path: Path, command: str, times: list[dict[str,
     return path
 
 
+def aligner_results_markdown(recipe: str, command: str, cfg: Any, aligner: Path, rows: list[dict[str, Any]]) -> str:
+    """``w2s bench aligner --write``'s file: which Aligner (its triples by content, its training), the evaluation
+    set and its role as configured, and the measured rows (:func:`w2s.bench.bench_aligner`'s)."""
+    import json
+
+    from w2s import __version__
+    from w2s.rundir import git_revision
+
+    meta = json.loads((aligner / "w2s_aligner.json").read_text(encoding="utf-8"))
+    data, train = meta.get("data") or {}, meta.get("train") or {}
+    role = ("a test set (eval.role=test)" if cfg.eval.role == "test" else
+            "a dev set (eval.role=dev): this benchmark is run to choose, so these are not test results")
+    lines = [f"# Results: the Aligner of {recipe}", "",
+             f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M')}; w2s {__version__}, git "
+             f"{git_revision()}; {_machine()}.", "",
+             f"The Aligner: trained on {data.get('train', '?')} triples of `{data.get('source', '?')}` (sha256 "
+             f"{str(meta.get('data_sha256', ''))[:12]}), {data.get('eval', '?')} whole questions held out; "
+             f"{train.get('epochs', '?')} epochs at lr {train.get('lr', '?')}, LoRA rank "
+             f"{train.get('lora_rank', '-')}, {meta.get('warmup_fraction', 0):.0%} identity warm-up. The evaluation "
+             "prompts: "
+             f"`{cfg.eval.prompts.path}`, {role}.", "",
+             "| set | N | ω (%) | 95% CI | W/L/T | p | copied | cut off |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['set']} | {r['n']} | {r['omega']:+.1f} | {r['ci95']} | {r['W/L/T']} | {r['p']:.3g} | "
+              f"{r['copy_rate']:.1%} | {r['cut_off_rate']:.1%} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
 def quoted_blocks(readme: str) -> list[tuple[str, str]]:
     """(results file, quoted text) of every ``<!-- results: FILE.md -->`` ... ``<!-- /results -->`` block."""
     import re

@@ -13,7 +13,7 @@ from w2s.data.files import read_jsonl
 
 pytestmark = pytest.mark.slow  # the w2s eval CLI in subprocesses, with judge models
 
-EVAL = "recipes/data/quickstart/eval.jsonl"
+EVAL = "recipes/data/quickstart/dev.jsonl"
 
 
 def w2s(*args: str) -> subprocess.CompletedProcess:
