@@ -298,6 +298,7 @@ def test_a_fork_keeps_the_rows_of_the_stages_it_does_not_redo(tmp_path):
     assert [(r["round"], r["stage"]) for r in rd.metrics()] == rows[:5]
 
 
+@pytest.mark.slow  # W&B starts its service process: 2 s alone, over 5 s beside other tests
 def test_metrics_go_to_weights_and_biases_when_a_project_is_set(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)  # tests/conftest.py disables W&B everywhere else
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
