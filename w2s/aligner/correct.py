@@ -280,7 +280,7 @@ def correct_file(aligner_path: str, input_path: str, output_path: str, *, model_
         progress: show a progress bar with rows/s and tokens/s.
         corrector: an already loaded :class:`Corrector` (then the aligner path and configs are taken from it).
         make_corrector: builds the corrector once the input is read and checked (the CLIs: the role services'
-            corrector, :class:`w2s.roles.on_demand.ServedCorrector`); default an in-process :class:`Corrector`.
+            corrector, :class:`w2s.roles.corrector.ServedCorrector`); default an in-process :class:`Corrector`.
         max_rows: correct at most this many input rows (0: all).
         chunk: rows per call of the corrector (0: ``correct_cfg.batch_prompts_per_actor``; the CLIs: one batch
             for each of the corrector's actors, as a round's correct stage).
