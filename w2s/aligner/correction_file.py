@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from w2s.data.files import atomic_write_text, naming
 from w2s.errors import DataError, W2SError
 
 PROVENANCE_KEY = "w2s_correction"
@@ -138,8 +139,6 @@ class CorrectionFile:
         return rows
 
     def _keep_only(self, rows: list[dict[str, Any]]) -> None:
-        from w2s.data.files import atomic_write_text
-
         atomic_write_text(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
     def write(self, corrector: Corrects, rows: Sequence[Mapping[str, Any]], *, base_seed: int,
@@ -168,8 +167,6 @@ class CorrectionFile:
 
             bar = tqdm(total=len(rows), initial=len(rows) - todo, desc="correct", unit="row", dynamic_ncols=True)
         start_time, made, new_tokens = time.perf_counter(), 0, 0
-        from w2s.data.files import naming
-
         with naming(self.path), open(self.path, "ab") as f:
             for s in starts:
                 batch = list(rows[s:s + self.chunk])
