@@ -45,6 +45,12 @@ def test_bench_aligner_reports_both_held_out_sets(benched_tiny_aligner):
     assert "triples of `recipes/data/tiny/aligner_triples.jsonl` (sha256 " in results
     for r in rows:
         assert f"| {r['set']} | {r['n']} | {r['omega']:+.1f} | {r['ci95']} | {r['W/L/T']} |" in results
+    # ... and by category: the evaluation prompts' categories (the quickstart dev set's four), counts adding up.
+    by_category = rows[1]["by_category"]
+    assert set(by_category) <= {"harmful", "factual", "empathy", "general"} and by_category
+    assert sum(c["n"] for c in by_category.values()) == rows[1]["n"]
+    for cat, c in by_category.items():
+        assert f"| eval prompts | {cat} | {c['n']} | {c['omega']:+.1f} | {c['ci95']} | {c['W/L/T']} |" in results
     # The Aligner keeps which questions it trained on: every row of its data but the held-out ones.
     from w2s.aligner.trained_questions import seen_in_training
     from w2s.data.io import read_rows

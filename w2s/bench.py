@@ -191,7 +191,12 @@ def bench_aligner(args: argparse.Namespace) -> list[dict[str, Any]]:
                          "copy_rate": round(sum(corrections[i].strip() == answers[i].strip() for i in answers)
                                             / len(answers), 3),
                          "cut_off_rate": round(reasons.count("length") / len(reasons), 3),
-                         "train_s": round(train_s), "eval_s": round(time.perf_counter() - t1)})
+                         "train_s": round(train_s), "eval_s": round(time.perf_counter() - t1),
+                         # where the Aligner helps and where it harms: the failure modes a total hides
+                         "by_category": {cat: {"n": c["n"], "omega": round(c["omega"], 1),
+                                               "ci95": f"[{c['ci_low']:+.1f}, {c['ci_high']:+.1f}]",
+                                               "W/L/T": f"{c['wins']}/{c['losses']}/{c['ties']}"}
+                                         for cat, c in sorted((summary.get("by_category") or {}).items())}})
     say(f"benchmark outputs (answers, corrections, reports): {out}")
     if args.write:
         from w2s.data.files import atomic_write_text
@@ -279,6 +284,14 @@ def _print(rows: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
         print(json.dumps(rows))
         return
+    _table([{k: v for k, v in r.items() if k != "by_category"} for r in rows])
+    by_category = [{"set": r["set"], "category": cat, **c} for r in rows for cat, c in r.get("by_category", {}).items()]
+    if by_category:
+        print()
+        _table(by_category)
+
+
+def _table(rows: list[dict[str, Any]]) -> None:
     keys = list(rows[0])
     widths = [max(len(k), *(len(str(r[k])) for r in rows)) for k in keys]
     print("  ".join(k.ljust(w) for k, w in zip(keys, widths)))

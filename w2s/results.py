@@ -145,6 +145,12 @@ def aligner_results_markdown(recipe: str, command: str, cfg: Any, aligner: Path,
              "| set | N | ω (%) | 95% CI | W/L/T | p | copied | cut off |", "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['set']} | {r['n']} | {r['omega']:+.1f} | {r['ci95']} | {r['W/L/T']} | {r['p']:.3g} | "
               f"{r['copy_rate']:.1%} | {r['cut_off_rate']:.1%} |" for r in rows]
+    by_category = [(r["set"], cat, c) for r in rows for cat, c in (r.get("by_category") or {}).items()]
+    if by_category:
+        lines += ["", "By category of the prompts (the categories the set's rows name):", "",
+                  "| set | category | N | ω (%) | 95% CI | W/L/T |", "|---|---|---|---|---|---|"]
+        lines += [f"| {name} | {cat} | {c['n']} | {c['omega']:+.1f} | {c['ci95']} | {c['W/L/T']} |"
+                  for name, cat, c in by_category]
     return "\n".join(lines) + "\n"
 
 

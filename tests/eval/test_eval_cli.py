@@ -39,6 +39,8 @@ def test_two_answer_files_paired_by_id(tmp_path):
     assert "similarity (reference match): omega +100.0%" in result.stdout
     html = (out / "report.html").read_text()
     assert "I like turtles." in html and "ω (%)" in html and (out / "report.md").exists()
+    # The report names the command that wrote it (a results file quoting it says how to make it again).
+    assert f"Written by `w2s eval --prompts {EVAL} --candidate {cand} " in (out / "report.md").read_text()
     # The baseline swapped in: the same prompts, every outcome reversed.
     swapped = w2s("--prompts", EVAL, "--candidate", str(base), "--baseline", str(cand), "--output",
                   str(tmp_path / "swapped"), "--max-prompts", "6")

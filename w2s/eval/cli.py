@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -270,6 +272,7 @@ def write_eval_report(out: Path, prompts: list[Any], candidate: dict[str, str], 
                      ["prompt", "baseline", "candidate", *result.outcomes], "Prompts with both answers and each "
                      "judge's outcome for the candidate.", limit=12)
     sections = [Section("Result", blocks), Section("Samples", [sample] if sample else [])]
+    command = shlex.join(["w2s", *sys.argv[1:]])  # what wrote it, so that a results file quoting it says how
     html, _ = write_reports(out, "w2s eval: candidate vs baseline", sections,
-                            subtitle=f"Written {time.strftime('%Y-%m-%d %H:%M')}")
+                            subtitle=f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M')}")
     return html
