@@ -6,9 +6,9 @@
 * ``w2s bench train``: samples/s of OpenRLHF's SFT or DPO trainer on the recipe's trainer ranks.
 * ``w2s bench aligner``: trains a recipe's Aligner, then its effect: omega with a 95% CI (embedding judge), copy
   rate and share of corrections cut off at max_new_tokens, on the held-out questions of its triples and on the
-  recipe's evaluation prompts answered by its strong model. It is run to choose, so it refuses a set declared
-  ``eval.role: test`` (by default it measures the quickstart's dev set, ``--recipe quickstart-dev``); ``--write``
-  puts its rows in a results file.
+  recipe's evaluation prompts answered by its strong model (also by the prompts' category). It is run to choose,
+  so it refuses a set declared ``eval.role: test`` (by default it measures the quickstart's dev set, ``--recipe
+  quickstart-dev``); ``--write`` puts its rows in a results file.
 * ``w2s bench loop``: runs a recipe (or reads a finished run, ``--run-dir``) and prints, per stage and per round,
   wall seconds against the part spent in work (generation, correction, optimizer steps, judging, as the role
   services timed it): the rest is start-up and orchestration. Also how many actor processes each role started.
