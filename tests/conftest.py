@@ -230,13 +230,13 @@ def tiny_reward_model(tiny_weak, tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def benched_tiny_aligner(tmp_path_factory, tiny_weak) -> tuple[Path, str]:
-    """`w2s bench aligner` on tiny/aligner, run once: it trains the recipe's Aligner (`w2s aligner train`, into
-    OUT/aligner), then measures it. The output folder and the command's stdout; tests that need a trained tiny
-    Aligner read OUT/aligner."""
+    """`w2s bench aligner --seeds 1,2` on tiny/aligner, run once: it trains the recipe's Aligner once per seed
+    (`w2s aligner train`, into OUT/seed-N/aligner), measures each, then the two together. The output folder and
+    the command's stdout; tests that need a trained tiny Aligner read OUT/seed-1/aligner."""
     out = tmp_path_factory.mktemp("bench-aligner") / "bench"
-    cmd = [sys.executable, "-m", "w2s.cli", "bench", "aligner", "--recipe", "tiny/aligner", "--json", "--output",
-           str(out), "--write", str(out / "results.md"), "eval.max_prompts=4", "correct.max_new_tokens=8",
-           "eval.generate.max_new_tokens=8"]
+    cmd = [sys.executable, "-m", "w2s.cli", "bench", "aligner", "--recipe", "tiny/aligner", "--seeds", "1,2",
+           "--json", "--output", str(out), "--write", str(out / "results.md"), "eval.max_prompts=4",
+           "correct.max_new_tokens=8", "eval.generate.max_new_tokens=8"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return out, result.stdout

@@ -20,46 +20,67 @@ def test_bench_aligner_refuses_to_choose_on_a_test_set(tmp_path):
     with pytest.raises(W2SError, match=r"eval.role=test \(recipes/data/quickstart/test.jsonl\).*quickstart-dev"):
         bench_aligner(args)
     assert not (tmp_path / "out").exists()  # refused before training anything
+    # One Aligner per seed is trained: an Aligner trained before cannot be measured "per seed".
+    args = argparse.Namespace(recipe="quickstart-dev", overrides=[], output=str(tmp_path / "out"), aligner="a",
+                              seeds=[1, 2])
+    with pytest.raises(W2SError, match="--seeds trains one Aligner per seed and --aligner measures one"):
+        bench_aligner(args)
+    assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.slow  # trains an Aligner
-def test_bench_aligner_reports_both_held_out_sets(benched_tiny_aligner):
+@pytest.mark.slow  # trains an Aligner per seed
+def test_bench_aligner_reports_both_held_out_sets_per_seed_and_over_the_seeds(benched_tiny_aligner):
     out, stdout = benched_tiny_aligner
     rows = json.loads(next(line for line in reversed(stdout.splitlines()) if line.startswith("[")))
-    assert [r["set"] for r in rows] == ["held-out triples", "eval prompts"]
-    heldout = [json.loads(line) for line in (out / "aligner.work" / "eval.jsonl").read_text().splitlines()]
-    assert rows[0]["n"] == len(heldout) and rows[1]["n"] == 4
-    for r in rows:
+    assert [(r["seed"], r["set"]) for r in rows] == [
+        (1, "held-out triples"), (1, "eval prompts"), (2, "held-out triples"), (2, "eval prompts"),
+        ("all", "held-out triples"), ("all", "eval prompts")]
+    heldout = {s: [json.loads(line) for line in (out / f"seed-{s}" / "aligner.work" / "eval.jsonl").read_text()
+                   .splitlines()] for s in (1, 2)}
+    assert [h["id"] for h in heldout[1]] != [h["id"] for h in heldout[2]]  # run.seed: another split per seed
+    for r in rows[:4]:
+        assert r["n"] == (len(heldout[r["seed"]]) if r["set"] == "held-out triples" else 4)
         wins, losses, ties = (int(x) for x in r["W/L/T"].split("/"))
         assert wins + losses + ties == r["n"] and r["omega"] == round(100 * (wins - losses) / r["n"], 1)
         # The rates are those of the corrections written (copies of the answer, cut off at max_new_tokens).
-        written = [json.loads(line) for line in
-                   (out / r["set"].replace(" ", "-") / "corrections.jsonl").read_text().splitlines()]
+        written = [json.loads(line) for line in (out / f"seed-{r['seed']}" / r["set"].replace(" ", "-") /
+                                                 "corrections.jsonl").read_text().splitlines()]
         assert len(written) == r["n"]
         cut = sum(w["w2s_correction"]["finish_reason"] == "length" for w in written)
         assert r["cut_off_rate"] == round(cut / r["n"], 3)
-    assert (out / "eval-prompts" / "report.html").exists()
+        assert {w["w2s_correction"]["base_seed"] for w in written} == {r["seed"]}  # each seed corrects with its own
+    assert (out / "seed-1" / "eval-prompts" / "report.html").exists()
+    # The seeds together: the mean of their omegas, the outcomes summed, a two-level CI around the mean.
+    for r in rows[4:]:
+        mine = [m for m in rows[:4] if m["set"] == r["set"]]
+        assert r["omega"] == pytest.approx(sum(m["omega"] for m in mine) / 2, abs=0.06)
+        assert r["n"] == sum(m["n"] for m in mine) and r["p"] is None
+        counts = [sum(int(m["W/L/T"].split("/")[i]) for m in mine) for i in range(3)]
+        assert r["W/L/T"] == "/".join(map(str, counts))
+        low, high = (float(x) for x in r["ci95"].strip("[]").split(","))
+        assert low <= r["omega"] <= high
     # --write: the same rows in a results file, with the Aligner's triples named by content and the set's role.
     results = (out / "results.md").read_text()
-    assert "`w2s bench aligner --recipe tiny/aligner --write " in results and "a dev set (eval.role=dev)" in results
+    assert "`w2s bench aligner --recipe tiny/aligner --seeds 1,2 --write " in results
+    assert "a dev set (eval.role=dev)" in results and "two-level bootstrap" in results
     assert "triples of `recipes/data/tiny/aligner_triples.jsonl` (sha256 " in results
     for r in rows:
-        assert f"| {r['set']} | {r['n']} | {r['omega']:+.1f} | {r['ci95']} | {r['W/L/T']} |" in results
+        assert f"| {r['seed']} | {r['set']} | {r['n']} | {r['omega']:+.1f} | {r['ci95']} | {r['W/L/T']} |" in results
     # ... and by category: the evaluation prompts' categories (the quickstart dev set's four), counts adding up.
     by_category = rows[1]["by_category"]
     assert set(by_category) <= {"harmful", "factual", "empathy", "general"} and by_category
     assert sum(c["n"] for c in by_category.values()) == rows[1]["n"]
     for cat, c in by_category.items():
-        assert f"| eval prompts | {cat} | {c['n']} | {c['omega']:+.1f} | {c['ci95']} | {c['W/L/T']} |" in results
+        assert f"| 1 | eval prompts | {cat} | {c['n']} | {c['omega']:+.1f} | {c['ci95']} | {c['W/L/T']} |" in results
     # The Aligner keeps which questions it trained on: every row of its data but the held-out ones.
     from w2s.aligner.trained_questions import seen_in_training
     from w2s.data.io import read_rows
     from w2s.shipped import resolve_path
 
-    meta = json.loads((out / "aligner" / "w2s_aligner.json").read_text())
+    meta = json.loads((out / "seed-1" / "aligner" / "w2s_aligner.json").read_text())
     rows = read_rows(str(resolve_path(meta["data"]["path"])), required=["question"], what="triples").rows
-    held = {h["question"] for h in heldout}
-    trained = seen_in_training(str(out / "aligner"), [(str(r["id"]), r["question"]) for r in rows])
+    held = {h["question"] for h in heldout[1]}
+    trained = seen_in_training(str(out / "seed-1" / "aligner"), [(str(r["id"]), r["question"]) for r in rows])
     assert trained == [str(r["id"]) for r in rows if r["question"] not in held] and held
 
 

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from w2s.seeds import parse_seeds
 from w2s.workers.requests import TrainDPO, Training, TrainSFT
 
 PROMPTS = ["What is the capital of France?", "How can I sleep better?", "Explain photosynthesis briefly.",
@@ -134,11 +135,53 @@ def bench_train(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def bench_aligner(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Train the Aligner of ``args.recipe`` and measure what it does to answers it has never seen."""
+    """Train the Aligner of ``args.recipe`` (once, or once per ``--seeds`` seed) and measure what it does to answers
+    it has never seen."""
+    from w2s.aligner.cli import compose
+    from w2s.console import say
+    from w2s.errors import W2SError
+
+    cfg = compose(args.recipe, list(args.overrides), job="loop")
+    if cfg.eval.role == "test":  # this benchmark is for choosing: what it measures on becomes a dev set
+        raise W2SError(f"eval.role=test ({cfg.eval.prompts.path}): w2s bench aligner compares settings, and a set "
+                       "used to choose is a dev set; measure on the recipe's dev set (for the quickstart: --recipe "
+                       "quickstart-dev), or give eval.prompts.path=DEV eval.role=dev")
+    if args.seeds and args.aligner:
+        raise W2SError("--seeds trains one Aligner per seed and --aligner measures one trained before: give one")
+    out = Path(args.output or tempfile.mkdtemp(prefix="w2s-bench-aligner-"))
+    if args.seeds:  # one Aligner per seed (run.seed: its split, warm-up rows, training and decoding), then the mean
+        rows = []
+        for seed in args.seeds:
+            overrides = [*args.overrides, f"run.seed={seed}"]
+            rows += [{"seed": seed, **r} for r in _bench_one_aligner(args.recipe, compose(args.recipe, overrides,
+                                                                                         job="loop"),
+                                                                      out / f"seed-{seed}", None, overrides)]
+        rows += _over_seeds(out, args.seeds, rows)
+        aligner = out / f"seed-{args.seeds[0]}" / "aligner"
+    else:
+        aligner = Path(args.aligner) if args.aligner else out / "aligner"
+        rows = _bench_one_aligner(args.recipe, cfg, out, args.aligner and aligner, list(args.overrides))
+    say(f"benchmark outputs (answers, corrections, reports): {out}")
+    if args.write:
+        from w2s.data.files import atomic_write_text
+        from w2s.results import aligner_results_markdown
+
+        source = ["--aligner", args.aligner] if args.aligner else []
+        seeds = ["--seeds", ",".join(map(str, args.seeds))] if args.seeds else []
+        command = shlex.join(["w2s", "bench", "aligner", "--recipe", args.recipe, *source, *seeds, "--write",
+                              args.write, *args.overrides])
+        atomic_write_text(Path(args.write), aligner_results_markdown(args.recipe, command, cfg, aligner, rows))
+        say(f"results: {args.write}")
+    return rows
+
+
+def _bench_one_aligner(recipe: str, cfg: Any, out: Path, trained: Path | None, overrides: list[str]
+                       ) -> list[dict[str, Any]]:
+    """One Aligner's rows: trained into OUT/aligner (unless ``trained`` names one), then measured on the held-out
+    triples and the evaluation prompts, each set in its own folder under OUT."""
     import subprocess
     import sys
 
-    from w2s.aligner.cli import compose
     from w2s.aligner.correct import PROVENANCE_KEY
     from w2s.console import say
     from w2s.data.files import read_jsonl
@@ -146,19 +189,11 @@ def bench_aligner(args: argparse.Namespace) -> list[dict[str, Any]]:
     from w2s.eval.cli import aligner_corrections, answers_of, evaluate_and_report
     from w2s.roles.on_demand import ServicesOnDemand
 
-    cfg = compose(args.recipe, list(args.overrides), job="loop")
-    if cfg.eval.role == "test":  # this benchmark is for choosing: what it measures on becomes a dev set
-        from w2s.errors import W2SError
-
-        raise W2SError(f"eval.role=test ({cfg.eval.prompts.path}): w2s bench aligner compares settings, and a set "
-                       "used to choose is a dev set; measure on the recipe's dev set (for the quickstart: --recipe "
-                       "quickstart-dev), or give eval.prompts.path=DEV eval.role=dev")
-    out = Path(args.output or tempfile.mkdtemp(prefix="w2s-bench-aligner-"))
-    aligner = Path(args.aligner) if args.aligner else out / "aligner"
+    aligner = trained or out / "aligner"
     t0 = time.perf_counter()
-    if not args.aligner:  # --aligner: measure decoding changes on an Aligner trained before
-        train = subprocess.run([sys.executable, "-m", "w2s.cli", "aligner", "train", args.recipe, "--output",
-                                str(aligner), *args.overrides], capture_output=True, text=True)
+    if not trained:  # --aligner: measure decoding changes on an Aligner trained before
+        train = subprocess.run([sys.executable, "-m", "w2s.cli", "aligner", "train", recipe, "--output",
+                                str(aligner), *overrides], capture_output=True, text=True)
         if train.returncode != 0:
             raise RuntimeError(f"aligner training failed:\n{train.stdout[-2000:]}{train.stderr[-2000:]}")
     train_s = time.perf_counter() - t0
@@ -173,7 +208,7 @@ def bench_aligner(args: argparse.Namespace) -> list[dict[str, Any]]:
     with contextlib.ExitStack() as stack:
         services = ServicesOnDemand(stack, cfg, out / "logs")  # generator, corrector and judges as in a round
         for name, (items, answers) in sets.items():
-            folder = out / name.replace(" ", "-")
+            folder = out / _set_folder(name)
             folder.mkdir(parents=True, exist_ok=True)
             t1 = time.perf_counter()
             if answers is None:
@@ -197,17 +232,33 @@ def bench_aligner(args: argparse.Namespace) -> list[dict[str, Any]]:
                                                "ci95": f"[{c['ci_low']:+.1f}, {c['ci_high']:+.1f}]",
                                                "W/L/T": f"{c['wins']}/{c['losses']}/{c['ties']}"}
                                          for cat, c in sorted((summary.get("by_category") or {}).items())}})
-    say(f"benchmark outputs (answers, corrections, reports): {out}")
-    if args.write:
-        from w2s.data.files import atomic_write_text
-        from w2s.results import aligner_results_markdown
-
-        source = ["--aligner", args.aligner] if args.aligner else []
-        command = shlex.join(["w2s", "bench", "aligner", "--recipe", args.recipe, *source, "--write", args.write,
-                              *args.overrides])
-        atomic_write_text(Path(args.write), aligner_results_markdown(args.recipe, command, cfg, aligner, rows))
-        say(f"results: {args.write}")
     return rows
+
+
+def _set_folder(name: str) -> str:
+    return name.replace(" ", "-")
+
+
+def _over_seeds(out: Path, seeds: list[int], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per set, the seeds together: the mean of their omegas with a two-level bootstrap CI (seeds, then each seed's
+    prompts: :func:`w2s.seeds.two_level_ci`), from the per-prompt outcomes each seed's evaluation kept."""
+    from w2s.eval.stats import outcome_values
+    from w2s.seeds import two_level_ci
+
+    together = []
+    for name in dict.fromkeys(r["set"] for r in rows):
+        per_seed = [list(outcome_values(out / f"seed-{s}" / _set_folder(name) / "outcomes.jsonl")
+                         .get("similarity", {}).values()) for s in seeds]
+        mine = [r for r in rows if r["set"] == name]
+        wins, losses, ties = (sum(int(r["W/L/T"].split("/")[i]) for r in mine) for i in range(3))
+        low, high = two_level_ci(per_seed)
+        together.append({"seed": "all", "set": name, "n": sum(r["n"] for r in mine),
+                         "omega": round(sum(100.0 * sum(v) / len(v) for v in per_seed) / len(per_seed), 1),
+                         "ci95": f"[{low:+.1f}, {high:+.1f}]", "W/L/T": f"{wins}/{losses}/{ties}", "p": None,
+                         "copy_rate": round(sum(r["copy_rate"] for r in mine) / len(mine), 3),
+                         "cut_off_rate": round(sum(r["cut_off_rate"] for r in mine) / len(mine), 3),
+                         "train_s": sum(r["train_s"] for r in mine), "eval_s": sum(r["eval_s"] for r in mine)})
+    return together
 
 
 def loop_times(run_dir: Path) -> list[dict[str, Any]]:
@@ -296,7 +347,7 @@ def _table(rows: list[dict[str, Any]]) -> None:
     widths = [max(len(k), *(len(str(r[k])) for r in rows)) for k in keys]
     print("  ".join(k.ljust(w) for k, w in zip(keys, widths)))
     for r in rows:
-        print("  ".join(str(r[k]).ljust(w) for k, w in zip(keys, widths)))
+        print("  ".join(("-" if r[k] is None else str(r[k])).ljust(w) for k, w in zip(keys, widths)))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -331,6 +382,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--run-dir", help="loop: read this finished run instead of running the recipe")
     p.add_argument("--write", help="loop, aligner: also write the measured results to this Markdown file (what a "
                    "README quotes: tests/test_results.py checks the quotes against it)")
+    p.add_argument("--seeds", type=parse_seeds, help="aligner: train and measure one Aligner per seed (run.seed=N, "
+                   "in OUTPUT/seed-N), then the mean omega of each set with a CI over seeds and prompts (1,2,3)")
     p.add_argument("--aligner", help="aligner: measure this trained Aligner instead of training one (its held-out "
                    "triples are read from ALIGNER.work/eval.jsonl)")
     p.add_argument("--model", default="asset:smollm2", help="model path or asset (default asset:smollm2)")

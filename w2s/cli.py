@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from w2s import __version__
 from w2s.errors import ConfigError, W2SError
+from w2s.seeds import parse_seeds
 from w2s.stopping import EXIT_STOPPED, StopRequested, stop_signals
 
 EXIT_CONFIG = 2
@@ -81,12 +82,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             run_interpret(args.recipe, list(args.overrides), what)
         return 0
     return run_job(cfg, recipe=str(find_recipe(args.recipe)), overrides=list(args.overrides))
-
-
-def _seeds(text: str) -> list[int]:
-    from w2s.seeds import parse_seeds
-
-    return parse_seeds(text)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -166,8 +161,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     from w2s.aligner.cli import _collect_overrides
 
     _collect_overrides(run)  # key=value after --seeds too
-    run.add_argument("--seeds", type=_seeds, help="run the recipe once per seed (e.g. 1,2,3), one after the other, "
-                     "each in RUN_DIR/seed-N with run.seed=N, then write the report over them into RUN_DIR")
+    run.add_argument("--seeds", type=parse_seeds, help="run the recipe once per seed (e.g. 1,2,3), one after the "
+                     "other, each in RUN_DIR/seed-N with run.seed=N, then write the report over them into RUN_DIR")
     report = add("report", cmd_report, "write a run's report again, or the report over several runs of one recipe "
                  "(its seeds): mean omega, a CI over seeds and prompts, each seed's omega")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

@@ -141,17 +141,31 @@ def aligner_results_markdown(recipe: str, command: str, cfg: Any, aligner: Path,
              f"{train.get('epochs', '?')} epochs at lr {train.get('lr', '?')}, LoRA rank "
              f"{train.get('lora_rank', '-')}, {meta.get('warmup_fraction', 0):.0%} identity warm-up. The evaluation "
              "prompts: "
-             f"`{cfg.eval.prompts.path}`, {role}.", "",
-             "| set | N | ω (%) | 95% CI | W/L/T | p | copied | cut off |", "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['set']} | {r['n']} | {r['omega']:+.1f} | {r['ci95']} | {r['W/L/T']} | {r['p']:.3g} | "
-              f"{r['copy_rate']:.1%} | {r['cut_off_rate']:.1%} |" for r in rows]
-    by_category = [(r["set"], cat, c) for r in rows for cat, c in (r.get("by_category") or {}).items()]
+             f"`{cfg.eval.prompts.path}`, {role}.", ""]
+    seeds = "seed" in rows[0]  # --seeds: a row per seed and set, then the seeds together ("all")
+    if seeds:
+        lines += ["One Aligner per seed (run.seed; the training above is the first seed's). The rows of seed `all`: "
+                  "the mean of the seeds' ω, its 95% CI from a two-level bootstrap (seeds, then each seed's prompts), "
+                  "the outcomes of all seeds counted together.", ""]
+    first = ["seed"] if seeds else []
+    lines += [_table_row([*first, "set", "N", "ω (%)", "95% CI", "W/L/T", "p", "copied", "cut off"]),
+              "|" + "---|" * (len(first) + 8)]
+    lines += [_table_row([*([r["seed"]] if seeds else []), r["set"], r["n"], f"{r['omega']:+.1f}", r["ci95"],
+                          r["W/L/T"], "-" if r["p"] is None else f"{r['p']:.3g}", f"{r['copy_rate']:.1%}",
+                          f"{r['cut_off_rate']:.1%}"]) for r in rows]
+    by_category = [([r["seed"]] if seeds else [], r["set"], cat, c) for r in rows
+                   for cat, c in (r.get("by_category") or {}).items()]
     if by_category:
         lines += ["", "By category of the prompts (the categories the set's rows name):", "",
-                  "| set | category | N | ω (%) | 95% CI | W/L/T |", "|---|---|---|---|---|---|"]
-        lines += [f"| {name} | {cat} | {c['n']} | {c['omega']:+.1f} | {c['ci95']} | {c['W/L/T']} |"
-                  for name, cat, c in by_category]
+                  _table_row([*first, "set", "category", "N", "ω (%)", "95% CI", "W/L/T"]),
+                  "|" + "---|" * (len(first) + 6)]
+        lines += [_table_row([*seed, name, cat, c["n"], f"{c['omega']:+.1f}", c["ci95"], c["W/L/T"]])
+                  for seed, name, cat, c in by_category]
     return "\n".join(lines) + "\n"
+
+
+def _table_row(cells: list[Any]) -> str:
+    return "| " + " | ".join(map(str, cells)) + " |"
 
 
 def quoted_blocks(readme: str) -> list[tuple[str, str]]:

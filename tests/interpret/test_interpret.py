@@ -76,7 +76,7 @@ def test_token_levenshtein_and_the_linear_fit():
 def test_lat_then_control_end_to_end_on_the_tiny_models(tmp_path, tiny_weak, benched_tiny_aligner):
     """A w2s Aligner (trained for real, briefly, by `w2s aligner train`) on the tiny models: the LAT outputs, then
     control reusing them."""
-    aligner = benched_tiny_aligner[0] / "aligner"
+    aligner = benched_tiny_aligner[0] / "seed-1" / "aligner"
     out = tmp_path / "interpret"
     # Sampled at temperature 1: greedy, the tiny Aligner writes a prefix of the answer and stops (nothing to contrast).
     args = ["--aligner", str(aligner), "--output", str(out),

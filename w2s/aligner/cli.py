@@ -190,7 +190,7 @@ def non_negative(text: str) -> int:
 
 def cmd_correct(args: argparse.Namespace) -> int:
     """``w2s aligner correct --aligner DIR --input FILE --output FILE [...]``."""
-    from w2s.aligner.correct import correct_file
+    from w2s.aligner.correct import cli_correction_seed, correct_file
     from w2s.data.partial import rows_per_call
     from w2s.roles.on_demand import ServicesOnDemand
 
@@ -206,8 +206,7 @@ def cmd_correct(args: argparse.Namespace) -> int:
         from omegaconf import OmegaConf
 
         cfg = OmegaConf.merge(cfg, {"correct": {"instruction": args.instruction}})
-    seed = args.seed if args.seed is not None else (cfg.correct.seed if cfg.correct.seed is not None
-                                                     else cfg.run.seed)
+    seed = args.seed if args.seed is not None else cli_correction_seed(cfg)
     try:
         with contextlib.ExitStack() as stack:
             # The Aligner corrects in the role services' corrector actor, as in a round (its placement, engine and

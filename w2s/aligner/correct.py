@@ -259,6 +259,13 @@ def check_aligner(aligner_path: str, model_cfg: Any, correct_cfg: Any,
     return path
 
 
+def cli_correction_seed(cfg: Any) -> int:
+    """The base seed of a command's corrections (``w2s aligner correct``, ``w2s eval --aligner``, ``w2s bench
+    aligner``): ``correct.seed``, else ``run.seed`` (0 is a seed), so that two runs with other seeds correct with
+    other randomness."""
+    return int(cfg.correct.seed if cfg.correct.seed is not None else cfg.run.seed)
+
+
 def correct_file(aligner_path: str, input_path: str, output_path: str, *, model_cfg: Any, correct_cfg: Any,
                  user_templates: Mapping[str, Any] | None = None, seed: int | None = None,
                  progress: bool = True, corrector: Corrector | None = None,

@@ -137,14 +137,14 @@ def aligner_corrections(aligner: str, prompts: list[Any], upstream: dict[str, st
                         services: ServicesOnDemand) -> dict[str, str]:
     """The Aligner's corrections of the upstream answers, by the role services' corrector (resumable through
     ``correct_file``)."""
-    from w2s.aligner.correct import correct_file
+    from w2s.aligner.correct import cli_correction_seed, correct_file
     from w2s.data.partial import rows_per_call
 
     rows = out / "upstream.jsonl"
     write_jsonl(rows, [{"id": p.id, "question": p.prompt, "answer": upstream[p.id]} for p in prompts])
     output = out / "corrections.jsonl"
     correct_file(aligner, str(rows), str(output), model_cfg=cfg.model.aligner, correct_cfg=cfg.correct,
-                 user_templates=dict(cfg.aligner.templates), progress=False, echo=say,
+                 user_templates=dict(cfg.aligner.templates), seed=cli_correction_seed(cfg), progress=False, echo=say,
                  chunk=rows_per_call(cfg.correct, cfg.cluster.corrector),
                  make_corrector=lambda: services.corrector(aligner))
     return {str(r["id"]): r[cfg.correct.output_key] for r in read_jsonl(output)}
