@@ -28,6 +28,28 @@ def test_bench_aligner_refuses_to_choose_on_a_test_set(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_the_seeds_together_are_the_mean_of_their_omegas_with_the_outcomes_counted_together(tmp_path):
+    from w2s.bench import _over_seeds
+    from w2s.data.files import write_jsonl
+
+    outcomes = {1: ["win", "win", "loss", "tie"], 2: ["loss", "tie", "tie", "tie"]}  # omega +25 and -25
+    for seed, values in outcomes.items():
+        write_jsonl(tmp_path / f"seed-{seed}" / "eval-prompts" / "outcomes.jsonl",
+                    [{"id": f"p{i}", "judge": "similarity", "outcome": o} for i, o in enumerate(values)])
+    rows = [{"seed": 1, "set": "eval prompts", "n": 4, "omega": 25.0, "W/L/T": "2/1/1", "copy_rate": 0.5,
+             "cut_off_rate": 0.0, "train_s": 3, "eval_s": 1},
+            {"seed": 2, "set": "eval prompts", "n": 4, "omega": -25.0, "W/L/T": "0/1/3", "copy_rate": 0.25,
+             "cut_off_rate": 0.25, "train_s": 4, "eval_s": 2},
+            {"seed": 1, "set": "held-out triples", "n": 0, "omega": 0.0, "W/L/T": "0/0/0", "copy_rate": 0.0,
+             "cut_off_rate": 0.0, "train_s": 3, "eval_s": 1}]  # no outcomes kept: no row over the seeds
+    [together] = _over_seeds(tmp_path, [1, 2], rows)
+    assert together["seed"] == "all" and together["set"] == "eval prompts" and together["omega"] == 0.0
+    assert together["n"] == 8 and together["W/L/T"] == "2/2/4" and together["p"] is None
+    assert together["copy_rate"] == 0.375 and together["cut_off_rate"] == 0.125
+    low, high = (float(x) for x in together["ci95"].strip("[]").split(","))
+    assert low < 0 < high  # the seeds disagree: the CI holds both
+
+
 @pytest.mark.slow  # trains an Aligner per seed
 def test_bench_aligner_reports_both_held_out_sets_per_seed_and_over_the_seeds(benched_tiny_aligner):
     out, stdout = benched_tiny_aligner

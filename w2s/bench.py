@@ -249,6 +249,9 @@ def _over_seeds(out: Path, seeds: list[int], rows: list[dict[str, Any]]) -> list
     for name in dict.fromkeys(r["set"] for r in rows):
         per_seed = [list(outcome_values(out / f"seed-{s}" / _set_folder(name) / "outcomes.jsonl")
                          .get("similarity", {}).values()) for s in seeds]
+        per_seed = [v for v in per_seed if v]  # a seed with no decided prompt has no omega to average
+        if not per_seed:
+            continue
         mine = [r for r in rows if r["set"] == name]
         wins, losses, ties = (sum(int(r["W/L/T"].split("/")[i]) for r in mine) for i in range(3))
         low, high = two_level_ci(per_seed)
