@@ -138,6 +138,21 @@ class RoleGroups:
         self._stop(h.key)
         return True
 
+    def _evict_and_wait(self, role: str, wait_s: float = 10.0) -> bool:
+        """:meth:`_evict`, then wait (at most ``wait_s``) until what it freed shows in Ray's free resources: a
+        placement group's removal is seen a moment later, and without the wait a loaded machine evicted one group
+        more than ``role`` needed."""
+        def cpus_gpus() -> list[tuple[float, float]]:  # (memory figures move on their own)
+            return [(free.get("CPU", 0.0), free.get("GPU", 0.0)) for free in self._free_per_node()]
+
+        before = cpus_gpus()
+        if not self._evict():
+            return False
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and not self._fits(role) and cpus_gpus() == before:
+            time.sleep(0.1)
+        return True
+
     def _stop(self, key: str) -> None:
         h = self.held.pop(key)
         with contextlib.suppress(Exception):  # its close() frees the engine's processes; a dead actor has none
@@ -175,7 +190,7 @@ class RoleGroups:
             opts.update(pool=(self.shared.pool, self.shared.placed(self._free_per_node, self._evict)),
                         offset=self._seat(role, int(role_cfg.num_actors)))
         else:
-            while not self._fits(role) and self._evict():
+            while not self._fits(role) and self._evict_and_wait(role):
                 pass
         self._take_turn(role)  # a new engine measures the GPU memory it may take: the sharing roles sleep first
         say(f"starting {role_cfg.num_actors} {role} actor(s)")
