@@ -153,9 +153,9 @@ def bench_aligner(args: argparse.Namespace) -> list[dict[str, Any]]:
         rows = []
         for seed in args.seeds:
             overrides = [*args.overrides, f"run.seed={seed}"]
-            rows += [{"seed": seed, **r} for r in _bench_one_aligner(args.recipe, compose(args.recipe, overrides,
-                                                                                         job="loop"),
-                                                                      out / f"seed-{seed}", None, overrides)]
+            seed_cfg = compose(args.recipe, overrides, job="loop")
+            rows += [{"seed": seed, **r}
+                     for r in _bench_one_aligner(args.recipe, seed_cfg, out / f"seed-{seed}", None, overrides)]
         rows += _over_seeds(out, args.seeds, rows)
         aligner = out / f"seed-{args.seeds[0]}" / "aligner"
     else:
@@ -253,11 +253,12 @@ def _over_seeds(out: Path, seeds: list[int], rows: list[dict[str, Any]]) -> list
         if not per_seed:
             continue
         mine = [r for r in rows if r["set"] == name]
-        wins, losses, ties = (sum(int(r["W/L/T"].split("/")[i]) for r in mine) for i in range(3))
+        every = [o for v in per_seed for o in v]  # +1 win, -1 loss, 0 tie
         low, high = two_level_ci(per_seed)
-        together.append({"seed": "all", "set": name, "n": sum(r["n"] for r in mine),
+        together.append({"seed": "all", "set": name, "n": len(every),
                          "omega": round(sum(100.0 * sum(v) / len(v) for v in per_seed) / len(per_seed), 1),
-                         "ci95": f"[{low:+.1f}, {high:+.1f}]", "W/L/T": f"{wins}/{losses}/{ties}", "p": None,
+                         "ci95": f"[{low:+.1f}, {high:+.1f}]",
+                         "W/L/T": f"{every.count(1)}/{every.count(-1)}/{every.count(0)}", "p": None,
                          "copy_rate": round(sum(r["copy_rate"] for r in mine) / len(mine), 3),
                          "cut_off_rate": round(sum(r["cut_off_rate"] for r in mine) / len(mine), 3),
                          "train_s": sum(r["train_s"] for r in mine), "eval_s": sum(r["eval_s"] for r in mine)})

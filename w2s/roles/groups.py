@@ -127,31 +127,26 @@ class RoleGroups:
         except Exception:  # no per-node view: the cluster's totals
             return [dict(ray.available_resources())]
 
-    def _evict(self, keep: str = "") -> bool:
+    def _evict(self, keep: str = "", wait_s: float = 10.0) -> bool:
         """Shut the least recently used group of its own placement down (not ``keep``: colocated groups free no
-        resources, their GPUs stay the pool's); False when there is none."""
+        resources, their GPUs stay the pool's) and wait until Ray shows what it freed; False when there is none."""
         idle = sorted((h for k, h in self.held.items() if k != keep and not h.pooled), key=lambda h: h.last_used)
         if not idle:
             return False
         h = idle[0]
         say(f"{h.role}: stopped to make room for the next role")
+        before = self._free_cpus_gpus()
         self._stop(h.key)
-        return True
-
-    def _evict_and_wait(self, role: str, wait_s: float = 10.0) -> bool:
-        """:meth:`_evict`, then wait (at most ``wait_s``) until what it freed shows in Ray's free resources: a
-        placement group's removal is seen a moment later, and without the wait a loaded machine evicted one group
-        more than ``role`` needed."""
-        def cpus_gpus() -> list[tuple[float, float]]:  # (memory figures move on their own)
-            return [(free.get("CPU", 0.0), free.get("GPU", 0.0)) for free in self._free_per_node()]
-
-        before = cpus_gpus()
-        if not self._evict():
-            return False
+        # Ray shows a removed placement group's resources a moment later: judging the next fit before then stopped
+        # one group more than needed on a loaded machine. Wait (at most wait_s) for the freed CPUs or GPUs.
         deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and not self._fits(role) and cpus_gpus() == before:
+        while time.monotonic() < deadline and self._free_cpus_gpus() == before:
             time.sleep(0.1)
         return True
+
+    def _free_cpus_gpus(self) -> list[tuple[float, float]]:
+        """Free CPUs and GPUs per node (not memory: its figures move on their own)."""
+        return [(free.get("CPU", 0.0), free.get("GPU", 0.0)) for free in self._free_per_node()]
 
     def _stop(self, key: str) -> None:
         h = self.held.pop(key)
@@ -190,7 +185,7 @@ class RoleGroups:
             opts.update(pool=(self.shared.pool, self.shared.placed(self._free_per_node, self._evict)),
                         offset=self._seat(role, int(role_cfg.num_actors)))
         else:
-            while not self._fits(role) and self._evict_and_wait(role):
+            while not self._fits(role) and self._evict():
                 pass
         self._take_turn(role)  # a new engine measures the GPU memory it may take: the sharing roles sleep first
         say(f"starting {role_cfg.num_actors} {role} actor(s)")
