@@ -481,10 +481,3 @@ def _describe_failure(actor: ActorHandle | None, what: str, problem: str) -> str
     logs = (f"{actor.log} (and Ray's logs in {session_log_dir()})" if actor.log else
             f"{session_log_dir()} (files worker-*-{w.get('pid', '*')}.*)")
     return f"{what}: {actor.role} rank {actor.rank} on {node}: {problem}. Its stdout/stderr are in {logs}."
-
-
-def free_port() -> int:
-    """A free TCP port on this node (for torch.distributed's rendezvous)."""
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return int(s.getsockname()[1])

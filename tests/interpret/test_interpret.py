@@ -22,9 +22,14 @@ def _model(path):
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
 
 
-@pytest.mark.parametrize("which", ["tiny", "smollm2"])
-def test_hooks_read_the_residual_stream_and_change_nothing_at_alpha_zero(which, tiny_weak, request):
-    model = _model(tiny_weak if which == "tiny" else request.getfixturevalue("smollm2"))
+@pytest.fixture(params=["tiny", "smollm2"])
+def hooked_model_dir(request):
+    # A fixture, not a lookup in the test: SmolLM2's first build (about 20 s) counts as set-up, not as the test.
+    return request.getfixturevalue("tiny_weak" if request.param == "tiny" else "smollm2")
+
+
+def test_hooks_read_the_residual_stream_and_change_nothing_at_alpha_zero(hooked_model_dir):
+    model = _model(hooked_model_dir)
     ids = torch.tensor([[1, 5, 9, 13, 17, 21]])
     with torch.no_grad():
         ref = model(input_ids=ids, output_hidden_states=True)

@@ -46,6 +46,7 @@ from w2s.backends.models import guard_remote_code, training_attn
 from w2s.backends.reference import KEPT_REFERENCE, release
 from w2s.data.files import atomic_write_text, naming
 from w2s.errors import W2SError
+from w2s.ports import rendezvous_port
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +96,8 @@ def _ensure_dist_env() -> tuple[int, int]:
     import torch
 
     if "WORLD_SIZE" not in os.environ:
-        from w2s.compat.cpu import _free_port
-
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        os.environ.setdefault("MASTER_PORT", str(rendezvous_port("127.0.0.1")))
         os.environ.setdefault("RANK", "0")
         os.environ["WORLD_SIZE"] = "1"
         os.environ.setdefault("LOCAL_RANK", "0" if torch.cuda.is_available() else "-1")

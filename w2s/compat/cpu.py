@@ -35,10 +35,11 @@ import copy
 import functools
 import importlib.util
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import Any
+
+from w2s.ports import rendezvous_port
 
 STUBS_DIR = Path(__file__).resolve().parent / "stubs"
 
@@ -50,18 +51,12 @@ def is_patched() -> bool:
     return _patched
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _set_single_process_env() -> None:
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     if "MASTER_PORT" not in os.environ:
         # A fixed port would collide with any other single-rank process on the machine.
-        os.environ["MASTER_PORT"] = str(_free_port())
+        os.environ["MASTER_PORT"] = str(rendezvous_port("127.0.0.1"))
     os.environ.setdefault("RANK", "0")
     os.environ.setdefault("WORLD_SIZE", "1")
     os.environ.setdefault("LOCAL_RANK", "-1")

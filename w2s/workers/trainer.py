@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from w2s.cluster import RoleActorMixin, free_port
+from w2s.cluster import RoleActorMixin
+from w2s.ports import rendezvous_port
 from w2s.workers import typed
 from w2s.workers.dispatch import Dispatch, register
 from w2s.workers.requests import CheckLoads, Training
@@ -25,7 +26,7 @@ class TrainerWorker(RoleActorMixin):
     def rendezvous(self) -> tuple[str, int]:
         import ray
 
-        return ray.util.get_node_ip_address(), free_port()
+        return ray.util.get_node_ip_address(), rendezvous_port()
 
     def join(self, master_addr: str, master_port: int, rank: int, world_size: int) -> None:
         import ray
