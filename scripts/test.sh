@@ -30,7 +30,8 @@ fi
 workers=${W2S_TEST_WORKERS:-2}
 # The whole suite runs the real Slurm tests: a cluster that cannot start fails them instead of skipping them.
 export W2S_REQUIRE_SLURM=${W2S_REQUIRE_SLURM:-1}
-step "pytest, the whole suite ($workers workers)"
+# The revision tested, for scripts/suite_timings.py (a checkout without git says so).
+step "pytest, the whole suite ($workers workers), git $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 if [ "$workers" -gt 1 ]; then
     exec .venv/bin/python -m pytest -v --durations=15 -n "$workers" --dist loadgroup "$@"
 fi

@@ -20,7 +20,8 @@ from typing import Any
 from w2s.data.files import atomic_write_text
 
 
-def _machine() -> str:
+def machine() -> str:
+    """This machine in a few words: cores, CPU model, memory, OS."""
     model = ""
     try:
         model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -67,7 +68,7 @@ def results_markdown(run_dir: Path, command: str, times: list[dict[str, Any]]) -
     evals = eval_rows(metrics)
     lines = [f"# Results: {_as_named(Path(info['recipe']))}", "",
              f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M')}; w2s {last['w2s_version']}, git "
-             f"{last['git_revision']}; {_machine()}. Run directory: {_run_dir_named(run_dir)}.", ""]
+             f"{last['git_revision']}; {machine()}. Run directory: {_run_dir_named(run_dir)}.", ""]
     measured = [m for m in metrics if str(m.get("stage", "")).startswith(("eval-vs-", "aligner-eval-prompts/"))]
     if measured:
         lines += [eval_set_note(run_dir, measured), ""]
@@ -135,7 +136,7 @@ def aligner_results_markdown(recipe: str, command: str, cfg: Any, aligner: Path,
             "a dev set (eval.role=dev): this benchmark is run to choose, so these are not test results")
     lines = [f"# Results: the Aligner of {recipe}", "",
              f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M')}; w2s {__version__}, git "
-             f"{git_revision()}; {_machine()}.", "",
+             f"{git_revision()}; {machine()}.", "",
              f"The Aligner: trained on {data.get('train', '?')} triples of `{data.get('source', '?')}` (sha256 "
              f"{str(meta.get('data_sha256', ''))[:12]}), {data.get('eval', '?')} whole questions held out; "
              f"{train.get('epochs', '?')} epochs at lr {train.get('lr', '?')}, LoRA rank "
