@@ -29,11 +29,12 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from w2s.aligner import METADATA_FILE, trained_questions
-from w2s.aligner.dataset import Triple, load_triples, warmup_subset
+from w2s.aligner.dataset import Triple, TripleSplit, load_triples, warmup_subset
 from w2s.aligner.templates import INSTRUCTION_PRESETS, get_template, render, render_body, resolve_instruction
 from w2s.backends import checkpoint
 from w2s.config.plain import to_plain
@@ -96,7 +97,6 @@ def train_aligner(cfg: Any, output_dir: str | os.PathLike, *, progress: bool = T
     """
     from transformers import AutoTokenizer
 
-    import w2s
     from w2s.assets import resolve_model_path
 
     a = cfg.aligner.train
@@ -130,8 +130,7 @@ def train_aligner(cfg: Any, output_dir: str | os.PathLike, *, progress: bool = T
             tokenizer, render(t, q, ans, i, tokenizer=tokenizer)))
         return [(body(template, t.question, t.answer, instruction), t.correction) for t in triples]
 
-    backend = _backend()
-    chat = template.chat
+    sft = _SFT(a, seed, template.chat, attn, trust, tensorboard_dir)
     warm = warmup_subset(split.train, float(a.warmup_fraction), seed)
     main = [t for t in split.train if not t.identity]  # identity rows of preference data train the warm-up only
     if not main:
@@ -153,72 +152,104 @@ def train_aligner(cfg: Any, output_dir: str | os.PathLike, *, progress: bool = T
     start_model = base
     start = time.monotonic()
     if warm:
-        warm_data = work / "warmup_sft.jsonl"
-        backend.write_sft_rows(warm_data, pairs(warm), chat=chat)
-        warm_dir = work / "warmup"
-        # A warm-up finished earlier from the same inputs is kept (a rerun after a kill or a requeue goes on with
-        # the correction SFT, and from its checkpoint when checkpoint_every is set).
-        warm_record = checkpoint.training_record("aligner-warmup", {"train": to_plain(a), "seed": seed, "chat": chat},
-                                                 model_path=start_model, data_paths=(str(warm_data),))
-        warm_done = work / "warmup.json"
-        earlier = json.loads(warm_done.read_text()) if warm_done.is_file() and warm_dir.is_dir() else {}
-        if earlier.get("record") == warm_record:
-            echo(f"identity warm-up: finished earlier, kept ({warm_dir})")
-            stages.append(earlier["stage"])
-        else:
-            echo(f"identity warm-up: {len(warm)} (question, answer) -> answer rows, from {base}")
-            result = backend.train_sft(a, start_model, str(warm_data), str(warm_dir), seed=seed, chat=chat,
-                                       tensorboard_dir=_sub(tensorboard_dir, "warmup"), attn_implementation=attn,
-                                       trust_remote_code=trust)
-            stages.append(_stage("warmup", start_model, result, len(warm)))
-            if rank0:
-                atomic_write_json(warm_done, {"record": warm_record, "stage": stages[-1]})
-        start_model = str(warm_dir)
+        stages.append(_warm_up(sft, pairs(warm), base, work, echo, write_record=rank0))
+        start_model = str(work / "warmup")
     main_data = work / "train_sft.jsonl"
-    backend.write_sft_rows(main_data, pairs(main), chat=chat)
+    sft.backend.write_sft_rows(main_data, pairs(main), chat=sft.chat)
     echo(f"correction SFT: {len(main)} (question, answer) -> correction rows, from {start_model}")
-    result = backend.train_sft(a, start_model, str(main_data), str(out), seed=seed, chat=chat,
-                               tensorboard_dir=_sub(tensorboard_dir, "correction"), attn_implementation=attn,
-                               trust_remote_code=trust)
-    stages.append(_stage("correction", start_model, result, len(main)))
+    stages.append(sft.run("correction", start_model, main_data, out, len(main)))
     if warm and not keep_warmup and rank0:  # every rank is past the final save's barrier: nobody reads it now
         shutil.rmtree(work / "warmup", ignore_errors=True)
         (work / "warmup.json").unlink(missing_ok=True)
 
-    meta = {
-        "format": "w2s-aligner/1",
-        "w2s_version": w2s.__version__,
-        "template": template.name,
-        "template_spec": template.to_dict(),
-        "instruction": instruction,
-        "instruction_presets": dict(INSTRUCTION_PRESETS),
-        "chat": chat,
-        "base_model": str(cfg.model.aligner.path),
-        "base_model_resolved": base,
-        "data": {**report, "path": str(a.data.path), "question_key": a.data.question_key,
-                 "answer_key": a.data.answer_key, "correction_key": a.data.correction_key},
-        "data_sha256": split.sha256,
-        "seed": seed,
-        "warmup_fraction": float(a.warmup_fraction),
-        "sizes": {"train": len(split.train), "eval": len(split.eval), "warmup": len(warm),
-                  "overlong": overlong},
-        "train": {"epochs": int(a.epochs), "max_len": int(a.max_len), "overlong": str(a.overlong),
-                  "lr": float(a.optim.lr), "scheduler": str(a.optim.scheduler),
-                  "warmup_ratio": float(a.optim.warmup_ratio), "betas": [float(b) for b in a.optim.betas],
-                  "global_batch_samples": int(a.global_batch_samples), "zero_stage": int(a.zero_stage),
-                  "lora_rank": int(a.lora.rank)},
-        "stages": stages,
-        "world_size": int(stages[-1]["world_size"]),
-        "attn_implementation": stages[-1]["attn_implementation"],
-        "work_dir": str(work),
-        "seconds": round(time.monotonic() - start, 2),
-    }
+    meta = _metadata(cfg, template, instruction, base, split, warm=warm, overlong=overlong, stages=stages,
+                     work=work, seconds=time.monotonic() - start)
     if rank0:
         trained_questions.write(out, [t.question for t in split.train])  # before the metadata, which ends the work
         atomic_write_text(out / METADATA_FILE, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     last = stages[-1]
     echo(f"Aligner written to {out} ({last['steps']} steps, loss {last['loss_first']} -> {last['loss_last']})")
     return meta
+
+
+@dataclass(frozen=True)
+class _SFT:
+    """One SFT run of the Aligner's training through the backend: what its two stages share."""
+
+    train: Any  # aligner.train
+    seed: int
+    chat: bool
+    attn: str
+    trust_remote_code: bool
+    tensorboard_dir: str | None
+    backend: Any = field(default_factory=lambda: _backend())
+
+    def run(self, name: str, start_model: str, data: Path, output: Path, rows: int) -> dict[str, Any]:
+        result = self.backend.train_sft(self.train, start_model, str(data), str(output), seed=self.seed,
+                                        chat=self.chat, tensorboard_dir=_sub(self.tensorboard_dir, name),
+                                        attn_implementation=self.attn, trust_remote_code=self.trust_remote_code)
+        return _stage(name, start_model, result, rows)
+
+
+def _warm_up(sft: _SFT, pairs: list[tuple[str, str]], base: str, work: Path, echo: Callable[[str], None], *,
+             write_record: bool) -> dict[str, Any]:
+    """The identity warm-up into ``work/warmup``: (question, answer) -> answer rows from the base model. One
+    finished earlier from the same inputs is kept (a rerun after a kill or a requeue goes on with the correction
+    SFT, and from its checkpoint when checkpoint_every is set). Returns its stage record."""
+    data, output, done = work / "warmup_sft.jsonl", work / "warmup", work / "warmup.json"
+    sft.backend.write_sft_rows(data, pairs, chat=sft.chat)
+    record = checkpoint.training_record("aligner-warmup", {"train": to_plain(sft.train), "seed": sft.seed,
+                                                           "chat": sft.chat},
+                                        model_path=base, data_paths=(str(data),))
+    earlier = json.loads(done.read_text()) if done.is_file() and output.is_dir() else {}
+    if earlier.get("record") == record:
+        echo(f"identity warm-up: finished earlier, kept ({output})")
+        return earlier["stage"]
+    echo(f"identity warm-up: {len(pairs)} (question, answer) -> answer rows, from {base}")
+    stage = sft.run("warmup", base, data, output, len(pairs))
+    if write_record:
+        atomic_write_json(done, {"record": record, "stage": stage})
+    return stage
+
+
+def _metadata(cfg: Any, template: Any, instruction: str, base: str, split: TripleSplit, *, warm: list[Triple],
+              overlong: int, stages: list[dict[str, Any]], work: Path, seconds: float) -> dict[str, Any]:
+    """What ``w2s_aligner.json`` records: how to prompt the Aligner, what it was trained on and how."""
+    import w2s
+
+    a = cfg.aligner.train
+    return {
+        "format": "w2s-aligner/1",
+        "w2s_version": w2s.__version__,
+        "template": template.name,
+        "template_spec": template.to_dict(),
+        "instruction": instruction,
+        "instruction_presets": dict(INSTRUCTION_PRESETS),
+        "chat": template.chat,
+        "base_model": str(cfg.model.aligner.path),
+        "base_model_resolved": base,
+        "data": {**split.report(), "path": str(a.data.path), "question_key": a.data.question_key,
+                 "answer_key": a.data.answer_key, "correction_key": a.data.correction_key},
+        "data_sha256": split.sha256,
+        "seed": int(cfg.run.seed),
+        "warmup_fraction": float(a.warmup_fraction),
+        "sizes": {"train": len(split.train), "eval": len(split.eval), "warmup": len(warm), "overlong": overlong},
+        "train": _training_summary(a),
+        "stages": stages,
+        "world_size": int(stages[-1]["world_size"]),
+        "attn_implementation": stages[-1]["attn_implementation"],
+        "work_dir": str(work),
+        "seconds": round(seconds, 2),
+    }
+
+
+def _training_summary(a: Any) -> dict[str, Any]:
+    """``aligner.train``'s settings as the metadata records them."""
+    return {"epochs": int(a.epochs), "max_len": int(a.max_len), "overlong": str(a.overlong),
+            "lr": float(a.optim.lr), "scheduler": str(a.optim.scheduler),
+            "warmup_ratio": float(a.optim.warmup_ratio), "betas": [float(b) for b in a.optim.betas],
+            "global_batch_samples": int(a.global_batch_samples), "zero_stage": int(a.zero_stage),
+            "lora_rank": int(a.lora.rank)}
 
 
 def _quiet(_message: str) -> None:

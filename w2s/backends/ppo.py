@@ -325,26 +325,7 @@ def build_ppo_command(cfg_ppo: Any, *, policy_path: str, reward_model_path: str,
     def flag(name: str, value: Any) -> None:
         argv.extend([f"--{name}", str(value)])
 
-    def role(name: str, gpus: RoleGPUs) -> None:
-        flag(f"{name}.num_nodes", gpus.num_nodes)
-        flag(f"{name}.num_gpus_per_node", gpus.num_gpus_per_node)
-
-    role("actor", layout.actor)
-    role("ref", layout.ref or layout.actor)  # unused without KL, but OpenRLHF's default is 8 GPUs
-    role("reward", layout.reward)
-    if layout.critic is not None:
-        role("critic", layout.critic)
-    flag("vllm.num_engines", layout.vllm_engines)
-    flag("vllm.tensor_parallel_size", layout.vllm_tensor_parallel_size)
-    if layout.colocate_all:
-        argv += ["--train.colocate_all", "--vllm.enable_sleep", "--ds.enable_sleep"]
-        flag("vllm.gpu_memory_utilization", 0.5)
-    else:
-        if layout.colocate_actor_ref:
-            argv.append("--train.colocate_actor_ref")
-        if layout.colocate_critic_reward:
-            argv.append("--train.colocate_critic_reward")
-
+    argv += _placement_flags(layout)
     flag("actor.model_name_or_path", policy_path)
     flag("reward.model_name_or_path", reward_model_path)
     if layout.critic is not None:
@@ -359,22 +340,7 @@ def build_ppo_command(cfg_ppo: Any, *, policy_path: str, reward_model_path: str,
         argv.append("--data.apply_chat_template")
     # The whole sequence; OpenRLHF gives a prompt what the response leaves (there is no prompt-length flag).
     flag("data.max_len", int(cfg_ppo.max_prompt_tokens) + int(cfg_ppo.max_new_tokens))
-    flag("rollout.max_new_tokens", int(cfg_ppo.max_new_tokens))
-    flag("rollout.batch_size", int(cfg_ppo.rollout_batch_prompts))
-    flag("rollout.n_samples_per_prompt", int(cfg_ppo.samples_per_prompt))
-    flag("rollout.micro_batch_size", int(cfg_ppo.micro_train_batch_samples_per_device))
-    flag("train.micro_batch_size", int(cfg_ppo.micro_train_batch_samples_per_device))
-    flag("train.batch_size", int(cfg_ppo.global_train_batch_samples))
-    flag("train.max_epochs", 1)
-    flag("train.num_episodes", int(cfg_ppo.epochs))
-    flag("train.seed", seed)
-    flag("actor.adam.lr", float(cfg_ppo.actor_lr))
-    flag("critic.adam.lr", float(cfg_ppo.critic_lr))
-    flag("actor.eps_clip", float(cfg_ppo.eps_clip))
-    flag("critic.value_clip", float(cfg_ppo.value_clip))
-    flag("algo.kl.init_coef", float(cfg_ppo.init_kl_coef))
-    flag("algo.kl.estimator", cfg_ppo.kl_estimator)
-    flag("algo.advantage.estimator", cfg_ppo.advantage_estimator)
+    argv += _algorithm_flags(cfg_ppo, seed)
     flag("ds.zero_stage", zero_stage)
     flag("ds.param_dtype", dtype)
     flag("ds.attn_implementation", attn_implementation)
@@ -391,6 +357,51 @@ def build_ppo_command(cfg_ppo: Any, *, policy_path: str, reward_model_path: str,
         flag("logger.tensorboard_dir", tensorboard_dir)
     argv.extend(extra_args)
     return argv
+
+
+def _placement_flags(layout: PPOLayout) -> list[str]:
+    """Where OpenRLHF puts each model's ranks and its rollout engines, and which of them share GPUs."""
+    flags: list[str] = []
+    roles = {"actor": layout.actor, "ref": layout.ref or layout.actor,  # unused without KL; OpenRLHF's default is 8
+             "reward": layout.reward, "critic": layout.critic}
+    for name, gpus in roles.items():
+        if gpus is not None:
+            flags += [f"--{name}.num_nodes", str(gpus.num_nodes), f"--{name}.num_gpus_per_node",
+                      str(gpus.num_gpus_per_node)]
+    flags += ["--vllm.num_engines", str(layout.vllm_engines),
+              "--vllm.tensor_parallel_size", str(layout.vllm_tensor_parallel_size)]
+    if layout.colocate_all:
+        flags += ["--train.colocate_all", "--vllm.enable_sleep", "--ds.enable_sleep", "--vllm.gpu_memory_utilization",
+                  "0.5"]
+    else:
+        if layout.colocate_actor_ref:
+            flags.append("--train.colocate_actor_ref")
+        if layout.colocate_critic_reward:
+            flags.append("--train.colocate_critic_reward")
+    return flags
+
+
+def _algorithm_flags(cfg_ppo: Any, seed: int) -> list[str]:
+    """PPO's own settings: rollout and training batches, learning rates, clipping, KL and advantages."""
+    values = {
+        "rollout.max_new_tokens": int(cfg_ppo.max_new_tokens),
+        "rollout.batch_size": int(cfg_ppo.rollout_batch_prompts),
+        "rollout.n_samples_per_prompt": int(cfg_ppo.samples_per_prompt),
+        "rollout.micro_batch_size": int(cfg_ppo.micro_train_batch_samples_per_device),
+        "train.micro_batch_size": int(cfg_ppo.micro_train_batch_samples_per_device),
+        "train.batch_size": int(cfg_ppo.global_train_batch_samples),
+        "train.max_epochs": 1,
+        "train.num_episodes": int(cfg_ppo.epochs),
+        "train.seed": seed,
+        "actor.adam.lr": float(cfg_ppo.actor_lr),
+        "critic.adam.lr": float(cfg_ppo.critic_lr),
+        "actor.eps_clip": float(cfg_ppo.eps_clip),
+        "critic.value_clip": float(cfg_ppo.value_clip),
+        "algo.kl.init_coef": float(cfg_ppo.init_kl_coef),
+        "algo.kl.estimator": cfg_ppo.kl_estimator,
+        "algo.advantage.estimator": cfg_ppo.advantage_estimator,
+    }
+    return [part for name, value in values.items() for part in (f"--{name}", str(value))]
 
 
 def declared_ppo_flags(source: str | os.PathLike | None = None) -> set[str]:
