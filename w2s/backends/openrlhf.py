@@ -274,27 +274,7 @@ def _run(kind: Kind, cfg: Any, model_path: str, data_path: str, output_dir: str,
     args, strategy = _make_strategy(flat)
     data.dataset.strategy = strategy
 
-    from openrlhf.models import Actor, get_llm_for_sequence_regression
-
-    model_kw = dict(attn_implementation=args.ds.attn_implementation, param_dtype=args.ds.param_dtype,
-                    lora_rank=args.ds.lora.rank, lora_alpha=args.ds.lora.alpha, lora_dropout=args.ds.lora.dropout,
-                    target_modules=args.ds.lora.target_modules, ds_config=strategy.get_ds_train_config(),
-                    packing_samples=False)
-    if kind == "rm":
-        model = get_llm_for_sequence_regression(model_path, "reward", init_value_head=True,
-                                                value_head_prefix=args.ds.value_head_prefix, **model_kw)
-        module = model
-        if args.ds.lora.rank > 0:
-            # PEFT freezes every non-adapter weight, including the freshly initialised value head; a random
-            # frozen head would leave the reward model near chance, so it is trained along with the adapters.
-            for name, param in model.named_parameters():
-                if f"{args.ds.value_head_prefix}." in name and "lora_" not in name:
-                    param.requires_grad = True
-    else:
-        model = Actor(model_path, **model_kw)
-        module = model.model
-    if getattr(module.config, "pad_token_id", None) is None:
-        module.config.pad_token_id = tok.pad_token_id
+    model, module = _load_model(kind, model_path, args, strategy, tok)
     loaded_attn = str(getattr(module.config, "_attn_implementation", "") or "")  # what transformers really chose
     if args.model.gradient_checkpointing_enable:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -312,6 +292,7 @@ def _run(kind: Kind, cfg: Any, model_path: str, data_path: str, output_dir: str,
         trainer = SFTTrainer(model=model, optim=optim, eval_dataloader=None, scheduler=scheduler,
                              batch_size=global_batch, tokenizer=tok, **common)
     elif kind == "dpo":
+        from openrlhf.models import Actor
         from openrlhf.trainer.dpo_trainer import DPOTrainer
 
         ref, reused = KEPT_REFERENCE.get(ref_path, args, world)
@@ -354,18 +335,7 @@ def _run(kind: Kind, cfg: Any, model_path: str, data_path: str, output_dir: str,
         _save(strategy, model, tok, output_dir, probe=kind != "rm")
         if not args.ckpt.disable_ds:
             checkpoint.finish(strategy, args.ckpt.path)
-        metrics = _finish_metrics(data, global_batch, steplog)
-        if kind in ("dpo", "rm"):
-            for key, name in (("acc_mean", "acc"), ("chosen_reward", "chosen_reward"),
-                              ("reject_reward", "rejected_reward")):
-                value = steplog.mean(key)
-                if value is not None:
-                    metrics[name] = value
-        if kind == "rm":
-            config = strategy._unwrap_model(model).config
-            for key in ("mean", "std"):
-                if getattr(config, key, None) is not None:
-                    metrics[f"reward_{key}"] = float(getattr(config, key))
+        metrics = {**_finish_metrics(data, global_batch, steplog), **_kind_metrics(kind, steplog, strategy, model)}
     finally:
         release(model)  # the DPO reference is kept for the next round (KEPT_REFERENCE)
         del trainer, model, ref
@@ -377,6 +347,51 @@ def _run(kind: Kind, cfg: Any, model_path: str, data_path: str, output_dir: str,
                        seconds=time.monotonic() - start, fit_seconds=fit_seconds, losses=steplog.losses,
                        metrics=metrics, world_size=world, attn_implementation=loaded_attn,
                        resumed_from_step=first_step, reference_reused=reused)
+
+
+def _load_model(kind: Kind, model_path: str, args: Any, strategy: Any, tok: Any) -> tuple[Any, Any]:
+    """The model to train, and its transformers module: OpenRLHF's Actor (SFT, DPO) or a reward model with a
+    fresh value head (RM)."""
+    from openrlhf.models import Actor, get_llm_for_sequence_regression
+
+    model_kw = dict(attn_implementation=args.ds.attn_implementation, param_dtype=args.ds.param_dtype,
+                    lora_rank=args.ds.lora.rank, lora_alpha=args.ds.lora.alpha, lora_dropout=args.ds.lora.dropout,
+                    target_modules=args.ds.lora.target_modules, ds_config=strategy.get_ds_train_config(),
+                    packing_samples=False)
+    if kind == "rm":
+        model = get_llm_for_sequence_regression(model_path, "reward", init_value_head=True,
+                                                value_head_prefix=args.ds.value_head_prefix, **model_kw)
+        module = model
+        if args.ds.lora.rank > 0:
+            # PEFT freezes every non-adapter weight, including the freshly initialised value head; a random
+            # frozen head would leave the reward model near chance, so it is trained along with the adapters.
+            for name, param in model.named_parameters():
+                if f"{args.ds.value_head_prefix}." in name and "lora_" not in name:
+                    param.requires_grad = True
+    else:
+        model = Actor(model_path, **model_kw)
+        module = model.model
+    if getattr(module.config, "pad_token_id", None) is None:
+        module.config.pad_token_id = tok.pad_token_id
+    return model, module
+
+
+def _kind_metrics(kind: Kind, steplog: _StepLog, strategy: Any, model: Any) -> dict[str, float]:
+    """What DPO and reward-model training add to the common figures: preference accuracy and rewards, and the
+    reward model's normalisation (mean, std) as stored in its config."""
+    metrics: dict[str, float] = {}
+    if kind in ("dpo", "rm"):
+        for key, name in (("acc_mean", "acc"), ("chosen_reward", "chosen_reward"),
+                          ("reject_reward", "rejected_reward")):
+            value = steplog.mean(key)
+            if value is not None:
+                metrics[name] = value
+    if kind == "rm":
+        config = strategy._unwrap_model(model).config
+        for key in ("mean", "std"):
+            if getattr(config, key, None) is not None:
+                metrics[f"reward_{key}"] = float(getattr(config, key))
+    return metrics
 
 
 def train_sft(cfg: Any, model_path: str, data_path: str, output_dir: str, *, seed: int = 42, chat: bool = True,
