@@ -69,6 +69,9 @@ class TestOneNode:
             assert [list(s.bundles) for s in plan.role(role).layout.slots] == [[i] for i in range(8)]
         text = plan.render()
         assert "shared GPUs (cluster.colocate): 8, each role's actor taking 0.25 of a GPU" in text
+        # Per actor, the share it takes (as its role's total counts it), not the GPU it sits on.
+        assert re.search(r"^generator\s+generate, eval\s+8\s+0.25 GPU, 2 CPU\s+1 shared GPU\(s\).*2 GPU, 16 CPU", text,
+                         re.M), text
         assert re.search(r"^GPU\s+NODE\s+GENERATOR\s+CORRECTOR\s+TRAINER\s+JUDGE\s+CPUS$", text, re.M), text
         for i in range(8):
             judge = "rank 0" if i == 0 else "-"

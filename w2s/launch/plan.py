@@ -338,7 +338,10 @@ def render(plan: Plan) -> str:
     for r in plan.roles:
         lay = r.layout
         n = len(lay.slots) if lay else 0
-        per_actor = _res(lay.gpus_per_actor, lay.cpus_per_actor) if lay else "-"
+        per_actor = "-" if lay is None else _res(
+            # A colocated actor sits on its GPU(s) with the other roles' ranks and takes a share of each.
+            lay.pool.share * (lay.tensor_parallel or 1) if lay.pool is not None else lay.gpus_per_actor,
+            lay.cpus_per_actor)
         total = _res(lay.total("GPU"), lay.total("CPU")) if lay else "-"
         where = " ".join(f"{k}:{v}" for k, v in sorted(r.per_node().items())) or "-"
         if lay and lay.tensor_parallel and r.fits:
