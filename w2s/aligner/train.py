@@ -182,7 +182,7 @@ class _SFT:
     attn: str
     trust_remote_code: bool
     tensorboard_dir: str | None
-    backend: Any = field(default_factory=lambda: _backend())
+    backend: Any = field(default_factory=lambda: _backend())  # looked up when made: tests replace _backend
 
     def run(self, name: str, start_model: str, data: Path, output: Path, rows: int) -> dict[str, Any]:
         result = self.backend.train_sft(self.train, start_model, str(data), str(output), seed=self.seed,
