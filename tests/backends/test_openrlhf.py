@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,7 @@ from w2s.backends import data as data_files
 from w2s.backends import openrlhf as backend
 from w2s.config.schema import DPOConfig, RewardModelConfig, SFTConfig
 from w2s.errors import ConfigError, DataError
+from w2s.ports import rendezvous_port
 
 pytestmark = pytest.mark.slow  # OpenRLHF trainings
 
@@ -308,11 +308,6 @@ def test_batch_sizes_are_checked_before_training(tiny_weak, data_dir, tmp_path):
         backend.train_sft(cfg, tiny_weak, str(data_dir / "sft_chat.jsonl"), str(tmp_path / "x"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.mark.slow  # two fresh interpreters importing DeepSpeed: about 25 s on 2 cores
 def test_two_ranks_train_dpo_together(tiny_weak, data_dir, tmp_path):
@@ -325,7 +320,7 @@ def test_two_ranks_train_dpo_together(tiny_weak, data_dir, tmp_path):
         r = backend.train_dpo(cfg, sys.argv[1], sys.argv[1], sys.argv[2], sys.argv[3])
         print("RESULT " + json.dumps({"steps": r.steps, "losses": r.losses, "metrics": r.metrics}))
     """)
-    port = str(_free_port())
+    port = str(rendezvous_port("127.0.0.1"))
     out = tmp_path / "dpo2"
     procs = []
     for rank in range(2):

@@ -4,23 +4,18 @@ the CPU argv of OpenRLHF's PPO driver. The sync into a real vLLM engine is teste
 from __future__ import annotations
 
 import json
-import socket
 import threading
 
 import pytest
 import torch
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from w2s.ports import rendezvous_port
 
 
 def test_the_gloo_group_broadcasts_every_tensor_from_rank_0_to_every_other_rank():
     from w2s.compat.ppo import GlooWeightGroup
 
-    port = _free_port()
+    port = rendezvous_port("127.0.0.1")
     sent = [torch.arange(12, dtype=torch.float32).reshape(3, 4), torch.tensor([1.5, -2.0, 3.0, 0.0, 7.0])]
     received: dict[int, list] = {}
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,14 +24,10 @@ from w2s.eval.cache import JudgementCache
 from w2s.eval.endpoint import ChatEndpoint
 from w2s.eval.pairwise import Pair, PairwiseJudge
 from w2s.eval.presets import PRESETS
+from w2s.ports import rendezvous_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class VLLMServer:
@@ -75,7 +70,7 @@ class VLLMServer:
 
 @pytest.fixture
 def server(smollm2, tmp_path):
-    s = VLLMServer(smollm2, _free_port(), tmp_path / "vllm.log")
+    s = VLLMServer(smollm2, rendezvous_port("127.0.0.1"), tmp_path / "vllm.log")
     s.start()
     yield s
     s.stop()
