@@ -83,14 +83,16 @@ def test_openrlhfs_parser_takes_fp32_through_the_driver():
         parser.parse_args(["--ds.param_dtype", "fp64"])
 
 
-def test_openrlhfs_model_groups_take_their_rendezvous_port_below_the_ephemeral_range():
+def test_openrlhfs_model_groups_draw_their_rendezvous_port_where_w2s_ports_does(tmp_path, monkeypatch):
     """A resumed PPO run failed with EADDRINUSE: the critic's port, chosen by the kernel when the group was made,
     was taken by the time its model was set up (see w2s.ports)."""
     from w2s import ports
     from w2s.compat import ppo
 
+    monkeypatch.setattr(ports, "reservations_dir", lambda: tmp_path)
     ppo.apply_in_worker()
     from openrlhf.trainer.ray import launcher
 
     port = launcher.BaseDistributedActor._get_free_port()
-    assert ports.LOWEST <= port < ports.ephemeral_range()[0]
+    first, last = ports.draw_window()
+    assert first <= port <= last and (tmp_path / str(port)).exists()

