@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from w2s.seeds import parse_seeds
+from w2s.seeds import parse_seeds, seed_dirs, seeds_together
 from w2s.workers.requests import TrainDPO, Training, TrainSFT
 
 PROMPTS = ["What is the capital of France?", "How can I sleep better?", "Explain photosynthesis briefly.",
@@ -151,16 +151,16 @@ def bench_aligner(args: argparse.Namespace) -> list[dict[str, Any]]:
     out = Path(args.output or tempfile.mkdtemp(prefix="w2s-bench-aligner-"))
     if args.seeds:  # one Aligner per seed (run.seed: its split, warm-up rows, training and decoding), then the mean
         rows = []
-        for seed in args.seeds:
+        for seed, seed_out in zip(args.seeds, seed_dirs(out, args.seeds), strict=True):
             overrides = [*args.overrides, f"run.seed={seed}"]
             seed_cfg = compose(args.recipe, overrides, job="loop")
-            rows += [{"seed": seed, **r}
-                     for r in _bench_one_aligner(args.recipe, seed_cfg, out / f"seed-{seed}", None, overrides)]
+            rows += [{"seed": seed, **r} for r in _bench_one_aligner(args.recipe, seed_cfg, seed_out, None, overrides)]
         rows += _over_seeds(out, args.seeds, rows)
-        aligner = out / f"seed-{args.seeds[0]}" / "aligner"
+        aligner = seed_dirs(out, args.seeds)[0] / "aligner"
     else:
-        aligner = Path(args.aligner) if args.aligner else out / "aligner"
-        rows = _bench_one_aligner(args.recipe, cfg, out, args.aligner and aligner, list(args.overrides))
+        trained = Path(args.aligner) if args.aligner else None
+        aligner = trained or out / "aligner"
+        rows = _bench_one_aligner(args.recipe, cfg, out, trained, list(args.overrides))
     say(f"benchmark outputs (answers, corrections, reports): {out}")
     if args.write:
         from w2s.data.files import atomic_write_text
@@ -243,20 +243,18 @@ def _over_seeds(out: Path, seeds: list[int], rows: list[dict[str, Any]]) -> list
     """Per set, the seeds together: the mean of their omegas with a two-level bootstrap CI (seeds, then each seed's
     prompts: :func:`w2s.seeds.two_level_ci`), from the per-prompt outcomes each seed's evaluation kept."""
     from w2s.eval.stats import outcome_values
-    from w2s.seeds import two_level_ci
 
     together = []
     for name in dict.fromkeys(r["set"] for r in rows):
-        per_seed = [list(outcome_values(out / f"seed-{s}" / _set_folder(name) / "outcomes.jsonl")
-                         .get("similarity", {}).values()) for s in seeds]
+        per_seed = [list(outcome_values(d / _set_folder(name) / "outcomes.jsonl").get("similarity", {}).values())
+                    for d in seed_dirs(out, seeds)]
         per_seed = [v for v in per_seed if v]  # a seed with no decided prompt has no omega to average
         if not per_seed:
             continue
         mine = [r for r in rows if r["set"] == name]
         every = [o for v in per_seed for o in v]  # +1 win, -1 loss, 0 tie
-        low, high = two_level_ci(per_seed)
-        together.append({"seed": "all", "set": name, "n": len(every),
-                         "omega": round(sum(100.0 * sum(v) / len(v) for v in per_seed) / len(per_seed), 1),
+        _, mean, low, high = seeds_together(per_seed)
+        together.append({"seed": "all", "set": name, "n": len(every), "omega": round(mean, 1),
                          "ci95": f"[{low:+.1f}, {high:+.1f}]",
                          "W/L/T": f"{every.count(1)}/{every.count(-1)}/{every.count(0)}", "p": None,
                          "copy_rate": round(sum(r["copy_rate"] for r in mine) / len(mine), 3),

@@ -70,6 +70,14 @@ def two_level_ci(per_seed: Sequence[Sequence[int]], *, resamples: int = 4000, se
     return float(low), float(high)
 
 
+def seeds_together(per_seed: Sequence[Sequence[int]]) -> tuple[list[float], float, float, float]:
+    """Each seed's omega (%), their mean, and the mean's two-level CI, from each seed's decided outcomes (every
+    seed with at least one)."""
+    omegas = [100.0 * sum(v) / len(v) for v in per_seed]
+    low, high = two_level_ci(per_seed)
+    return omegas, sum(omegas) / len(omegas), low, high
+
+
 def aggregate(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
     """Per (comparison, judge) found in every run: mean omega over the seeds, its two-level CI, each seed's omega
     and decided prompts. A comparison missing from some run (an unfinished one) is left out, not averaged."""
@@ -78,10 +86,9 @@ def aggregate(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
     rows = []
     for key in shared:
         values = [c[key] for c in per_run]
-        omegas = [100.0 * sum(v) / len(v) for v in values]
-        low, high = two_level_ci(values)
+        omegas, mean, low, high = seeds_together(values)
         rows.append({"comparison": key[0], "judge": key[1], "seeds": len(values),
-                     "mean_omega": sum(omegas) / len(omegas), "ci_low": low, "ci_high": high,
+                     "mean_omega": mean, "ci_low": low, "ci_high": high,
                      "per_seed": [{"run": str(d), "omega": o, "n": len(v)}
                                   for d, o, v in zip(run_dirs, omegas, values, strict=True)]})
     return rows
