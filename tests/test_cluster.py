@@ -272,3 +272,24 @@ class TestRoleGroups:
             finally:
                 timer.cancel()
                 STOP.clear()
+
+    def test_an_actor_that_dies_while_a_stop_is_asked_for_ends_the_call_as_a_stop(self, ray8, monkeypatch):
+        """A signal to the whole process group (Slurm's pre-emption) stops the actors with the driver: their death
+        is the stop's doing, not a failure to report (exit 1) or retry."""
+        import w2s.cluster as cluster
+
+        real_get = cluster._get
+
+        def signalled_then_get(ref, actor, what):
+            if what == "round 1 correct":  # (the call was sent before the stop: the wait's own check passed)
+                STOP.set()  # the signal that ended the actor reached the driver too
+            return real_get(ref, actor, what)
+
+        monkeypatch.setattr(cluster, "_get", signalled_then_get)
+        try:
+            with RoleGroup("corrector", Probe, _role(1, 0.25, 0), strategy="PACK", timeout_s=60) as group:
+                with pytest.raises(StopRequested, match="round 1 correct"):
+                    group.call(Probe.crash, Probe.Request([1]), what="round 1 correct")
+        finally:
+            STOP.clear()
+

@@ -220,7 +220,7 @@ def os_error_message(e: OSError) -> str:
 def main(argv: list[str] | None = None) -> int:
     code = _run_command(argv)
     head = sys.modules.get("w2s.head")  # (imported only by commands that start Ray)
-    if head is not None and head.ABANDONED:  # stopped with its Ray head gone: Ray's teardown would wait on it
+    if head is not None and head.abandoned():  # stopped with its Ray head gone: Ray's teardown would wait on it
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from w2s.errors import ActorRaised, ClusterError, WorkerError
-from w2s.head import ABANDONED, PRIVATE_HEAD, head_lost, head_pids
+from w2s.head import ABANDONED, PRIVATE_HEAD, abandoned, head_pids
 from w2s.placement import PLACEMENT_WAIT_S, place_role, remove_placement_groups, role_layout
 from w2s.stopping import STOP, StopRequested, reclaim_stop_signals, stop_deferred
 from w2s.workers.dispatch import Dispatch, dispatch_of, register, shard
@@ -120,6 +120,7 @@ class RayCluster:
         self.started = True
         if not self.cfg.address:
             PRIVATE_HEAD.update(head_pids())
+            ABANDONED.clear()  # a new instance: an earlier command's (in this process) is no longer in question
         reclaim_stop_signals()
         if STOP.is_set():  # SIGTERM/SIGUSR2 arrived while Ray started
             self.__exit__()
@@ -133,14 +134,13 @@ class RayCluster:
 
         ACTOR_LOGS.clear()
         with stop_deferred():
-            if STOP.is_set() and head_lost():
+            if abandoned():
                 # Stopped with its head (a SIGTERM to the whole process group or job step): Ray's shutdown, now
                 # or at exit, would wait up to a minute for the dead GCS. The reaper sweeps what is left, and the
-                # CLI exits without Ray's teardown (ABANDONED).
+                # CLI exits without Ray's teardown.
                 import atexit
 
                 atexit.unregister(ray.shutdown)
-                ABANDONED.append(True)
             elif self.started and ray.is_initialized():
                 ray.shutdown()
             reaper.stop(self.reaper)
@@ -341,6 +341,8 @@ class RoleGroup:
         import psutil
         import ray
 
+        if abandoned():  # stopped with the head gone: Ray would wait a minute on it; the reaper sweeps the actors
+            return
         procs = []
         for a in self.actors:
             if a.where.get("hostname") == socket.gethostname() and a.where.get("pid"):
@@ -432,7 +434,12 @@ def wait_all(refs: list[Any], actors: list[ActorHandle], *, what: str, timeout_s
             done, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
             for ref in done:
                 i = index[ref]
-                results[i] = _get(ref, actors[i], what)
+                try:
+                    results[i] = _get(ref, actors[i], what)
+                except (WorkerError, ActorRaised):
+                    if STOP.is_set():  # the stop signal reached the actor too (a whole process group, a job step)
+                        raise StopRequested(what) from None
+                    raise
             if watch and pending:
                 line.show([watch.progress.get(id(a), {}) for a in actors])
                 stuck = watch.hung([actors[index[r]] for r in pending])

@@ -335,6 +335,10 @@ def pool_split(pool: GpuPool, nodes: list[str]) -> str:
 def remove_placement_groups(pgs: list[Any]) -> None:
     import ray
 
+    from w2s.head import abandoned
+
+    if abandoned():  # stopped with the head gone: each removal would wait a minute on it (w2s.head)
+        return
     for pg in pgs:
         try:
             ray.util.remove_placement_group(pg)

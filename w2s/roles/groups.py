@@ -40,10 +40,9 @@ from w2s.cluster import RoleActorMixin, RoleGroup
 from w2s.config.plain import to_plain
 from w2s.console import say
 from w2s.errors import ClusterError
-from w2s.head import head_lost
+from w2s.head import abandoned
 from w2s.placement import fits_on_nodes, role_layout
 from w2s.roles.pool import SharedGpus
-from w2s.stopping import STOP
 
 
 @dataclass
@@ -293,8 +292,8 @@ class RoleGroups:
 
     def close(self) -> None:
         """Stop every group (their engines' processes too) and give the colocated roles' GPUs back; a driver
-        stopping with its Ray instance already gone (:func:`w2s.head.head_lost`) only forgets them."""
-        if STOP.is_set() and head_lost():
+        stopping with its Ray instance already gone (:func:`w2s.head.abandoned`) only forgets them."""
+        if abandoned():
             self.held.clear()
             self.shared.pg = None
             return
