@@ -124,6 +124,30 @@ def _role(n, cpus, gpus):
     return OmegaConf.create({"num_actors": n, "num_cpus_per_actor": cpus, "num_gpus_per_actor": gpus})
 
 
+def test_a_failed_start_after_a_stop_signal_is_a_stop_not_a_cluster_error(monkeypatch):
+    """A signal to the whole process group while Ray starts stops Ray's own starting processes too: ray.init then
+    fails ("the current node timed out during startup", seen), which is the stop's doing (143, how to resume),
+    not a cluster to fix."""
+
+    signalled = [True]
+
+    def failed_start(**_kwargs):
+        if signalled[0]:
+            STOP.set()
+        raise RuntimeError("The current node timed out during startup.")
+
+    monkeypatch.setattr(ray, "init", failed_start)
+    monkeypatch.setattr("w2s.reaper.start", lambda: None)
+    try:
+        with pytest.raises(StopRequested, match="start-up"):
+            RayCluster(OmegaConf.structured(ClusterConfig(num_cpus=1))).__enter__()
+    finally:
+        STOP.clear()
+    signalled[0] = False
+    with pytest.raises(ClusterError, match="timed out during startup"):  # without a stop: the error and its fix
+        RayCluster(OmegaConf.structured(ClusterConfig(num_cpus=1))).__enter__()
+
+
 def test_the_last_frame_of_an_actors_traceback_names_file_line_function_and_code():
     from w2s.cluster import last_frame
 

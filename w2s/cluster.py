@@ -114,6 +114,8 @@ class RayCluster:
             reaper.stop(self.reaper)  # sweeps what had started (Ctrl-C: Ray's agents outlive an interrupted start)
             if not isinstance(e, Exception):
                 raise
+            if STOP.is_set():  # the stop signal reached Ray's starting processes too (a whole process group)
+                raise StopRequested("Ray's start-up") from None
             where = self.cfg.address or "a private local instance"
             raise ClusterError(f"could not start or join Ray ({where}): {e}. Check cluster.address; on Slurm, "
                                "the head's `ray start` log under RUN_DIR/slurm/.") from e
