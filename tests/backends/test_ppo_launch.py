@@ -60,6 +60,16 @@ def test_the_stop_flag_stops_the_child_group_cleanly(tmp_path):
     assert not _alive(_pid(log))
 
 
+def test_a_child_that_fails_as_the_stop_arrives_ends_in_a_stop_not_a_failure(tmp_path):
+    """A stop signal to the whole process group stops Ray's processes that PPO runs on: PPO then fails (its own
+    session keeps the signal from it) between two checks of the flag; that failure is the stop's."""
+    stop = threading.Event()
+    child = "import time, sys; time.sleep(0.5); print('lost Ray', flush=True); sys.exit(1)"
+    threading.Timer(0.3, stop.set).start()
+    with pytest.raises(StopRequested, match="PPO"):
+        launch_ppo([sys.executable, "-c", child], None, tmp_path / "ppo.log", 600, stop=stop, poll_s=2.0)
+
+
 @pytest.mark.slow  # a child process watched for seconds
 def test_liveness_not_total_time_bounds_the_wait(tmp_path):
     # Runs 3 s, longer than the 1 s idle limit, but writes every 0.2 s: it is alive, so it finishes.

@@ -97,6 +97,8 @@ def launch_ppo(cmd: list[str], env: dict[str, str] | None, log_path: str | os.Pa
                 raise W2SError(f"{problem}; log: {log_path}\n{out.text()}")
             time.sleep(poll_s)
         out.thread.join(timeout=30)
+    if proc.returncode != 0 and stop.is_set():  # it failed as the stop signal stopped Ray's processes under it
+        raise StopRequested("PPO")
     if proc.returncode != 0:
         raise W2SError(f"PPO failed with exit code {proc.returncode} after {time.monotonic() - start:.0f} s; "
                        f"log: {log_path}\n{out.text()}")
