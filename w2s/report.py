@@ -110,6 +110,32 @@ def eval_set_note(run_dir: Path, rows: list[dict[str, Any]]) -> str:
             f"them among the loop's prompts" + (f", {trained}" if trained else "") + ".")
 
 
+def answers_judged(run_dir: Path) -> list[dict[str, Any]]:
+    """Each policy's answers to the evaluation prompts, as the judges saw them: how many, their mean length in
+    tokens (None for answers kept before w2s recorded it) and the share cut off at ``eval.generate.max_new_tokens``.
+    A preference-trained policy's answers often change length, which similarity and pairwise judges reward or
+    punish apart from content: read ω beside these."""
+    rows = []
+    for path in sorted(run_dir.glob("round-*/eval-answers/answers.jsonl")):
+        answers = read_jsonl(path)
+        if not answers:
+            continue
+        tokens = [a.get("completion_tokens") for a in answers]
+        rows.append({"round": int(path.parent.parent.name.split("-")[1]), "policy": answers[0].get("policy", ""),
+                     "n": len(answers),
+                     "mean_tokens": None if None in tokens else round(sum(tokens) / len(tokens), 1),
+                     "cut_off_rate": sum(a.get("finish_reason") == "length" for a in answers) / len(answers)})
+    return rows
+
+
+def answers_table(rows: list[dict[str, Any]]) -> Table:
+    return Table(["round", "policy", "answers", "mean length (tokens)", "cut off at max_new_tokens"],
+                 [[r["round"], r["policy"], r["n"], "-" if r["mean_tokens"] is None else f"{r['mean_tokens']:.1f}",
+                   f"{r['cut_off_rate']:.0%}"] for r in rows],
+                 "The answers judged above: a policy whose answers grew or shrank, or are cut off more often, is "
+                 "judged on that too, not only on what it says.")
+
+
 def _evaluation_section(run_dir: Path, evals: list[dict[str, Any]]) -> Section:
     from w2s.eval.plots import plot_omega
 
@@ -122,6 +148,9 @@ def _evaluation_section(run_dir: Path, evals: list[dict[str, Any]]) -> Section:
                              "ω per round with 95% CIs, per judge and baseline."))
         blocks.append(omega_table(evals, [("round", "round"), ("vs", "compare_to"), ("baseline", "against")],
                                   "Held-out evaluation prompts, paired by prompt id."))
+        answered = answers_judged(run_dir)
+        if answered:
+            blocks.append(answers_table(answered))
         last = max(m["round"] for m in evals)
         final = [m for m in evals if m["round"] == last and m["compare_to"] == "initial"]
         cats = category_table(final)

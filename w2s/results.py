@@ -4,8 +4,8 @@ README quotes from such a file is not in it.
 
 The file holds, from the run directory alone: its recipe, w2s version and git revision, the machine; the
 evaluation set's role and its overlap counts as checked before the run; the Aligner's own effect on each set; each
-round's policy against the initial and the previous one; under RLHF, each round's PPO figures (steps, reward,
-rollout and training speed, weight-sync time); and where the run's time went.
+round's policy against the initial and the previous one, and the length of the answers judged; under RLHF, each
+round's PPO figures (steps, reward, rollout and training speed, weight-sync time); and where the run's time went.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def _run_dir_named(run_dir: Path) -> str:
 
 def results_markdown(run_dir: Path, command: str, times: list[dict[str, Any]]) -> str:
     """The file's text; ``times``: where the run's time went (:func:`w2s.bench.loop_times`'s rows)."""
-    from w2s.report import eval_rows, eval_set_note, latest_metrics
+    from w2s.report import answers_judged, eval_rows, eval_set_note, latest_metrics
     from w2s.rundir import read_state
 
     info = read_state(run_dir / "run.json")
@@ -78,6 +78,14 @@ def results_markdown(run_dir: Path, command: str, times: list[dict[str, Any]]) -
     if evals:
         lines += ["## Each round's policy", "", HEAD]
         lines += [_row(m, f"round {m['round']} vs {m['compare_to']}") for m in evals] + [""]
+    answered = answers_judged(run_dir)
+    if answered:
+        lines += ["## The answers judged", "", "Each policy's answers to the evaluation prompts: their length and how "
+                  "many were cut off at `eval.generate.max_new_tokens` (a judge sees those too).", "",
+                  "| round | policy | answers | mean length (tokens) | cut off |", "|---|---|---|---|---|"]
+        lines += [f"| {r['round']} | {r['policy']} | {r['n']} | "
+                  f"{'-' if r['mean_tokens'] is None else format(r['mean_tokens'], '.1f')} | {r['cut_off_rate']:.0%} |"
+                  for r in answered] + [""]
     ppo = ppo_rows(run_dir)
     if ppo:
         lines += ["## PPO", "", "OpenRLHF's own step timings (its TensorBoard scalars), averaged over the round's "

@@ -38,12 +38,13 @@ def eval_answers(run: RunContext, round_index: int, label: str, policy: str, pro
         scores = score_answers(cfg.eval.judges, EvalItem.of(prompts), answers, open_workers=run.services.judges.open)[0]
         judged_by = {name: fingerprint(cfg.eval.judges[name]) for name in scores}
         rows = [{"id": p.id, "prompt": p.prompt, "answer": o.text, "finish_reason": o.finish_reason,
-                 "reference": p.reference, "category": p.category, "policy": label,
-                 "scores": {name: s[p.id] for name, s in scores.items()}, "judged_by": judged_by}
+                 "completion_tokens": o.completion_tokens, "reference": p.reference, "category": p.category,
+                 "policy": label, "scores": {name: s[p.id] for name, s in scores.items()}, "judged_by": judged_by}
                 for p, o in zip(prompts, outs)]
         write_jsonl(stage_dir / "answers.jsonl", rows)
         rec.outputs["answers"] = stage_dir / "answers.jsonl"
         rec.metrics = {"policy": label, "truncated": sum(o.finish_reason == "length" for o in outs),
+                       "mean_tokens": sum(o.completion_tokens for o in outs) / max(len(outs), 1),
                        **{f"mean_{name}": sum(s.values()) / len(s) for name, s in scores.items()}}
 
     stage = stage or (BASELINE_ANSWERS if round_index == 0 else EVAL_ANSWERS)
