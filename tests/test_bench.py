@@ -114,9 +114,11 @@ def _rows(stdout: str) -> list[dict]:
 def test_bench_generate_and_train_run_in_the_recipes_role_actors(tmp_path):
     bench = [sys.executable, "-m", "w2s.cli", "bench"]
     out = tmp_path / "generate"
+    written = tmp_path / "generate.md"
     result = subprocess.run([*bench, "generate", "--recipe", "tiny/dpo", "--model", "asset:tiny-strong", "--dtype",
                              "float32", "--prompts", "4", "--batch", "2,4", "--max-new-tokens", "6", "--json",
-                             "--output", str(out)], capture_output=True, text=True, timeout=600)
+                             "--output", str(out), "--write", str(written)], capture_output=True, text=True,
+                            timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     rows = _rows(result.stdout)
     assert [(r["backend"], r["batch"], r["prompts"]) for r in rows] == [("transformers", 2, 4), ("transformers", 4, 4)]
@@ -126,17 +128,28 @@ def test_bench_generate_and_train_run_in_the_recipes_role_actors(tmp_path):
     assert rows[0]["startup_s"] == rows[1]["startup_s"] > 0
     assert rows[0]["peak_mem_mb"] == rows[1]["peak_mem_mb"] > 200
     assert (out / "logs" / "generator-0.log").exists()
+    # The results file a README quotes: the command that measured it, and the rows as printed.
+    text = written.read_text()
+    assert (f"`w2s bench generate --recipe tiny/dpo --model asset:tiny-strong --dtype float32 --backend transformers "
+            f"--prompts 4 --batch 2,4 --max-new-tokens 6 --write {written}`") in text
+    for r in rows:
+        assert "| " + " | ".join(map(str, r.values())) + " |" in text
 
     out = tmp_path / "train"
+    written = tmp_path / "train.md"
     result = subprocess.run([*bench, "train", "--recipe", "tiny/dpo", "--model", "asset:tiny-strong", "--method",
-                             "dpo", "--rows", "8", "--micro-batch", "2", "--json", "--output", str(out)],
-                            capture_output=True, text=True, timeout=600)
+                             "sft,dpo", "--dtype", "float32", "--rows", "8", "--micro-batch", "2", "--json",
+                             "--output", str(out), "--write", str(written)], capture_output=True, text=True,
+                            timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    [row] = _rows(result.stdout)
-    # 8 pairs, 2 per micro-batch, 2 micro-batches a step on the recipe's one rank: 2 steps over 8 samples.
-    assert (row["method"], row["ranks"], row["samples"], row["steps"]) == ("dpo", 1, 8, 2)
-    assert row["seconds_total"] > row["seconds_training"] > 0  # the ranks' start-up is not training
-    assert row["peak_mem_mb"] > 200
+    rows = _rows(result.stdout)
+    # 8 rows, 2 per micro-batch, 2 micro-batches a step on the recipe's one rank: 2 steps over 8 samples, each method.
+    assert [(r["method"], r["dtype"], r["ranks"], r["samples"], r["steps"]) for r in rows] == [
+        ("sft", "float32", 1, 8, 2), ("dpo", "float32", 1, 8, 2)]
+    for row in rows:
+        assert row["seconds_total"] > row["seconds_training"] > 0  # the ranks' start-up is not training
+        assert row["peak_mem_mb"] > 200
+        assert "| " + " | ".join(map(str, row.values())) + " |" in written.read_text()
     assert (out / "logs" / "trainer-0.log").exists() and (out / "policy" / "config.json").exists()
 
 

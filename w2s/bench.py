@@ -67,7 +67,8 @@ def bench_generate(args: argparse.Namespace) -> list[dict[str, Any]]:
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.prompts)]
     rows = []
     with contextlib.ExitStack() as stack:
-        cfg, _ = _bench_services(args, stack, [f"model.strong.path={args.model}", f"model.strong.dtype={args.dtype}"])
+        cfg, _ = _bench_services(args, stack, [f"model.strong.path={args.model}",
+                                               f"model.strong.dtype={args.dtype or 'bfloat16'}"])
         for backend in args.backend:
             sampling = OmegaConf.merge(cfg.generate, {"backend": backend, "max_new_tokens": args.max_new_tokens,
                                                       "temperature": 0.0})
@@ -96,42 +97,47 @@ def bench_generate(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def bench_train(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """OpenRLHF's SFT or DPO trainer on the recipe's trainer ranks (``cluster.trainer``), on ``--rows``
-    synthetic rows: the wall time of the call (the ranks' start-up included), the optimizer's own time and
-    samples/s, and the ranks' peak memory together."""
+    """OpenRLHF's trainer for each method of ``--method`` (SFT, DPO) on the recipe's trainer ranks
+    (``cluster.trainer``), on ``--rows`` synthetic rows: the wall time of the call (the ranks' start-up included),
+    the optimizer's own time and samples/s, and the ranks' peak memory together."""
     from omegaconf import OmegaConf
 
     from w2s.assets import resolve_model_path
     from w2s.backends import data as data_files
     from w2s.roles import Services
 
+    rows = []
     with contextlib.ExitStack() as stack:
         cfg, out = _bench_services(args, stack, [f"model.strong.path={args.model}"])
         model = resolve_model_path(args.model)
         ranks = int(cfg.cluster.trainer.num_actors)
-        section = OmegaConf.merge(cfg.train[args.method], {
-            "micro_batch_samples_per_device": args.micro_batch,
-            "global_batch_samples": args.micro_batch * ranks * 2})  # two micro-batches a step on each rank
-        data = out / f"{args.method}.jsonl"  # beside the actor logs: on a cluster, a folder every node reads
         answers = [f"Here is a short answer number {i}, with a few more words to make it realistic." for i in
                    range(args.rows)]
-        if args.method == "sft":
-            data_files.write_sft_rows(data, [(PROMPTS[i % 8], a) for i, a in enumerate(answers)], chat=True)
-            request: Training = TrainSFT(section=section, policy=model, data=str(data), output=str(out / "policy"))
-        else:
-            data_files.write_pair_rows(data, [(PROMPTS[i % 8], a, "No.") for i, a in enumerate(answers)])
-            request = TrainDPO(section=section, policy=model, reference=model,  # the reference: the same model
-                               data=str(data), output=str(out / "policy"))
-        with Services(cfg) as services:
-            t0 = time.perf_counter()
-            result = services.trainer.train(request)
-            secs = time.perf_counter() - t0
-            peak = services.peak_memory_mb("trainer")
-    return [{"method": args.method, "model": args.model, "ranks": ranks, "samples": result["samples"],
-             "steps": result["steps"], "seconds_total": round(secs, 2),
-             "seconds_training": round(result["seconds"], 2),
-             "samples_per_s": round(result["samples"] / max(result["seconds"], 1e-9), 2),
-             "peak_mem_mb": round(peak)}]
+        for method in args.method:
+            section = OmegaConf.merge(cfg.train[method], {
+                "micro_batch_samples_per_device": args.micro_batch,
+                "global_batch_samples": args.micro_batch * ranks * 2},  # two micro-batches a step on each rank
+                {"param_dtype": args.dtype} if args.dtype else {})
+            data = out / f"{method}.jsonl"  # beside the actor logs: on a cluster, a folder every node reads
+            if method == "sft":
+                data_files.write_sft_rows(data, [(PROMPTS[i % 8], a) for i, a in enumerate(answers)], chat=True)
+                request: Training = TrainSFT(section=section, policy=model, data=str(data),
+                                             output=str(out / "policy"))
+            else:
+                data_files.write_pair_rows(data, [(PROMPTS[i % 8], a, "No.") for i, a in enumerate(answers)])
+                request = TrainDPO(section=section, policy=model, reference=model,  # the reference: the same model
+                                   data=str(data), output=str(out / "policy"))
+            with Services(cfg) as services:  # closed after each method: the next one's memory is its own
+                t0 = time.perf_counter()
+                result = services.trainer.train(request)
+                secs = time.perf_counter() - t0
+                peak = services.peak_memory_mb("trainer")
+            rows.append({"method": method, "model": args.model, "dtype": str(section.param_dtype), "ranks": ranks,
+                         "samples": result["samples"], "steps": result["steps"], "seconds_total": round(secs, 2),
+                         "seconds_training": round(result["seconds"], 2),
+                         "samples_per_s": round(result["samples"] / max(result["seconds"], 1e-9), 2),
+                         "peak_mem_mb": round(peak)})
+    return rows
 
 
 def bench_aligner(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -358,15 +364,50 @@ def cmd_bench(args: argparse.Namespace) -> int:
     rows = {"generate": bench_generate, "train": bench_train, "aligner": bench_aligner,
             "loop": bench_loop}[args.what](args)
     _print(rows, args.json)
+    if args.write and args.what in THROUGHPUT:  # (aligner and loop write files of their own shape)
+        from w2s.data.files import atomic_write_text
+        from w2s.results import throughput_results_markdown
+
+        atomic_write_text(Path(args.write), throughput_results_markdown(args.what, _command(args), rows,
+                                                                        THROUGHPUT[args.what]))
+        print(f"results: {args.write}")
     return 0
 
 
-def _backends(text: str) -> list[str]:
-    names = [b.strip() for b in text.split(",") if b.strip()]
-    bad = [b for b in names if b not in ("transformers", "vllm")]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(f"unknown backend(s) {bad or text!r}: choose from transformers, vllm")
-    return names
+# What the throughput benchmarks' results files say their rows are.
+THROUGHPUT = {
+    "generate": "Each backend in the generator actor a round starts, one after the other on the same prompts, greedy. "
+                "startup_s: the actor and its engine, once per backend; seconds, tokens/s and prompts/s: the timed "
+                "pass after a warm-up pass; peak_mem_mb: the actor's resident peak, its engine's processes included. "
+                "vLLM schedules its own batches (batch `all`).",
+    "train": "OpenRLHF's trainer on the recipe's trainer ranks, on synthetic rows, one method after the other. "
+             "seconds_total: the call, the ranks' start-up and model loading included; seconds_training and "
+             "samples_per_s: the optimizer steps' own time; peak_mem_mb: the ranks' resident peak together.",
+}
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line that measured ``args``'s rows, as a results file quotes it."""
+    flags = ["--recipe", args.recipe, "--model", args.model, *(["--dtype", args.dtype] if args.dtype else [])]
+    if args.what == "generate":
+        flags += ["--backend", ",".join(args.backend), "--prompts", str(args.prompts),
+                  "--batch", ",".join(map(str, args.batch)), "--max-new-tokens", str(args.max_new_tokens)]
+    else:
+        flags += ["--method", ",".join(args.method), "--rows", str(args.rows), "--micro-batch", str(args.micro_batch)]
+    return shlex.join(["w2s", "bench", args.what, *flags, "--write", args.write, *args.overrides])
+
+
+def _listed(allowed: tuple[str, ...], what: str) -> Any:
+    """An argparse type: comma-separated names, each one of ``allowed``."""
+
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        bad = [n for n in names if n not in allowed]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(f"unknown {what}(s) {bad or text!r}: choose from {', '.join(allowed)}")
+        return names
+
+    return parse
 
 
 def add_parser(subparsers: Any) -> None:
@@ -382,21 +423,24 @@ def add_parser(subparsers: Any) -> None:
                    "generate, train: folder for the actor logs and the training's data and model (default: a new "
                    "temp dir)")
     p.add_argument("--run-dir", help="loop: read this finished run instead of running the recipe")
-    p.add_argument("--write", help="loop, aligner: also write the measured results to this Markdown file (what a "
-                   "README quotes: tests/test_results.py checks the quotes against it)")
+    p.add_argument("--write", help="also write the measured results to this Markdown file (what a README quotes: "
+                   "tests/test_results.py checks the quotes against it)")
     p.add_argument("--seeds", type=parse_seeds, help="aligner: train and measure one Aligner per seed (run.seed=N, "
                    "in OUTPUT/seed-N), then the mean omega of each set with a CI over seeds and prompts (1,2,3)")
     p.add_argument("--aligner", help="aligner: measure this trained Aligner instead of training one (its held-out "
                    "triples are read from ALIGNER.work/eval.jsonl)")
     p.add_argument("--model", default="asset:smollm2", help="model path or asset (default asset:smollm2)")
-    p.add_argument("--backend", default=["transformers"], type=_backends,
+    p.add_argument("--backend", default=["transformers"], type=_listed(("transformers", "vllm"), "backend"),
                    help="generate: comma-separated backends measured side by side (transformers,vllm)")
-    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
+                   help="generate: the model's dtype (default bfloat16); train: the trainer's param_dtype (default: "
+                   "the recipe's training section's)")
     p.add_argument("--prompts", type=int, default=32, help="generate: prompts per measurement")
     p.add_argument("--batch", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 16],
                    help="generate: comma-separated batch sizes")
     p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--method", choices=["sft", "dpo"], default="sft", help="train only")
+    p.add_argument("--method", type=_listed(("sft", "dpo"), "method"), default=["sft"],
+                   help="train: comma-separated methods measured one after the other (sft,dpo)")
     p.add_argument("--rows", type=int, default=64, help="train: rows of synthetic data")
     p.add_argument("--micro-batch", type=int, default=4, help="train: samples per micro-batch")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -1,11 +1,13 @@
-"""A run's measured results as one Markdown file (``w2s bench loop --write PATH``): what a README or a paper quotes,
-written by the command that measured it, never copied by hand. ``tests/test_results.py`` fails when a number the
-README quotes from such a file is not in it.
+"""Measured results as Markdown files (``w2s bench loop|aligner|generate|train --write PATH``): what a README or a
+paper quotes, written by the command that measured it, never copied by hand. ``tests/test_results.py`` fails when a
+number the README quotes from such a file is not in it.
 
-The file holds, from the run directory alone: its recipe, w2s version and git revision, the machine; the
-evaluation set's role and its overlap counts as checked before the run; the Aligner's own effect on each set; each
-round's policy against the initial and the previous one, and the length of the answers judged; under RLHF, each
-round's PPO figures (steps, reward, rollout and training speed, weight-sync time); and where the run's time went.
+A run's file (``bench loop``) holds, from the run directory alone: its recipe, w2s version and git revision, the
+machine; the evaluation set's role and its overlap counts as checked before the run; the Aligner's own effect on
+each set; each round's policy against the initial and the previous one, and the length of the answers judged; under
+RLHF, each round's PPO figures (steps, reward, rollout and training speed, weight-sync time); and where the run's
+time went. ``bench aligner``'s holds which Aligner was measured and its rows; ``bench generate`` and ``bench train``
+theirs, with what each column means.
 """
 
 from __future__ import annotations
@@ -170,6 +172,20 @@ def aligner_results_markdown(recipe: str, command: str, cfg: Any, aligner: Path,
                   "|" + "---|" * (len(first) + 6)]
         lines += [_table_row([*seed, name, cat, c["n"], f"{c['omega']:+.1f}", c["ci95"], c["W/L/T"]])
                   for seed, name, cat, c in by_category]
+    return "\n".join(lines) + "\n"
+
+
+def throughput_results_markdown(what: str, command: str, rows: list[dict[str, Any]], about: str) -> str:
+    """``w2s bench generate|train --write``'s file: the command, w2s's version and revision, the machine, what the
+    columns mean, and the measured rows as the command printed them."""
+    from w2s import __version__
+    from w2s.rundir import git_revision
+
+    keys = list(rows[0]) if rows else []
+    lines = [f"# Results: w2s bench {what}", "",
+             f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M')}; w2s {__version__}, git "
+             f"{git_revision()}; {machine()}.", "", about, "", _table_row(keys), "|" + "---|" * len(keys)]
+    lines += [_table_row(["-" if r.get(k) is None else r[k] for k in keys]) for r in rows]
     return "\n".join(lines) + "\n"
 
 
