@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from w2s.data.files import write_jsonl
-from w2s.report import answers_judged, answers_table
+from w2s.report import answers_judged, answers_table, corrected_answers
 
 
 def test_the_answers_judged_show_each_policys_length_and_cut_off_share(tmp_path):
@@ -21,3 +21,13 @@ def test_the_answers_judged_show_each_policys_length_and_cut_off_share(tmp_path)
                     {"round": 2, "policy": "round-2", "n": 2, "mean_tokens": None, "cut_off_rate": 0.5}]
     table = answers_table(rows)
     assert table.rows[1] == [1, "round-1", 4, "128.0", "100%"] and table.rows[2][3] == "-"
+
+
+def test_what_each_round_trained_on_counts_cut_off_answers_and_corrections_and_copies(tmp_path):
+    rows = [{"answer": "long", "finish_reason": "length", "correction": "short", "correction_finish_reason": "stop"},
+            {"answer": "same ", "finish_reason": "stop", "correction": "same", "correction_finish_reason": "stop"},
+            {"answer": "a", "finish_reason": "length", "correction": "b", "correction_finish_reason": "length"},
+            {"answer": "c", "finish_reason": "length", "correction": "d", "correction_finish_reason": "stop"}]
+    write_jsonl(tmp_path / "round-01" / "correct" / "corrections.jsonl", rows)
+    assert corrected_answers(tmp_path) == [{"round": 1, "n": 4, "answers_cut_off": 0.75, "corrections_cut_off": 0.25,
+                                            "copied": 0.25}]

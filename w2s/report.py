@@ -65,7 +65,8 @@ def _train_curves(run_dir: Path, read: Callable[[dict[str, Any]], list[float]]) 
 
 
 def _training_section(run_dir: Path) -> Section:
-    """The training loss per step (the reward model's under RLHF) and, under RLHF, PPO's mean reward per step."""
+    """What each round trained on, the training loss per step (the reward model's under RLHF) and, under RLHF, PPO's
+    mean reward per step."""
     from w2s.eval.plots import plot_losses
 
     figures = []
@@ -78,7 +79,13 @@ def _training_section(run_dir: Path) -> Section:
         figures.append(Figure(plot_losses(rewards, run_dir / "plots" / "ppo_reward.png", title="PPO reward",
                                           ylabel="mean reward of the step's rollouts"),
                               "PPO: the reward model's mean reward of each step's rollouts (OpenRLHF's train/reward)."))
-    return Section("Training", figures)
+    corrected = corrected_answers(run_dir)
+    pairs = [Table(["round", "answers", "answers cut off", "corrections cut off", "copied"],
+                   [[r["round"], r["n"], f"{r['answers_cut_off']:.0%}", f"{r['corrections_cut_off']:.0%}",
+                     f"{r['copied']:.0%}"] for r in corrected],
+                   "What each round trained on: the policy's answers and the Aligner's corrections, cut off at "
+                   "max_new_tokens or copied unchanged.")] if corrected else []
+    return Section("Training", [*pairs, *figures])
 
 
 def _outcomes(path: Path) -> dict[str, dict[str, str | None]]:
@@ -125,6 +132,22 @@ def answers_judged(run_dir: Path) -> list[dict[str, Any]]:
                      "n": len(answers),
                      "mean_tokens": None if None in tokens else round(sum(tokens) / len(tokens), 1),
                      "cut_off_rate": sum(a.get("finish_reason") == "length" for a in answers) / len(answers)})
+    return rows
+
+
+def corrected_answers(run_dir: Path) -> list[dict[str, Any]]:
+    """Each round's answers and the Aligner's corrections, what the round's training data is made of: how many,
+    the share of answers and of corrections cut off at max_new_tokens, and the share the Aligner copied unchanged.
+    A pair whose rejected answer was cut off and whose chosen correction was not teaches finishing sooner."""
+    rows = []
+    for path in sorted(run_dir.glob(f"round-*/{CORRECT.name}/corrections.jsonl")):
+        pairs = read_jsonl(path)
+        if pairs:
+            n = len(pairs)
+            rows.append({"round": int(path.parent.parent.name.split("-")[1]), "n": n,
+                         "answers_cut_off": sum(r.get("finish_reason") == "length" for r in pairs) / n,
+                         "corrections_cut_off": sum(r.get("correction_finish_reason") == "length" for r in pairs) / n,
+                         "copied": sum(r["correction"].strip() == r["answer"].strip() for r in pairs) / n})
     return rows
 
 

@@ -4,10 +4,11 @@ number the README quotes from such a file is not in it.
 
 A run's file (``bench loop``) holds, from the run directory alone: its recipe, w2s version and git revision, the
 machine; the evaluation set's role and its overlap counts as checked before the run; the Aligner's own effect on
-each set; each round's policy against the initial and the previous one, and the length of the answers judged; under
-RLHF, each round's PPO figures (steps, reward, rollout and training speed, weight-sync time); and where the run's
-time went. ``bench aligner``'s holds which Aligner was measured and its rows; ``bench generate`` and ``bench train``
-theirs, with what each column means.
+each set; each round's policy against the initial and the previous one, the length of the answers judged and what
+each round trained on (answers and corrections cut off, copied); under RLHF, each round's PPO figures (steps,
+reward, rollout and training speed, weight-sync time); and where the run's time went. ``bench aligner``'s holds
+which Aligner was measured and its rows; ``bench generate`` and ``bench train`` theirs, with what each column
+means.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def _run_dir_named(run_dir: Path) -> str:
 
 def results_markdown(run_dir: Path, command: str, times: list[dict[str, Any]]) -> str:
     """The file's text; ``times``: where the run's time went (:func:`w2s.bench.loop_times`'s rows)."""
-    from w2s.report import answers_judged, eval_rows, eval_set_note, latest_metrics
+    from w2s.report import answers_judged, corrected_answers, eval_rows, eval_set_note, latest_metrics
     from w2s.rundir import read_state
 
     info = read_state(run_dir / "run.json")
@@ -88,6 +89,14 @@ def results_markdown(run_dir: Path, command: str, times: list[dict[str, Any]]) -
         lines += [f"| {r['round']} | {r['policy']} | {r['n']} | "
                   f"{'-' if r['mean_tokens'] is None else format(r['mean_tokens'], '.1f')} | {r['cut_off_rate']:.0%} |"
                   for r in answered] + [""]
+    corrected = corrected_answers(run_dir)
+    if corrected:
+        lines += ["## What each round trained on", "", "The policy's answers and the Aligner's corrections of them, "
+                  "from which the round's training rows are made: how many were cut off at `max_new_tokens`, and "
+                  "how many the Aligner copied unchanged.", "",
+                  "| round | answers | answers cut off | corrections cut off | copied |", "|---|---|---|---|---|"]
+        lines += [f"| {r['round']} | {r['n']} | {r['answers_cut_off']:.0%} | {r['corrections_cut_off']:.0%} | "
+                  f"{r['copied']:.0%} |" for r in corrected] + [""]
     ppo = ppo_rows(run_dir)
     if ppo:
         lines += ["## PPO", "", "OpenRLHF's own step timings (its TensorBoard scalars), averaged over the round's "

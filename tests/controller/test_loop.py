@@ -50,6 +50,7 @@ def _check_finished_run(run: Path, rounds: int, method: str) -> list[dict]:
     assert "data:image/png;base64," in html and "similarity" in html
     assert "configured as a dev set (eval.role=dev)" in html  # the role as configured, no claim beyond it
     assert "mean length (tokens)" in html  # each policy's answers beside the omegas: length confounds judges
+    assert "corrections cut off" in html  # and what each round trained on
     data = run / "round-01" / "data" / ("sft.jsonl" if method == "sft" else "pairs.jsonl")
     rows = read_jsonl(data)
     assert rows and all(isinstance(r["prompt"], list) for r in rows)  # chat-message lists, as OpenRLHF wants
@@ -207,6 +208,10 @@ def test_dpo_with_the_roles_colocated_on_two_logical_gpus_keeps_every_process_an
         tokens = sum(a["completion_tokens"] for a in kept) / len(kept)
         cut = sum(a["finish_reason"] == "length" for a in kept) / len(kept)
         assert f"| {k} | {kept[0]['policy']} | {len(kept)} | {tokens:.1f} | {cut:.0%} |" in text
+    for k in (1, 2):  # and what each round trained on: its answers and corrections
+        pairs = read_jsonl(run / f"round-{k:02d}" / "correct" / "corrections.jsonl")
+        cut = sum(r["finish_reason"] == "length" for r in pairs) / len(pairs)
+        assert f"| {k} | {len(pairs)} | {cut:.0%} |" in text
     assert rows["round-02 (total)"]["roles_started"] == "-"
     assert rows["round-02 (total)"]["refit_checks"].startswith("1 passed")
     # The answers the generator gave after waking up and taking the round-1 policy in place (round 2's) are those of
