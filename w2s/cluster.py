@@ -26,6 +26,7 @@ import logging
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,7 +102,9 @@ class RayCluster:
         if not self.cfg.address:
             self.reaper = reaper.start()
         try:
-            with _own_sigterm_kept(), stop_deferred():
+            with _own_sigterm_kept(), stop_deferred(), warnings.catch_warnings():
+                # Ray's tip about a future default for GPU visibility of 0-GPU actors is no news to a user.
+                warnings.simplefilter("ignore", FutureWarning)
                 if self.cfg.address:
                     ray.init(address=self.cfg.address, runtime_env=runtime_env, log_to_driver=not quiet,
                              configure_logging=False)
