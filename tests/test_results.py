@@ -36,3 +36,14 @@ def test_a_results_file_names_no_path_of_this_machine(tmp_path, monkeypatch):
     monkeypatch.chdir(checkout)
     assert _run_dir_named(checkout / "runs" / "q") == "`runs/q`"  # as the user names it from the checkout
     assert _run_dir_named(tmp_path / "bench-rlhf") == "`bench-rlhf` (outside the checkout)"
+
+
+def test_the_machine_line_says_whether_the_cpu_computes_bf16_natively():
+    """bf16 against float32 speed turns on it (emulated bf16 is far slower): a results file must say which."""
+    from w2s.results import bf16_support, machine
+
+    assert bf16_support({"avx2", "fma"}) == "no native bf16"
+    assert bf16_support({"avx2", "avx512f", "avx512_bf16"}) == "AVX-512 BF16"
+    assert bf16_support({"avx512_bf16", "amx_bf16", "amx_tile"}) == "AMX bf16"
+    assert bf16_support(set()) == ""  # not Linux, or no flags line: nothing said
+    assert " cores (" in machine() and "GiB memory" in machine()

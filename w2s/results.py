@@ -24,15 +24,32 @@ from w2s.data.files import atomic_write_text
 
 
 def machine() -> str:
-    """This machine in a few words: cores, CPU model, memory, OS."""
-    model = ""
+    """This machine in a few words: cores, CPU model and whether it computes bfloat16 natively, memory, OS."""
+    model, flags = "", set()
     try:
-        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), "")
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not model:
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
     except OSError:
         pass
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} cores ({model or platform.machine()}), {memory:.0f} GiB memory, {platform.system()}"
+    cpu = ", ".join(x for x in (model or platform.machine(), bf16_support(flags)) if x)
+    return f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB memory, {platform.system()}"
+
+
+def bf16_support(flags: set[str]) -> str:
+    """Whether a CPU with these ``/proc/cpuinfo`` flags multiplies bfloat16 natively (AMX, AVX-512 BF16) or
+    emulates it, which makes bfloat16 far slower than float32 there and timings of the two incomparable."""
+    if not flags:
+        return ""
+    if "amx_bf16" in flags:
+        return "AMX bf16"
+    if "avx512_bf16" in flags:
+        return "AVX-512 BF16"
+    return "no native bf16"
 
 
 def _row(m: dict[str, Any], label: str) -> str:
