@@ -80,12 +80,7 @@ def _training_section(run_dir: Path) -> Section:
                                           ylabel="mean reward of the step's rollouts"),
                               "PPO: the reward model's mean reward of each step's rollouts (OpenRLHF's train/reward)."))
     corrected = corrected_answers(run_dir)
-    pairs = [Table(["round", "answers", "answers cut off", "corrections cut off", "copied"],
-                   [[r["round"], r["n"], f"{r['answers_cut_off']:.0%}", f"{r['corrections_cut_off']:.0%}",
-                     f"{r['copied']:.0%}"] for r in corrected],
-                   "What each round trained on: the policy's answers and the Aligner's corrections, cut off at "
-                   "max_new_tokens or copied unchanged.")] if corrected else []
-    return Section("Training", [*pairs, *figures])
+    return Section("Training", ([corrected_table(corrected)] if corrected else []) + figures)
 
 
 def _outcomes(path: Path) -> dict[str, dict[str, str | None]]:
@@ -151,12 +146,21 @@ def corrected_answers(run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def corrected_table(rows: list[dict[str, Any]]) -> Table:
+    return Table(["round", "answers", "answers cut off", "corrections cut off", "copied"],
+                 [[r["round"], r["n"], f"{r['answers_cut_off']:.0%}", f"{r['corrections_cut_off']:.0%}",
+                   f"{r['copied']:.0%}"] for r in rows],
+                 "What each round trained on: the policy's answers and the Aligner's corrections of them, from which "
+                 "the round's training rows are made, cut off at max_new_tokens or copied unchanged.")
+
+
 def answers_table(rows: list[dict[str, Any]]) -> Table:
     return Table(["round", "policy", "answers", "mean length (tokens)", "cut off at max_new_tokens"],
                  [[r["round"], r["policy"], r["n"], "-" if r["mean_tokens"] is None else f"{r['mean_tokens']:.1f}",
                    f"{r['cut_off_rate']:.0%}"] for r in rows],
-                 "The answers judged above: a policy whose answers grew or shrank, or are cut off more often, is "
-                 "judged on that too, not only on what it says.")
+                 "Each policy's answers to the evaluation prompts, cut off at eval.generate.max_new_tokens or not: "
+                 "a policy whose answers grew or shrank, or are cut off more often, is judged on that too, not only "
+                 "on what it says.")
 
 
 def _evaluation_section(run_dir: Path, evals: list[dict[str, Any]]) -> Section:

@@ -76,7 +76,16 @@ def _run_dir_named(run_dir: Path) -> str:
 
 def results_markdown(run_dir: Path, command: str, times: list[dict[str, Any]]) -> str:
     """The file's text; ``times``: where the run's time went (:func:`w2s.bench.loop_times`'s rows)."""
-    from w2s.report import answers_judged, corrected_answers, eval_rows, eval_set_note, latest_metrics
+    from w2s.eval.report import markdown_table
+    from w2s.report import (
+        answers_judged,
+        answers_table,
+        corrected_answers,
+        corrected_table,
+        eval_rows,
+        eval_set_note,
+        latest_metrics,
+    )
     from w2s.rundir import read_state
 
     info = read_state(run_dir / "run.json")
@@ -98,22 +107,11 @@ def results_markdown(run_dir: Path, command: str, times: list[dict[str, Any]]) -
     if evals:
         lines += ["## Each round's policy", "", HEAD]
         lines += [_row(m, f"round {m['round']} vs {m['compare_to']}") for m in evals] + [""]
-    answered = answers_judged(run_dir)
+    answered, corrected = answers_judged(run_dir), corrected_answers(run_dir)
     if answered:
-        lines += ["## The answers judged", "", "Each policy's answers to the evaluation prompts: their length and how "
-                  "many were cut off at `eval.generate.max_new_tokens` (a judge sees those too).", "",
-                  "| round | policy | answers | mean length (tokens) | cut off |", "|---|---|---|---|---|"]
-        lines += [f"| {r['round']} | {r['policy']} | {r['n']} | "
-                  f"{'-' if r['mean_tokens'] is None else format(r['mean_tokens'], '.1f')} | {r['cut_off_rate']:.0%} |"
-                  for r in answered] + [""]
-    corrected = corrected_answers(run_dir)
+        lines += ["## The answers judged", "", *markdown_table(answers_table(answered)), ""]
     if corrected:
-        lines += ["## What each round trained on", "", "The policy's answers and the Aligner's corrections of them, "
-                  "from which the round's training rows are made: how many were cut off at `max_new_tokens`, and "
-                  "how many the Aligner copied unchanged.", "",
-                  "| round | answers | answers cut off | corrections cut off | copied |", "|---|---|---|---|---|"]
-        lines += [f"| {r['round']} | {r['n']} | {r['answers_cut_off']:.0%} | {r['corrections_cut_off']:.0%} | "
-                  f"{r['copied']:.0%} |" for r in corrected] + [""]
+        lines += ["## What each round trained on", "", *markdown_table(corrected_table(corrected)), ""]
     ppo = ppo_rows(run_dir)
     if ppo:
         lines += ["## PPO", "", "OpenRLHF's own step timings (its TensorBoard scalars), averaged over the round's "

@@ -78,6 +78,13 @@ def _markdown_cell(value: Any) -> str:
     return str("" if value is None else value).replace("|", "\\|").replace("\n", "<br>")
 
 
+def markdown_table(block: Table | Samples) -> list[str]:
+    """A table's lines in Markdown, its caption (in italics) first."""
+    lines = [f"*{block.caption}*", ""] if block.caption else []
+    lines += ["| " + " | ".join(block.columns) + " |", "|" + "---|" * len(block.columns)]
+    return lines + ["| " + " | ".join(_markdown_cell(c) for c in row) + " |" for row in block.rows]
+
+
 def render_markdown(title: str, sections: Sequence[Section], *, subtitle: str = "", base: Path | None = None) -> str:
     """The sections as Markdown; figures are linked relative to ``base`` (the report's folder)."""
     lines = [f"# {title}", ""] + ([subtitle, ""] if subtitle else [])
@@ -87,9 +94,7 @@ def render_markdown(title: str, sections: Sequence[Section], *, subtitle: str = 
             if isinstance(block, Text):
                 lines += [block.text, ""]
             elif isinstance(block, (Table, Samples)):
-                lines += ([f"*{block.caption}*", ""] if block.caption else [])
-                lines += ["| " + " | ".join(block.columns) + " |", "|" + "---|" * len(block.columns)]
-                lines += ["| " + " | ".join(_markdown_cell(c) for c in row) + " |" for row in block.rows] + [""]
+                lines += markdown_table(block) + [""]
             elif isinstance(block, Figure) and isinstance(block.png, Path):
                 link = block.png.relative_to(base) if base and block.png.is_relative_to(base) else block.png
                 lines += [f"![{block.caption}]({link})", ""]
