@@ -13,7 +13,7 @@ from w2s.data.files import read_jsonl
 from w2s.eval.html import Figure, Section, Table, Text
 from w2s.eval.report import OMEGA_NOTE, agreement_figure, category_table, omega_table, samples, write_reports
 from w2s.rundir import read_metrics, read_state
-from w2s.stages import ALIGNER_EVAL, ALIGNER_EVAL_PROMPTS, CORRECT
+from w2s.stages import ALIGNER_EVAL, ALIGNER_EVAL_PROMPTS, CORRECT, EVAL_ANSWERS, TRAIN
 
 
 def latest_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -53,10 +53,15 @@ def _pgr_section(metrics: list[dict[str, Any]]) -> Section:
         omega_table(ceiling, [("round", "round")], "The ceiling policy against the initial one.")])
 
 
+def per_round(run_dir: Path, stage: str, name: str) -> list[tuple[int, Path]]:
+    """(round, path) of ``round-NN/STAGE/NAME`` for every round that has it, in round order."""
+    return [(int(path.parent.parent.name.split("-")[1]), path)
+            for path in sorted(run_dir.glob(f"round-*/{stage}/{name}"))]
+
+
 def train_manifests(run_dir: Path) -> list[tuple[int, Path, dict[str, Any]]]:
     """(round, stage folder, manifest) of each finished train stage, in round order."""
-    return [(int(m.parent.parent.name.split("-")[1]), m.parent, read_state(m))
-            for m in sorted(run_dir.glob("round-*/train/manifest.json"))]
+    return [(k, m.parent, read_state(m)) for k, m in per_round(run_dir, TRAIN.name, "manifest.json")]
 
 
 def _train_curves(run_dir: Path, read: Callable[[dict[str, Any]], list[float]]) -> dict[int, list[float]]:
@@ -118,12 +123,12 @@ def answers_judged(run_dir: Path) -> list[dict[str, Any]]:
     A preference-trained policy's answers often change length, which similarity and pairwise judges reward or
     punish apart from content: read ω beside these."""
     rows = []
-    for path in sorted(run_dir.glob("round-*/eval-answers/answers.jsonl")):
+    for k, path in per_round(run_dir, EVAL_ANSWERS.name, "answers.jsonl"):
         answers = read_jsonl(path)
         if not answers:
             continue
         tokens = [a.get("completion_tokens") for a in answers]
-        rows.append({"round": int(path.parent.parent.name.split("-")[1]), "policy": answers[0].get("policy", ""),
+        rows.append({"round": k, "policy": answers[0].get("policy", ""),
                      "n": len(answers),
                      "mean_tokens": None if None in tokens else round(sum(tokens) / len(tokens), 1),
                      "cut_off_rate": sum(a.get("finish_reason") == "length" for a in answers) / len(answers)})
@@ -135,11 +140,11 @@ def corrected_answers(run_dir: Path) -> list[dict[str, Any]]:
     the share of answers and of corrections cut off at max_new_tokens, and the share the Aligner copied unchanged.
     A pair whose rejected answer was cut off and whose chosen correction was not teaches finishing sooner."""
     rows = []
-    for path in sorted(run_dir.glob(f"round-*/{CORRECT.name}/corrections.jsonl")):
+    for k, path in per_round(run_dir, CORRECT.name, "corrections.jsonl"):
         pairs = read_jsonl(path)
         if pairs:
             n = len(pairs)
-            rows.append({"round": int(path.parent.parent.name.split("-")[1]), "n": n,
+            rows.append({"round": k, "n": n,
                          "answers_cut_off": sum(r.get("finish_reason") == "length" for r in pairs) / n,
                          "corrections_cut_off": sum(r.get("correction_finish_reason") == "length" for r in pairs) / n,
                          "copied": sum(r["correction"].strip() == r["answer"].strip() for r in pairs) / n})
@@ -226,7 +231,7 @@ def _samples_section(run_dir: Path) -> Section:
         s = samples(read_jsonl(first), ["prompt", "answer", "correction"],
                     "Round 1: the policy's answers and the Aligner's corrections (what the policy is trained on).")
         blocks += [s] if s else []
-    rounds = sorted(run_dir.glob("round-*/eval-answers/answers.jsonl"))
+    rounds = [path for _, path in per_round(run_dir, EVAL_ANSWERS.name, "answers.jsonl")]
     if len(rounds) >= 2:
         initial = {str(r["id"]): r for r in read_jsonl(rounds[0])}
         final = read_jsonl(rounds[-1])

@@ -154,7 +154,7 @@ def apply() -> bool:
 
 def allow_fp32() -> None:
     """OpenRLHF loads models in bf16 or fp16 only; on a CPU without native bf16/fp16 arithmetic (AVX2 without
-    AVX512-BF16 or AMX: most of them) those run about 100x slower than float32. ``param_dtype: float32`` ("fp32"
+    AVX512-BF16 or AMX) those are emulated, far slower than float32. ``param_dtype: float32`` ("fp32"
     here) loads the model in float32 and leaves DeepSpeed's bf16 and fp16 sections off, so it trains in fp32."""
     import torch
     from openrlhf.utils import utils
