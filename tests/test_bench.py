@@ -138,19 +138,25 @@ def test_bench_generate_and_train_run_in_the_recipes_role_actors(tmp_path):
     out = tmp_path / "train"
     written = tmp_path / "train.md"
     result = subprocess.run([*bench, "train", "--recipe", "tiny/dpo", "--model", "asset:tiny-strong", "--method",
-                             "sft,dpo", "--dtype", "float32", "--rows", "8", "--micro-batch", "2", "--json",
+                             "sft,dpo", "--dtype", "bfloat16", "--rows", "8", "--micro-batch", "2", "--peer", "--json",
                              "--output", str(out), "--write", str(written)], capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     rows = _rows(result.stdout)
-    # 8 rows, 2 per micro-batch, 2 micro-batches a step on the recipe's one rank: 2 steps over 8 samples, each method.
-    assert [(r["method"], r["dtype"], r["ranks"], r["samples"], r["steps"]) for r in rows] == [
-        ("sft", "float32", 1, 8, 2), ("dpo", "float32", 1, 8, 2)]
+    # 8 rows, 2 per micro-batch, 2 micro-batches a step on the recipe's one rank: 2 steps over 8 samples, each method,
+    # through w2s's trainer actor and through OpenRLHF's own CLI on the same rows and flags.
+    assert [(r["runner"], r["method"], r["dtype"], r["ranks"], r["samples"], r["steps"]) for r in rows] == [
+        ("w2s", "sft", "bfloat16", 1, 8, 2), ("openrlhf-cli", "sft", "bfloat16", 1, 8, 2),
+        ("w2s", "dpo", "bfloat16", 1, 8, 2), ("openrlhf-cli", "dpo", "bfloat16", 1, 8, 2)]
     for row in rows:
-        assert row["seconds_total"] > row["seconds_training"] > 0  # the ranks' start-up is not training
+        assert row["seconds_total"] > row["seconds_fit"] > 0  # start-up, loading and saving are not the fit loop
         assert row["peak_mem_mb"] > 200
         assert "| " + " | ".join(map(str, row.values())) + " |" in written.read_text()
     assert (out / "logs" / "trainer-0.log").exists() and (out / "policy" / "config.json").exists()
+    # The CLI ran for real: its own log, and the model it saved.
+    for method in ("sft", "dpo"):
+        assert "Train step of epoch 0" in (out / f"peer-{method}.log").read_text()
+        assert (out / f"peer-{method}" / "config.json").exists()
 
 
 def test_bench_loop_says_where_a_runs_time_went(tmp_path):

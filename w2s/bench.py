@@ -99,7 +99,8 @@ def bench_generate(args: argparse.Namespace) -> list[dict[str, Any]]:
 def bench_train(args: argparse.Namespace) -> list[dict[str, Any]]:
     """OpenRLHF's trainer for each method of ``--method`` (SFT, DPO) on the recipe's trainer ranks
     (``cluster.trainer``), on ``--rows`` synthetic rows: the wall time of the call (the ranks' start-up included),
-    the optimizer's own time and samples/s, and the ranks' peak memory together."""
+    the trainer's ``fit`` time and samples/s, and the ranks' peak memory together. With ``--peer``, each method
+    also through OpenRLHF's own command line on the same rows and flags (:mod:`w2s.bench_peer`)."""
     from omegaconf import OmegaConf
 
     from w2s.assets import resolve_model_path
@@ -113,11 +114,15 @@ def bench_train(args: argparse.Namespace) -> list[dict[str, Any]]:
         ranks = int(cfg.cluster.trainer.num_actors)
         answers = [f"Here is a short answer number {i}, with a few more words to make it realistic." for i in
                    range(args.rows)]
-        for method in args.method:
-            section = OmegaConf.merge(cfg.train[method], {
-                "micro_batch_samples_per_device": args.micro_batch,
-                "global_batch_samples": args.micro_batch * ranks * 2},  # two micro-batches a step on each rank
-                {"param_dtype": args.dtype} if args.dtype else {})
+        sections = {method: OmegaConf.merge(cfg.train[method], {
+            "micro_batch_samples_per_device": args.micro_batch,
+            "global_batch_samples": args.micro_batch * ranks * 2},  # two micro-batches a step on each rank
+            {"param_dtype": args.dtype} if args.dtype else {}) for method in args.method}
+        if args.peer:
+            from w2s.bench_peer import check
+
+            check({m: str(s.param_dtype) for m, s in sections.items()}, ranks)
+        for method, section in sections.items():
             data = out / f"{method}.jsonl"  # beside the actor logs: on a cluster, a folder every node reads
             if method == "sft":
                 data_files.write_sft_rows(data, [(PROMPTS[i % 8], a) for i, a in enumerate(answers)], chat=True)
@@ -132,11 +137,15 @@ def bench_train(args: argparse.Namespace) -> list[dict[str, Any]]:
                 result = services.trainer.train(request)
                 secs = time.perf_counter() - t0
                 peak = services.peak_memory_mb("trainer")
-            rows.append({"method": method, "model": args.model, "dtype": str(section.param_dtype), "ranks": ranks,
-                         "samples": result["samples"], "steps": result["steps"], "seconds_total": round(secs, 2),
-                         "seconds_training": round(result["seconds"], 2),
-                         "samples_per_s": round(result["samples"] / max(result["seconds"], 1e-9), 2),
-                         "peak_mem_mb": round(peak)})
+            measured = [("w2s", secs, result["fit_seconds"], result["steps"], result["samples"], peak)]
+            if args.peer:
+                from w2s.bench_peer import train_as_w2s
+
+                measured.append(("openrlhf-cli", *train_as_w2s(cfg, method, section, request, out)))
+            rows += [{"runner": runner, "method": method, "model": args.model, "dtype": str(section.param_dtype),
+                      "ranks": ranks, "samples": samples, "steps": steps, "seconds_total": round(total, 2),
+                      "seconds_fit": round(fit, 2), "samples_per_s": round(samples / max(fit, 1e-9), 2),
+                      "peak_mem_mb": round(peak)} for runner, total, fit, steps, samples, peak in measured]
     return rows
 
 
@@ -380,9 +389,12 @@ THROUGHPUT = {
                 "startup_s: the actor and its engine, once per backend; seconds, tokens/s and prompts/s: the timed "
                 "pass after a warm-up pass; peak_mem_mb: the actor's resident peak, its engine's processes included. "
                 "vLLM schedules its own batches (batch `all`).",
-    "train": "OpenRLHF's trainer on the recipe's trainer ranks, on synthetic rows, one method after the other. "
-             "seconds_total: the call, the ranks' start-up and model loading included; seconds_training and "
-             "samples_per_s: the optimizer steps' own time; peak_mem_mb: the ranks' resident peak together.",
+    "train": "OpenRLHF's trainer on the recipe's trainer ranks (runner `w2s`), on synthetic rows, one method after "
+             "the other; with --peer, each also through OpenRLHF's own command line on the same rows and flags, in "
+             "a process of its own with as many torch threads (runner `openrlhf-cli`). seconds_total: the call, "
+             "start-up, model loading and saving included (for the CLI, its process's Python start-up and imports; "
+             "for w2s, the trainer actor's start); seconds_fit and samples_per_s: the trainer's fit loop alone; "
+             "peak_mem_mb: the resident peak of the ranks (or the CLI's process) together.",
 }
 
 
@@ -393,7 +405,8 @@ def _command(args: argparse.Namespace) -> str:
         flags += ["--backend", ",".join(args.backend), "--prompts", str(args.prompts),
                   "--batch", ",".join(map(str, args.batch)), "--max-new-tokens", str(args.max_new_tokens)]
     else:
-        flags += ["--method", ",".join(args.method), "--rows", str(args.rows), "--micro-batch", str(args.micro_batch)]
+        flags += ["--method", ",".join(args.method), "--rows", str(args.rows), "--micro-batch", str(args.micro_batch),
+                  *(["--peer"] if args.peer else [])]
     return shlex.join(["w2s", "bench", args.what, *flags, "--write", args.write, *args.overrides])
 
 
@@ -443,6 +456,9 @@ def add_parser(subparsers: Any) -> None:
                    help="train: comma-separated methods measured one after the other (sft,dpo)")
     p.add_argument("--rows", type=int, default=64, help="train: rows of synthetic data")
     p.add_argument("--micro-batch", type=int, default=4, help="train: samples per micro-batch")
+    p.add_argument("--peer", action="store_true", help="train: also run each method through OpenRLHF's own CLI "
+                   "(openrlhf.cli.train_sft/train_dpo) on the same rows and flags, side by side (one rank; bf16 or "
+                   "fp16, the CLI's dtypes)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_bench)
     from w2s.aligner.cli import _collect_overrides

@@ -91,7 +91,7 @@ def _import_openrlhf() -> None:
     cpu.apply()
 
 
-def _ensure_dist_env() -> tuple[int, int]:
+def ensure_dist_env() -> tuple[int, int]:
     """Fill in a single-rank world where the env describes none; return (rank, world_size)."""
     import torch
 
@@ -226,7 +226,7 @@ def _setup(cfg: Any, kind: Kind, *, output_dir: str, seed: int, chat: bool, tens
            attn_implementation: str) -> tuple[dict[str, Any], int, int, int]:
     """Flat OpenRLHF args for one run: (flat, micro, global_batch, world)."""
     _import_openrlhf()
-    _, world = _ensure_dist_env()
+    _, world = ensure_dist_env()
     micro, global_batch = batch_sizes(cfg, world)
     flat = flat_args(cfg, seed=seed, micro=micro, global_batch=global_batch, chat=chat, kind=kind,
                      tensorboard_dir=tensorboard_dir, output_dir=output_dir, attn=training_attn(attn_implementation))

@@ -1,0 +1,158 @@
+"""The peer ``w2s bench train`` is measured against: OpenRLHF's own command line (``openrlhf.cli.train_sft`` and
+``train_dpo``), run as its users run it, in a process of its own, on the same rows with the same hyperparameters.
+
+w2s trains through OpenRLHF's trainers, so the two differ only in what w2s adds around them: a long-lived Ray
+actor, the data checks, the kept DPO reference, the atomic save and its refit probe. The flags are written from the
+same :func:`w2s.backends.args.flat_args` the trainer actor uses, restricted to those the CLI declares. On a machine
+without CUDA the process first applies :mod:`w2s.compat.cpu` (the CLI cannot run there otherwise, as w2s's trainer
+cannot); OpenRLHF's code is not otherwise touched: its trainer's ``fit`` is timed from outside.
+
+The CLI accepts ``--ds.param_dtype`` bf16 or fp16 only, so the peer is measured in bf16 or fp16, and one rank.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from w2s.backends.args import PARAM_DTYPES
+from w2s.errors import ConfigError, ConfigIssue, W2SError
+
+CLI = {"sft": "openrlhf.cli.train_sft", "dpo": "openrlhf.cli.train_dpo"}
+TRAINER = {"sft": ("openrlhf.trainer.sft_trainer", "SFTTrainer"), "dpo": ("openrlhf.trainer.dpo_trainer", "DPOTrainer")}
+
+# The flat names both CLIs declare and w2s sets (the rest of flat_args is state w2s's in-process driver needs).
+_COMMON = ("train.seed", "train.micro_batch_size", "train.batch_size", "train.max_epochs", "ds.zero_stage",
+           "ds.param_dtype", "ds.adam_offload", "ds.attn_implementation", "ds.lora.rank", "ds.lora.alpha",
+           "ds.lora.dropout", "ds.lora.target_modules", "model.gradient_checkpointing_enable", "data.max_len",
+           "data.apply_chat_template", "optim", "adam.lr", "adam.betas", "adam.eps", "adam.weight_decay",
+           "lr_scheduler", "lr_warmup_ratio", "min_lr_ratio", "max_norm", "ckpt.output_dir", "ckpt.disable_ds")
+_OWN = {"sft": ("data.input_key", "data.output_key"),
+        "dpo": ("data.prompt_key", "data.chosen_key", "data.rejected_key", "model.beta", "model.nll_loss_coef",
+                "model.label_smoothing", "model.ipo_enable")}
+
+
+class PeerError(W2SError):
+    """OpenRLHF's CLI process failed."""
+
+
+def check(param_dtypes: dict[str, str], ranks: int) -> None:
+    """Refuse, all at once and before anything trains, what the CLI cannot run as w2s would: several ranks (it is
+    started as one process here) or a dtype it does not accept. ``param_dtypes``: each method's."""
+    issues = []
+    if ranks != 1:
+        issues.append(ConfigIssue("cluster.trainer.num_actors", ranks, "the peer runs OpenRLHF's CLI on one rank",
+                                  "add cluster.trainer.num_actors=1 to measure both on one rank"))
+    for method, dtype in param_dtypes.items():
+        if PARAM_DTYPES.get(dtype) not in ("bf16", "fp16"):
+            issues.append(ConfigIssue(f"train.{method}.param_dtype", dtype, "OpenRLHF's CLI trains in bf16 or fp16 "
+                                      "only (--ds.param_dtype)", "pass --dtype bfloat16"))
+    if issues:
+        raise ConfigError(issues)
+
+
+def cli_argv(flat: dict[str, Any], kind: str, *, model: str, data: str, ref: str | None = None) -> list[str]:
+    """The CLI flags of ``kind`` that train as ``flat`` (:func:`w2s.backends.args.flat_args`) does."""
+    argv = ["--model.model_name_or_path", model, "--data.dataset", data, "--ckpt.save_steps", "-1"]
+    if kind == "dpo":
+        argv += ["--ref.model_name_or_path", ref or model]
+    for key in (*_COMMON, *_OWN[kind]):
+        value = flat[key]
+        if isinstance(value, bool):
+            argv += [f"--{key}"] if value else []
+        elif isinstance(value, (list, tuple)):
+            argv += [f"--{key}", *map(str, value)]
+        elif value is not None:
+            argv += [f"--{key}", str(value)]
+    return argv
+
+
+def run_peer(kind: str, flat: dict[str, Any], *, model: str, data: str, ref: str | None, out: Path, threads: int,
+             timeout_s: float = 3600) -> dict[str, Any]:
+    """Train once with OpenRLHF's CLI in a new process with ``threads`` torch threads (as Ray gives the trainer
+    actor); its wall time (Python's start-up and imports included), ``fit``'s own, its steps and peak memory.
+    The process's output goes to ``out/peer-KIND.log``."""
+    argv = cli_argv({**flat, "ckpt.output_dir": str(out / f"peer-{kind}")}, kind, model=model, data=data, ref=ref)
+    timings = out / f"peer-{kind}.json"
+    timings.unlink(missing_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "W2S_PEER_THREADS": str(threads)}
+    with open(out / f"peer-{kind}.log", "w") as log:
+        t0 = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", __name__, kind, str(timings), *argv], stdout=log,
+                              stderr=subprocess.STDOUT, env=env, timeout=timeout_s)
+        seconds = time.perf_counter() - t0
+    if done.returncode != 0 or not timings.exists():
+        raise PeerError(f"{CLI[kind]} exited {done.returncode}; its output: {out / f'peer-{kind}.log'}")
+    return {"seconds_total": seconds, **json.loads(timings.read_text())}
+
+
+def train_as_w2s(cfg: Any, method: str, section: Any, request: Any, out: Path) -> tuple[float, float, int, int, float]:
+    """``request`` (a :class:`~w2s.workers.requests.TrainSFT` or ``TrainDPO``) through OpenRLHF's CLI, with the flags
+    w2s's trainer rank would use and as many torch threads as Ray gives that rank: (seconds_total, seconds_fit,
+    steps, samples, peak_mem_mb)."""
+    from w2s.backends.args import batch_sizes, flat_args
+    from w2s.backends.models import training_attn
+
+    micro, global_batch = batch_sizes(section, 1)
+    flat = flat_args(section, seed=request.seed, micro=micro, global_batch=global_batch, chat=request.chat, kind=method,
+                     tensorboard_dir=None, output_dir=str(out / "peer"),
+                     attn=training_attn(str(cfg.model.strong.attn_implementation)))
+    peer = run_peer(method, flat, model=request.policy, data=request.data,
+                    ref=request.reference if method == "dpo" else None, out=out,
+                    threads=max(1, int(cfg.cluster.trainer.num_cpus_per_actor)))
+    steps = int(peer["steps"])
+    return peer["seconds_total"], peer["fit_seconds"], steps, steps * int(peer["global_batch"]), peer["peak_mem_mb"]
+
+
+def _time_fit(kind: str, record: dict[str, Any]) -> None:
+    """Wrap the trainer class's ``fit`` to record its wall time and its optimizer steps."""
+    import importlib
+
+    module, name = TRAINER[kind]
+    cls = getattr(importlib.import_module(module), name)
+    fit = cls.fit
+
+    def timed(self: Any, args: Any, consumed_samples: int = 0, num_update_steps_per_epoch: int | None = None) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fit(self, args, consumed_samples, num_update_steps_per_epoch)
+        finally:
+            record["fit_seconds"] = time.perf_counter() - t0
+            per_epoch = len(self.train_dataloader) // self.strategy.accumulated_gradient
+            record["steps"] = per_epoch * self.epochs
+            record["global_batch"] = args.train.batch_size
+
+    cls.fit = timed
+
+
+def main(argv: list[str]) -> None:
+    """``python -m w2s.bench_peer KIND TIMINGS_JSON CLI_FLAGS...``: OpenRLHF's CLI of KIND, as ``python -m``
+    runs it, with its fit timed into TIMINGS_JSON."""
+    import runpy
+
+    import torch
+
+    from w2s.backends.openrlhf import ensure_dist_env
+    from w2s.compat import cpu
+    from w2s.data.files import atomic_write_text
+    from w2s.memory import tree_peak_mb
+
+    kind, timings, flags = argv[0], Path(argv[1]), argv[2:]
+    torch.set_num_threads(int(os.environ.get("W2S_PEER_THREADS", torch.get_num_threads())))
+    cpu.apply()  # nothing with CUDA
+    ensure_dist_env()  # one rank, as `deepspeed --num_gpus 1` would set it
+    record: dict[str, Any] = {}
+    _time_fit(kind, record)
+    sys.argv = [CLI[kind], *flags]
+    runpy.run_module(CLI[kind], run_name="__main__", alter_sys=True)
+    record["peak_mem_mb"] = tree_peak_mb()
+    atomic_write_text(timings, json.dumps(record))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
