@@ -12,7 +12,7 @@ tier=${1:-all}
 step() { printf '\033[1m[test %s] %s\033[0m\n' "$(date +%H:%M:%S)" "$*"; }
 
 if [ "$tier" = check ]; then
-    step "pytest, fast tier (not slow, not slurm)"
+    step "pytest, fast tier (not slow, not slurm), git $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
     # Wall-clock guard: the tier is meant to take under 8 minutes; a hang ends here, not at CI's limit.
     W2S_FAST_TEST_LIMIT_S=5 exec timeout --signal=INT --kill-after=30 900 \
         .venv/bin/python -m pytest -q -m "not slow and not slurm" --timeout=120 --durations=10 "$@"

@@ -121,8 +121,7 @@ def results_markdown(run_dir: Path, command: str, times: list[dict[str, Any]]) -
         lines += [f"| {r['round']} | {r['steps']} | {r['reward']} | {r['rollout_tokens_per_s']} | "
                   f"{r['train_samples_per_s']} | {r['weight_sync_s_per_step']} | {r['engine_sync_s']} |"
                   for r in ppo] + [""]
-    times = [r for r in times if r["stage"].endswith("(total)")]
-    if times:
+    if times:  # each stage (the Aligner's training among them), then the totals
         lines += ["## Where the time went", "", "| part | wall (s) | work (s) | start-up and orchestration (s) |",
                   "|---|---|---|---|"]
         lines += [f"| {r['stage']} | {r['wall_s']} | {r['work_s']} | {r['startup_and_orchestration_s']} |"
@@ -211,6 +210,31 @@ def throughput_results_markdown(what: str, command: str, rows: list[dict[str, An
              f"{git_revision()}; {machine()}.", "", about, "", _table_row(keys), "|" + "---|" * len(keys)]
     lines += [_table_row(["-" if r.get(k) is None else r[k] for k in keys]) for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def interpret_results_markdown(command: str, folder: Path) -> str:
+    """``w2s interpret --write``'s file: the command, w2s's version and revision, the machine, which Aligner, each
+    part measured in ``folder`` with the command and seconds that measured it, and the report's tables (its figures
+    stay in the folder's report)."""
+    import json
+
+    from w2s import __version__
+    from w2s.eval.html import Figure, Section
+    from w2s.eval.report import render_markdown
+    from w2s.interpret.report import interpret_sections
+    from w2s.rundir import git_revision
+
+    parts = {name: json.loads((folder / f"{name}.json").read_text(encoding="utf-8")) for name in ("lat", "control")
+             if (folder / f"{name}.json").exists()}
+    aligner = next(iter(parts.values()), {}).get("aligner", "?")
+    measured = "; ".join(f"`{name}` by `{p.get('command', '?')}` in {p.get('seconds', '?')} s"
+                         for name, p in parts.items())
+    header = (f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M')}; w2s {__version__}, git {git_revision()}; "
+              f"{machine()}. The Aligner: {_run_dir_named(Path(aligner))}. Measured in "
+              f"{_run_dir_named(folder)}: {measured} (each part's seconds include its corrector actor's start).")
+    sections = [Section(s.title, [b for b in s.blocks if not isinstance(b, Figure)])
+                for s in interpret_sections(folder)]
+    return render_markdown("Results: w2s interpret", sections, subtitle=header) + "\n"
 
 
 def _table_row(cells: list[Any]) -> str:

@@ -214,6 +214,8 @@ def test_dpo_with_the_roles_colocated_on_two_logical_gpus_keeps_every_process_an
         assert f"| {k} | {len(pairs)} | {cut:.0%} |" in text
     assert rows["round-02 (total)"]["roles_started"] == "-"
     assert rows["round-02 (total)"]["refit_checks"].startswith("1 passed")
+    train = rows["round-01/train"]  # where the time went: each stage, not only the totals
+    assert f"| round-01/train | {train['wall_s']} | {train['work_s']} |" in text
     # The answers the generator gave after waking up and taking the round-1 policy in place (round 2's) are those of
     # fresh generator actors loaded from that checkpoint (actors again: greedy decoding of a random tiny model turns
     # on the last bits of its logits, which another process's thread count already changes).

@@ -108,8 +108,9 @@ def test_lat_then_control_end_to_end_on_the_tiny_models(tmp_path, tiny_weak, ben
     assert result["heldout_pairs"] and set(result["heldout_pairs"]) < set(range(12))
     for png in ("lat_correction.png", "lat_copy.png", "separation.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
-    control = subprocess.run([sys.executable, "-m", "w2s.cli", "interpret", "control", "interpret/quickstart", *args],
-                             capture_output=True, text=True, timeout=600)
+    written = tmp_path / "interpret.md"
+    control = subprocess.run([sys.executable, "-m", "w2s.cli", "interpret", "control", "interpret/quickstart", *args,
+                              "--write", str(written)], capture_output=True, text=True, timeout=600)
     assert control.returncode == 0, control.stdout[-2000:] + control.stderr[-2000:]
     assert "finding them" not in control.stdout  # the reading vectors of the lat run were reused
     c = json.loads((out / "control.json").read_text())
@@ -133,3 +134,11 @@ def test_lat_then_control_end_to_end_on_the_tiny_models(tmp_path, tiny_weak, ben
     assert (out / "control.png").exists()
     html = (out / "report.html").read_text()
     assert "Representation control" in html and "where the Aligner decides to correct" in html
+    # The results file a README quotes: both parts' tables, each with the command and seconds that measured it.
+    text = written.read_text()
+    assert f"interpret lat interpret/quickstart --aligner {aligner}" in text
+    assert f"interpret control interpret/quickstart --aligner {aligner}" in text and "--write" in text
+    assert f"in {result['seconds']} s" in text and f"in {c['seconds']} s" in text and 0 < result["seconds"]
+    assert f"| {result['best_layer']} | {round(sep[result['best_layer']], 3)} |" in text
+    assert f"| aligner | 0.5 | {round(rows[-1]['levenshtein_ratio'], 3)} | {round(rows[-1]['copy_rate'], 3)} |" in text
+    assert ".png" not in text  # the figures stay in the output folder's report

@@ -24,17 +24,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         c.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (interpret.*, ...)")
         c.add_argument("--aligner", help="the Aligner (default: the recipe's model.aligner.path)")
         c.add_argument("--output", help="output folder (default: RUN_DIR/interpret when run.dir is set)")
+        c.add_argument("--write", help="also write the parts measured in the output folder so far (their tables, "
+                       "the commands and seconds that measured them) to this Markdown results file")
         c.set_defaults(func=cmd_interpret, what=name)
         _collect_overrides(c)
     return p
 
 
 def cmd_interpret(args: argparse.Namespace) -> int:
-    return run_interpret(args.recipe, list(args.overrides), args.what, aligner=args.aligner, output=args.output)
+    return run_interpret(args.recipe, list(args.overrides), args.what, aligner=args.aligner, output=args.output,
+                         write=args.write)
 
 
 def run_interpret(recipe: str | None, overrides: list[str], what: str, *, aligner: str | None = None,
-                  output: str | None = None) -> int:
+                  output: str | None = None, write: str | None = None) -> int:
     """One half of the interpret job (``what``: ``lat`` or ``control``) on ``aligner`` (default the recipe's
     ``model.aligner.path``) into ``output`` (default ``RUN_DIR/interpret``); the exit status."""
     from w2s.aligner.cli import compose
@@ -62,6 +65,15 @@ def run_interpret(recipe: str | None, overrides: list[str], what: str, *, aligne
         services.retrying(f"interpret {what}", lambda: run(cfg, aligner, out, say, services))
         html = write_interpret_report(out)
     say(f"interpret {what}: done in {time.time() - t0:.0f} s; report: {html}")
+    if write:
+        import shlex
+        import sys
+
+        from w2s.data.files import atomic_write_text
+        from w2s.results import interpret_results_markdown
+
+        atomic_write_text(Path(write), interpret_results_markdown(shlex.join(["w2s", *sys.argv[1:]]), out))
+        say(f"results: {write}")
     run_dir = out.parent
     if (run_dir / "run.json").exists():
         _refresh_run_report(run_dir)

@@ -18,6 +18,9 @@ from __future__ import annotations
 import json
 import math
 import random
+import shlex
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -157,6 +160,7 @@ def run_lat(cfg: Any, aligner: str, out: Path, say: Any, services: Callable[[], 
     :class:`w2s.workers.interpreter.InterpreterWorker`."""
     from w2s.interpret.plots import plot_lat, plot_separation
 
+    t0 = time.perf_counter()
     pairs = read_pairs(cfg)[: int(cfg.interpret.max_pairs) or None]
     say(f"interpret: the Aligner corrects {len(pairs)} pairs; reading vectors and LAT scans in a corrector actor")
     found = services().corrector.lat(aligner, _correct_cfg(cfg), pairs, cfg)
@@ -167,7 +171,7 @@ def run_lat(cfg: Any, aligner: str, out: Path, say: Any, services: Callable[[], 
     result = {"aligner": aligner, "pairs": len(pairs), "copied": found["copied"],
               "contrast_rows": reading["rows"], "layers": len(sep), "separation": sep,
               "train_separation": reading["train_separation"], "explained_variance": reading["explained"].tolist(),
-              "best_layer": best, "cases": cases, "heldout_pairs": reading["heldout_pairs"]}
+              "best_layer": best, "cases": cases, "heldout_pairs": reading["heldout_pairs"], **_measured_by(t0)}
     atomic_write_json(out / "lat.json", result)
     plot_lat(cases["correction"]["scan"], out / "lat_correction.png", title="LAT scan: a correction")
     plot_lat(cases["copy"]["scan"], out / "lat_copy.png", title=f"LAT scan: a copy ({cases['copy']['kind']})")
@@ -175,6 +179,12 @@ def run_lat(cfg: Any, aligner: str, out: Path, say: Any, services: Callable[[], 
     say(f"interpret lat: {len(pairs)} pairs ({result['copied']} copied), {reading['rows']} paired rows; held-out "
         f"separation best at layer {best} ({sep[best]:.2f}), mean {sum(sep) / len(sep):.2f}")
     return result
+
+
+def _measured_by(t0: float) -> dict[str, Any]:
+    """The command that measured a part and its seconds (the corrector actor's start included when this part started
+    it), kept with the part's numbers for a results file to quote."""
+    return {"command": shlex.join(["w2s", *sys.argv[1:]]), "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def control_layers(cfg: Any, separation: list[float]) -> list[int]:
@@ -193,6 +203,7 @@ def run_control(cfg: Any, aligner: str, out: Path, say: Any, services: Callable[
     from w2s.interpret.control import linear_fit
     from w2s.interpret.plots import plot_control
 
+    t0 = time.perf_counter()
     pairs = read_pairs(cfg)
     reading = load_reading(out, spec_of(cfg, aligner, pairs[: int(cfg.interpret.max_pairs) or None]))
     if reading is None:
@@ -223,7 +234,7 @@ def run_control(cfg: Any, aligner: str, out: Path, say: Any, services: Callable[
     fits = {name: linear_fit([r["alpha"] for r in rows], [r["levenshtein_ratio"] for r in rows])
             for name, rows in series.items()}
     result = {"aligner": aligner, "layers": layers, "scale": c.scale, "scale_by_layer": scale, "pairs": len(grid_pairs),
-              "series": series, "fits": fits}
+              "series": series, "fits": fits, **_measured_by(t0)}
     atomic_write_json(out / "control.json", result)
     plot_control(series, fits, out / "control.png")
     for name, f in fits.items():

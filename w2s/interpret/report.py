@@ -26,7 +26,8 @@ def interpret_sections(folder: Path) -> list[Section]:
             Figure(folder / "lat_copy.png", f"LAT scan of a copy: {cases['copy']['kind']} (cf. Fig. 4b)."),
             Figure(folder / "separation.png", "Held-out separation and variance explained, by layer."),
             Table(["layer", "held-out separation", "train separation", "variance explained"],
-                  [[i, sep[i], lat["train_separation"][i], ev[i]] for i in range(len(sep))]),
+                  [[i, round(sep[i], 3), round(lat["train_separation"][i], 3), round(ev[i], 3)]
+                   for i in range(len(sep))]),
             Samples(["question", "answer", "correction"],
                     [[cases[k][f] for f in ("question", "answer", "correction")] for k in ("correction", "copy")],
                     "The two scanned cases.")]
@@ -35,7 +36,8 @@ def interpret_sections(folder: Path) -> list[Section]:
         ctl = json.loads(control_path.read_text())
         rows = []
         for name, series in ctl["series"].items():
-            rows += [[name, r["alpha"], r["levenshtein_ratio"], r["copy_rate"], r["mean_tokens"]] for r in series]
+            rows += [[name, r["alpha"], round(r["levenshtein_ratio"], 3), round(r["copy_rate"], 3),
+                      round(r["mean_tokens"], 1)] for r in series]
         fits = "; ".join(f"{n}: slope {f['slope']:+.3f}, R² {f['r2']:.2f}" for n, f in ctl["fits"].items())
         sections.append(Section("Representation control", [
             Text(f"alpha x V_c added to the output of layers {ctl['layers']} (scale: {ctl['scale']}) while the model "
