@@ -57,7 +57,7 @@ def test_a_make_check_log_is_read_as_the_fast_tier_only_when_asked(tmp_path, cap
     log = tmp_path / "check.log"
     log.write_text("\x1b[1m[test 10:00:01] pytest, fast tier (not slow, not slurm), git 0a9cb29\x1b[0m\n"
                    "........ [100%]\n============================= slowest 10 durations ======\n"
-                   "4.51s call     tests/test_bench_peer.py::test_flags\n"
+                   "4.51s call     tests/bench/test_train.py::test_flags\n"
                    "434 passed, 3 deselected in 58.40s\n")
     out = tmp_path / "check.md"
     assert suite_timings.main([str(log), "--write", str(out)]) == 2  # not the whole suite's
@@ -66,4 +66,4 @@ def test_a_make_check_log_is_read_as_the_fast_tier_only_when_asked(tmp_path, cap
     text = out.read_text()
     assert text.startswith("# Results: the fast tier (`make check`)") and "`make check` at git 0a9cb29" in text
     assert "**434 passed, 3 deselected** in **0 min 58 s** (58 s)" in text
-    assert "| 5 | call | `tests/test_bench_peer.py::test_flags` | - |" in text
+    assert "| 5 | call | `tests/bench/test_train.py::test_flags` | - |" in text

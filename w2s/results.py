@@ -74,8 +74,12 @@ def _run_dir_named(run_dir: Path) -> str:
     return f"`{named}`" if not named.is_absolute() else f"`{run_dir.name}` (outside the checkout)"
 
 
+# Written into the run dir by `w2s bench loop` when it runs the recipe: the machine's memory in use while it ran.
+MACHINE_MEMORY = "bench-loop-memory.json"
+
+
 def results_markdown(run_dir: Path, command: str, times: list[dict[str, Any]]) -> str:
-    """The file's text; ``times``: where the run's time went (:func:`w2s.bench.loop_times`'s rows)."""
+    """The file's text; ``times``: where the run's time went (:func:`w2s.bench.loop.loop_times`'s rows)."""
     from w2s.eval.report import markdown_table
     from w2s.report import (
         answers_judged,
@@ -126,6 +130,12 @@ def results_markdown(run_dir: Path, command: str, times: list[dict[str, Any]]) -
                   "|---|---|---|---|"]
         lines += [f"| {r['stage']} | {r['wall_s']} | {r['work_s']} | {r['startup_and_orchestration_s']} |"
                   for r in times] + [""]
+    memory = run_dir / MACHINE_MEMORY
+    if memory.exists():
+        m = read_state(memory)
+        lines += ["## Memory", "", f"Memory in use on the machine (every process, sampled every {m['every_s']:g} s "
+                  f"by `w2s bench loop` while the run ran): at most {m['peak_gib']} GiB; {m['before_gib']} GiB before "
+                  "it started.", ""]
     return "\n".join(lines)
 
 
@@ -157,7 +167,7 @@ def write_results(run_dir: Path, path: Path, command: str, times: list[dict[str,
 
 def aligner_results_markdown(recipe: str, command: str, cfg: Any, aligner: Path, rows: list[dict[str, Any]]) -> str:
     """``w2s bench aligner --write``'s file: which Aligner (its triples by content, its training), the evaluation
-    set and its role as configured, and the measured rows (:func:`w2s.bench.bench_aligner`'s)."""
+    set and its role as configured, and the measured rows (:func:`w2s.bench.aligner.bench_aligner`'s)."""
     import json
 
     from w2s import __version__

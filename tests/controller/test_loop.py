@@ -195,6 +195,8 @@ def test_dpo_with_the_roles_colocated_on_two_logical_gpus_keeps_every_process_an
     assert manifest("round-02/data")["turns"] == [["corrector", "sleep"], ["trainer", "wake_up"]]
     assert manifest("round-02/eval-answers")["turns"] == [["trainer", "sleep"], ["generator", "wake_up"]]
     results = tmp_path / "results.md"
+    # As `w2s bench loop --recipe` leaves it when it runs the recipe itself (w2s.memory.MachineMemory's samples).
+    (run / "bench-loop-memory.json").write_text(json.dumps({"before_gib": 0.7, "peak_gib": 6.5, "every_s": 1.0}))
     bench = subprocess.run([sys.executable, "-m", "w2s.cli", "bench", "loop", "--run-dir", str(run), "--json",
                             "--write", str(results)], capture_output=True, text=True, timeout=120)
     rows = {r["stage"]: r for r in json.loads(bench.stdout.splitlines()[-1])}
@@ -216,6 +218,7 @@ def test_dpo_with_the_roles_colocated_on_two_logical_gpus_keeps_every_process_an
     assert rows["round-02 (total)"]["refit_checks"].startswith("1 passed")
     train = rows["round-01/train"]  # where the time went: each stage, not only the totals
     assert f"| round-01/train | {train['wall_s']} | {train['work_s']} |" in text
+    assert "sampled every 1 s by `w2s bench loop` while the run ran): at most 6.5 GiB; 0.7 GiB before" in text
     # The answers the generator gave after waking up and taking the round-1 policy in place (round 2's) are those of
     # fresh generator actors loaded from that checkpoint (actors again: greedy decoding of a random tiny model turns
     # on the last bits of its logits, which another process's thread count already changes).

@@ -14,7 +14,7 @@ from w2s.errors import W2SError
 
 
 def test_bench_aligner_refuses_to_choose_on_a_test_set(tmp_path):
-    from w2s.bench import bench_aligner
+    from w2s.bench.aligner import bench_aligner
 
     args = argparse.Namespace(recipe="quickstart", overrides=[], output=str(tmp_path / "out"), aligner=None)
     with pytest.raises(W2SError, match=r"eval.role=test \(recipes/data/quickstart/test.jsonl\).*quickstart-dev"):
@@ -29,7 +29,7 @@ def test_bench_aligner_refuses_to_choose_on_a_test_set(tmp_path):
 
 
 def test_the_seeds_together_are_the_mean_of_their_omegas_with_the_outcomes_counted_together(tmp_path):
-    from w2s.bench import _over_seeds
+    from w2s.bench.aligner import _over_seeds
     from w2s.data.files import write_jsonl
 
     outcomes = {1: ["win", "win", "loss", "tie"], 2: ["loss", "tie", "tie", "tie"]}  # omega +25 and -25
@@ -145,9 +145,10 @@ def test_bench_generate_and_train_run_in_the_recipes_role_actors(tmp_path):
     rows = _rows(result.stdout)
     # 8 rows, 2 per micro-batch, 2 micro-batches a step on the recipe's one rank: 2 steps over 8 samples, each method,
     # through w2s's trainer actor and through OpenRLHF's own CLI on the same rows and flags.
-    assert [(r["runner"], r["method"], r["dtype"], r["ranks"], r["samples"], r["steps"]) for r in rows] == [
-        ("w2s", "sft", "bfloat16", 1, 8, 2), ("openrlhf-cli", "sft", "bfloat16", 1, 8, 2),
-        ("w2s", "dpo", "bfloat16", 1, 8, 2), ("openrlhf-cli", "dpo", "bfloat16", 1, 8, 2)]
+    assert [(r["runner"], r["method"], r["dtype"], r["ranks"], r["samples"], r["steps"], r["repeats"])
+            for r in rows] == [
+        ("w2s", "sft", "bfloat16", 1, 8, 2, 1), ("openrlhf-cli", "sft", "bfloat16", 1, 8, 2, 1),
+        ("w2s", "dpo", "bfloat16", 1, 8, 2, 1), ("openrlhf-cli", "dpo", "bfloat16", 1, 8, 2, 1)]
     for row in rows:
         assert row["seconds_total"] > row["seconds_fit"] > 0  # start-up, loading and saving are not the fit loop
         assert row["peak_mem_mb"] > 200

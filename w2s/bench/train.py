@@ -1,5 +1,6 @@
-"""The peer ``w2s bench train`` is measured against: OpenRLHF's own command line (``openrlhf.cli.train_sft`` and
-``train_dpo``), run as its users run it, in a process of its own, on the same rows with the same hyperparameters.
+"""``w2s bench train``: samples/s of OpenRLHF's SFT and DPO trainers on a recipe's trainer ranks, and of its peer,
+OpenRLHF's own command line (``openrlhf.cli.train_sft`` and ``train_dpo``), run as its users run it, in a process of
+its own, on the same rows with the same hyperparameters (``--peer``).
 
 w2s trains through OpenRLHF's trainers, so the two differ only in what w2s adds around them: a long-lived Ray
 actor, the data checks, the kept DPO reference, the atomic save and its refit probe. The flags are written from the
@@ -12,6 +13,8 @@ The CLI accepts ``--ds.param_dtype`` bf16 or fp16 only, so the peer is measured 
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -22,6 +25,7 @@ from typing import Any
 
 from w2s.backends.args import PARAM_DTYPES
 from w2s.errors import ConfigError, ConfigIssue, W2SError
+from w2s.workers.requests import TrainDPO, Training, TrainSFT
 
 CLI = {"sft": "openrlhf.cli.train_sft", "dpo": "openrlhf.cli.train_dpo"}
 TRAINER = {"sft": ("openrlhf.trainer.sft_trainer", "SFTTrainer"), "dpo": ("openrlhf.trainer.dpo_trainer", "DPOTrainer")}
@@ -109,6 +113,70 @@ def train_as_w2s(cfg: Any, method: str, section: Any, request: Any, out: Path) -
     return peer["seconds_total"], peer["fit_seconds"], steps, steps * int(peer["global_batch"]), peer["peak_mem_mb"]
 
 
+def bench_train(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """OpenRLHF's trainer for each method of ``--method`` (SFT, DPO) on the recipe's trainer ranks
+    (``cluster.trainer``), on ``--rows`` synthetic rows: the wall time of the call (the ranks' start-up included),
+    the trainer's ``fit`` time and samples/s, and the ranks' peak memory together. With ``--peer``, each method
+    also through OpenRLHF's own command line on the same rows and flags (:func:`train_as_w2s`)."""
+    from omegaconf import OmegaConf
+
+    from w2s.assets import resolve_model_path
+    from w2s.backends import data as data_files
+    from w2s.bench.services import PROMPTS, bench_services
+    from w2s.roles import Services
+
+    rows = []
+    with contextlib.ExitStack() as stack:
+        cfg, out = bench_services(args, stack, [f"model.strong.path={args.model}"])
+        model = resolve_model_path(args.model)
+        ranks = int(cfg.cluster.trainer.num_actors)
+        answers = [f"Here is a short answer number {i}, with a few more words to make it realistic." for i in
+                   range(args.rows)]
+        sections = {method: OmegaConf.merge(cfg.train[method], {
+            "micro_batch_samples_per_device": args.micro_batch,
+            "global_batch_samples": args.micro_batch * ranks * 2},  # two micro-batches a step on each rank
+            {"param_dtype": args.dtype} if args.dtype else {}) for method in args.method}
+        if args.peer:
+            check({m: str(s.param_dtype) for m, s in sections.items()}, ranks)
+        for method, section in sections.items():
+            data = out / f"{method}.jsonl"  # beside the actor logs: on a cluster, a folder every node reads
+            if method == "sft":
+                data_files.write_sft_rows(data, [(PROMPTS[i % 8], a) for i, a in enumerate(answers)], chat=True)
+                request: Training = TrainSFT(section=section, policy=model, data=str(data),
+                                             output=str(out / "policy"))
+            else:
+                data_files.write_pair_rows(data, [(PROMPTS[i % 8], a, "No.") for i, a in enumerate(answers)])
+                request = TrainDPO(section=section, policy=model, reference=model,  # the reference: the same model
+                                   data=str(data), output=str(out / "policy"))
+            measured: dict[str, list[tuple[float, float, int, int, float]]] = {"w2s": [], "openrlhf-cli": []}
+            for _ in range(args.repeat):  # w2s and the peer in turn: each repeat under the same conditions
+                with Services(cfg) as services:  # closed after each training: the next one's memory is its own
+                    t0 = time.perf_counter()
+                    result = services.trainer.train(request)
+                    secs = time.perf_counter() - t0
+                    peak = services.peak_memory_mb("trainer")
+                measured["w2s"].append((secs, result["fit_seconds"], result["steps"], result["samples"], peak))
+                if args.peer:
+                    measured["openrlhf-cli"].append(train_as_w2s(cfg, method, section, request, out))
+            rows += [{"runner": runner, "method": method, "model": args.model, "dtype": str(section.param_dtype),
+                      "ranks": ranks, **_median_training(runs)} for runner, runs in measured.items() if runs]
+    return rows
+
+
+def _median_training(runs: list[tuple[float, float, int, int, float]]) -> dict[str, Any]:
+    """One row from each repeat's (seconds_total, seconds_fit, steps, samples, peak_mem_mb): the medians, the fit
+    loop's range over the repeats, samples/s at the median fit time, and the highest peak."""
+    from statistics import median
+
+    fits = [r[1] for r in runs]
+    _, _, steps, samples, _ = runs[0]
+    return {"samples": samples, "steps": steps, "repeats": len(runs),
+            "seconds_total": round(median(r[0] for r in runs), 2), "seconds_fit": round(median(fits), 2),
+            "seconds_fit_range": f"{min(fits):.2f}-{max(fits):.2f}" if len(runs) > 1 else "-",
+            "samples_per_s": round(samples / max(median(fits), 1e-9), 2),
+            "peak_mem_mb": round(max(r[4] for r in runs))}
+
+
 def _time_fit(kind: str, record: dict[str, Any]) -> None:
     """Wrap the trainer class's ``fit`` to record its wall time and its optimizer steps."""
     import importlib
@@ -131,7 +199,7 @@ def _time_fit(kind: str, record: dict[str, Any]) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """``python -m w2s.bench_peer KIND TIMINGS_JSON CLI_FLAGS...``: OpenRLHF's CLI of KIND, as ``python -m``
+    """``python -m w2s.bench.train KIND TIMINGS_JSON CLI_FLAGS...``: OpenRLHF's CLI of KIND, as ``python -m``
     runs it, with its fit timed into TIMINGS_JSON."""
     import runpy
 
