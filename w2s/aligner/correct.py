@@ -18,7 +18,7 @@ from typing import Any
 from w2s.aligner import METADATA_FILE
 from w2s.aligner.correction_file import PROVENANCE_KEY, CorrectionFile, id_key, scan_output
 from w2s.aligner.templates import Template, get_template, render, resolve_instruction, template_from_dict
-from w2s.data.files import WriterLock
+from w2s.data.files import WriterLock, atomic_write_text
 from w2s.data.text import distance_stats, edit_distance, normalized_edit_distance
 from w2s.errors import DataError, W2SError
 
@@ -266,6 +266,39 @@ def cli_correction_seed(cfg: Any) -> int:
     return int(cfg.correct.seed if cfg.correct.seed is not None else cfg.run.seed)
 
 
+def _rows_to_correct(input_path: str, output_path: str, correct_cfg: Any, max_rows: int) -> Any:
+    """The input's rows (``w2s.data.io.read_rows``' result), refused before anything loads when the output is the
+    input, when none is left, when an id repeats (resuming goes by id) or when a row already has a field the
+    correction would overwrite."""
+    from w2s.data.io import read_rows
+
+    if Path(output_path).resolve() == Path(input_path).resolve():
+        raise W2SError(f"--output {output_path} is the input file: corrections go to a new file and the input is "
+                       "never modified; give another --output")
+    out_key = str(correct_cfg.output_key)
+    source = {"path": input_path, "on_bad_row": correct_cfg.on_bad_row, "max_rows": max_rows, "split": "train"}
+    data = read_rows(source, required={"question": str(correct_cfg.question_key),
+                                       "answer": str(correct_cfg.answer_key)},
+                     what="rows to correct", allow_empty=("answer",))
+    if not data.rows:
+        raise DataError(f"{input_path}: no rows to correct" + (f" ({data.skipped} malformed row(s) skipped)"
+                                                               if data.skipped else ""))
+    seen: dict[str, int] = {}
+    for i, row in enumerate(data.rows):
+        key = id_key(row["id"])
+        if key in seen:
+            raise DataError(f"{input_path}: id {row['id']!r} appears twice (rows {seen[key]} and {i}); ids must be "
+                            "unique so an interrupted correction can resume")
+        seen[key] = i
+    clash = next((i for i, row in enumerate(data.rows) if out_key in row or PROVENANCE_KEY in row), None)
+    if clash is not None:
+        field = out_key if out_key in data.rows[clash] else PROVENANCE_KEY
+        raise DataError(f"{input_path}: row {clash + 1} (id {data.rows[clash]['id']!r}) already has a field {field!r}, "
+                        "which the correction would overwrite; write the correction to another field "
+                        "(correct.output_key=NAME) or rename the input field")
+    return data
+
+
 def correct_file(aligner_path: str, input_path: str, output_path: str, *, model_cfg: Any, correct_cfg: Any,
                  user_templates: Mapping[str, Any] | None = None, seed: int | None = None,
                  progress: bool = True, corrector: Corrector | None = None,
@@ -299,35 +332,8 @@ def correct_file(aligner_path: str, input_path: str, output_path: str, *, model_
         DataError: bad input rows (``on_bad_row: error``), duplicate ids, a corrupt output file.
         W2SError: resuming an output written with other Aligner weights, template, instruction, decoding or seed.
     """
-    from w2s.data.io import read_rows
-
-    if Path(output_path).resolve() == Path(input_path).resolve():
-        raise W2SError(f"--output {output_path} is the input file: corrections go to a new file and the input is "
-                       "never modified; give another --output")
-    q_key = str(correct_cfg.question_key)
-    a_key = str(correct_cfg.answer_key)
-    out_key = str(correct_cfg.output_key)
-    source = {"path": input_path, "on_bad_row": correct_cfg.on_bad_row, "max_rows": max_rows,
-              "split": "train"}
-    data = read_rows(source, required={"question": q_key, "answer": a_key}, what="rows to correct",
-                     allow_empty=("answer",))
-    if not data.rows:
-        raise DataError(f"{input_path}: no rows to correct" + (f" ({data.skipped} malformed row(s) skipped)"
-                                                               if data.skipped else ""))
-    seen: dict[str, int] = {}
-    for i, row in enumerate(data.rows):
-        key = id_key(row["id"])
-        if key in seen:
-            raise DataError(f"{input_path}: id {row['id']!r} appears twice (rows {seen[key]} and {i}); ids must be "
-                            "unique so an interrupted correction can resume")
-        seen[key] = i
-
-    clash = next((i for i, row in enumerate(data.rows) if out_key in row or PROVENANCE_KEY in row), None)
-    if clash is not None:
-        field = out_key if out_key in data.rows[clash] else PROVENANCE_KEY
-        raise DataError(f"{input_path}: row {clash + 1} (id {data.rows[clash]['id']!r}) already has a field {field!r}, "
-                        "which the correction would overwrite; write the correction to another field "
-                        "(correct.output_key=NAME) or rename the input field")
+    data = _rows_to_correct(input_path, output_path, correct_cfg, max_rows)
+    q_key, a_key, out_key = str(correct_cfg.question_key), str(correct_cfg.answer_key), str(correct_cfg.output_key)
     out = Path(output_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     # One writer per output: a second process resuming the same file would duplicate every row it corrects.
@@ -357,7 +363,7 @@ def correct_file(aligner_path: str, input_path: str, output_path: str, *, model_
                       "resumed_rows": written.resumed, "new_rows": written.new, "seconds": round(elapsed, 3),
                       "rows_per_s": written.new / elapsed if elapsed > 0 else 0.0,
                       "tokens_per_s": written.new_tokens / elapsed if elapsed > 0 else 0.0, "provenance": provenance})
-        stats_path(out).write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        atomic_write_text(stats_path(out), json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
         if echo is not None:
             echo(format_stats(stats))
         return stats

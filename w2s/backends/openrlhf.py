@@ -282,6 +282,45 @@ def _run(kind: Kind, cfg: Any, model_path: str, data_path: str, output_dir: str,
     dataloader = strategy.setup_dataloader(data.dataset, micro, True, True, data.dataset.collate_fn)
     steps_per_epoch = len(dataloader) // strategy.accumulated_gradient
     total_steps = steps_per_epoch * args.train.max_epochs
+    trainer, model, ref, reused = _trainer(kind, args, strategy, model, tok, dataloader, total_steps, global_batch,
+                                           ref_path=ref_path, eval_path=eval_path, data_path=data_path, chat=chat,
+                                           micro=micro, world=world)
+    consumed, first_step = 0, 0
+    if not args.ckpt.disable_ds:
+        record = checkpoint.training_record(kind, flat, model_path=model_path, ref_path=ref_path,
+                                            data_paths=(data_path, eval_path), world_size=world)
+        consumed, first_step = checkpoint.resume(strategy, model if kind == "rm" else model.model, args.ckpt.path,
+                                                 record)
+    steplog = _StepLog(trainer, strategy, total_steps, global_batch, first_step,
+                       None if args.ckpt.disable_ds else args.ckpt.path)
+    try:
+        fit_start = time.monotonic()
+        trainer.fit(args, consumed, steps_per_epoch)
+        fit_seconds = time.monotonic() - fit_start
+        if kind == "rm":
+            strategy._unwrap_model(model).config.value_head_prefix = args.ds.value_head_prefix
+        _save(strategy, model, tok, output_dir, probe=kind != "rm")
+        if not args.ckpt.disable_ds:
+            checkpoint.finish(strategy, args.ckpt.path)
+        metrics = {**_finish_metrics(data, global_batch, steplog), **_kind_metrics(kind, steplog, strategy, model)}
+    finally:
+        release(model)  # the DPO reference is kept for the next round (KEPT_REFERENCE)
+        del trainer, model, ref
+        gc.collect()
+    steps = len(steplog.records)
+    if first_step:
+        metrics["resumed_from_step"] = float(first_step)
+    return TrainResult(output_dir=output_dir, steps=steps, samples=steps * global_batch,
+                       seconds=time.monotonic() - start, fit_seconds=fit_seconds, losses=steplog.losses,
+                       metrics=metrics, world_size=world, attn_implementation=loaded_attn,
+                       resumed_from_step=first_step, reference_reused=reused)
+
+
+def _trainer(kind: Kind, args: Any, strategy: Any, model: Any, tok: Any, dataloader: Any, total_steps: int,
+             global_batch: int, *, ref_path: str | None, eval_path: str | None, data_path: str, chat: bool,
+             micro: int, world: int) -> tuple[Any, Any, Any, bool]:
+    """OpenRLHF's trainer of ``kind`` over the prepared ``model``: (trainer, the DeepSpeed-wrapped model, the DPO
+    reference or None, whether that reference was the one kept from an earlier training)."""
     common = dict(strategy=strategy, train_dataloader=dataloader, max_norm=args.max_norm,
                   max_epochs=args.train.max_epochs, disable_ds_ckpt=args.ckpt.disable_ds)
     ref, reused = None, False
@@ -318,35 +357,7 @@ def _run(kind: Kind, cfg: Any, model_path: str, data_path: str, output_dir: str,
         model, optim, scheduler = strategy.prepare((model, optim_cfg(args, total_steps)))
         trainer = RewardModelTrainer(model=model, optim=optim, eval_dataloader=eval_loader, scheduler=scheduler,
                                      tokenizer=tok, loss=args.model.loss_type, **common)
-    consumed, first_step = 0, 0
-    if not args.ckpt.disable_ds:
-        record = checkpoint.training_record(kind, flat, model_path=model_path, ref_path=ref_path,
-                                            data_paths=(data_path, eval_path), world_size=world)
-        consumed, first_step = checkpoint.resume(strategy, model if kind == "rm" else model.model, args.ckpt.path,
-                                                 record)
-    steplog = _StepLog(trainer, strategy, total_steps, global_batch, first_step,
-                       None if args.ckpt.disable_ds else args.ckpt.path)
-    try:
-        fit_start = time.monotonic()
-        trainer.fit(args, consumed, steps_per_epoch)
-        fit_seconds = time.monotonic() - fit_start
-        if kind == "rm":
-            strategy._unwrap_model(model).config.value_head_prefix = args.ds.value_head_prefix
-        _save(strategy, model, tok, output_dir, probe=kind != "rm")
-        if not args.ckpt.disable_ds:
-            checkpoint.finish(strategy, args.ckpt.path)
-        metrics = {**_finish_metrics(data, global_batch, steplog), **_kind_metrics(kind, steplog, strategy, model)}
-    finally:
-        release(model)  # the DPO reference is kept for the next round (KEPT_REFERENCE)
-        del trainer, model, ref
-        gc.collect()
-    steps = len(steplog.records)
-    if first_step:
-        metrics["resumed_from_step"] = float(first_step)
-    return TrainResult(output_dir=output_dir, steps=steps, samples=steps * global_batch,
-                       seconds=time.monotonic() - start, fit_seconds=fit_seconds, losses=steplog.losses,
-                       metrics=metrics, world_size=world, attn_implementation=loaded_attn,
-                       resumed_from_step=first_step, reference_reused=reused)
+    return trainer, model, ref, reused
 
 
 def _load_model(kind: Kind, model_path: str, args: Any, strategy: Any, tok: Any) -> tuple[Any, Any]:
