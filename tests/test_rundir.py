@@ -87,6 +87,28 @@ def test_config_and_provenance_written(tmp_path):
     assert revision.removesuffix("+dirty") == head and f"git {revision}" in text.splitlines()[0]
 
 
+def test_a_checkout_is_dirty_only_with_changes_to_what_runs(tmp_path):
+    """A benchmark writing several results files in a row leaves them uncommitted; the next one is not dirty."""
+    from w2s.rundir import code_changed
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=w", "-c", "user.email=w@w", *args],
+                       check=True, capture_output=True)
+
+    (tmp_path / "docs").mkdir()
+    for name in ("docs/results.md", "README.md", "train.py"):
+        (tmp_path / name).write_text("one\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "c")
+    (tmp_path / "docs" / "results.md").write_text("two\n")
+    (tmp_path / "README.md").write_text("two\n")
+    (tmp_path / "untracked.py").write_text("x\n")
+    assert not code_changed(tmp_path)
+    (tmp_path / "train.py").write_text("two\n")
+    assert code_changed(tmp_path)
+
+
 def test_metrics_survive_a_partial_last_line(tmp_path):
     append_jsonl(tmp_path / "metrics.jsonl", {"round": 1, "stage": "train", "loss": 1.0})
     append_jsonl(tmp_path / "metrics.jsonl", {"round": 1, "stage": "train", "loss": 0.5})  # a rerun stage

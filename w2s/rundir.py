@@ -113,19 +113,26 @@ def refuse_fewer_rounds(run_dir: Path, rounds: int) -> None:
 
 
 def git_revision() -> str:
-    """The checkout w2s runs from (``+dirty`` with uncommitted changes to tracked files), or ``unknown`` for an
-    installed package: a repository that merely holds the environment it is installed in is not its source."""
+    """The checkout w2s runs from (``+dirty`` with uncommitted changes to tracked files that run: Markdown files
+    and docs/ aside, so that results files a benchmark writes one after another do not mark the next), or
+    ``unknown`` for an installed package: a repository that merely holds the environment it is installed in is
+    not its source."""
     package = Path(__file__).resolve().parent
     try:
         top, rev = subprocess.run(["git", "-C", str(package), "rev-parse", "--show-toplevel", "HEAD"],
                                   capture_output=True, text=True, timeout=5, check=True).stdout.split()
         if not (Path(top) / "w2s" / Path(__file__).name).resolve() == Path(__file__).resolve():
             return "unknown"
-        dirty = subprocess.run(["git", "-C", top, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return rev + ("+dirty" if dirty else "")
+        return rev + ("+dirty" if code_changed(top) else "")
     except (OSError, subprocess.SubprocessError, ValueError):
         return "unknown"
+
+
+def code_changed(checkout: str | os.PathLike) -> bool:
+    """Whether a git checkout has uncommitted changes to tracked files other than Markdown and docs/."""
+    changed = subprocess.run(["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no", "--", ".",
+                              ":(exclude)docs", ":(exclude)*.md"], capture_output=True, text=True, timeout=5)
+    return bool(changed.stdout.strip())
 
 
 def source_file(path: str) -> str:
