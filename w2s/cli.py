@@ -228,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_command(argv: list[str] | None) -> int:
+    import warnings
+
+    # torch warns, on its import, that a package it imports itself is deprecated: nothing a user can act on.
+    warnings.filterwarnings("ignore", message="The pynvml package is deprecated", category=FutureWarning)
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, commands = build_parser()
     args, unknown = parser.parse_known_args(argv)

@@ -113,6 +113,7 @@ def test_lat_then_control_end_to_end_on_the_tiny_models(tmp_path, tiny_weak, ben
                               "--write", str(written)], capture_output=True, text=True, timeout=600)
     assert control.returncode == 0, control.stdout[-2000:] + control.stderr[-2000:]
     assert "finding them" not in control.stdout  # the reading vectors of the lat run were reused
+    assert "pynvml" not in control.stderr  # torch's import-time warning about its own dependency stays off
     c = json.loads((out / "control.json").read_text())
     assert set(c["series"]) == {"aligner", "base model"}  # the base model it was trained from, steered too
     assert [r["alpha"] for r in c["series"]["aligner"]] == [-0.5, 0.0, 0.5]
