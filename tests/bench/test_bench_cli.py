@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import subprocess
 import sys
 
@@ -137,10 +139,17 @@ def test_bench_generate_and_train_run_in_the_recipes_role_actors(tmp_path):
 
     out = tmp_path / "train"
     written = tmp_path / "train.md"
-    result = subprocess.run([*bench, "train", "--recipe", "tiny/dpo", "--model", "asset:tiny-strong", "--method",
-                             "sft,dpo", "--dtype", "bfloat16", "--rows", "8", "--micro-batch", "2", "--peer", "--json",
-                             "--output", str(out), "--write", str(written)], capture_output=True, text=True,
-                            timeout=600)
+    # Started from a process that still holds a torch.distributed world's port (as a test process that trained in
+    # process, or a Slurm job step, does): the peer's CLI makes a world of its own, not a rendezvous on that port.
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        world = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(held.getsockname()[1]), "RANK": "0",
+                 "WORLD_SIZE": "1"}
+        result = subprocess.run([*bench, "train", "--recipe", "tiny/dpo", "--model", "asset:tiny-strong", "--method",
+                                 "sft,dpo", "--dtype", "bfloat16", "--rows", "8", "--micro-batch", "2", "--peer",
+                                 "--json", "--output", str(out), "--write", str(written)], capture_output=True,
+                                text=True, timeout=600, env={**os.environ, **world})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     rows = _rows(result.stdout)
     # 8 rows, 2 per micro-batch, 2 micro-batches a step on the recipe's one rank: 2 steps over 8 samples, each method,

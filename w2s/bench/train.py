@@ -41,6 +41,9 @@ _OWN = {"sft": ("data.input_key", "data.output_key"),
                 "model.label_smoothing", "model.ipo_enable")}
 
 
+WORLD_ENV = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+
+
 class PeerError(W2SError):
     """OpenRLHF's CLI process failed."""
 
@@ -84,7 +87,10 @@ def run_peer(kind: str, flat: dict[str, Any], *, model: str, data: str, ref: str
     argv = cli_argv({**flat, "ckpt.output_dir": str(out / f"peer-{kind}")}, kind, model=model, data=data, ref=ref)
     timings = out / f"peer-{kind}.json"
     timings.unlink(missing_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "W2S_PEER_THREADS": str(threads)}
+    # A world of its own: a torch.distributed world this process inherited (a Slurm job's, or a test process's that
+    # still listens on its MASTER_PORT) would have the CLI rendezvous on a port that is taken.
+    env = {k: v for k, v in os.environ.items() if k not in WORLD_ENV}
+    env.update(OMP_NUM_THREADS=str(threads), W2S_PEER_THREADS=str(threads))
     with open(out / f"peer-{kind}.log", "w") as log:
         t0 = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", __name__, kind, str(timings), *argv], stdout=log,
