@@ -74,6 +74,14 @@ def _run_dir_named(run_dir: Path) -> str:
     return f"`{named}`" if not named.is_absolute() else f"`{run_dir.name}` (outside the checkout)"
 
 
+def command_line() -> str:
+    """The w2s command this process runs, as typed (what a results file says measured it)."""
+    import shlex
+    import sys
+
+    return shlex.join(["w2s", *sys.argv[1:]])
+
+
 # Written into the run dir by `w2s bench loop` when it runs the recipe: the machine's memory in use while it ran.
 MACHINE_MEMORY = "bench-loop-memory.json"
 

@@ -3,7 +3,8 @@
 * ``w2s bench generate``: engine start-up, tokens/s, prompts/s and peak memory of the generation backends side by
   side (``--backend transformers,vllm``), the transformers backend at several batch sizes, each in the generator
   actor a round of ``--recipe`` would start.
-* ``w2s bench train``: samples/s of OpenRLHF's SFT or DPO trainer on the recipe's trainer ranks.
+* ``w2s bench train``: samples/s of OpenRLHF's SFT or DPO trainer on the recipe's trainer ranks; ``--peer`` beside
+  OpenRLHF's own command line on the same rows and flags, ``--repeat N`` medians and ranges over N trainings.
 * ``w2s bench aligner``: trains a recipe's Aligner, then its effect: omega with a 95% CI (embedding judge), copy
   rate and share of corrections cut off at max_new_tokens, on the held-out questions of its triples and on the
   recipe's evaluation prompts answered by its strong model (also by the prompts' category). It is run to choose,
@@ -11,7 +12,8 @@
   quickstart-dev``); ``--write`` puts its rows in a results file.
 * ``w2s bench loop``: runs a recipe (or reads a finished run, ``--run-dir``) and prints, per stage and per round,
   wall seconds against the part spent in work (generation, correction, optimizer steps, judging, as the role
-  services timed it): the rest is start-up and orchestration. Also how many actor processes each role started.
+  services timed it): the rest is start-up and orchestration. Also how many actor processes each role started,
+  and (when it runs the recipe) the machine's memory in use while it ran.
 
 Each runs on the role services, as a round does (the recipe's placement, engines and actor logs, in the
 output folder's logs/), and prints the peak resident memory of the actors that did the work, their engines'

@@ -66,13 +66,10 @@ def run_interpret(recipe: str | None, overrides: list[str], what: str, *, aligne
         html = write_interpret_report(out)
     say(f"interpret {what}: done in {time.time() - t0:.0f} s; report: {html}")
     if write:
-        import shlex
-        import sys
-
         from w2s.data.files import atomic_write_text
-        from w2s.results import interpret_results_markdown
+        from w2s.results import command_line, interpret_results_markdown
 
-        atomic_write_text(Path(write), interpret_results_markdown(shlex.join(["w2s", *sys.argv[1:]]), out))
+        atomic_write_text(Path(write), interpret_results_markdown(command_line(), out))
         say(f"results: {write}")
     run_dir = out.parent
     if (run_dir / "run.json").exists():

@@ -18,8 +18,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import shlex
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -184,7 +182,9 @@ def run_lat(cfg: Any, aligner: str, out: Path, say: Any, services: Callable[[], 
 def _measured_by(t0: float) -> dict[str, Any]:
     """The command that measured a part and its seconds (the corrector actor's start included when this part started
     it), kept with the part's numbers for a results file to quote."""
-    return {"command": shlex.join(["w2s", *sys.argv[1:]]), "seconds": round(time.perf_counter() - t0, 1)}
+    from w2s.results import command_line
+
+    return {"command": command_line(), "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def control_layers(cfg: Any, separation: list[float]) -> list[int]:
