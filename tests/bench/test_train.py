@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from w2s.backends.args import flat_args
-from w2s.bench.train import CLI, _median_training, check, cli_argv
+from w2s.bench.train import CLI, Trained, _median_training, check, cli_argv
 from w2s.config.schema import DPOConfig, SFTConfig
 from w2s.errors import ConfigError
 
@@ -49,8 +49,8 @@ def test_what_the_cli_cannot_run_is_refused_at_once():
 
 
 def test_repeats_give_medians_the_fit_loops_range_and_the_highest_peak():
-    # (seconds_total, seconds_fit, steps, samples, peak_mem_mb) of three trainings of one method
-    row = _median_training([(30.0, 24.0, 8, 64, 4300.0), (40.0, 36.9, 8, 64, 4400.4), (31.0, 25.0, 8, 64, 4200.0)])
+    row = _median_training([Trained(30.0, 24.0, 8, 64, 4300.0), Trained(40.0, 36.9, 8, 64, 4400.4),
+                            Trained(31.0, 25.0, 8, 64, 4200.0)])
     assert row == {"samples": 64, "steps": 8, "repeats": 3, "seconds_total": 31.0, "seconds_fit": 25.0,
                    "seconds_fit_range": "24.00-36.90", "samples_per_s": 2.56, "peak_mem_mb": 4400}
-    assert _median_training([(30.0, 24.0, 8, 64, 4300.0)])["seconds_fit_range"] == "-"
+    assert _median_training([Trained(30.0, 24.0, 8, 64, 4300.0)])["seconds_fit_range"] == "-"

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from w2s.backends.args import PARAM_DTYPES
 from w2s.errors import ConfigError, ConfigIssue, W2SError
@@ -46,6 +46,16 @@ WORLD_ENV = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "
 
 class PeerError(W2SError):
     """OpenRLHF's CLI process failed."""
+
+
+class Trained(NamedTuple):
+    """One training as a benchmark measured it."""
+
+    seconds_total: float  # the call or the process, start-up, loading and saving included
+    seconds_fit: float  # the trainer's fit loop alone
+    steps: int
+    samples: int
+    peak_mem_mb: float
 
 
 def check(param_dtypes: dict[str, str], ranks: int) -> None:
@@ -101,10 +111,9 @@ def run_peer(kind: str, flat: dict[str, Any], *, model: str, data: str, ref: str
     return {"seconds_total": seconds, **json.loads(timings.read_text())}
 
 
-def train_as_w2s(cfg: Any, method: str, section: Any, request: Any, out: Path) -> tuple[float, float, int, int, float]:
+def train_as_w2s(cfg: Any, method: str, section: Any, request: Any, out: Path) -> Trained:
     """``request`` (a :class:`~w2s.workers.requests.TrainSFT` or ``TrainDPO``) through OpenRLHF's CLI, with the flags
-    w2s's trainer rank would use and as many torch threads as Ray gives that rank: (seconds_total, seconds_fit,
-    steps, samples, peak_mem_mb)."""
+    w2s's trainer rank would use and as many torch threads as Ray gives that rank."""
     from w2s.backends.args import batch_sizes, flat_args
     from w2s.backends.models import training_attn
 
@@ -116,7 +125,8 @@ def train_as_w2s(cfg: Any, method: str, section: Any, request: Any, out: Path) -
                     ref=request.reference if method == "dpo" else None, out=out,
                     threads=max(1, int(cfg.cluster.trainer.num_cpus_per_actor)))
     steps = int(peer["steps"])
-    return peer["seconds_total"], peer["fit_seconds"], steps, steps * int(peer["global_batch"]), peer["peak_mem_mb"]
+    return Trained(peer["seconds_total"], peer["fit_seconds"], steps, steps * int(peer["global_batch"]),
+                   peer["peak_mem_mb"])
 
 
 def bench_train(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -154,14 +164,14 @@ def bench_train(args: argparse.Namespace) -> list[dict[str, Any]]:
                 data_files.write_pair_rows(data, [(PROMPTS[i % 8], a, "No.") for i, a in enumerate(answers)])
                 request = TrainDPO(section=section, policy=model, reference=model,  # the reference: the same model
                                    data=str(data), output=str(out / "policy"))
-            measured: dict[str, list[tuple[float, float, int, int, float]]] = {"w2s": [], "openrlhf-cli": []}
+            measured: dict[str, list[Trained]] = {"w2s": [], "openrlhf-cli": []}
             for _ in range(args.repeat):  # w2s and the peer in turn: each repeat under the same conditions
                 with Services(cfg) as services:  # closed after each training: the next one's memory is its own
                     t0 = time.perf_counter()
                     result = services.trainer.train(request)
                     secs = time.perf_counter() - t0
                     peak = services.peak_memory_mb("trainer")
-                measured["w2s"].append((secs, result["fit_seconds"], result["steps"], result["samples"], peak))
+                measured["w2s"].append(Trained(secs, result["fit_seconds"], result["steps"], result["samples"], peak))
                 if args.peer:
                     measured["openrlhf-cli"].append(train_as_w2s(cfg, method, section, request, out))
             rows += [{"runner": runner, "method": method, "model": args.model, "dtype": str(section.param_dtype),
@@ -169,18 +179,17 @@ def bench_train(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-def _median_training(runs: list[tuple[float, float, int, int, float]]) -> dict[str, Any]:
-    """One row from each repeat's (seconds_total, seconds_fit, steps, samples, peak_mem_mb): the medians, the fit
-    loop's range over the repeats, samples/s at the median fit time, and the highest peak."""
+def _median_training(runs: list[Trained]) -> dict[str, Any]:
+    """One row from each repeat of a training: the medians, the fit loop's range over the repeats, samples/s at the
+    median fit time, and the highest peak."""
     from statistics import median
 
-    fits = [r[1] for r in runs]
-    _, _, steps, samples, _ = runs[0]
-    return {"samples": samples, "steps": steps, "repeats": len(runs),
-            "seconds_total": round(median(r[0] for r in runs), 2), "seconds_fit": round(median(fits), 2),
+    fits = [r.seconds_fit for r in runs]
+    return {"samples": runs[0].samples, "steps": runs[0].steps, "repeats": len(runs),
+            "seconds_total": round(median(r.seconds_total for r in runs), 2), "seconds_fit": round(median(fits), 2),
             "seconds_fit_range": f"{min(fits):.2f}-{max(fits):.2f}" if len(runs) > 1 else "-",
-            "samples_per_s": round(samples / max(median(fits), 1e-9), 2),
-            "peak_mem_mb": round(max(r[4] for r in runs))}
+            "samples_per_s": round(runs[0].samples / max(median(fits), 1e-9), 2),
+            "peak_mem_mb": round(max(r.peak_mem_mb for r in runs))}
 
 
 def _time_fit(kind: str, record: dict[str, Any]) -> None:
