@@ -74,6 +74,19 @@ def _run_dir_named(run_dir: Path) -> str:
     return f"`{named}`" if not named.is_absolute() else f"`{run_dir.name}` (outside the checkout)"
 
 
+def _written_by(command: str, version: str | None = None, revision: str | None = None) -> str:
+    """A results file's provenance: the command, when, w2s's version and git revision (this checkout's unless a run
+    recorded its own), the machine."""
+    if version is None:
+        from w2s import __version__ as version
+    if revision is None:
+        from w2s.rundir import git_revision
+
+        revision = git_revision()
+    return (f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M')}; w2s {version}, git {revision}; "
+            f"{machine()}.")
+
+
 def command_line() -> str:
     """The w2s command this process runs, as typed (what a results file says measured it)."""
     import shlex
@@ -108,8 +121,8 @@ def results_markdown(run_dir: Path, command: str, times: list[dict[str, Any]]) -
                      key=lambda m: (m.get("round") or 0, m["stage"], m["judge"]))
     evals = eval_rows(metrics)
     lines = [f"# Results: {_as_named(Path(info['recipe']))}", "",
-             f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M')}; w2s {last['w2s_version']}, git "
-             f"{last['git_revision']}; {machine()}. Run directory: {_run_dir_named(run_dir)}.", ""]
+             f"{_written_by(command, last['w2s_version'], last['git_revision'])} Run directory: "
+             f"{_run_dir_named(run_dir)}.", ""]
     measured = [m for m in metrics if str(m.get("stage", "")).startswith(("eval-vs-", "aligner-eval-prompts/"))]
     if measured:
         lines += [eval_set_note(run_dir, measured), ""]
@@ -178,16 +191,11 @@ def aligner_results_markdown(recipe: str, command: str, cfg: Any, aligner: Path,
     set and its role as configured, and the measured rows (:func:`w2s.bench.aligner.bench_aligner`'s)."""
     import json
 
-    from w2s import __version__
-    from w2s.rundir import git_revision
-
     meta = json.loads((aligner / "w2s_aligner.json").read_text(encoding="utf-8"))
     data, train = meta.get("data") or {}, meta.get("train") or {}
     role = ("a test set (eval.role=test)" if cfg.eval.role == "test" else
             "a dev set (eval.role=dev): this benchmark is run to choose, so these are not test results")
-    lines = [f"# Results: the Aligner of {recipe}", "",
-             f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M')}; w2s {__version__}, git "
-             f"{git_revision()}; {machine()}.", "",
+    lines = [f"# Results: the Aligner of {recipe}", "", _written_by(command), "",
              f"The Aligner: trained on {data.get('train', '?')} triples of `{data.get('source', '?')}` (sha256 "
              f"{str(meta.get('data_sha256', ''))[:12]}), {data.get('eval', '?')} whole questions held out; "
              f"{train.get('epochs', '?')} epochs at lr {train.get('lr', '?')}, LoRA rank "
@@ -219,13 +227,9 @@ def aligner_results_markdown(recipe: str, command: str, cfg: Any, aligner: Path,
 def throughput_results_markdown(what: str, command: str, rows: list[dict[str, Any]], about: str) -> str:
     """``w2s bench generate|train --write``'s file: the command, w2s's version and revision, the machine, what the
     columns mean, and the measured rows as the command printed them."""
-    from w2s import __version__
-    from w2s.rundir import git_revision
-
     keys = list(rows[0]) if rows else []
-    lines = [f"# Results: w2s bench {what}", "",
-             f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M')}; w2s {__version__}, git "
-             f"{git_revision()}; {machine()}.", "", about, "", _table_row(keys), "|" + "---|" * len(keys)]
+    lines = [f"# Results: w2s bench {what}", "", _written_by(command), "", about, "", _table_row(keys),
+             "|" + "---|" * len(keys)]
     lines += [_table_row(["-" if r.get(k) is None else r[k] for k in keys]) for r in rows]
     return "\n".join(lines) + "\n"
 
@@ -236,19 +240,16 @@ def interpret_results_markdown(command: str, folder: Path) -> str:
     stay in the folder's report)."""
     import json
 
-    from w2s import __version__
     from w2s.eval.html import Figure, Section
     from w2s.eval.report import render_markdown
     from w2s.interpret.report import interpret_sections
-    from w2s.rundir import git_revision
 
     parts = {name: json.loads((folder / f"{name}.json").read_text(encoding="utf-8")) for name in ("lat", "control")
              if (folder / f"{name}.json").exists()}
     aligner = next(iter(parts.values()), {}).get("aligner", "?")
     measured = "; ".join(f"`{name}` by `{p.get('command', '?')}` in {p.get('seconds', '?')} s"
                          for name, p in parts.items())
-    header = (f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M')}; w2s {__version__}, git {git_revision()}; "
-              f"{machine()}. The Aligner: {_run_dir_named(Path(aligner))}. Measured in "
+    header = (f"{_written_by(command)} The Aligner: {_run_dir_named(Path(aligner))}. Measured in "
               f"{_run_dir_named(folder)}: {measured} (each part's seconds include its corrector actor's start).")
     sections = [Section(s.title, [b for b in s.blocks if not isinstance(b, Figure)])
                 for s in interpret_sections(folder)]
