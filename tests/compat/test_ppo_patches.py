@@ -96,3 +96,4 @@ def test_openrlhfs_model_groups_draw_their_rendezvous_port_where_w2s_ports_does(
     port = launcher.BaseDistributedActor._get_free_port()
     first, last = ports.draw_window()
     assert first <= port <= last and (tmp_path / str(port)).exists()
+

@@ -1,11 +1,14 @@
-"""What every process of OpenRLHF's PPO (its own Ray driver, ``openrlhf.cli.train_ppo_ray``) needs from w2s: one
-fix everywhere, and the patches that run it on a machine without CUDA.
+"""What every process of OpenRLHF's PPO (its own Ray driver, ``openrlhf.cli.train_ppo_ray``) needs from w2s: two
+fixes everywhere, and the patches that run it on a machine without CUDA.
 
 **Everywhere: the reward model's normalisation.** OpenRLHF's reward and critic models keep the reward's mean and
 std in buffers set from ``config.json`` inside ``__init__``; transformers 5 builds models on the meta device and
 then materialises the buffers no checkpoint holds without their values, so the reward PPO sees is
 ``(r - garbage) / garbage`` (measured: mean 1e-43, std -6e33, rewards of order 1e-35 or inf).
 :func:`restore_reward_normalization` sets them again from the config after loading (0 and 1 where it has none).
+
+**Everywhere: one config, one run.** :mod:`w2s.compat.reproducible` draws the prompts' order and each rollout's
+sampling from ``train.seed``, and keeps the rollouts in the order their prompts were sent.
 
 **On CPU.** :mod:`w2s.compat.cpu` makes OpenRLHF's SFT, DPO and reward-model trainers work on CPU in one
 process. PPO spreads over several processes: the driver, Ray's workers (policy, reference, reward and critic
@@ -44,7 +47,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from w2s.compat import cpu
+from w2s.compat import cpu, reproducible
 from w2s.ports import rendezvous_port
 
 SETUP_HOOK = "w2s.compat.ppo.apply_in_worker"
@@ -178,6 +181,7 @@ def apply_in_worker() -> bool:
     on_cpu = cpu.apply()  # first: OpenRLHF's models import flash_attn, which the CPU patches stand in for
     cpu.allow_fp32()
     restore_reward_normalization()
+    reproducible.apply()
     _patch_rendezvous_ports()
     if not on_cpu:
         _patched = True
