@@ -6,7 +6,8 @@
 # Sets up a GPU environment (W2S_VENV, default .venv-gpu: CUDA torch, flash-attn, vLLM), then on random tiny models
 # it builds itself: vLLM generation against the transformers backend (tokens/s, start-up), one weak-to-strong DPO
 # round (vLLM generation and correction, OpenRLHF DPO with flash-attention 2 and ZeRO-3), and one RLHF round
-# (reward model with ZeRO-2, then one PPO step through OpenRLHF's train_ppo_ray). It prints what ran and how long
+# (reward model with ZeRO-2, then one PPO step through OpenRLHF's train_ppo_ray), and before the rounds the
+# `gpu`-marked tests (what only CUDA shows: the memory a sleeping engine gives back). It prints what ran and how long
 # each stage took, and exits non-zero at the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +42,9 @@ run_round() {  # NAME OVERRIDES...
   step "$name finished in $((SECONDS - t0)) s"
   "$W2S" status "$OUT/$name"
 }
+step "gpu-marked tests: sleeping engines give their GPU memory back (levels 1 and 2), colocated roles take turns"
+"$W2S_VENV/bin/python" -m pytest -q -p no:cacheprovider -m gpu tests
+
 run_round dpo train.method=dpo
 run_round rlhf train.method=rlhf
 step "all GPU smoke checks passed; run directories under $OUT"

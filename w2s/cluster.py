@@ -239,9 +239,9 @@ class RoleActorMixin:
 
     # Taking turns on shared GPUs and closing: each role's worker says what it frees (nothing, by default).
     @register(Dispatch.ALL)
-    def sleep(self) -> bool:
+    def sleep(self, discard: bool = False) -> bool:
         """Another role takes the GPU this actor shares: free its GPU memory, keep the process; whether any was
-        freed."""
+        freed. ``discard``: the model it holds is replaced before its next work, so it need not be kept."""
         return False
 
     @register(Dispatch.ALL)

@@ -190,8 +190,9 @@ def test_dpo_with_the_roles_colocated_on_two_logical_gpus_keeps_every_process_an
         [refit] = manifest(f"round-{k:02d}/eval-answers")["refits"]
         assert refit["role"] == "generator" and refit["path"] == str(run / f"round-{k:02d}" / "train" / "policy")
         assert refit["checked"] and refit["tokens"] > 10 and refit["mean_abs_diff"] <= refit["tolerance"] == 0.1
-    # The turns, in order: the one role about to work wakes up after the one that worked went to sleep.
-    assert manifest("round-02/correct")["turns"] == [["generator", "sleep"], ["corrector", "wake_up"]]
+    # The turns, in order: the one role about to work wakes up after the one that worked went to sleep; the
+    # generator, whose next weights are the round's policy, keeps none while it sleeps.
+    assert manifest("round-02/correct")["turns"] == [["generator", "discard"], ["corrector", "wake_up"]]
     assert manifest("round-02/data")["turns"] == [["corrector", "sleep"], ["trainer", "wake_up"]]
     assert manifest("round-02/eval-answers")["turns"] == [["trainer", "sleep"], ["generator", "wake_up"]]
     results = tmp_path / "results.md"

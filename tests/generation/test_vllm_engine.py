@@ -209,9 +209,13 @@ def test_tiny_model_without_chat_template_tensor_parallel_and_clean_close(tiny_w
 
 @pytest.mark.gpu  # vLLM's sleep mode needs its CUDA memory pool (the CPU build pauses the scheduler only)
 @pytest.mark.slow
-def test_a_sleeping_engine_frees_its_gpu_memory_and_wakes_to_the_same_answers(tiny_strong):
-    """What roles sharing a GPU rely on (w2s.roles): level-1 sleep gives the weights and the KV cache back."""
+def test_a_sleeping_engine_frees_its_gpu_memory_and_wakes_to_the_same_answers(tiny_strong, tmp_path):
+    """What roles sharing a GPU rely on (w2s.roles): level-1 sleep gives the weights and the KV cache back and
+    wakes to the same answers; level 2 gives as much back, and new weights taken into it are the ones it uses."""
     import torch
+
+    from tests.generation.test_refit import perturbed_checkpoint
+    from w2s.generation.refit import verify
 
     cfg = SamplingConfig(backend="vllm", preset="greedy", max_new_tokens=8, gpu_memory_utilization=0.3,
                          enforce_eager=True)
@@ -222,9 +226,21 @@ def test_a_sleeping_engine_frees_its_gpu_memory_and_wakes_to_the_same_answers(ti
         awake_free = torch.cuda.mem_get_info()[0]
         assert gen.sleep() is True and gen.is_sleeping()
         # The KV cache alone is most of 0.3 of the GPU: at least a fifth of the GPU comes back.
-        assert torch.cuda.mem_get_info()[0] - awake_free > 0.2 * torch.cuda.mem_get_info()[1]
+        level_1_freed = torch.cuda.mem_get_info()[0] - awake_free
+        assert level_1_freed > 0.2 * torch.cuda.mem_get_info()[1]
         gen.wake_up()
         assert not gen.is_sleeping()
         assert [g.text for g in gen.generate(prompts, cfg, seed=0)] == before
+        # Level 2 (its next weights are new ones): the same GPU memory freed, no host copy kept, and new weights
+        # read into the memory as it comes back are the ones it computes with (the refit check against the
+        # trainer's probe).
+        awake_free = torch.cuda.mem_get_info()[0]
+        gen.sleep(discard=True)
+        assert torch.cuda.mem_get_info()[0] - awake_free > 0.9 * level_1_freed
+        trained = perturbed_checkpoint(tiny_strong, tmp_path / "trained", seed=1)
+        gen.load_weights(trained)
+        assert not gen.is_sleeping()
+        assert verify(gen, trained, tolerance=0.1)["checked"]
+        assert [g.text for g in gen.generate(prompts, cfg, seed=0)] != before
     finally:
         gen.close()

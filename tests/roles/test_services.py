@@ -96,6 +96,21 @@ def test_vllm_engine_takes_new_weights_in_place_sleeps_while_a_role_sharing_its_
         assert after != before
         assert _texts(services, trained, cfg) == after  # awake and not turned again: no other role worked
         assert len(services.turns) == 3
+        # Its next weights announced as new ones, it sleeps at level 2 (keeping none), and the new weights wake it:
+        # the memory back, the checkpoint read into it, the KV cache last (on CPU vLLM's sleep only pauses, so what
+        # is checked here is the calls' order and the answers; the memory freed is the gpu-marked test's).
+        services.generator.replaced_next()
+        services.corrector.correct(cfg.model.aligner.path, [("q", "a")], what="test")
+        assert services.turns[3:] == [("generator", "discard"), ("corrector", "wake_up")]
+        assert _texts(services, tiny_strong, cfg) == before  # the first weights again, taken in place
+        assert services.turns[5:] == [("corrector", "sleep"), ("generator", "wake_up")]
+        # A hint only: woken for the model it held, a generator that kept no weights reads them again.
+        services.generator.replaced_next()
+        services.corrector.correct(cfg.model.aligner.path, [("q", "a")], what="test")
+        assert _texts(services, tiny_strong, cfg) == before
+        assert services.turns[7:] == [("generator", "discard"), ("corrector", "wake_up"), ("corrector", "sleep"),
+                                      ("generator", "wake_up")]
+        assert services.pids()["generator"] == [pid] and services.starts["generator"] == 1
     # Closed: the actor and its engine's processes are gone (a zombie not yet reaped counts as gone).
     alive = [p for p in {pid, *engine} if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert alive == []

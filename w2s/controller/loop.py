@@ -115,6 +115,7 @@ class Loop(RunContext):
                 if cfg.eval.enabled and cfg.eval.aligner:
                     self.aligner_eval(aligner, k)
             answers = generate_stage(self, k, policy, round_prompts)
+            self.services.generator.replaced_next()  # it answers next with the policy this round trains
             corrections = correct_stage(self, k, aligner, answers)
             data = data_stage(self, k, corrections)
             new_policy = train_stage(self, k, policy, initial, data)

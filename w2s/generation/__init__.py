@@ -28,11 +28,12 @@ class Generator(Protocol):
         """log p(ids[t] | ids[:t]) for t >= 1 under the loaded weights (the refit check,
         :mod:`w2s.generation.refit`)."""
 
-    def sleep(self) -> bool:
-        """Free the accelerator for another role sharing it (weights to host memory); whether memory was freed."""
+    def sleep(self, *, discard: bool = False) -> bool:
+        """Free the accelerator for another role sharing it (weights to host memory; ``discard``: the weights are
+        about to be replaced, so none are kept where the backend can drop them); whether memory was freed."""
 
     def wake_up(self) -> None:
-        """Take the accelerator back after :meth:`sleep`."""
+        """Take the accelerator back after :meth:`sleep` (discarded weights read again from their checkpoint)."""
 
     def close(self) -> None: ...
 

@@ -174,20 +174,23 @@ class HFGenerator:
         return [r for r in results if r is not None]
 
     def load_weights(self, model_path: str) -> None:
-        """Take the weights of ``model_path`` (a checkpoint of the loaded architecture) in place."""
+        """Take the weights of ``model_path`` (a checkpoint of the loaded architecture) in place; an engine asleep
+        is awake afterwards."""
         from w2s.generation.weights import load_into
 
         with torch.no_grad():
-            load_into(self.model, model_path)
+            load_into(self.model, model_path)  # into the host copy while asleep
         self.model_path = model_path
+        self.wake_up()
 
     def token_logprobs(self, ids: list[int]) -> list[float]:
         from w2s.generation.refit import hf_token_logprobs
 
         return hf_token_logprobs(self.model, ids)
 
-    def sleep(self) -> bool:
-        """Move the weights to host memory while another role uses the GPU (nothing to move on CPU)."""
+    def sleep(self, *, discard: bool = False) -> bool:
+        """Move the weights to host memory while another role uses the GPU (nothing to move on CPU); ``discard``
+        changes nothing here: the next :meth:`load_weights` copies into the host copy as into GPU memory."""
         if self.device.type == "cpu":
             return False
         self.model.to("cpu")
@@ -195,7 +198,7 @@ class HFGenerator:
         return True
 
     def wake_up(self) -> None:
-        self.model.to(self.device)
+        self.model.to(self.device)  # (a no-op when awake)
 
     def close(self) -> None:
         """Free the model's memory."""

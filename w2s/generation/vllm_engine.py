@@ -226,6 +226,8 @@ class VLLMGenerator:
 
         self._vllm = vllm
         self.llm = None
+        self.model_path = model_path  # the checkpoint whose weights the engine holds
+        self._discarded = False  # asleep without its weights (level 2)
         self.truncated_prompts = 0
         trust = bool(model_cfg.trust_remote_code)
         # The transformers tokenizer, so that both backends encode and decode alike.
@@ -322,10 +324,18 @@ class VLLMGenerator:
     def load_weights(self, model_path: str) -> None:
         """Take the weights of ``model_path`` (a checkpoint of the loaded architecture) into the running engine:
         every worker reloads them in place (vLLM's ``reload_weights``), and the prefix cache, which holds keys and
-        values computed with the old weights, is emptied."""
+        values computed with the old weights, is emptied. An engine asleep is awake afterwards: after a discarding
+        sleep its weights' memory comes back first, the new weights are read into it, then the KV cache returns
+        (as verl wakes its rollout engine); after a plain sleep it wakes up first."""
         if self.llm is None:
             raise W2SError("this vLLM generator is closed")
+        if self.is_sleeping():
+            self.llm.wake_up(tags=["weights"] if self._discarded else None)
         self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model_path)})
+        if self.is_sleeping():
+            self.llm.wake_up(tags=["kv_cache"])
+        self._discarded = False
+        self.model_path = model_path
         self.llm.reset_prefix_cache()
 
     def token_logprobs(self, ids: list[int]) -> list[float]:
@@ -339,18 +349,23 @@ class VLLMGenerator:
         [out] = self.llm.generate([TokensPrompt(prompt_token_ids=list(ids))], params, use_tqdm=False)
         return [float(step[token].logprob) for token, step in zip(ids[1:], out.prompt_logprobs[1:], strict=True)]
 
-    def sleep(self) -> bool:
-        """vLLM's sleep, level 1: the scheduler pauses, the weights go to host memory and the KV cache is freed
-        (with sleep mode; on CPU only the pause). Whether GPU memory was freed."""
+    def sleep(self, *, discard: bool = False) -> bool:
+        """vLLM's sleep: the scheduler pauses and the KV cache is freed; at level 1 the weights go to host memory,
+        at level 2 (``discard``: new weights come next) they are dropped, which spares the host memory and the
+        copies both ways (with sleep mode; on CPU only the pause). Whether GPU memory was freed."""
         if self.llm is None:
             raise W2SError("this vLLM generator is closed")
-        self.llm.sleep(level=1)
+        self.llm.sleep(level=2 if discard else 1)
+        self._discarded = discard
         return self.sleep_mode
 
     def wake_up(self) -> None:
         if self.llm is None:
             raise W2SError("this vLLM generator is closed")
-        self.llm.wake_up()
+        if self._discarded:  # nothing kept: the weights are read again from their checkpoint
+            self.load_weights(self.model_path)
+        else:
+            self.llm.wake_up()
 
     def is_sleeping(self) -> bool:
         return bool(self.llm is not None and self.llm.llm_engine.is_sleeping())

@@ -46,6 +46,11 @@ class GeneratorService:
                          (to_plain(model_cfg), to_plain(sampling), self.groups.shares_gpu("generator")))
         return self.groups.hold(slot, model_path)
 
+    def replaced_next(self, lineage: str = "policy") -> None:
+        """The model of ``lineage`` gets new weights before it answers again (the round loop's policy, once the
+        round's answers are in): sharing its GPUs, it sleeps without keeping them (:meth:`RoleGroups.replaced_next`)."""
+        self.groups.replaced_next("generator", lineage)
+
     def generate(self, model_path: str, prompts: list[str], sampling: Any, seed: int, *,
                  what: str) -> tuple[list[Any], dict[str, str]]:
         """The policy ``model_path``'s answers to user prompts (``sampling``: this call's decoding), and the engine

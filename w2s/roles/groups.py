@@ -10,7 +10,8 @@ worker methods.
 * **Colocation** (``cluster.colocate``, as OpenRLHF's hybrid engine): one placement group of whole-GPU bundles
   (:class:`w2s.placement.GpuPool`, :mod:`w2s.roles.pool`), rank *i* of every colocated role on GPU *i*, placed once
   and kept for the run. Colocated groups take turns in GPU memory: before one works, every other sleeps (vLLM's
-  sleep: weights to host memory, KV cache freed; transformers and score models: weights to host memory; trainer
+  sleep: weights to host memory, KV cache freed, or nothing kept when new weights come next,
+  :meth:`RoleGroups.replaced_next`; transformers and score models: weights to host memory; trainer
   ranks: the kept DPO reference leaves the GPU) and keeps its process; it wakes up and checks that it answers as it
   did before sleeping.
 * **Model slots** (:class:`ModelSlot`): a place for one model that successive checkpoints take in turn (the round
@@ -55,6 +56,7 @@ class HeldGroup:
     loaded: str = ""  # the model path its actors hold now
     last_used: float = field(default_factory=time.monotonic)
     asleep: bool = False  # colocated and another group works now
+    replaced_next: bool = False  # its model is replaced before its next work: its next sleep keeps no weights
     info: dict[str, Any] = field(default_factory=dict)  # engine or provenance, asked once
 
     @property
@@ -157,21 +159,35 @@ class RoleGroups:
         """Whether ``role`` is colocated (``cluster.colocate``): its actors share GPUs with other roles' actors."""
         return self.shared.shares(role)
 
-    def _take_turn(self, role: str, h: HeldGroup | None = None) -> None:
+    def _take_turn(self, role: str, h: HeldGroup | None = None, *, wake: bool = True) -> None:
         """Before ``role`` works (or starts) on GPUs it shares: every other colocated group sleeps (another group
-        of the same role too: it sits on GPUs that this one's ranks may share with other roles), ``h`` wakes."""
+        of the same role too: it sits on GPUs that this one's ranks may share with other roles), ``h`` wakes
+        (unless not ``wake``: new weights are about to wake it)."""
         if not self.shares_gpu(role):
             return
         for other in self.held.values():
             if other is not h and not other.asleep and other.pooled:
-                freed = other.group.call(RoleActorMixin.sleep, what=f"{other.role}: sleep")
+                discard = other.replaced_next
+                freed = other.group.call(RoleActorMixin.sleep, discard, what=f"{other.role}: sleep")
                 other.asleep = True
-                self.turns.append((other.role, "sleep"))
-                say(f"{other.role}: asleep while {role} works" + (" (GPU memory freed)" if any(freed) else ""))
-        if h is not None and h.asleep:
+                self.turns.append((other.role, "discard" if discard else "sleep"))
+                say(f"{other.role}: asleep while {role} works" + (" (GPU memory freed)" if any(freed) else "")
+                    + (", its weights dropped: new ones come next" if discard else ""))
+        if h is not None and h.asleep and wake:
             h.group.call(RoleActorMixin.wake_up, what=f"{role}: wake up")  # each engine checks it answers as before
-            h.asleep = False
-            self.turns.append((role, "wake_up"))
+            self._awake(h)
+
+    def _awake(self, h: HeldGroup) -> None:
+        h.asleep = h.replaced_next = False
+        self.turns.append((h.role, "wake_up"))
+
+    def replaced_next(self, role: str, lineage: str) -> None:
+        """The model ``role``'s slot of ``lineage`` holds is replaced before its next work (the round loop's policy
+        once the round's answers are in): when it next sleeps it keeps no weights (vLLM's level 2), which the new
+        ones then fill. Only a hint: woken for its old model instead, it reads it again from its checkpoint."""
+        for h in self.held.values():
+            if h.role == role and json.loads(h.key).get("lineage") == lineage:
+                h.replaced_next = True
 
     def start(self, role: str, key: str, cls: type, *args: Any, loaded: str = "", actors: int = 0) -> HeldGroup:
         """Start a group of ``role`` (``actors``: that many instead of ``cluster.<role>.num_actors``)."""
@@ -241,18 +257,22 @@ class RoleGroups:
         given, path = path, resolve_model_path(path, progress=say)
         role, h = slot.role, self.held.get(slot.key)
         if h is not None:
-            self._take_turn(role, h)
+            # Asleep and about to take new weights: the swap wakes it (after a discarding sleep, into the weights'
+            # memory as it comes back; a full wake-up would first bring back the weights about to be replaced).
+            self._take_turn(role, h, wake=h.loaded == path)
         if h is not None and h.loaded != path:
             swap = slot.swap.__name__
             answers = h.group.call(slot.swap, path, what=f"{role}: {swap}")
             if all(a["loaded"] for a in answers):
+                if h.asleep:
+                    self._awake(h)
                 refit = answers[0]["refit"]
                 self.refits.append({"role": role, "path": given, **refit})
                 check = (f"refit check: mean |d log p| {max(a['refit']['mean_abs_diff'] for a in answers):.2g} "
                          f"<= {refit['tolerance']:g}" if refit["checked"] else f"refit not checked: {refit['why']}")
                 say(f"{role}: took {path} in place ({max(a['seconds'] for a in answers):.1f} s; {check})")
                 self.loads[f"{role}:{given}"] += 1
-                h.loaded, h.info = path, {}
+                h.loaded, h.info, h.replaced_next = path, {}, False
             else:
                 say(f"{role}: {path} does not fit the loaded model ({answers[0]['why']}): starting afresh")
                 self._stop(slot.key)

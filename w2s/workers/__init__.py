@@ -36,19 +36,20 @@ class EngineTurns:
         from w2s.generation.refit import verify
 
         t0 = time.perf_counter()
-        self._engine().load_weights(path)
+        self._engine().load_weights(path)  # (wakes an engine asleep: the refit check below replaces the wake check)
+        self._wake_check = None
         seconds = time.perf_counter() - t0
         return {"loaded": True, "seconds": seconds, "refit": verify(self._engine(), path, self._tolerance())}
 
     @register(Dispatch.ALL)
-    def sleep(self) -> bool:
+    def sleep(self, discard: bool = False) -> bool:
         """Another role takes the GPU this actor shares: the engine's probe answer is kept, then it sleeps (see the
-        engines' ``sleep``); whether GPU memory was freed."""
+        engines' ``sleep``; ``discard``: its next weights are new ones); whether GPU memory was freed."""
         from w2s.generation.refit import WakeCheck
 
         self._wake_check = WakeCheck(self._engine(), self._tolerance())
         self._wake_check.before_sleep()
-        return self._engine().sleep()
+        return self._engine().sleep(discard=discard)
 
     @register(Dispatch.ALL)
     def wake_up(self) -> dict[str, Any]:

@@ -90,9 +90,9 @@ class JudgeWorker(EngineTurns, RoleActorMixin):
         return float(self.chat.cfg.generate.refit_tolerance)
 
     @register(Dispatch.ALL)
-    def sleep(self) -> bool:
+    def sleep(self, discard: bool = False) -> bool:
         """Another role takes the GPU this actor shares: a local chat judge's engine sleeps (its probe answer kept
-        first), a score model's weights go to host memory."""
+        first), a score model's weights go to host memory (a judge's model is never replaced: kept either way)."""
         if self.chat:
             return super().sleep()
         if getattr(self.judge, "model", None) is None or not str(self.judge.device).startswith("cuda"):

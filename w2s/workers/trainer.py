@@ -68,9 +68,9 @@ class TrainerWorker(RoleActorMixin):
                            trust_remote_code=r.trust_remote_code)
 
     @register(Dispatch.ALL)
-    def sleep(self) -> bool:
+    def sleep(self, discard: bool = False) -> bool:
         """Another role takes the GPUs these ranks share: what they hold between trainings (the kept DPO reference)
-        leaves them (each training's own models are already freed when it returns)."""
+        leaves them (each training's own models are already freed when it returns; ``discard`` changes nothing)."""
         from w2s.backends.reference import park_kept_reference
 
         return park_kept_reference()
