@@ -147,25 +147,29 @@ def test_bench_generate_and_train_run_in_the_recipes_role_actors(tmp_path):
         world = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(held.getsockname()[1]), "RANK": "0",
                  "WORLD_SIZE": "1"}
         result = subprocess.run([*bench, "train", "--recipe", "tiny/dpo", "--model", "asset:tiny-strong", "--method",
-                                 "sft,dpo", "--dtype", "bfloat16", "--rows", "8", "--micro-batch", "2", "--peer",
-                                 "--json", "--output", str(out), "--write", str(written)], capture_output=True,
-                                text=True, timeout=600, env={**os.environ, **world})
+                                 "sft,dpo", "--dtype", "bfloat16", "--rows", "16", "--micro-batch", "2", "--peer",
+                                 "--json", "--output", str(out), "--write", str(written),
+                                 "cluster.trainer.num_actors=2", "cluster.trainer.num_cpus_per_actor=1"],
+                                capture_output=True, text=True, timeout=600, env={**os.environ, **world})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     rows = _rows(result.stdout)
-    # 8 rows, 2 per micro-batch, 2 micro-batches a step on the recipe's one rank: 2 steps over 8 samples, each method,
-    # through w2s's trainer actor and through OpenRLHF's own CLI on the same rows and flags.
+    # 16 rows, 2 per micro-batch, 2 micro-batches a step on each of two ranks: 2 steps over 16 samples, each method,
+    # through w2s's trainer actors and through OpenRLHF's own CLI under torchrun on the same rows and flags.
     assert [(r["runner"], r["method"], r["dtype"], r["ranks"], r["samples"], r["steps"], r["repeats"])
             for r in rows] == [
-        ("w2s", "sft", "bfloat16", 1, 8, 2, 1), ("openrlhf-cli", "sft", "bfloat16", 1, 8, 2, 1),
-        ("w2s", "dpo", "bfloat16", 1, 8, 2, 1), ("openrlhf-cli", "dpo", "bfloat16", 1, 8, 2, 1)]
+        ("w2s", "sft", "bfloat16", 2, 16, 2, 1), ("openrlhf-cli", "sft", "bfloat16", 2, 16, 2, 1),
+        ("w2s", "dpo", "bfloat16", 2, 16, 2, 1), ("openrlhf-cli", "dpo", "bfloat16", 2, 16, 2, 1)]
     for row in rows:
         assert row["seconds_total"] > row["seconds_fit"] > 0  # start-up, loading and saving are not the fit loop
         assert row["peak_mem_mb"] > 200
         assert "| " + " | ".join(map(str, row.values())) + " |" in written.read_text()
     assert (out / "logs" / "trainer-0.log").exists() and (out / "policy" / "config.json").exists()
-    # The CLI ran for real: its own log, and the model it saved.
+    # The CLI ran for real, as two ranks: its own log, each rank's record, and the model it saved.
+    assert (out / "peer-sft.log").read_text().count("Actor(") == 1  # the model printed by rank 0 alone: one world
     for method in ("sft", "dpo"):
         assert "Train step of epoch 0" in (out / f"peer-{method}.log").read_text()
+        assert sorted(p.name for p in out.glob(f"peer-{method}.rank*.json")) == [
+            f"peer-{method}.rank0.json", f"peer-{method}.rank1.json"]
         assert (out / f"peer-{method}" / "config.json").exists()
 
 

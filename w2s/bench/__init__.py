@@ -79,11 +79,12 @@ THROUGHPUT = {
                 "pass after a warm-up pass; peak_mem_mb: the actor's resident peak, its engine's processes included. "
                 "vLLM schedules its own batches (batch `all`).",
     "train": "OpenRLHF's trainer on the recipe's trainer ranks (runner `w2s`), on synthetic rows, one method after "
-             "the other; with --peer, each also through OpenRLHF's own command line on the same rows and flags, in "
-             "a process of its own with as many torch threads (runner `openrlhf-cli`). seconds_total: the call, "
-             "start-up, model loading and saving included (for the CLI, its process's Python start-up and imports; "
-             "for w2s, the trainer actor's start); seconds_fit and samples_per_s: the trainer's fit loop alone; "
-             "peak_mem_mb: the resident peak of the ranks (or the CLI's process) together. With --repeat N, each "
+             "the other; with --peer, each also through OpenRLHF's own command line on the same rows and flags, "
+             "under torchrun with as many ranks, one process each with as many torch threads (runner "
+             "`openrlhf-cli`). seconds_total: the call, start-up, model loading and saving included (for the CLI, "
+             "torchrun's and its processes' start-up and imports; for w2s, the trainer actors' start); seconds_fit "
+             "and samples_per_s: the trainer's fit loop alone (rank 0's); peak_mem_mb: the resident peaks of the "
+             "ranks together. With --repeat N, each "
              "training N times in fresh processes, w2s and its peer in turn: the seconds are medians, "
              "seconds_fit_range the fit loop's lowest and highest, peak_mem_mb the highest.",
 }
@@ -156,8 +157,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--repeat", type=_at_least_one, default=1, help="train: train each method (and its peer) this "
                    "many times, each in a fresh process, in turn; the rows give medians and the fit loop's range")
     p.add_argument("--peer", action="store_true", help="train: also run each method through OpenRLHF's own CLI "
-                   "(openrlhf.cli.train_sft/train_dpo) on the same rows and flags, side by side (one rank; bf16 or "
-                   "fp16, the CLI's dtypes)")
+                   "(openrlhf.cli.train_sft/train_dpo) on the same rows and flags, side by side (under torchrun, as "
+                   "many ranks as the recipe's trainer; bf16 or fp16, the CLI's dtypes)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_bench)
     from w2s.aligner.cli import _collect_overrides

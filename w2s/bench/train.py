@@ -8,7 +8,9 @@ same :func:`w2s.backends.args.flat_args` the trainer actor uses, restricted to t
 without CUDA the process first applies :mod:`w2s.compat.cpu` (the CLI cannot run there otherwise, as w2s's trainer
 cannot); OpenRLHF's code is not otherwise touched: its trainer's ``fit`` is timed from outside.
 
-The CLI accepts ``--ds.param_dtype`` bf16 or fp16 only, so the peer is measured in bf16 or fp16, and one rank.
+The CLI accepts ``--ds.param_dtype`` bf16 or fp16 only, so the peer is measured in bf16 or fp16. It is started
+under ``torchrun`` with as many ranks as the recipe gives w2s's trainer (``cluster.trainer.num_actors``), one
+process each, as OpenRLHF's users start it.
 """
 
 from __future__ import annotations
@@ -58,13 +60,10 @@ class Trained(NamedTuple):
     peak_mem_mb: float
 
 
-def check(param_dtypes: dict[str, str], ranks: int) -> None:
-    """Refuse, all at once and before anything trains, what the CLI cannot run as w2s would: several ranks (it is
-    started as one process here) or a dtype it does not accept. ``param_dtypes``: each method's."""
+def check(param_dtypes: dict[str, str]) -> None:
+    """Refuse, all at once and before anything trains, a dtype the CLI does not accept. ``param_dtypes``: each
+    method's."""
     issues = []
-    if ranks != 1:
-        issues.append(ConfigIssue("cluster.trainer.num_actors", ranks, "the peer runs OpenRLHF's CLI on one rank",
-                                  "add cluster.trainer.num_actors=1 to measure both on one rank"))
     for method, dtype in param_dtypes.items():
         if PARAM_DTYPES.get(dtype) not in ("bf16", "fp16"):
             issues.append(ConfigIssue(f"train.{method}.param_dtype", dtype, "OpenRLHF's CLI trains in bf16 or fp16 "
@@ -89,40 +88,50 @@ def cli_argv(flat: dict[str, Any], kind: str, *, model: str, data: str, ref: str
     return argv
 
 
-def run_peer(kind: str, flat: dict[str, Any], *, model: str, data: str, ref: str | None, out: Path, threads: int,
-             timeout_s: float = 3600) -> dict[str, Any]:
-    """Train once with OpenRLHF's CLI in a new process with ``threads`` torch threads (as Ray gives the trainer
-    actor); its wall time (Python's start-up and imports included), ``fit``'s own, its steps and peak memory.
-    The process's output goes to ``out/peer-KIND.log``."""
+def run_peer(kind: str, flat: dict[str, Any], *, model: str, data: str, ref: str | None, out: Path, ranks: int,
+             threads: int, timeout_s: float = 3600) -> dict[str, Any]:
+    """Train once with OpenRLHF's CLI under ``torchrun``: ``ranks`` processes with ``threads`` torch threads each (as
+    Ray gives the trainer actors); its wall time (start-up and imports included), rank 0's ``fit`` time and steps,
+    and the ranks' peak memory together. The output goes to ``out/peer-KIND.log``."""
     argv = cli_argv({**flat, "ckpt.output_dir": str(out / f"peer-{kind}")}, kind, model=model, data=data, ref=ref)
     timings = out / f"peer-{kind}.json"
-    timings.unlink(missing_ok=True)
-    # A world of its own: a torch.distributed world this process inherited (a Slurm job's, or a test process's that
-    # still listens on its MASTER_PORT) would have the CLI rendezvous on a port that is taken.
+    for old in out.glob(f"{timings.stem}.rank*.json"):
+        old.unlink()
+    # A world of its own (torchrun's standalone rendezvous on a free port): a torch.distributed world this process
+    # inherited (a Slurm job's, or a test process's that still listens on its MASTER_PORT) would have the CLI
+    # rendezvous on a port that is taken.
     env = {k: v for k, v in os.environ.items() if k not in WORLD_ENV}
     env.update(OMP_NUM_THREADS=str(threads), W2S_PEER_THREADS=str(threads))
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"]
     with open(out / f"peer-{kind}.log", "w") as log:
         t0 = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", __name__, kind, str(timings), *argv], stdout=log,
+        done = subprocess.run([*launcher, "-m", __name__, kind, str(timings), *argv], stdout=log,
                               stderr=subprocess.STDOUT, env=env, timeout=timeout_s)
         seconds = time.perf_counter() - t0
-    if done.returncode != 0 or not timings.exists():
+    per_rank = [_rank_file(timings, r) for r in range(ranks)]
+    if done.returncode != 0 or not all(f.exists() for f in per_rank):
         raise PeerError(f"{CLI[kind]} exited {done.returncode}; its output: {out / f'peer-{kind}.log'}")
-    return {"seconds_total": seconds, **json.loads(timings.read_text())}
+    records = [json.loads(f.read_text()) for f in per_rank]
+    return {"seconds_total": seconds, **records[0], "peak_mem_mb": sum(r["peak_mem_mb"] for r in records)}
+
+
+def _rank_file(timings: Path, rank: int) -> Path:
+    return timings.with_name(f"{timings.stem}.rank{rank}.json")
 
 
 def train_as_w2s(cfg: Any, method: str, section: Any, request: Any, out: Path) -> Trained:
     """``request`` (a :class:`~w2s.workers.requests.TrainSFT` or ``TrainDPO``) through OpenRLHF's CLI, with the flags
-    w2s's trainer rank would use and as many torch threads as Ray gives that rank."""
+    w2s's trainer ranks would use, as many ranks, and as many torch threads each as Ray gives a rank."""
     from w2s.backends.args import batch_sizes, flat_args
     from w2s.backends.models import training_attn
 
-    micro, global_batch = batch_sizes(section, 1)
+    ranks = int(cfg.cluster.trainer.num_actors)
+    micro, global_batch = batch_sizes(section, ranks)
     flat = flat_args(section, seed=request.seed, micro=micro, global_batch=global_batch, chat=request.chat, kind=method,
                      tensorboard_dir=None, output_dir=str(out / "peer"),
                      attn=training_attn(str(cfg.model.strong.attn_implementation)))
     peer = run_peer(method, flat, model=request.policy, data=request.data,
-                    ref=request.reference if method == "dpo" else None, out=out,
+                    ref=request.reference if method == "dpo" else None, out=out, ranks=ranks,
                     threads=max(1, int(cfg.cluster.trainer.num_cpus_per_actor)))
     steps = int(peer["steps"])
     return Trained(peer["seconds_total"], peer["fit_seconds"], steps, steps * int(peer["global_batch"]),
@@ -153,7 +162,7 @@ def bench_train(args: argparse.Namespace) -> list[dict[str, Any]]:
             "global_batch_samples": args.micro_batch * ranks * 2},  # two micro-batches a step on each rank
             {"param_dtype": args.dtype} if args.dtype else {}) for method in args.method}
         if args.peer:
-            check({m: str(s.param_dtype) for m, s in sections.items()}, ranks)
+            check({m: str(s.param_dtype) for m, s in sections.items()})
         for method, section in sections.items():
             data = out / f"{method}.jsonl"  # beside the actor logs: on a cluster, a folder every node reads
             if method == "sft":
@@ -214,8 +223,8 @@ def _time_fit(kind: str, record: dict[str, Any]) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """``python -m w2s.bench.train KIND TIMINGS_JSON CLI_FLAGS...``: OpenRLHF's CLI of KIND, as ``python -m``
-    runs it, with its fit timed into TIMINGS_JSON."""
+    """``python -m w2s.bench.train KIND TIMINGS_JSON CLI_FLAGS...``, one rank of a torchrun world: OpenRLHF's CLI of
+    KIND, as ``python -m`` runs it, with its fit timed into TIMINGS.rankN.json (N: this rank)."""
     import runpy
 
     import torch
@@ -228,13 +237,13 @@ def main(argv: list[str]) -> None:
     kind, timings, flags = argv[0], Path(argv[1]), argv[2:]
     torch.set_num_threads(int(os.environ.get("W2S_PEER_THREADS", torch.get_num_threads())))
     cpu.apply()  # nothing with CUDA
-    ensure_dist_env()  # one rank, as `deepspeed --num_gpus 1` would set it
+    rank, _ = ensure_dist_env()  # torchrun's world (on CPU with LOCAL_RANK -1, as w2s's trainer ranks have it)
     record: dict[str, Any] = {}
     _time_fit(kind, record)
     sys.argv = [CLI[kind], *flags]
     runpy.run_module(CLI[kind], run_name="__main__", alter_sys=True)
     record["peak_mem_mb"] = tree_peak_mb()
-    atomic_write_text(timings, json.dumps(record))
+    atomic_write_text(_rank_file(timings, rank), json.dumps(record))
 
 
 if __name__ == "__main__":
