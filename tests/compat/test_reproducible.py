@@ -1,6 +1,8 @@
 """w2s.compat.reproducible: what OpenRLHF's PPO left to chance, drawn from train.seed. The engine below stands in
 for OpenRLHF's rollout actor: it records the sampling parameters each request reaches vLLM with, since what is
-checked is which seed each request carries, whatever order the requests arrive in."""
+checked is which seed each request carries, whatever order the requests arrive in; that vLLM's CPU build samples a
+seeded request alike alone, batched or reordered is tested on a real engine in tests/generation/test_vllm_engine.py
+(test_sampling_does_not_depend_on_batching_or_order)."""
 
 from __future__ import annotations
 
