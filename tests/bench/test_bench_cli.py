@@ -171,6 +171,7 @@ def test_bench_generate_and_train_run_in_the_recipes_role_actors(tmp_path):
         assert sorted(p.name for p in out.glob(f"peer-{method}.rank*.json")) == [
             f"peer-{method}.rank0.json", f"peer-{method}.rank1.json"]
         assert (out / f"peer-{method}" / "config.json").exists()
+        assert (out / f"peer-{method}-torchrun").is_dir()  # torchrun's files kept there, not in the temp dir
 
 
 def test_bench_loop_says_where_a_runs_time_went(tmp_path):

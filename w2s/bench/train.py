@@ -102,7 +102,9 @@ def run_peer(kind: str, flat: dict[str, Any], *, model: str, data: str, ref: str
     # rendezvous on a port that is taken.
     env = {k: v for k, v in os.environ.items() if k not in WORLD_ENV}
     env.update(OMP_NUM_THREADS=str(threads), W2S_PEER_THREADS=str(threads))
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"]
+    # (torchrun's own files beside the output: by default it leaves a torchelastic_* folder in the temp dir)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
+                f"--log-dir={out / f'peer-{kind}-torchrun'}"]
     with open(out / f"peer-{kind}.log", "w") as log:
         t0 = time.perf_counter()
         done = subprocess.run([*launcher, "-m", __name__, kind, str(timings), *argv], stdout=log,
