@@ -421,9 +421,13 @@ def test_truncated_answers_and_corrections_do_not_train_the_policy():
 @pytest.mark.slow  # w2s run
 def test_a_new_aligner_each_round_from_preference_pairs(tmp_path, tiny_strong, tiny_weak):
     """The paper's §4 on the tiny models: Aligner_k trained on round k's PKU-SafeRLHF-style rows (Aligner_2 from
-    Aligner_1), each judged on its held-out questions and used to correct its own round."""
+    Aligner_1), each judged on its held-out questions and used to correct its own round. The roles share one
+    logical GPU (cluster.colocate), so the corrector takes turns with the others and, its next Aligner a new one,
+    sleeps without keeping the old one's weights."""
     run = tmp_path / "run"
-    args = ["run", "tiny/per-round", f"run.dir={run}", "loop.prompts_per_round=4", "eval.max_prompts=4"]
+    colocated = ["cluster.num_gpus=1", "cluster.colocate=[generator,corrector,trainer]"] + [
+        f"cluster.{role}.num_gpus_per_actor=1" for role in ("generator", "corrector", "trainer")]
+    args = ["run", "tiny/per-round", f"run.dir={run}", "loop.prompts_per_round=4", "eval.max_prompts=4", *colocated]
     result = w2s(*args)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for k in (1, 2):
@@ -446,5 +450,13 @@ def test_a_new_aligner_each_round_from_preference_pairs(tmp_path, tiny_strong, t
     # One corrector process for both rounds: Aligner_2 (same base as Aligner_1) was taken in place.
     placements = json.loads((run / "cluster.json").read_text())["actors"]
     assert [a["role"] for a in placements].count("corrector") == 1 and "corrector: took" in result.stdout
+    services = lambda where: json.loads((run / where / "manifest.json").read_text())["services"]  # noqa: E731
+    [refit] = services("round-02/aligner-eval")["refits"]
+    assert refit["role"] == "corrector" and refit["path"] == str(run / "round-02" / "aligner" / "model")
+    assert refit["checked"] and refit["mean_abs_diff"] <= refit["tolerance"]
+    # Round 1's corrections in, the corrector's next Aligner is Aligner_2: it sleeps keeping no weights (vLLM's
+    # level 2 on a GPU), and Aligner_2's weights wake it. The last round's Aligner is kept: nothing replaces it.
+    assert services("round-01/data")["turns"] == [["corrector", "discard"], ["trainer", "wake_up"]]
+    assert services("round-02/data")["turns"] == [["corrector", "sleep"], ["trainer", "wake_up"]]
     again = w2s(*args)
     assert again.returncode == 0 and "training the weak Aligner" not in again.stdout

@@ -117,6 +117,8 @@ class Loop(RunContext):
             answers = generate_stage(self, k, policy, round_prompts)
             self.services.generator.replaced_next()  # it answers next with the policy this round trains
             corrections = correct_stage(self, k, aligner, answers)
+            if per_round and k < len(slices):
+                self.services.corrector.replaced_next()  # it corrects next with Aligner_{k+1}
             data = data_stage(self, k, corrections)
             new_policy = train_stage(self, k, policy, initial, data)
             label = f"round-{k}"

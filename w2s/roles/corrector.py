@@ -23,8 +23,8 @@ class CorrectorService:
     def hold(self, aligner: str) -> HeldGroup:
         """The corrector group holding ``aligner``, with its provenance (template, instruction) in ``info``."""
         cfg = self.cfg
-        key = slot_key(role="corrector", model=without_path(cfg.model.aligner), correct=to_plain(cfg.correct),
-                       templates=self._templates())
+        key = slot_key(role="corrector", lineage="aligner", model=without_path(cfg.model.aligner),
+                       correct=to_plain(cfg.correct), templates=self._templates())
         slot = ModelSlot("corrector", key, CorrectorWorker.load_aligner, CorrectorWorker,
                          (to_plain(cfg.model.aligner), to_plain(cfg.correct), self._templates(),
                           self.groups.shares_gpu("corrector")))
@@ -32,6 +32,11 @@ class CorrectorService:
         if not h.info:
             h.info = h.group.call(CorrectorWorker.provenance)[0]
         return h
+
+    def replaced_next(self) -> None:
+        """Its Aligner is replaced before it corrects again (``aligner.per_round``, once the round's corrections are
+        in): sharing its GPUs, it sleeps without keeping the weights (:meth:`RoleGroups.replaced_next`)."""
+        self.groups.replaced_next("corrector", "aligner")
 
     def correct(self, aligner: str, pairs: list[tuple[str, str]], *, what: str, seed: int | None = None
                 ) -> tuple[list[Any], dict[str, Any]]:
