@@ -181,10 +181,12 @@ def test_dpo_moves_the_policy_away_from_the_reference(tiny_weak, data_dir, tmp_p
     print(f"DPO: {result.seconds:.1f} s, losses {result.losses[0]:.3f} -> {result.losses[-1]:.3f}")
 
 
-def test_the_dpo_reference_is_kept_for_the_next_round_and_trains_as_a_fresh_one(tiny_weak, data_dir, tmp_path,
+@pytest.mark.parametrize("zero", [{}, {"zero_stage": 3, "ref_offload": True}], ids=["zero0", "zero3-ref-offload"])
+def test_the_dpo_reference_is_kept_for_the_next_round_and_trains_as_a_fresh_one(zero, tiny_weak, data_dir, tmp_path,
                                                                                 monkeypatch):
     """Round 2 of a run with the initial policy as reference: the trainer rank's kept reference is used, not loaded
-    again, and the training is the one a freshly loaded reference gives."""
+    again, and the training is the one a freshly loaded reference gives. Under ZeRO-3 with the reference's
+    parameters offloaded (``train.dpo.ref_offload``, what the colocated GPU layouts use) too."""
     from w2s.compat import cpu
 
     cpu.apply()  # before OpenRLHF's models are imported, as the backend does
@@ -199,7 +201,7 @@ def test_the_dpo_reference_is_kept_for_the_next_round_and_trains_as_a_fresh_one(
             super().__init__(path, *a, **kw)
 
     monkeypatch.setattr(openrlhf.models, "Actor", CountingActor)
-    cfg, pairs = _cfg(DPOConfig, param_dtype="float32"), str(data_dir / "pairs.jsonl")
+    cfg, pairs = _cfg(DPOConfig, param_dtype="float32", **zero), str(data_dir / "pairs.jsonl")
 
     def round_2(out: str):
         built.clear()
@@ -209,8 +211,12 @@ def test_the_dpo_reference_is_kept_for_the_next_round_and_trains_as_a_fresh_one(
     backend.KEPT_REFERENCE.drop()
     first = backend.train_dpo(cfg, tiny_weak, tiny_weak, pairs, str(tmp_path / "round-1"), attn_implementation="eager")
     assert not first.reference_reused and built == [tiny_weak, tiny_weak]  # policy, reference
+    backend.KEPT_REFERENCE.park()  # what a colocated trainer rank does while another role works
     kept = round_2("kept")
     assert kept.reference_reused and built == [str(tmp_path / "round-1")]  # the policy only
+    assert kept.metrics["reference_reused"] == 1 and first.metrics["reference_reused"] == 0
+    offload = backend.KEPT_REFERENCE.ref.model.zero_offload_param()  # the DeepSpeed engine's own setting
+    assert (offload is not None and str(offload.device) == "cpu") == bool(zero), offload
     backend.KEPT_REFERENCE.drop()
     fresh = round_2("fresh")
     assert not fresh.reference_reused and len(built) == 2

@@ -190,6 +190,10 @@ def test_dpo_with_the_roles_colocated_on_two_logical_gpus_keeps_every_process_an
         [refit] = manifest(f"round-{k:02d}/eval-answers")["refits"]
         assert refit["role"] == "generator" and refit["path"] == str(run / f"round-{k:02d}" / "train" / "policy")
         assert refit["checked"] and refit["tokens"] > 10 and refit["mean_abs_diff"] <= refit["tolerance"] == 0.1
+    # The DPO reference (ZeRO-3 over both ranks, its shards in host memory: train.dpo.ref_offload) is kept through
+    # the other roles' turns: round 2 trains against it without loading it again.
+    trained = [json.loads((run / f"round-{k:02d}" / "train" / "manifest.json").read_text())["metrics"] for k in (1, 2)]
+    assert [m["train_reference_reused"] for m in trained] == [0, 1]
     # The turns, in order: the one role about to work wakes up after the one that worked went to sleep; the
     # generator, whose next weights are the round's policy, keeps none while it sleeps.
     assert manifest("round-02/correct")["turns"] == [["generator", "discard"], ["corrector", "wake_up"]]

@@ -71,6 +71,11 @@ def test_70b_dpo_on_one_node_is_refused_with_the_arithmetic():
     assert "70.0B params" in text and "2.00 B trained" in text and "0.25 B reference" in text
     assert "157.5 GB per GPU" in text and "usable 64.0 GB" in text
     assert "use >= 32 trainer GPUs" in issue.fix  # 70 x 18 / 32 = 39.4 GB <= 64
+    # The reference's parameters in host memory (train.dpo.ref_offload): no reference term on the GPU.
+    cfg = load_config("tiny/sft", [*DPO_70B, "train.dpo.ref_offload=true"])
+    (issue,) = [i for i in check_resources(cfg, Request(nodes=1, gpus_per_node=8, gpu_mem_gb=80)).issues
+                if i.key == "cluster.trainer.num_actors"]
+    assert "reference" not in str(issue) and "140.0 GB per GPU" in str(issue)
 
 
 def test_70b_dpo_on_enough_gpus_fits():

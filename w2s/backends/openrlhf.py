@@ -310,6 +310,8 @@ def _run(kind: Kind, cfg: Any, model_path: str, data_path: str, output_dir: str,
     steps = len(steplog.records)
     if first_step:
         metrics["resumed_from_step"] = float(first_step)
+    if kind == "dpo":
+        metrics["reference_reused"] = float(reused)
     return TrainResult(output_dir=output_dir, steps=steps, samples=steps * global_batch,
                        seconds=time.monotonic() - start, fit_seconds=fit_seconds, losses=steplog.losses,
                        metrics=metrics, world_size=world, attn_implementation=loaded_attn,
@@ -337,7 +339,8 @@ def _trainer(kind: Kind, args: Any, strategy: Any, model: Any, tok: Any, dataloa
         ref, reused = KEPT_REFERENCE.get(ref_path, args, world)
         if ref is None:
             ref = Actor(ref_path, attn_implementation=args.ds.attn_implementation, param_dtype=args.ds.param_dtype,
-                        ds_config=strategy.get_ds_eval_config(offload=False), packing_samples=False)
+                        ds_config=strategy.get_ds_eval_config(offload=bool(args.ref.offload)), packing_samples=False)
+            ref._offload = bool(args.ref.offload)  # what strategy.prepare reads (as OpenRLHF's DPO CLI sets it)
             if getattr(ref.model.config, "pad_token_id", None) is None:
                 ref.model.config.pad_token_id = tok.pad_token_id
             (model, optim, scheduler), ref = strategy.prepare((model, optim_cfg(args, total_steps)), ref)

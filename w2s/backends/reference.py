@@ -46,7 +46,7 @@ class KeptReference:
     @staticmethod
     def _key(ref_path: str, args: Any, world: int) -> Any:
         return (ref_path, json.dumps(checkpoint.model_files(ref_path)), str(args.ds.param_dtype),
-                str(args.ds.attn_implementation), int(args.ds.zero_stage), world)
+                str(args.ds.attn_implementation), int(args.ds.zero_stage), world, bool(args.ref.offload))
 
     def get(self, ref_path: str, args: Any, world: int) -> tuple[Any, bool]:
         """(the kept reference, True) when it is ``ref_path``'s as this training loads it, else (None, False)."""
@@ -65,13 +65,20 @@ class KeptReference:
 
     def park(self) -> bool:
         """Free the GPU for another role sharing it, as OpenRLHF's hybrid engine offloads between phases: a whole
-        (ZeRO-0) reference goes to host memory and comes back on the next :meth:`get`; a ZeRO-3 one, partitioned
-        by DeepSpeed, is dropped. Whether GPU memory was freed (False on CPU)."""
+        (ZeRO-0) reference goes to host memory and comes back on the next :meth:`get`; a ZeRO-3 one offloaded
+        (``train.dpo.ref_offload``) already lives there and gives back the layers it still holds; any other ZeRO-3
+        one, partitioned by DeepSpeed, is dropped. Whether GPU memory was freed (False on CPU)."""
         import torch
 
-        if self.ref is None or self.parked or not torch.cuda.is_available():
+        if self.ref is None or self.parked:
             return False
-        if self.key[4] == 3:  # the ZeRO stage
+        zero_stage, offloaded = self.key[4], self.key[6]
+        if offloaded:  # (on CPU too: nothing to free there, but the same call)
+            self.ref.model.empty_partition_cache()  # DeepSpeed's: the gathered layers it keeps for reuse
+            return torch.cuda.is_available()
+        if not torch.cuda.is_available():
+            return False
+        if zero_stage == 3:
             self.drop()
         else:
             self.ref.model.to("cpu")

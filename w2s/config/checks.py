@@ -88,6 +88,10 @@ def check_trainer(key: str, t: Any, trainer_ranks: int, issues: list[ConfigIssue
             f"set {key}.global_batch_samples={fix_value}"))
     if t.zero_stage not in (0, 1, 2, 3):
         issues.append(ConfigIssue(f"{key}.zero_stage", t.zero_stage, "must be 0, 1, 2 or 3", "DeepSpeed ZeRO stage"))
+    if t.get("ref_offload") and t.zero_stage != 3:  # (DPO's reference only)
+        issues.append(ConfigIssue(f"{key}.ref_offload", True, f"offloads parameters, which DeepSpeed does under "
+                                  f"ZeRO-3 only ({key}.zero_stage is {t.zero_stage})",
+                                  f"set {key}.zero_stage=3, or {key}.ref_offload=false"))
     if t.epochs < 1:
         issues.append(ConfigIssue(f"{key}.epochs", t.epochs, "must be at least 1", f"set {key}.epochs=1"))
     if t.max_len < 16:

@@ -145,7 +145,7 @@ def training_memory_gb(cfg: Any, params_b: float, ranks: int, method: str) -> tu
     trained = train_bytes_per_param(zero, ranks, lora=lora, adam_offload=bool(_get(t, "adam_offload", False)))
     frozen = frozen_bytes_per_param(zero, ranks)
     terms = [(trained, "trained")]
-    if method == "dpo":
+    if method == "dpo" and not bool(_get(t, "ref_offload", False)):  # (offloaded: its layers visit one at a time)
         terms.append((frozen, "reference"))
     if method == "rlhf" and bool(_get(cfg, "train.rlhf.ppo_enabled", True)):
         # PPO with colocate_all: actor and critic trained, reference and reward frozen, on the same GPUs.

@@ -76,6 +76,11 @@ class DPOConfig(TrainerConfig):
                           "popalign.jsonl); read when pair_source is extra or both.")
     extra_pairs_per_round: int = _f(0, "Extra pairs used per round: disjoint seeded slices (0: all of them every "
                                     "round).", minimum=0)
+    ref_offload: bool = _f(False, "Keep the reference's parameters in host memory (ZeRO-3's parameter offload, "
+                           "OpenRLHF's --ref.offload): each layer comes to the GPU for its forward pass only. Its GPU "
+                           "memory is free for the whole run at the cost of a slower reference pass; with the trainer "
+                           "colocated (cluster.colocate) the reference is then kept while other roles use the GPUs "
+                           "instead of being loaded again each round. Needs zero_stage 3.")
 
 
 @dataclass
