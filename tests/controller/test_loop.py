@@ -94,9 +94,11 @@ def test_sft_two_rounds_with_two_trainer_ranks_and_a_ceiling_track(tmp_path, tin
     # No warm-up: each round's one SFT step moves both tracks' weights (a first warm-up step has no learning rate).
     ceiling = [f"loop.prompts.path={refs}", "loop.ceiling=true", "train.sft.optim.warmup_ratio=0"]
     # Six logical CPUs: every role's actors fit side by side (two trainer ranks, two judges), so each stays for
-    # the run.
+    # the run. ZeRO-3 over the two ranks for the Aligner, the policy and the ceiling, as the GPU recipes train.
+    zero3 = ["aligner.train.zero_stage=3", "train.sft.zero_stage=3"]
     result = w2s("run", "tiny/sft", f"run.dir={run}", "cluster.trainer.num_actors=2", "cluster.num_cpus=6",
-                 "cluster.trainer.num_cpus_per_actor=1", *SMALL, *ALIGNER_AND_PAIRWISE, *ceiling, env={**os.environ})
+                 "cluster.trainer.num_cpus_per_actor=1", *SMALL, *ALIGNER_AND_PAIRWISE, *ceiling, *zero3,
+                 env={**os.environ})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert f"run dir: {run}" in result.stdout
     # The actors' output (OpenRLHF's step bars, DeepSpeed's banners) is in their log files, not on the console.
@@ -150,7 +152,7 @@ def test_sft_two_rounds_with_two_trainer_ranks_and_a_ceiling_track(tmp_path, tin
     assert "round 2 PGR" in status.stdout and "Performance gap recovered" in (run / "report.html").read_text()
     # A finished run is not redone.
     again = w2s("run", "tiny/sft", f"run.dir={run}", "cluster.trainer.num_actors=2", "cluster.num_cpus=6",
-                "cluster.trainer.num_cpus_per_actor=1", *SMALL, *ALIGNER_AND_PAIRWISE, *ceiling)
+                "cluster.trainer.num_cpus_per_actor=1", *SMALL, *ALIGNER_AND_PAIRWISE, *ceiling, *zero3)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert "starting" not in again.stdout  # judge verdicts came from the cache, scores from the stages
 
