@@ -231,7 +231,8 @@ def test_the_dpo_reference_is_kept_for_the_next_round_and_trains_as_a_fresh_one(
     backend.KEPT_REFERENCE.drop()
 
 
-def test_reward_model_saves_value_head_and_normalisation(tiny_weak, data_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("zero_stage", [2, 3])  # 3: the GPU recipes' (the saved weights gathered from their shards)
+def test_reward_model_saves_value_head_and_normalisation(zero_stage, tiny_weak, data_dir, tmp_path, monkeypatch):
     from deepspeed.runtime.engine import DeepSpeedEngine
 
     from w2s.backends import reference
@@ -246,7 +247,7 @@ def test_reward_model_saves_value_head_and_normalisation(tiny_weak, data_dir, tm
         released.extend((o, any(d is o for d in destroyed[before:])) for o in objects)
 
     monkeypatch.setattr(backend, "release", release)
-    cfg = _cfg(RewardModelConfig, epochs=1)
+    cfg = _cfg(RewardModelConfig, epochs=1, zero_stage=zero_stage)
     result = backend.train_reward_model(cfg, tiny_weak, str(data_dir / "pairs.jsonl"), str(tmp_path / "rm"),
                                         attn_implementation="flash_attention_2")
     # The reward model is the DeepSpeed engine itself (no Actor around it): destroyed by its release, not left to
