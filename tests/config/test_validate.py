@@ -194,3 +194,15 @@ def test_a_ceiling_is_trained_as_the_policy_is_and_needs_the_evaluation_pgr_is_m
     assert len(problems) == 2  # both said at once
     assert "train.method=rlhf has no ceiling track" in problems[0] and "its floor" in problems[1]
     load_config("tiny/dpo", ["loop.ceiling=true"])
+
+
+def test_an_offloaded_dpo_reference_needs_zero_3():
+    """DeepSpeed offloads parameters under ZeRO-3 only: another stage with train.dpo.ref_offload is refused, naming
+    both keys; the GPU recipes (ZeRO-3, offloaded) pass, and PopAlign's ZeRO-2 recipe turns it off."""
+    issues = _issues("train.method=dpo", "train.dpo.ref_offload=true", "train.dpo.zero_stage=2")
+    assert issues["train.dpo.ref_offload"] == ("offloads parameters, which DeepSpeed does under ZeRO-3 only "
+                                               "(train.dpo.zero_stage is 2) | set train.dpo.zero_stage=3, or "
+                                               "train.dpo.ref_offload=false")
+    for name in ("gpu/alpaca7b-aligner7b-dpo", "gpu/popalign-yi"):
+        dpo = load_config(name, ["train.method=dpo"]).train.dpo
+        assert dpo.ref_offload == (dpo.zero_stage == 3)
