@@ -50,7 +50,10 @@ def test_a_ppo_round_on_cpu_killed_in_ppo_resumes_from_its_checkpoint(tmp_path, 
     from w2s.compat.ppo import weights_checksum
 
     run = tmp_path / "run"
-    args = ["run", "tiny/rlhf", f"run.dir={run}", "loop.rounds=1", "eval.max_prompts=4"]
+    # ZeRO-3 for the reward model and PPO's actor and critic, as the GPU recipes train (the checkpoint it resumes
+    # from is sharded; each weight sync to the engine gathers the shards).
+    args = ["run", "tiny/rlhf", f"run.dir={run}", "loop.rounds=1", "eval.max_prompts=4",
+            "train.rlhf.reward_model.zero_stage=3"]
     train = run / "round-01" / "train"
     ckpt = train / "policy.ckpt"  # DeepSpeed writes `latest` once a checkpoint is whole: the actor's, the critic's
     _kill_once(args, tmp_path / "killed.log", [ckpt / "_actor" / "latest", ckpt / "_critic" / "latest"])

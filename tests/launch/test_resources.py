@@ -75,7 +75,7 @@ def test_70b_dpo_on_one_node_is_refused_with_the_arithmetic():
     cfg = load_config("tiny/sft", [*DPO_70B, "train.dpo.ref_offload=true"])
     (issue,) = [i for i in check_resources(cfg, Request(nodes=1, gpus_per_node=8, gpu_mem_gb=80)).issues
                 if i.key == "cluster.trainer.num_actors"]
-    assert "reference" not in str(issue) and "140.0 GB per GPU" in str(issue)
+    assert "B reference" not in str(issue) and "reference in host memory] = 140.0 GB" in str(issue)
 
 
 def test_70b_dpo_on_enough_gpus_fits():

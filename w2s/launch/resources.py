@@ -145,7 +145,8 @@ def training_memory_gb(cfg: Any, params_b: float, ranks: int, method: str) -> tu
     trained = train_bytes_per_param(zero, ranks, lora=lora, adam_offload=bool(_get(t, "adam_offload", False)))
     frozen = frozen_bytes_per_param(zero, ranks)
     terms = [(trained, "trained")]
-    if method == "dpo" and not bool(_get(t, "ref_offload", False)):  # (offloaded: its layers visit one at a time)
+    offloaded = method == "dpo" and bool(_get(t, "ref_offload", False))  # its layers visit the GPU one at a time
+    if method == "dpo" and not offloaded:
         terms.append((frozen, "reference"))
     if method == "rlhf" and bool(_get(cfg, "train.rlhf.ppo_enabled", True)):
         # PPO with colocate_all: actor and critic trained, reference and reward frozen, on the same GPUs.
@@ -153,7 +154,8 @@ def training_memory_gb(cfg: Any, params_b: float, ranks: int, method: str) -> tu
     per_param = sum(b for b, _ in terms)
     gb = params_b * per_param
     formula = (f"{params_b:.1f}B params x ({' + '.join(f'{b:.2f} B {n}' for b, n in terms)}) "
-               f"[ZeRO-{zero}, {ranks} rank(s){', LoRA' if lora else ''}] = {gb:.1f} GB")
+               f"[ZeRO-{zero}, {ranks} rank(s){', LoRA' if lora else ''}"
+               f"{', reference in host memory' if offloaded else ''}] = {gb:.1f} GB")
     return gb, formula
 
 
