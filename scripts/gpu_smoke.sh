@@ -4,11 +4,12 @@
 #   scripts/gpu_smoke.sh [OUT_DIR]      (default runs/gpu-smoke)
 #
 # Sets up a GPU environment (W2S_VENV, default .venv-gpu: CUDA torch, flash-attn, vLLM), then on random tiny models
-# it builds itself: vLLM generation against the transformers backend (tokens/s, start-up), one weak-to-strong DPO
-# round (vLLM generation and correction, OpenRLHF DPO with flash-attention 2 and ZeRO-3), and one RLHF round
-# (reward model with ZeRO-2, then one PPO step through OpenRLHF's train_ppo_ray), and before the rounds the
-# `gpu`-marked tests (what only CUDA shows: the memory a sleeping engine gives back). It prints what ran and how long
-# each stage took, and exits non-zero at the first failure.
+# it builds itself: vLLM generation against the transformers backend (tokens/s, start-up), then the `gpu`-marked
+# tests: what only CUDA shows (the memory a sleeping engine gives back), two weak-to-strong DPO rounds with the
+# roles colocated on the GPU (vLLM generation and correction, OpenRLHF DPO with flash-attention 2 and ZeRO-3, the
+# second round taking new weights into engines that slept without them) and one RLHF round (reward model with
+# ZeRO-2, then one PPO step through OpenRLHF's train_ppo_ray). It prints how long each test took and each run's
+# status, and exits non-zero at the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/gpu-smoke}
@@ -34,17 +35,12 @@ step "generation: transformers vs vLLM on the tiny strong model"
 "$W2S" bench generate --backend transformers,vllm --model asset:tiny-strong --prompts 64 --batch 64 \
   --max-new-tokens 64
 
-run_round() {  # NAME OVERRIDES...
-  local name=$1; shift
-  local t0=$SECONDS
-  step "round: $name ($*)"
-  "$W2S" run gpu/smoke "run.dir=$OUT/$name" "$@"
-  step "$name finished in $((SECONDS - t0)) s"
+# The rounds run once, inside the gpu-marked tests (tests/test_gpu_smoke.py), into $OUT/dpo and $OUT/rlhf.
+step "gpu-marked tests: sleeping engines give their GPU memory back (levels 1 and 2), then gpu/smoke's rounds"
+rm -rf "$OUT/dpo" "$OUT/rlhf"
+W2S_GPU_SMOKE_OUT="$OUT" "$W2S_VENV/bin/python" -m pytest -q -p no:cacheprovider -m gpu --durations=0 tests
+for name in dpo rlhf; do
+  step "round(s): $name"
   "$W2S" status "$OUT/$name"
-}
-step "gpu-marked tests: sleeping engines give their GPU memory back (levels 1 and 2), colocated roles take turns"
-"$W2S_VENV/bin/python" -m pytest -q -p no:cacheprovider -m gpu tests
-
-run_round dpo train.method=dpo
-run_round rlhf train.method=rlhf
+done
 step "all GPU smoke checks passed; run directories under $OUT"
