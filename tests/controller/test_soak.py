@@ -18,13 +18,14 @@ from tests.controller.test_loop import SMALL, w2s
 from w2s.report import latest_metrics
 
 KILLS = 20
-# What a rerun legitimately changes: wall-clock numbers and the attempt that wrote a row.
-TIMING = ("seconds", "time", "attempt", "tokens_per_s", "samples_per_s")
+# What a rerun legitimately changes: wall-clock numbers, the attempt that wrote a row, and whether the trainer
+# process still held the DPO reference from the round before (a killed run's new process loads it again).
+RERUN_CHANGES = ("seconds", "time", "attempt", "tokens_per_s", "samples_per_s", "reference_reused")
 
 
 def _numbers(run: Path) -> dict[tuple, str]:
     """The current metrics rows without their timing (paths inside the run directory made relative)."""
-    return {(r["round"], r["stage"]): json.dumps({k: v for k, v in r.items() if not any(t in k for t in TIMING)},
+    return {(r["round"], r["stage"]): json.dumps({k: v for k, v in r.items() if not any(t in k for t in RERUN_CHANGES)},
                                                  sort_keys=True).replace(str(run), "RUN")
             for r in latest_metrics(run)}
 
