@@ -196,13 +196,18 @@ def test_a_ceiling_is_trained_as_the_policy_is_and_needs_the_evaluation_pgr_is_m
     load_config("tiny/dpo", ["loop.ceiling=true"])
 
 
-def test_an_offloaded_dpo_reference_needs_zero_3():
-    """DeepSpeed offloads parameters under ZeRO-3 only: another stage with train.dpo.ref_offload is refused, naming
-    both keys; the GPU recipes (ZeRO-3, offloaded) pass, and PopAlign's ZeRO-2 recipe turns it off."""
+def test_offloaded_frozen_models_need_zero_3():
+    """DeepSpeed offloads parameters under ZeRO-3 only: another stage with train.dpo.ref_offload (or PPO's
+    ref_reward_offload) is refused, naming both keys; the GPU recipes (ZeRO-3, offloaded) pass, and PopAlign's
+    ZeRO-2 recipe turns it off."""
     issues = _issues("train.method=dpo", "train.dpo.ref_offload=true", "train.dpo.zero_stage=2")
     assert issues["train.dpo.ref_offload"] == ("offloads parameters, which DeepSpeed does under ZeRO-3 only "
                                                "(train.dpo.zero_stage is 2) | set train.dpo.zero_stage=3, or "
                                                "train.dpo.ref_offload=false")
+    issues = _issues("train.method=rlhf", "train.rlhf.ppo.ref_reward_offload=true")  # PPO's frozen models too
+    assert issues["train.rlhf.ppo.ref_reward_offload"].endswith(
+        "(PPO trains at train.rlhf.reward_model.zero_stage, 0) | set train.rlhf.reward_model.zero_stage=3, or "
+        "train.rlhf.ppo.ref_reward_offload=false")
     for name in ("gpu/alpaca7b-aligner7b-dpo", "gpu/popalign-yi"):
         dpo = load_config(name, ["train.method=dpo"]).train.dpo
         assert dpo.ref_offload == (dpo.zero_stage == 3)

@@ -51,9 +51,10 @@ def test_a_ppo_round_on_cpu_killed_in_ppo_resumes_from_its_checkpoint(tmp_path, 
 
     run = tmp_path / "run"
     # ZeRO-3 for the reward model and PPO's actor and critic, as the GPU recipes train (the checkpoint it resumes
-    # from is sharded; each weight sync to the engine gathers the shards).
+    # from is sharded; each weight sync to the engine gathers the shards), PPO's reference and reward model
+    # offloaded to host memory (DeepSpeed's parameter offload).
     args = ["run", "tiny/rlhf", f"run.dir={run}", "loop.rounds=1", "eval.max_prompts=4",
-            "train.rlhf.reward_model.zero_stage=3"]
+            "train.rlhf.reward_model.zero_stage=3", "train.rlhf.ppo.ref_reward_offload=true"]
     train = run / "round-01" / "train"
     ckpt = train / "policy.ckpt"  # DeepSpeed writes `latest` once a checkpoint is whole: the actor's, the critic's
     _kill_once(args, tmp_path / "killed.log", [ckpt / "_actor" / "latest", ckpt / "_critic" / "latest"])
@@ -63,7 +64,11 @@ def test_a_ppo_round_on_cpu_killed_in_ppo_resumes_from_its_checkpoint(tmp_path, 
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "round 1 train: the reward model trained before the stop is used again" in again.stdout
     assert "round 1 train: PPO goes on from its checkpoint" in again.stdout
-    assert "'global_step': 1" in (train / "ppo.log").read_text()  # OpenRLHF's own record of where it went on
+    ppo_log = (train / "ppo.log").read_text()
+    assert "'global_step': 1" in ppo_log  # OpenRLHF's own record of where it went on
+    # OpenRLHF's parsed arguments: its reference and reward actors load with DeepSpeed's parameter offload.
+    assert "ref=namespace(num_nodes=1, num_gpus_per_node=1, offload=True)" in ppo_log
+    assert "remote_url=None, offload=True)" in ppo_log  # (the reward namespace's last field)
 
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     trains = [m for m in metrics if m["stage"] == "train"]

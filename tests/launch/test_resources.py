@@ -75,7 +75,7 @@ def test_70b_dpo_on_one_node_is_refused_with_the_arithmetic():
     cfg = load_config("tiny/sft", [*DPO_70B, "train.dpo.ref_offload=true"])
     (issue,) = [i for i in check_resources(cfg, Request(nodes=1, gpus_per_node=8, gpu_mem_gb=80)).issues
                 if i.key == "cluster.trainer.num_actors"]
-    assert "B reference" not in str(issue) and "reference in host memory] = 140.0 GB" in str(issue)
+    assert "B reference" not in str(issue) and "frozen models in host memory] = 140.0 GB" in str(issue)
 
 
 def test_70b_dpo_on_enough_gpus_fits():
@@ -116,14 +116,17 @@ def test_cpu_recipe_on_cpu_nodes_passes_with_a_note():
 
 
 def test_rlhf_with_ppo_counts_four_models():
-    cfg = load_config("tiny/sft", [*JOINED, "train.method=rlhf", "model.strong.params_b=7",
-                                   "train.rlhf.reward_model.zero_stage=3",
-                                   "cluster.trainer.num_gpus_per_actor=1", "cluster.trainer.num_actors=8",
-                                   "train.rlhf.reward_model.global_batch_samples=16",
-                                   "train.rlhf.ppo.max_prompt_tokens=64", "train.rlhf.ppo.max_new_tokens=192"])
-    gb, formula = training_memory_gb(cfg, 7.0, 8, "rlhf")
+    rlhf = [*JOINED, "train.method=rlhf", "model.strong.params_b=7", "train.rlhf.reward_model.zero_stage=3",
+            "cluster.trainer.num_gpus_per_actor=1", "cluster.trainer.num_actors=8",
+            "train.rlhf.reward_model.global_batch_samples=16", "train.rlhf.ppo.max_prompt_tokens=64",
+            "train.rlhf.ppo.max_new_tokens=192"]
+    gb, formula = training_memory_gb(load_config("tiny/sft", rlhf), 7.0, 8, "rlhf")
     assert gb == pytest.approx(7 * (2 * 16 / 8 + 2 * 2 / 8))
     assert "actor" in formula and "critic" in formula and "reward" in formula
+    # The frozen two in host memory (train.rlhf.ppo.ref_reward_offload): the trained two alone on the GPUs.
+    cfg = load_config("tiny/sft", [*rlhf, "train.rlhf.ppo.ref_reward_offload=true"])
+    gb, formula = training_memory_gb(cfg, 7.0, 8, "rlhf")
+    assert gb == pytest.approx(7 * 2 * 16 / 8) and "reward" not in formula and "frozen models in host memory" in formula
 
 
 @pytest.mark.parametrize("name", sorted(STATED_LAYOUTS))

@@ -342,6 +342,8 @@ def build_ppo_command(cfg_ppo: Any, *, policy_path: str, reward_model_path: str,
     flag("data.max_len", int(cfg_ppo.max_prompt_tokens) + int(cfg_ppo.max_new_tokens))
     argv += _algorithm_flags(cfg_ppo, seed)
     flag("ds.zero_stage", zero_stage)
+    if cfg_ppo.ref_reward_offload:  # (the config check asked for ZeRO-3, under which alone DeepSpeed offloads them)
+        argv += ["--ref.offload", "--reward.offload"]
     flag("ds.param_dtype", dtype)
     flag("ds.attn_implementation", attn_implementation)
     argv.append("--reward.normalize_enable")  # uses the mean/std the reward model stored in its config

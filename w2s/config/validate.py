@@ -225,6 +225,11 @@ def _check_training_method(cfg: DictConfig, issues: list[ConfigIssue]) -> None:
         if not rm.base:  # the reward model starts from the policy: the policy's context bounds its inputs
             check_length("train.rlhf.reward_model.max_len", rm.max_len, cfg.model.strong, "model.strong", issues)
         ppo = cfg.train.rlhf.ppo
+        if cfg.train.rlhf.ppo_enabled and ppo.ref_reward_offload and rm.zero_stage != 3:
+            issues.append(ConfigIssue("train.rlhf.ppo.ref_reward_offload", True, "offloads parameters, which "
+                                      "DeepSpeed does under ZeRO-3 only (PPO trains at train.rlhf.reward_model."
+                                      f"zero_stage, {rm.zero_stage})", "set train.rlhf.reward_model.zero_stage=3, "
+                                      "or train.rlhf.ppo.ref_reward_offload=false"))
         if cfg.train.rlhf.ppo_enabled:
             check_length("train.rlhf.ppo.max_prompt_tokens + max_new_tokens",
                          ppo.max_prompt_tokens + ppo.max_new_tokens, cfg.model.strong, "model.strong", issues)

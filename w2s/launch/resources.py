@@ -149,13 +149,17 @@ def training_memory_gb(cfg: Any, params_b: float, ranks: int, method: str) -> tu
     if method == "dpo" and not offloaded:
         terms.append((frozen, "reference"))
     if method == "rlhf" and bool(_get(cfg, "train.rlhf.ppo_enabled", True)):
-        # PPO with colocate_all: actor and critic trained, reference and reward frozen, on the same GPUs.
-        terms = [(trained, "actor"), (trained, "critic"), (frozen, "reference"), (frozen, "reward")]
+        # PPO with colocate_all: actor and critic trained, reference and reward frozen, on the same GPUs (or in host
+        # memory: train.rlhf.ppo.ref_reward_offload).
+        terms = [(trained, "actor"), (trained, "critic")]
+        offloaded = bool(_get(cfg, "train.rlhf.ppo.ref_reward_offload", False))
+        if not offloaded:
+            terms += [(frozen, "reference"), (frozen, "reward")]
     per_param = sum(b for b, _ in terms)
     gb = params_b * per_param
     formula = (f"{params_b:.1f}B params x ({' + '.join(f'{b:.2f} B {n}' for b, n in terms)}) "
                f"[ZeRO-{zero}, {ranks} rank(s){', LoRA' if lora else ''}"
-               f"{', reference in host memory' if offloaded else ''}] = {gb:.1f} GB")
+               f"{', frozen models in host memory' if offloaded else ''}] = {gb:.1f} GB")
     return gb, formula
 
 

@@ -109,6 +109,11 @@ class PPOConfig:
                                 "reward model's max_len and the policy's context.")
     colocate_all: bool = _f(True, "Colocate actor, critic, reference, reward and vLLM on the same GPUs (sleep mode on "
                             "GPUs).")
+    ref_reward_offload: bool = _f(False, "Keep the reference's and the reward model's parameters in host memory "
+                                  "(ZeRO-3's parameter offload, OpenRLHF's --ref.offload and --reward.offload): "
+                                  "each layer comes to the GPU for its forward pass only, leaving the GPUs to the "
+                                  "actor, the critic and vLLM at the cost of slower scoring. Needs "
+                                  "train.rlhf.reward_model.zero_stage 3 (PPO's stage).")
     vllm_engines: int = _f(1, "vLLM rollout engines.")
     vllm_tensor_parallel_size: int = _f(1, "GPUs per vLLM rollout engine.")
     checkpoint_every: int = _f(0, "Save OpenRLHF's resumable PPO state every this many steps; a rerun of the stage "
