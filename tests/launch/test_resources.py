@@ -157,3 +157,17 @@ def test_a_nodes_cpus_must_hold_every_actor_placed_there_not_only_one():
         rep.issues[0].problem
     assert check_resources(load_config("gpu/alpaca7b-aligner7b-dpo", JOINED),
                            Request(nodes=1, gpus_per_node=8, cpus_per_node=96)).ok
+
+
+def test_a_colocated_zero3_dpo_reference_not_offloaded_is_pointed_out():
+    """Sharing its GPUs, the trainer drops a ZeRO-3 reference at every turn: the plan says so, and what keeps it."""
+    def notes(*over: str) -> list[str]:
+        cfg = load_config("gpu/alpaca7b-aligner7b-dpo", [*JOINED, *over])
+        return [n for n in check_resources(cfg, Request(nodes=1, gpus_per_node=8, gpu_mem_gb=80)).notes
+                if "train.dpo.ref_offload=true" in n]
+
+    assert notes() == []  # the GPU recipes offload it
+    [note] = notes("train.dpo.ref_offload=false")
+    assert "dropped whenever another role works and loaded again each round" in note
+    assert notes("train.dpo.ref_offload=false", "cluster.colocate=[]", *[
+        f"cluster.{role}.num_gpus_per_actor=1" for role in ("generator", "corrector", "trainer", "judge")]) == []

@@ -242,6 +242,12 @@ def _check_training(cfg: Any, req: Request, usable: float, rep: Report) -> None:
         jobs.append(("aligner", "model.aligner"))
     if job == "loop":
         jobs.append((str(_get(cfg, "train.method", "dpo")), "model.strong"))
+    dpo = _get(cfg, "train.dpo")
+    if ("dpo", "model.strong") in jobs and "trainer" in (_get(cfg, "cluster.colocate", []) or []) and \
+            int(_get(dpo, "zero_stage", 2)) == 3 and not bool(_get(dpo, "ref_offload", False)):
+        rep.notes.append("dpo: the trainer shares its GPUs (cluster.colocate), so its ZeRO-3 reference is dropped "
+                         "whenever another role works and loaded again each round; train.dpo.ref_offload=true "
+                         "keeps it in host memory instead")
     for method, model_key in jobs:
         params, source = model_params_b(_get(cfg, model_key))
         if params <= 0:
@@ -265,10 +271,13 @@ def _check_training(cfg: Any, req: Request, usable: float, rep: Report) -> None:
 
 def _ranks_needed(cfg: Any, params: float, method: str, usable_per_rank: float) -> int:
     """Fewest trainer ranks that fit under ZeRO-3 (0 when even 4096 do not)."""
+    trained = WEIGHT_BYTES + GRAD_BYTES + OPTIM_BYTES
+    if method == "rlhf":  # actor and critic, and the frozen two unless offloaded
+        per_param = trained * (2 if bool(_get(cfg, "train.rlhf.ppo.ref_reward_offload", False)) else 3)
+    else:
+        per_param = trained + (WEIGHT_BYTES if method == "dpo" and not _get(cfg, "train.dpo.ref_offload") else 0)
     n = 1
     while n <= 4096:
-        per_param = 3 * (WEIGHT_BYTES + GRAD_BYTES + OPTIM_BYTES) if method == "rlhf" else \
-            WEIGHT_BYTES + GRAD_BYTES + OPTIM_BYTES + (WEIGHT_BYTES if method == "dpo" else 0)
         if params * per_param / n <= usable_per_rank:
             return n
         n *= 2
