@@ -223,6 +223,7 @@ def test_dpo_with_the_roles_colocated_on_two_logical_gpus_keeps_every_process_an
         assert f"| {k} | {len(pairs)} | {cut:.0%} |" in text
     assert rows["round-02 (total)"]["roles_started"] == "-"
     assert rows["round-02 (total)"]["refit_checks"].startswith("1 passed")
+    assert f"| round-02 (total) | - | {rows['round-02 (total)']['refit_checks']} |" in text
     train = rows["round-01/train"]  # where the time went: each stage, not only the totals
     assert f"| round-01/train | {train['wall_s']} | {train['work_s']} |" in text
     assert "sampled every 1 s by `w2s bench loop` while the run ran): at most 6.5 GiB; 0.7 GiB before" in text
