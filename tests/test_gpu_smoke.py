@@ -36,12 +36,14 @@ def test_a_gpu_smoke_round(tmp_path, method):
     policy = run / "round-01" / "train" / "policy"
     assert (policy / "config.json").is_file() and any(policy.glob("*.safetensors"))
     # gpu/smoke colocates generator, corrector and trainer on the one GPU: one process each, all on GPU 0, taking
-    # turns (the trainer's turn put the engines to sleep).
+    # turns (the corrector's put the generator to sleep without its weights, the trainer's the corrector).
     actors = [a for a in json.loads((run / "cluster.json").read_text())["actors"] if a["role"] != "judge"]
     if method == "dpo":
         assert sorted(a["role"] for a in actors) == ["corrector", "generator", "trainer"]
         assert {a["pool_bundles"][0] for a in actors} == {0} and len({tuple(a["gpu_ids"]) for a in actors}) == 1
-        assert ["generator", "sleep"] in train["services"]["turns"]
+        turns = [t for p in run.glob("round-01/*/manifest.json") for t in manifest(p.parent.relative_to(run))[
+            "services"]["turns"]]
+        assert ["generator", "discard"] in turns and ["corrector", "sleep"] in turns
         # Round 2 on the GPU: no role started; the generator slept keeping no weights (vLLM level 2) and took the
         # round-1 policy in place, its bf16 engine passing the refit check against the trainer's numbers; the
         # ZeRO-3 reference, offloaded, was kept through the turns.
