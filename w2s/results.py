@@ -151,10 +151,10 @@ def results_markdown(run_dir: Path, command: str, times: list[dict[str, Any]]) -
                   "|---|---|---|---|"]
         lines += [f"| {r['stage']} | {r['wall_s']} | {r['work_s']} | {r['startup_and_orchestration_s']} |"
                   for r in times] + [""]
-        lines += ["## Role processes and refit checks", "", "*The role groups each stage started (a group: every rank of "
-                  "a role; one kept for the run starts once) and the refit checks of the weights it took in place (how many passed, the "
-                  "largest mean difference of log-probabilities).*", "", "| part | roles started | refit checks |",
-                  "|---|---|---|"]
+        lines += ["## Role processes and refit checks", "",
+                  "*The role groups each stage started (a group: every rank of a role; one kept for the run starts "
+                  "once) and the refit checks of the weights it took in place (how many passed, the largest mean "
+                  "difference of log-probabilities).*", "", "| part | roles started | refit checks |", "|---|---|---|"]
         lines += [f"| {r['stage']} | {r['roles_started']} | {r['refit_checks']} |" for r in times] + [""]
     memory = run_dir / MACHINE_MEMORY
     if memory.exists():
