@@ -205,9 +205,9 @@ def test_offloaded_frozen_models_need_zero_3():
                                                "(train.dpo.zero_stage is 2) | set train.dpo.zero_stage=3, or "
                                                "train.dpo.ref_offload=false")
     issues = _issues("train.method=rlhf", "train.rlhf.ppo.ref_reward_offload=true")  # PPO's frozen models too
-    assert issues["train.rlhf.ppo.ref_reward_offload"].endswith(
-        "(PPO trains at train.rlhf.reward_model.zero_stage, 0) | set train.rlhf.reward_model.zero_stage=3, or "
-        "train.rlhf.ppo.ref_reward_offload=false")
+    assert issues["train.rlhf.ppo.ref_reward_offload"] == (
+        "offloads parameters, which DeepSpeed does under ZeRO-3 only (train.rlhf.reward_model.zero_stage is 0) | set "
+        "train.rlhf.reward_model.zero_stage=3, or train.rlhf.ppo.ref_reward_offload=false")
     for name in ("gpu/alpaca7b-aligner7b-dpo", "gpu/popalign-yi"):
         dpo = load_config(name, ["train.method=dpo"]).train.dpo
         assert dpo.ref_offload == (dpo.zero_stage == 3)

@@ -71,6 +71,12 @@ def check_data(key: str, source: Any, issues: list[ConfigIssue], *, required: bo
                                   "recipes/... for data shipped with w2s"))
 
 
+def offload_without_zero3(key: str, zero_key: str, zero_stage: int) -> ConfigIssue:
+    """``key`` offloads a frozen model's parameters, which DeepSpeed does under ZeRO-3 only (``zero_key``)."""
+    return ConfigIssue(key, True, f"offloads parameters, which DeepSpeed does under ZeRO-3 only ({zero_key} is "
+                       f"{zero_stage})", f"set {zero_key}=3, or {key}=false")
+
+
 def check_trainer(key: str, t: Any, trainer_ranks: int, issues: list[ConfigIssue]) -> None:
     per_step = t.micro_batch_samples_per_device * trainer_ranks
     if t.micro_batch_samples_per_device < 1:
@@ -89,9 +95,7 @@ def check_trainer(key: str, t: Any, trainer_ranks: int, issues: list[ConfigIssue
     if t.zero_stage not in (0, 1, 2, 3):
         issues.append(ConfigIssue(f"{key}.zero_stage", t.zero_stage, "must be 0, 1, 2 or 3", "DeepSpeed ZeRO stage"))
     if t.get("ref_offload") and t.zero_stage != 3:  # (DPO's reference only)
-        issues.append(ConfigIssue(f"{key}.ref_offload", True, f"offloads parameters, which DeepSpeed does under "
-                                  f"ZeRO-3 only ({key}.zero_stage is {t.zero_stage})",
-                                  f"set {key}.zero_stage=3, or {key}.ref_offload=false"))
+        issues.append(offload_without_zero3(f"{key}.ref_offload", f"{key}.zero_stage", t.zero_stage))
     if t.epochs < 1:
         issues.append(ConfigIssue(f"{key}.epochs", t.epochs, "must be at least 1", f"set {key}.epochs=1"))
     if t.max_len < 16:

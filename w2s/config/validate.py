@@ -22,6 +22,7 @@ from w2s.config.checks import (
     check_sampling,
     check_trainer,
     local_gpus,
+    offload_without_zero3,
     role_gpus,
 )
 from w2s.errors import ConfigIssue
@@ -226,10 +227,9 @@ def _check_training_method(cfg: DictConfig, issues: list[ConfigIssue]) -> None:
             check_length("train.rlhf.reward_model.max_len", rm.max_len, cfg.model.strong, "model.strong", issues)
         ppo = cfg.train.rlhf.ppo
         if cfg.train.rlhf.ppo_enabled and ppo.ref_reward_offload and rm.zero_stage != 3:
-            issues.append(ConfigIssue("train.rlhf.ppo.ref_reward_offload", True, "offloads parameters, which "
-                                      "DeepSpeed does under ZeRO-3 only (PPO trains at train.rlhf.reward_model."
-                                      f"zero_stage, {rm.zero_stage})", "set train.rlhf.reward_model.zero_stage=3, "
-                                      "or train.rlhf.ppo.ref_reward_offload=false"))
+            # (PPO trains at the reward model's ZeRO stage)
+            issues.append(offload_without_zero3("train.rlhf.ppo.ref_reward_offload",
+                                                "train.rlhf.reward_model.zero_stage", rm.zero_stage))
         if cfg.train.rlhf.ppo_enabled:
             check_length("train.rlhf.ppo.max_prompt_tokens + max_new_tokens",
                          ppo.max_prompt_tokens + ppo.max_new_tokens, cfg.model.strong, "model.strong", issues)
