@@ -7,7 +7,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from w2s.backends import checkpoint
 
@@ -29,6 +29,18 @@ def release(*objects: Any) -> None:
     gc.collect()
 
 
+class ReferenceKey(NamedTuple):
+    """What makes a kept reference the one a training would load."""
+
+    path: str
+    files: str  # the model files' names, sizes and times (checkpoint.model_files), as JSON
+    param_dtype: str
+    attn_implementation: str
+    zero_stage: int
+    world: int
+    offload: bool  # its ZeRO-3 shards in host memory (train.dpo.ref_offload)
+
+
 class KeptReference:
     """The DPO reference of this process's last training, kept loaded (and prepared by DeepSpeed) for the next.
 
@@ -39,14 +51,14 @@ class KeptReference:
     """
 
     def __init__(self) -> None:
-        self.key: Any = None
+        self.key: ReferenceKey | None = None
         self.ref: Any = None
         self.parked = False  # its weights are in host memory (another role used the GPU)
 
     @staticmethod
-    def _key(ref_path: str, args: Any, world: int) -> Any:
-        return (ref_path, json.dumps(checkpoint.model_files(ref_path)), str(args.ds.param_dtype),
-                str(args.ds.attn_implementation), int(args.ds.zero_stage), world, bool(args.ref.offload))
+    def _key(ref_path: str, args: Any, world: int) -> ReferenceKey:
+        return ReferenceKey(ref_path, json.dumps(checkpoint.model_files(ref_path)), str(args.ds.param_dtype),
+                            str(args.ds.attn_implementation), int(args.ds.zero_stage), world, bool(args.ref.offload))
 
     def get(self, ref_path: str, args: Any, world: int) -> tuple[Any, bool]:
         """(the kept reference, True) when it is ``ref_path``'s as this training loads it, else (None, False)."""
@@ -72,13 +84,12 @@ class KeptReference:
 
         if self.ref is None or self.parked:
             return False
-        zero_stage, offloaded = self.key[4], self.key[6]
-        if offloaded:  # (on CPU too: nothing to free there, but the same call)
+        if self.key.offload:  # (on CPU too: nothing to free there, but the same call)
             self.ref.model.empty_partition_cache()  # DeepSpeed's: the gathered layers it keeps for reuse
             return torch.cuda.is_available()
         if not torch.cuda.is_available():
             return False
-        if zero_stage == 3:
+        if self.key.zero_stage == 3:
             self.drop()
         else:
             self.ref.model.to("cpu")
