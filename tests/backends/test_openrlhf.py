@@ -181,6 +181,22 @@ def test_dpo_moves_the_policy_away_from_the_reference(tiny_weak, data_dir, tmp_p
     print(f"DPO: {result.seconds:.1f} s, losses {result.losses[0]:.3f} -> {result.losses[-1]:.3f}")
 
 
+def test_packed_dpo_trains_as_the_padded_one(tiny_weak, data_dir, tmp_path):
+    """packing_samples: each micro-batch's rows (of different lengths) as one sequence, the policy's and the
+    reference's; the same losses and weights as padded rows, in float32, after the check on the model."""
+    cfg, pairs = _cfg(DPOConfig, param_dtype="float32"), str(data_dir / "pairs.jsonl")
+    backend.KEPT_REFERENCE.drop()
+    padded = backend.train_dpo(cfg, tiny_weak, tiny_weak, pairs, str(tmp_path / "padded"), attn_implementation="sdpa")
+    cfg.packing_samples = True
+    packed = backend.train_dpo(cfg, tiny_weak, tiny_weak, pairs, str(tmp_path / "packed"), attn_implementation="sdpa")
+    backend.KEPT_REFERENCE.drop()
+    assert packed.reference_reused  # the padded training's reference, now packing too
+    assert "packing_difference" not in padded.metrics and packed.metrics["packing_difference"] < 1e-5
+    assert packed.losses == pytest.approx(padded.losses, rel=1e-4) and packed.steps == padded.steps == 4
+    a, b = _weights(packed.output_dir), _weights(padded.output_dir)
+    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in a)
+
+
 @pytest.mark.parametrize("zero", [{}, {"zero_stage": 3, "ref_offload": True}], ids=["zero0", "zero3-ref-offload"])
 def test_the_dpo_reference_is_kept_for_the_next_round_and_trains_as_a_fresh_one(zero, tiny_weak, data_dir, tmp_path,
                                                                                 monkeypatch):
@@ -231,7 +247,8 @@ def test_the_dpo_reference_is_kept_for_the_next_round_and_trains_as_a_fresh_one(
     backend.KEPT_REFERENCE.drop()
 
 
-@pytest.mark.parametrize("zero_stage", [2, 3])  # 3: the GPU recipes' (the saved weights gathered from their shards)
+# ZeRO-3: the GPU recipes' stage (the saved weights gathered from their shards), with their packed rows
+@pytest.mark.parametrize("zero_stage", [2, 3], ids=["zero2", "zero3-packed"])
 def test_reward_model_saves_value_head_and_normalisation(zero_stage, tiny_weak, data_dir, tmp_path, monkeypatch):
     from deepspeed.runtime.engine import DeepSpeedEngine
 
@@ -247,13 +264,15 @@ def test_reward_model_saves_value_head_and_normalisation(zero_stage, tiny_weak, 
         released.extend((o, any(d is o for d in destroyed[before:])) for o in objects)
 
     monkeypatch.setattr(backend, "release", release)
-    cfg = _cfg(RewardModelConfig, epochs=1, zero_stage=zero_stage)
+    cfg = _cfg(RewardModelConfig, epochs=1, zero_stage=zero_stage, packing_samples=zero_stage == 3)
     result = backend.train_reward_model(cfg, tiny_weak, str(data_dir / "pairs.jsonl"), str(tmp_path / "rm"),
                                         attn_implementation="flash_attention_2")
     # The reward model is the DeepSpeed engine itself (no Actor around it): destroyed by its release, not left to
     # the collector (other tests' engines may be collected meanwhile: only what the release did counts).
     assert [(type(o).__name__, done) for o, done in released] == [("DeepSpeedEngine", True)]
     assert result.steps == 4 and result.losses[-1] < result.losses[0]
+    assert ("packing_difference" in result.metrics) == cfg.packing_samples  # checked before training, if packed
+    assert result.metrics.get("packing_difference", 0) < 1e-3
     assert result.attn_implementation == "sdpa"  # flash-attention 2 without CUDA: sdpa, not a failed load
     config = json.loads((Path(result.output_dir) / "config.json").read_text())
     assert "auto_map" not in config  # PPO may load w2s's own reward model without trust_remote_code

@@ -15,7 +15,7 @@ from w2s.errors import ConfigError
 
 
 def _flat(kind: str) -> dict:
-    section = {"sft": SFTConfig, "dpo": DPOConfig}[kind](param_dtype="bfloat16")
+    section = {"sft": SFTConfig, "dpo": DPOConfig}[kind](param_dtype="bfloat16", packing_samples=True)
     return flat_args(section, seed=7, micro=2, global_batch=4, chat=True, kind=kind, tensorboard_dir=None,
                      output_dir="out", attn="sdpa")
 
@@ -31,7 +31,7 @@ def test_every_flag_is_one_the_installed_cli_declares(kind):
                 "--train.micro_batch_size": "2", "--train.batch_size": "4", "--ds.param_dtype": "bf16",
                 "--ds.attn_implementation": "sdpa"}
     assert {f: argv[argv.index(f) + 1] for f in expected} == expected
-    assert "--data.apply_chat_template" in argv
+    assert "--data.apply_chat_template" in argv and "--ds.packing_samples" in argv
     if kind == "dpo":
         assert argv[argv.index("--ref.model_name_or_path") + 1] == "r"
         assert argv[argv.index("--model.beta") + 1] == str(_flat("dpo")["model.beta"])

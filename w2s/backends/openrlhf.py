@@ -33,6 +33,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from w2s.backends import checkpoint
+from w2s.backends import packing as packing_check
 from w2s.backends.args import (
     Kind,
     batch_sizes,
@@ -285,6 +286,7 @@ def _run(kind: Kind, cfg: Any, model_path: str, data_path: str, output_dir: str,
     trainer, model, ref, reused = _trainer(kind, args, strategy, model, tok, dataloader, total_steps, global_batch,
                                            ref_path=ref_path, eval_path=eval_path, data_path=data_path, chat=chat,
                                            micro=micro, world=world)
+    packing = packing_check.verify_prepared(kind, args, strategy, model) if args.ds.packing_samples else None
     consumed, first_step = 0, 0
     if not args.ckpt.disable_ds:
         record = checkpoint.training_record(kind, flat, model_path=model_path, ref_path=ref_path,
@@ -312,6 +314,8 @@ def _run(kind: Kind, cfg: Any, model_path: str, data_path: str, output_dir: str,
         metrics["resumed_from_step"] = float(first_step)
     if kind == "dpo":
         metrics["reference_reused"] = float(reused)
+    if packing is not None:
+        metrics["packing_difference"] = packing
     return TrainResult(output_dir=output_dir, steps=steps, samples=steps * global_batch,
                        seconds=time.monotonic() - start, fit_seconds=fit_seconds, losses=steplog.losses,
                        metrics=metrics, world_size=world, attn_implementation=loaded_attn,
@@ -339,7 +343,8 @@ def _trainer(kind: Kind, args: Any, strategy: Any, model: Any, tok: Any, dataloa
         ref, reused = KEPT_REFERENCE.get(ref_path, args, world)
         if ref is None:
             ref = Actor(ref_path, attn_implementation=args.ds.attn_implementation, param_dtype=args.ds.param_dtype,
-                        ds_config=strategy.get_ds_eval_config(offload=bool(args.ref.offload)), packing_samples=False)
+                        ds_config=strategy.get_ds_eval_config(offload=bool(args.ref.offload)),
+                        packing_samples=args.ds.packing_samples)
             ref._offload = bool(args.ref.offload)  # what strategy.prepare reads (as OpenRLHF's DPO CLI sets it)
             if getattr(ref.model.config, "pad_token_id", None) is None:
                 ref.model.config.pad_token_id = tok.pad_token_id
@@ -347,6 +352,7 @@ def _trainer(kind: Kind, args: Any, strategy: Any, model: Any, tok: Any, dataloa
             KEPT_REFERENCE.keep(ref_path, args, world, ref)
         else:
             model, optim, scheduler = strategy.prepare((model, optim_cfg(args, total_steps)))
+            ref.packing_samples = args.ds.packing_samples  # kept from a training that may have packed or not
         trainer = DPOTrainer(model=model, ref_model=ref, tokenizer=tok, optim=optim, eval_dataloader=None,
                              scheduler=scheduler, beta=args.model.beta, **common)
     else:
@@ -371,7 +377,7 @@ def _load_model(kind: Kind, model_path: str, args: Any, strategy: Any, tok: Any)
     model_kw = dict(attn_implementation=args.ds.attn_implementation, param_dtype=args.ds.param_dtype,
                     lora_rank=args.ds.lora.rank, lora_alpha=args.ds.lora.alpha, lora_dropout=args.ds.lora.dropout,
                     target_modules=args.ds.lora.target_modules, ds_config=strategy.get_ds_train_config(),
-                    packing_samples=False)
+                    packing_samples=args.ds.packing_samples)
     if kind == "rm":
         model = get_llm_for_sequence_regression(model_path, "reward", init_value_head=True,
                                                 value_head_prefix=args.ds.value_head_prefix, **model_kw)

@@ -34,8 +34,9 @@ TRAINER = {"sft": ("openrlhf.trainer.sft_trainer", "SFTTrainer"), "dpo": ("openr
 
 # The flat names both CLIs declare and w2s sets (the rest of flat_args is state w2s's in-process driver needs).
 _COMMON = ("train.seed", "train.micro_batch_size", "train.batch_size", "train.max_epochs", "ds.zero_stage",
-           "ds.param_dtype", "ds.adam_offload", "ds.attn_implementation", "ds.lora.rank", "ds.lora.alpha",
-           "ds.lora.dropout", "ds.lora.target_modules", "model.gradient_checkpointing_enable", "data.max_len",
+           "ds.param_dtype", "ds.adam_offload", "ds.attn_implementation", "ds.packing_samples", "ds.lora.rank",
+           "ds.lora.alpha", "ds.lora.dropout", "ds.lora.target_modules", "model.gradient_checkpointing_enable",
+           "data.max_len",
            "data.apply_chat_template", "optim", "adam.lr", "adam.betas", "adam.eps", "adam.weight_decay",
            "lr_scheduler", "lr_warmup_ratio", "min_lr_ratio", "max_norm", "ckpt.output_dir", "ckpt.disable_ds")
 _OWN = {"sft": ("data.input_key", "data.output_key"),

@@ -47,6 +47,11 @@ class TrainerConfig:
                           "CPUs without native bf16 (AVX2 only) run bf16 about 100x slower than float32.",
                           ["bfloat16", "float16", "float32"])
     gradient_checkpointing: bool = _f(False, "Recompute activations in backward to save memory.")
+    packing_samples: bool = _f(False, "Pack each micro-batch's rows into one sequence without padding (OpenRLHF's "
+                               "--ds.packing_samples): the same loss, no compute spent on padding, so faster where "
+                               "row lengths vary. flash_attention_2 keeps packed rows apart itself, sdpa and eager "
+                               "through transformers' packed-sequence masks; each training checks this on its model "
+                               "first (metric packing_difference) and stops with a config error where it fails.")
     adam_offload: bool = _f(False, "Offload optimizer states to CPU (DeepSpeed).")
     checkpoint_every: int = _f(0, "Save resumable training state (OpenRLHF's DeepSpeed checkpoint: weights, optimizer, "
                                "schedule, data position) every this many optimizer steps, so that a stage cut short "
