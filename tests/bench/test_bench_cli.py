@@ -147,7 +147,8 @@ def test_bench_generate_and_train_run_in_the_recipes_role_actors(tmp_path):
         world = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(held.getsockname()[1]), "RANK": "0",
                  "WORLD_SIZE": "1"}
         result = subprocess.run([*bench, "train", "--recipe", "tiny/dpo", "--model", "asset:tiny-strong", "--method",
-                                 "sft,dpo", "--dtype", "bfloat16", "--rows", "16", "--micro-batch", "2", "--peer",
+                                 "sft,dpo", "--dtype", "bfloat16", "--rows", "16", "--micro-batch", "2", "--packing",
+                                 "off,on", "--peer",
                                  "--json", "--output", str(out), "--write", str(written),
                                  "cluster.trainer.num_actors=2", "cluster.trainer.num_cpus_per_actor=1"],
                                 capture_output=True, text=True, timeout=600, env={**os.environ, **world})
@@ -155,10 +156,14 @@ def test_bench_generate_and_train_run_in_the_recipes_role_actors(tmp_path):
     rows = _rows(result.stdout)
     # 16 rows, 2 per micro-batch, 2 micro-batches a step on each of two ranks: 2 steps over 16 samples, each method,
     # through w2s's trainer actors and through OpenRLHF's own CLI under torchrun on the same rows and flags.
-    assert [(r["runner"], r["method"], r["dtype"], r["ranks"], r["samples"], r["steps"], r["repeats"])
+    # Padded and packed (packing_samples); the CLI packs with flash-attention only (which it switches to), so here
+    # it runs the padded rows alone.
+    assert [(r["runner"], r["method"], r["packing"], r["dtype"], r["ranks"], r["samples"], r["steps"], r["repeats"])
             for r in rows] == [
-        ("w2s", "sft", "bfloat16", 2, 16, 2, 1), ("openrlhf-cli", "sft", "bfloat16", 2, 16, 2, 1),
-        ("w2s", "dpo", "bfloat16", 2, 16, 2, 1), ("openrlhf-cli", "dpo", "bfloat16", 2, 16, 2, 1)]
+        ("w2s", "sft", "off", "bfloat16", 2, 16, 2, 1), ("openrlhf-cli", "sft", "off", "bfloat16", 2, 16, 2, 1),
+        ("w2s", "sft", "on", "bfloat16", 2, 16, 2, 1),
+        ("w2s", "dpo", "off", "bfloat16", 2, 16, 2, 1), ("openrlhf-cli", "dpo", "off", "bfloat16", 2, 16, 2, 1),
+        ("w2s", "dpo", "on", "bfloat16", 2, 16, 2, 1)]
     for row in rows:
         assert row["seconds_total"] > row["seconds_fit"] > 0  # start-up, loading and saving are not the fit loop
         assert row["peak_mem_mb"] > 200

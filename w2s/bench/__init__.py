@@ -78,15 +78,17 @@ THROUGHPUT = {
                 "startup_s: the actor and its engine, once per backend; seconds, tokens/s and prompts/s: the timed "
                 "pass after a warm-up pass; peak_mem_mb: the actor's resident peak, its engine's processes included. "
                 "vLLM schedules its own batches (batch `all`).",
-    "train": "OpenRLHF's trainer on the recipe's trainer ranks (runner `w2s`), on synthetic rows, one method after "
-             "the other; with --peer, each also through OpenRLHF's own command line on the same rows and flags, "
-             "under torchrun with as many ranks, one process each with as many torch threads (runner "
-             "`openrlhf-cli`). seconds_total: the call, start-up, model loading and saving included (for the CLI, "
-             "torchrun's and its processes' start-up and imports; for w2s, the trainer actors' start); seconds_fit "
-             "and samples_per_s: the trainer's fit loop alone (rank 0's); peak_mem_mb: the resident peaks of the "
-             "ranks together. With --repeat N, each "
-             "training N times in fresh processes, w2s and its peer in turn: the seconds are medians, "
-             "seconds_fit_range the fit loop's lowest and highest, peak_mem_mb the highest.",
+    "train": "OpenRLHF's trainer on the recipe's trainer ranks (runner `w2s`), on synthetic rows of 1 to 8 sentences "
+             "(lengths vary, as real rows' do: what a padded micro-batch wastes and a packed one does not), one "
+             "method after the other, padded or packed (`packing`: packing_samples); with --peer, each also through "
+             "OpenRLHF's own command line on the same rows and flags, under torchrun with as many ranks, one process "
+             "each with as many torch threads (runner `openrlhf-cli`; packed only where flash-attention runs, which "
+             "the CLI switches to for packing). seconds_total: the call, start-up, model loading and saving included "
+             "(for the CLI, torchrun's and its processes' start-up and imports; for w2s, the trainer actors' start); "
+             "seconds_fit and samples_per_s: the trainer's fit loop alone (rank 0's); peak_mem_mb: the resident "
+             "peaks of the ranks together. With --repeat N, each training N times in fresh processes, w2s and its "
+             "peer in turn: the seconds are medians, seconds_fit_range the fit loop's lowest and highest, "
+             "peak_mem_mb the highest.",
 }
 
 
@@ -98,7 +100,8 @@ def _command(args: argparse.Namespace) -> str:
                   "--batch", ",".join(map(str, args.batch)), "--max-new-tokens", str(args.max_new_tokens)]
     else:
         flags += ["--method", ",".join(args.method), "--rows", str(args.rows), "--micro-batch", str(args.micro_batch),
-                  *(["--repeat", str(args.repeat)] if args.repeat > 1 else []), *(["--peer"] if args.peer else [])]
+                  "--packing", ",".join(args.packing), *(["--repeat", str(args.repeat)] if args.repeat > 1 else []),
+                  *(["--peer"] if args.peer else [])]
     return shlex.join(["w2s", "bench", args.what, *flags, "--write", args.write, *args.overrides])
 
 
@@ -154,6 +157,9 @@ def add_parser(subparsers: Any) -> None:
                    help="train: comma-separated methods measured one after the other (sft,dpo)")
     p.add_argument("--rows", type=int, default=64, help="train: rows of synthetic data")
     p.add_argument("--micro-batch", type=int, default=4, help="train: samples per micro-batch")
+    p.add_argument("--packing", type=_listed(("off", "on"), "packing"), default=["off"],
+                   help="train: each method padded (off) and/or with its micro-batches packed (on: packing_samples), "
+                   "side by side (off,on)")
     p.add_argument("--repeat", type=_at_least_one, default=1, help="train: train each method (and its peer) this "
                    "many times, each in a fresh process, in turn; the rows give medians and the fit loop's range")
     p.add_argument("--peer", action="store_true", help="train: also run each method through OpenRLHF's own CLI "

@@ -150,6 +150,7 @@ def bench_train(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     from w2s.assets import resolve_model_path
     from w2s.backends import data as data_files
+    from w2s.backends.models import training_attn
     from w2s.bench.services import PROMPTS, bench_services
     from w2s.roles import Services
 
@@ -158,15 +159,19 @@ def bench_train(args: argparse.Namespace) -> list[dict[str, Any]]:
         cfg, out = bench_services(args, stack, [f"model.strong.path={args.model}"])
         model = resolve_model_path(args.model)
         ranks = int(cfg.cluster.trainer.num_actors)
-        answers = [f"Here is a short answer number {i}, with a few more words to make it realistic." for i in
+        # 1 to 8 sentences: lengths vary within a micro-batch, as real rows' do
+        answers = [f"Here is answer number {i}." + " It has a few more words to make it realistic." * (i % 8) for i in
                    range(args.rows)]
-        sections = {method: OmegaConf.merge(cfg.train[method], {
+        sections = {(method, packing): OmegaConf.merge(cfg.train[method], {
             "micro_batch_samples_per_device": args.micro_batch,
-            "global_batch_samples": args.micro_batch * ranks * 2},  # two micro-batches a step on each rank
-            {"param_dtype": args.dtype} if args.dtype else {}) for method in args.method}
+            "global_batch_samples": args.micro_batch * ranks * 2,  # two micro-batches a step on each rank
+            "packing_samples": packing == "on"},
+            {"param_dtype": args.dtype} if args.dtype else {}) for method in args.method for packing in args.packing}
         if args.peer:
-            check({m: str(s.param_dtype) for m, s in sections.items()})
-        for method, section in sections.items():
+            check({m: str(s.param_dtype) for (m, _), s in sections.items()})
+        # OpenRLHF's CLI packs with flash-attention only (it switches to it): without, its rows are the padded ones.
+        peer_packs = training_attn("flash_attention_2") == "flash_attention_2"
+        for (method, packing), section in sections.items():
             data = out / f"{method}.jsonl"  # beside the actor logs: on a cluster, a folder every node reads
             if method == "sft":
                 data_files.write_sft_rows(data, [(PROMPTS[i % 8], a) for i, a in enumerate(answers)], chat=True)
@@ -184,10 +189,11 @@ def bench_train(args: argparse.Namespace) -> list[dict[str, Any]]:
                     secs = time.perf_counter() - t0
                     peak = services.peak_memory_mb("trainer")
                 measured["w2s"].append(Trained(secs, result["fit_seconds"], result["steps"], result["samples"], peak))
-                if args.peer:
+                if args.peer and (packing == "off" or peer_packs):
                     measured["openrlhf-cli"].append(train_as_w2s(cfg, method, section, request, out))
-            rows += [{"runner": runner, "method": method, "model": args.model, "dtype": str(section.param_dtype),
-                      "ranks": ranks, **_median_training(runs)} for runner, runs in measured.items() if runs]
+            rows += [{"runner": runner, "method": method, "packing": packing, "model": args.model,
+                      "dtype": str(section.param_dtype), "ranks": ranks, **_median_training(runs)}
+                     for runner, runs in measured.items() if runs]
     return rows
 
 
