@@ -8,7 +8,9 @@ available:
    ``flash_attn.utils.distributed`` at module top level, so ``openrlhf.models`` (and every trainer) fails to
    import without flash-attn, which cannot even be built without CUDA. ``w2s/compat/stubs`` (a torch-only
    package with the same public names) is put on ``sys.path`` when the real package is not importable. It is
-   only reached by sample packing / ring attention, which stay unsupported on CPU.
+   only reached by sample packing (``packing_samples``: the padding helpers unpad a micro-batch, and transformers'
+   sdpa/eager attention keeps the packed rows apart, see :mod:`w2s.backends.packing`) and ring attention (which
+   needs flash-attn's kernels and stays unsupported on CPU).
 2. **Environment.** ``DS_ACCELERATOR=cpu`` (DeepSpeed then uses gloo) and, only where unset, a single-process
    torch.distributed world: ``MASTER_ADDR=127.0.0.1``, a free ``MASTER_PORT``, ``RANK=0``, ``WORLD_SIZE=1`` and
    ``LOCAL_RANK=-1`` (OpenRLHF's strategy then skips ``torch.cuda.set_device``).
