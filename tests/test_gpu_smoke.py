@@ -53,3 +53,5 @@ def test_a_gpu_smoke_round(tmp_path, method):
         [refit] = manifest("round-01/eval-answers")["services"]["refits"]
         assert refit["role"] == "generator" and refit["checked"] and refit["mean_abs_diff"] <= refit["tolerance"]
         assert manifest("round-02/train")["metrics"]["train_reference_reused"] == 1
+        # Packed micro-batches on flash-attention 2 (varlen) give the padded rows' outputs, in bf16.
+        assert manifest("round-01/train")["metrics"]["train_packing_difference"] <= 0.15

@@ -196,6 +196,8 @@ def test_dpo_with_the_roles_colocated_on_two_logical_gpus_keeps_every_process_an
     # the other roles' turns: round 2 trains against it without loading it again.
     trained = [json.loads((run / f"round-{k:02d}" / "train" / "manifest.json").read_text())["metrics"] for k in (1, 2)]
     assert [m["train_reference_reused"] for m in trained] == [0, 1]
+    # Its micro-batches packed (train.dpo.packing_samples), the model checked to keep the rows apart first.
+    assert all(m["train_packing_difference"] < 1e-3 for m in trained)
     # The turns, in order: the one role about to work wakes up after the one that worked went to sleep; the
     # generator, whose next weights are the round's policy, keeps none while it sleeps.
     assert manifest("round-02/correct")["turns"] == [["generator", "discard"], ["corrector", "wake_up"]]
