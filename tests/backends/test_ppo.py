@@ -47,10 +47,12 @@ def test_argv_for_a_representative_config():
                    "--reward.normalize_enable"):
         assert switch in argv
     assert argv.count("--actor.model_name_or_path") == 1
-    assert "--ref.offload" not in argv and "--reward.offload" not in argv
+    assert "--ref.offload" not in argv and "--reward.offload" not in argv and "--ds.packing_samples" not in argv
     offloaded = _cmd(PPOConfig(ref_reward_offload=True), zero_stage=3)  # the frozen two's shards in host memory
     assert "--ref.offload" in offloaded and "--reward.offload" in offloaded
     assert set(ppo.command_flags(offloaded)) <= ppo.declared_ppo_flags()
+    packed = _cmd(PPOConfig(packing_samples=True))  # (the config check asked for flash-attention 2)
+    assert "--ds.packing_samples" in packed and set(ppo.command_flags(packed)) <= ppo.declared_ppo_flags()
 
 
 def test_rollouts_are_prompted_in_the_policys_own_format():

@@ -196,6 +196,20 @@ def test_a_ceiling_is_trained_as_the_policy_is_and_needs_the_evaluation_pgr_is_m
     load_config("tiny/dpo", ["loop.ceiling=true"])
 
 
+def test_ppo_packs_on_flash_attention_only():
+    """OpenRLHF's PPO switches to flash-attention 2 whenever it packs: a policy on another kernel is refused with
+    the two ways out; the GPU recipes (flash-attention 2) pack."""
+    issues = _issues("train.method=rlhf", "train.rlhf.ppo.packing_samples=true")  # tiny: sdpa
+    assert issues["train.rlhf.ppo.packing_samples"] == (
+        "OpenRLHF's PPO packs on flash-attention 2 only (it switches to it; model.strong.attn_implementation is "
+        "sdpa) | set model.strong.attn_implementation=flash_attention_2 (CUDA and flash-attn), or "
+        "train.rlhf.ppo.packing_samples=false")
+    load_config("tiny/dpo", ["train.rlhf.ppo.packing_samples=true"])  # read by PPO alone
+    for name in ("gpu/alpaca7b-aligner7b-rlhf", "gpu/smoke"):
+        cfg = load_config(name, ["train.method=rlhf"])
+        assert cfg.train.rlhf.ppo.packing_samples and cfg.model.strong.attn_implementation == "flash_attention_2"
+
+
 def test_offloaded_frozen_models_need_zero_3():
     """DeepSpeed offloads parameters under ZeRO-3 only: another stage with train.dpo.ref_offload (or PPO's
     ref_reward_offload) is refused, naming both keys; the GPU recipes (ZeRO-3, offloaded) pass, and PopAlign's

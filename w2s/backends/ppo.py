@@ -345,6 +345,8 @@ def build_ppo_command(cfg_ppo: Any, *, policy_path: str, reward_model_path: str,
     if cfg_ppo.ref_reward_offload:  # (the config check asked for ZeRO-3, under which alone DeepSpeed offloads them)
         argv += ["--ref.offload", "--reward.offload"]
     flag("ds.param_dtype", dtype)
+    if cfg_ppo.packing_samples:  # (on flash-attention 2, which the config check asked for)
+        argv.append("--ds.packing_samples")
     flag("ds.attn_implementation", attn_implementation)
     argv.append("--reward.normalize_enable")  # uses the mean/std the reward model stored in its config
     flag("ckpt.output_dir", output_dir)

@@ -230,6 +230,12 @@ def _check_training_method(cfg: DictConfig, issues: list[ConfigIssue]) -> None:
             # (PPO trains at the reward model's ZeRO stage)
             issues.append(offload_without_zero3("train.rlhf.ppo.ref_reward_offload",
                                                 "train.rlhf.reward_model.zero_stage", rm.zero_stage))
+        attn = cfg.model.strong.attn_implementation
+        if cfg.train.rlhf.ppo_enabled and ppo.packing_samples and attn != "flash_attention_2":
+            issues.append(ConfigIssue("train.rlhf.ppo.packing_samples", True, "OpenRLHF's PPO packs on flash-attention"
+                                      f" 2 only (it switches to it; model.strong.attn_implementation is {attn})",
+                                      "set model.strong.attn_implementation=flash_attention_2 (CUDA and "
+                                      "flash-attn), or train.rlhf.ppo.packing_samples=false"))
         if cfg.train.rlhf.ppo_enabled:
             check_length("train.rlhf.ppo.max_prompt_tokens + max_new_tokens",
                          ppo.max_prompt_tokens + ppo.max_new_tokens, cfg.model.strong, "model.strong", issues)

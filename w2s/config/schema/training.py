@@ -119,6 +119,9 @@ class PPOConfig:
                                   "each layer comes to the GPU for its forward pass only, leaving the GPUs to the "
                                   "actor, the critic and vLLM at the cost of slower scoring. Needs "
                                   "train.rlhf.reward_model.zero_stage 3 (PPO's stage).")
+    packing_samples: bool = _f(False, "Pack the actor's, critic's, reference's and reward model's micro-batches "
+                               "without padding (OpenRLHF's --ds.packing_samples), on flash-attention 2 only: "
+                               "OpenRLHF's PPO switches to it when it packs.")
     vllm_engines: int = _f(1, "vLLM rollout engines.")
     vllm_tensor_parallel_size: int = _f(1, "GPUs per vLLM rollout engine.")
     checkpoint_every: int = _f(0, "Save OpenRLHF's resumable PPO state every this many steps; a rerun of the stage "
