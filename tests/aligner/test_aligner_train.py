@@ -74,6 +74,7 @@ def test_identity_warmup_runs_first_on_answer_copies(tmp_path, monkeypatch, tiny
     assert saved["template"] == "aligner-v2" and saved["warmup_fraction"] == 0.25
     assert saved["sizes"] == {"train": 16, "eval": 4, "warmup": 4, "overlong": 0}
     assert [s["stage"] for s in saved["stages"]] == ["warmup", "correction"] and len(saved["data_sha256"]) == 64
+    assert saved["train"]["packing_samples"] is False  # the settings it trained with, packing among them
     eval_rows = (out.with_name("aligner.work") / "eval.jsonl").read_text().splitlines()
     assert len(eval_rows) == 4
 

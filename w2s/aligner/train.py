@@ -249,7 +249,7 @@ def _training_summary(a: Any) -> dict[str, Any]:
             "lr": float(a.optim.lr), "scheduler": str(a.optim.scheduler),
             "warmup_ratio": float(a.optim.warmup_ratio), "betas": [float(b) for b in a.optim.betas],
             "global_batch_samples": int(a.global_batch_samples), "zero_stage": int(a.zero_stage),
-            "lora_rank": int(a.lora.rank)}
+            "lora_rank": int(a.lora.rank), "packing_samples": bool(a.packing_samples)}
 
 
 def _quiet(_message: str) -> None:

@@ -93,9 +93,10 @@ def run_peer(kind: str, flat: dict[str, Any], *, model: str, data: str, ref: str
              threads: int, timeout_s: float = 3600) -> dict[str, Any]:
     """Train once with OpenRLHF's CLI under ``torchrun``: ``ranks`` processes with ``threads`` torch threads each (as
     Ray gives the trainer actors); its wall time (start-up and imports included), rank 0's ``fit`` time and steps,
-    and the ranks' peak memory together. The output goes to ``out/peer-KIND.log``."""
-    argv = cli_argv({**flat, "ckpt.output_dir": str(out / f"peer-{kind}")}, kind, model=model, data=data, ref=ref)
-    timings = out / f"peer-{kind}.json"
+    and the ranks' peak memory together. The output goes to ``out/peer-KIND.log`` (``peer-KIND-packed.log``)."""
+    name = f"peer-{kind}-packed" if flat["ds.packing_samples"] else f"peer-{kind}"
+    argv = cli_argv({**flat, "ckpt.output_dir": str(out / name)}, kind, model=model, data=data, ref=ref)
+    timings = out / f"{name}.json"
     for old in out.glob(f"{timings.stem}.rank*.json"):
         old.unlink()
     # A world of its own (torchrun's standalone rendezvous on a free port): a torch.distributed world this process
@@ -105,15 +106,15 @@ def run_peer(kind: str, flat: dict[str, Any], *, model: str, data: str, ref: str
     env.update(OMP_NUM_THREADS=str(threads), W2S_PEER_THREADS=str(threads))
     # (torchrun's own files beside the output: by default it leaves a torchelastic_* folder in the temp dir)
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
-                f"--log-dir={out / f'peer-{kind}-torchrun'}"]
-    with open(out / f"peer-{kind}.log", "w") as log:
+                f"--log-dir={out / f'{name}-torchrun'}"]
+    with open(out / f"{name}.log", "w") as log:
         t0 = time.perf_counter()
         done = subprocess.run([*launcher, "-m", __name__, kind, str(timings), *argv], stdout=log,
                               stderr=subprocess.STDOUT, env=env, timeout=timeout_s)
         seconds = time.perf_counter() - t0
     per_rank = [_rank_file(timings, r) for r in range(ranks)]
     if done.returncode != 0 or not all(f.exists() for f in per_rank):
-        raise PeerError(f"{CLI[kind]} exited {done.returncode}; its output: {out / f'peer-{kind}.log'}")
+        raise PeerError(f"{CLI[kind]} exited {done.returncode}; its output: {out / f'{name}.log'}")
     records = [json.loads(f.read_text()) for f in per_rank]
     return {"seconds_total": seconds, **records[0], "peak_mem_mb": sum(r["peak_mem_mb"] for r in records)}
 
