@@ -132,6 +132,13 @@ def frozen_bytes_per_param(zero_stage: int, ranks: int) -> float:
     return WEIGHT_BYTES / (max(ranks, 1) if zero_stage >= 3 else 1)
 
 
+def frozen_offloaded(cfg: Any, method: str) -> bool:
+    """Whether ``method``'s frozen models live in host memory, their layers visiting the GPU one at a time
+    (``train.dpo.ref_offload``; PPO's ``train.rlhf.ppo.ref_reward_offload``)."""
+    key = {"dpo": "train.dpo.ref_offload", "rlhf": "train.rlhf.ppo.ref_reward_offload"}.get(method)
+    return bool(_get(cfg, key, False)) if key else False
+
+
 def training_memory_gb(cfg: Any, params_b: float, ranks: int, method: str) -> tuple[float, str]:
     """Estimated GB per trainer GPU for ``method`` (sft, dpo, rlhf, aligner) and the formula behind it."""
     if method == "aligner":
@@ -145,14 +152,14 @@ def training_memory_gb(cfg: Any, params_b: float, ranks: int, method: str) -> tu
     trained = train_bytes_per_param(zero, ranks, lora=lora, adam_offload=bool(_get(t, "adam_offload", False)))
     frozen = frozen_bytes_per_param(zero, ranks)
     terms = [(trained, "trained")]
-    offloaded = method == "dpo" and bool(_get(t, "ref_offload", False))  # its layers visit the GPU one at a time
+    offloaded = method == "dpo" and frozen_offloaded(cfg, method)
     if method == "dpo" and not offloaded:
         terms.append((frozen, "reference"))
     if method == "rlhf" and bool(_get(cfg, "train.rlhf.ppo_enabled", True)):
         # PPO with colocate_all: actor and critic trained, reference and reward frozen, on the same GPUs (or in host
         # memory: train.rlhf.ppo.ref_reward_offload).
         terms = [(trained, "actor"), (trained, "critic")]
-        offloaded = bool(_get(cfg, "train.rlhf.ppo.ref_reward_offload", False))
+        offloaded = frozen_offloaded(cfg, method)
         if not offloaded:
             terms += [(frozen, "reference"), (frozen, "reward")]
     per_param = sum(b for b, _ in terms)
@@ -244,7 +251,7 @@ def _check_training(cfg: Any, req: Request, usable: float, rep: Report) -> None:
         jobs.append((str(_get(cfg, "train.method", "dpo")), "model.strong"))
     dpo = _get(cfg, "train.dpo")
     if ("dpo", "model.strong") in jobs and "trainer" in (_get(cfg, "cluster.colocate", []) or []) and \
-            int(_get(dpo, "zero_stage", 2)) == 3 and not bool(_get(dpo, "ref_offload", False)):
+            int(_get(dpo, "zero_stage", 2)) == 3 and not frozen_offloaded(cfg, "dpo"):
         rep.notes.append("dpo: the trainer shares its GPUs (cluster.colocate), so its ZeRO-3 reference is dropped "
                          "whenever another role works and loaded again each round; train.dpo.ref_offload=true "
                          "keeps it in host memory instead")
@@ -272,10 +279,11 @@ def _check_training(cfg: Any, req: Request, usable: float, rep: Report) -> None:
 def _ranks_needed(cfg: Any, params: float, method: str, usable_per_rank: float) -> int:
     """Fewest trainer ranks that fit under ZeRO-3 (0 when even 4096 do not)."""
     trained = WEIGHT_BYTES + GRAD_BYTES + OPTIM_BYTES
+    offloaded = frozen_offloaded(cfg, method)
     if method == "rlhf":  # actor and critic, and the frozen two unless offloaded
-        per_param = trained * (2 if bool(_get(cfg, "train.rlhf.ppo.ref_reward_offload", False)) else 3)
+        per_param = trained * (2 if offloaded else 3)
     else:
-        per_param = trained + (WEIGHT_BYTES if method == "dpo" and not _get(cfg, "train.dpo.ref_offload") else 0)
+        per_param = trained + (WEIGHT_BYTES if method == "dpo" and not offloaded else 0)
     n = 1
     while n <= 4096:
         if params * per_param / n <= usable_per_rank:
